@@ -1,0 +1,914 @@
+//! The ledger's state machine. Pure: no I/O, no clock (the caller passes `now_ns`).
+//!
+//! Live processing and crash recovery share one function, [`Engine::apply`]: a request is
+//! validated into journal [`Op`]s, each op is applied to the in-memory state, and recovery
+//! re-applies the journal's ops in order. Whatever the live path computed, replay recomputes.
+
+use std::collections::{BTreeSet, HashMap};
+
+use puente_money::{AMOUNT_MAX_MINOR, CurrencyCode, CurrencyTable};
+use serde::{Deserialize, Serialize};
+
+use crate::types::*;
+
+/// Most accounts one ledger holds (accounts live in memory: ~300 B each).
+pub const ACCOUNTS_MAX: usize = 10_000_000;
+/// Most pending transfers expired in one step.
+pub const EXPIRE_BATCH_MAX: usize = BATCH_EVENTS_MAX;
+
+/// One journal operation: the unit of durability and of replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    CreateAccount(Account),
+    Transfer(TransferRecord),
+    /// A remembered failure: no balance effect, only idempotency.
+    Fail(FailedTransfer),
+    /// A pending transfer timed out and released its funds.
+    Expire {
+        pending_id: TransferId,
+        timestamp_ns: u64,
+    },
+}
+
+/// What a committed op did to one account: a row of the account's statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    Posted,
+    Pending,
+    PostPending,
+    VoidPending,
+    Expired,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub account_id: AccountId,
+    pub timestamp_ns: u64,
+    pub transfer_id: TransferId,
+    pub kind: EntryKind,
+    /// True when this account is the debit side.
+    pub is_debit: bool,
+    /// The amount moved into (or out of, for void/expiry/post releases) the balances.
+    pub amount_minor: u64,
+    pub debits_pending_minor: u128,
+    pub debits_posted_minor: u128,
+    pub credits_pending_minor: u128,
+    pub credits_posted_minor: u128,
+}
+
+/// A transfer already seen: committed, or failed on the state (remembered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Prior {
+    Committed(TransferRecord),
+    Failed(FailedTransfer),
+}
+
+impl Prior {
+    pub fn transfer(&self) -> &Transfer {
+        match self {
+            Prior::Committed(r) => &r.transfer,
+            Prior::Failed(f) => &f.transfer,
+        }
+    }
+}
+
+/// Where the engine looks up transfers that are not in memory (the store).
+pub trait TransferLookup {
+    fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, crate::LedgerError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub debit_account_id: AccountId,
+    pub credit_account_id: AccountId,
+    pub amount_minor: u64,
+    pub currency: CurrencyCode,
+    pub expires_at_ns: u64,
+    pub state: PendingState,
+}
+
+/// What processing produced, to be journaled and then indexed.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub ops: Vec<Op>,
+    pub entries: Vec<Entry>,
+    pub touched_accounts: Vec<AccountId>,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.entries.clear();
+        self.touched_accounts.clear();
+    }
+}
+
+/// Saved state for rolling back a failed linked chain.
+enum Undo {
+    Account(Box<Account>),
+    Pending(TransferId, Option<Pending>),
+    ExpiryInserted(u64, TransferId),
+    ExpiryRemoved(u64, TransferId),
+    Recent(TransferId),
+}
+
+pub struct Engine {
+    currencies: CurrencyTable,
+    accounts: HashMap<AccountId, Account>,
+    pendings: HashMap<TransferId, Pending>,
+    expiry: BTreeSet<(u64, TransferId)>,
+    /// Transfers decided since the store last caught up (not yet visible through lookup).
+    recent: HashMap<TransferId, Prior>,
+    last_timestamp_ns: u64,
+    undo: Option<Vec<Undo>>,
+}
+
+impl Engine {
+    pub fn new(currencies: CurrencyTable) -> Engine {
+        Engine {
+            currencies,
+            accounts: HashMap::new(),
+            pendings: HashMap::new(),
+            expiry: BTreeSet::new(),
+            recent: HashMap::new(),
+            last_timestamp_ns: 0,
+            undo: None,
+        }
+    }
+
+    pub fn currencies(&self) -> &CurrencyTable {
+        &self.currencies
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.accounts.get(&id)
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    pub fn pending(&self, id: TransferId) -> Option<&Pending> {
+        self.pendings.get(&id)
+    }
+
+    pub fn last_timestamp_ns(&self) -> u64 {
+        self.last_timestamp_ns
+    }
+
+    /// The earliest expiry among unresolved pending transfers.
+    pub fn next_expiry_ns(&self) -> Option<u64> {
+        self.expiry.iter().next().map(|(at, _)| *at)
+    }
+
+    /// Forget the in-memory overlay once the store shows everything decided so far.
+    pub fn store_caught_up(&mut self) {
+        self.recent.clear();
+    }
+
+    fn next_timestamp(&mut self, now_ns: u64) -> u64 {
+        let ts = now_ns.max(self.last_timestamp_ns + 1);
+        debug_assert!(ts > self.last_timestamp_ns);
+        ts
+    }
+
+    // ----- accounts -----------------------------------------------------------------------
+
+    pub fn create_accounts(
+        &mut self,
+        actor: Option<&str>,
+        batch: Vec<NewAccount>,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Vec<AccountOutcome> {
+        assert!(batch.len() <= BATCH_EVENTS_MAX);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for new in batch {
+            let result = self.validate_account(actor, &new);
+            if result != AccountResult::Ok {
+                outcomes.push(AccountOutcome { result, replayed: false, account: None });
+                continue;
+            }
+            if let Some(existing) = self.accounts.get(&new.id) {
+                let result = compare_account(existing, &new);
+                let account = (result == AccountResult::Ok).then(|| existing.clone());
+                outcomes.push(AccountOutcome { result, replayed: result == AccountResult::Ok, account });
+                continue;
+            }
+            if self.accounts.len() >= ACCOUNTS_MAX {
+                outcomes.push(AccountOutcome {
+                    result: AccountResult::AccountsLimitReached,
+                    replayed: false,
+                    account: None,
+                });
+                continue;
+            }
+            let ts = self.next_timestamp(now_ns);
+            let account = Account::from_new(new, ts);
+            self.apply(Op::CreateAccount(account.clone()), out);
+            outcomes.push(AccountOutcome {
+                result: AccountResult::Ok,
+                replayed: false,
+                account: Some(account),
+            });
+        }
+        outcomes
+    }
+
+    fn validate_account(&self, actor: Option<&str>, new: &NewAccount) -> AccountResult {
+        use AccountResult::*;
+        if new.id == 0 {
+            return IdMustNotBeZero;
+        }
+        if !participant_valid(&new.participant) || actor.is_some_and(|a| a != new.participant) {
+            return ParticipantInvalid;
+        }
+        if self.currencies.get(new.currency).is_err() {
+            return CurrencyNotConfigured;
+        }
+        if new.flags.debits_must_not_exceed_credits && new.flags.credits_must_not_exceed_debits {
+            return FlagsAreMutuallyExclusive;
+        }
+        if new.overdraft_limit_minor > 0 && !new.flags.debits_must_not_exceed_credits {
+            return OverdraftRequiresDebitLimit;
+        }
+        if new.overdraft_limit_minor > AMOUNT_MAX_MINOR {
+            return OverdraftTooLarge;
+        }
+        if new.holder_ref.len() > REFERENCE_LEN_MAX {
+            return HolderRefTooLong;
+        }
+        if !metadata_fits(&new.metadata) {
+            return MetadataTooLarge;
+        }
+        Ok
+    }
+
+    // ----- transfers ----------------------------------------------------------------------
+
+    /// Processes one batch of transfers in order. Linked chains succeed or fail as one.
+    pub fn create_transfers(
+        &mut self,
+        lookup: &dyn TransferLookup,
+        actor: Option<&str>,
+        batch: &[Transfer],
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Result<Vec<TransferOutcome>, crate::LedgerError> {
+        assert!(batch.len() <= BATCH_EVENTS_MAX);
+        let mut outcomes: Vec<TransferOutcome> = Vec::with_capacity(batch.len());
+        let mut index = 0;
+        while index < batch.len() {
+            // A chain runs from `index` to the first event without `linked`.
+            let mut end = index;
+            while end < batch.len() && batch[end].flags.linked {
+                end += 1;
+            }
+            if end == batch.len() {
+                // The last event is linked: the chain is open, all of it fails.
+                for i in index..batch.len() {
+                    let result = if i + 1 == batch.len() {
+                        TransferResult::LinkedEventChainOpen
+                    } else {
+                        TransferResult::LinkedEventFailed
+                    };
+                    outcomes.push(TransferOutcome { result, replayed: false, timestamp_ns: 0 });
+                }
+                break;
+            }
+            let chain = &batch[index..=end];
+            if chain.len() == 1 {
+                let outcome = self.create_transfer(lookup, actor, &chain[0], now_ns, out)?;
+                outcomes.push(outcome);
+            } else {
+                self.run_chain(lookup, actor, chain, now_ns, out, &mut outcomes)?;
+            }
+            index = end + 1;
+        }
+        debug_assert_eq!(outcomes.len(), batch.len());
+        Ok(outcomes)
+    }
+
+    fn run_chain(
+        &mut self,
+        lookup: &dyn TransferLookup,
+        actor: Option<&str>,
+        chain: &[Transfer],
+        now_ns: u64,
+        out: &mut Output,
+        outcomes: &mut Vec<TransferOutcome>,
+    ) -> Result<(), crate::LedgerError> {
+        let ops_mark = out.ops.len();
+        let entries_mark = out.entries.len();
+        self.undo = Some(Vec::new());
+        let mut chain_outcomes = Vec::with_capacity(chain.len());
+        let mut failed: Option<(usize, TransferOutcome)> = None;
+        for (i, transfer) in chain.iter().enumerate() {
+            // Inside a chain, a failure is not remembered until the chain is rolled back.
+            let outcome = self.create_transfer_inner(lookup, actor, transfer, now_ns, out, false);
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    self.rollback(ops_mark, entries_mark, out);
+                    return Err(error);
+                }
+            };
+            if outcome.result != TransferResult::Ok {
+                failed = Some((i, outcome));
+                break;
+            }
+            chain_outcomes.push(outcome);
+        }
+        match failed {
+            None => {
+                self.undo = None;
+                outcomes.extend(chain_outcomes);
+            }
+            Some((culprit, outcome)) => {
+                self.rollback(ops_mark, entries_mark, out);
+                let mut outcome = outcome;
+                if outcome.result.is_remembered_failure() && !outcome.replayed {
+                    outcome.timestamp_ns =
+                        self.remember_failure(&chain[culprit], outcome.result, now_ns, out);
+                }
+                for i in 0..chain.len() {
+                    if i == culprit {
+                        outcomes.push(outcome.clone());
+                    } else {
+                        outcomes.push(TransferOutcome {
+                            result: TransferResult::LinkedEventFailed,
+                            replayed: false,
+                            timestamp_ns: 0,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, ops_mark: usize, entries_mark: usize, out: &mut Output) {
+        let undo = self.undo.take().unwrap_or_default();
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Account(account) => {
+                    self.accounts.insert(account.id, *account);
+                }
+                Undo::Pending(id, prior) => match prior {
+                    Some(p) => {
+                        self.pendings.insert(id, p);
+                    }
+                    None => {
+                        self.pendings.remove(&id);
+                    }
+                },
+                Undo::ExpiryInserted(at, id) => {
+                    self.expiry.remove(&(at, id));
+                }
+                Undo::ExpiryRemoved(at, id) => {
+                    self.expiry.insert((at, id));
+                }
+                Undo::Recent(id) => {
+                    self.recent.remove(&id);
+                }
+            }
+        }
+        out.ops.truncate(ops_mark);
+        out.entries.truncate(entries_mark);
+        // Timestamps consumed by the rolled-back chain stay consumed: gaps are allowed,
+        // reuse is not.
+    }
+
+    /// One transfer outside any chain.
+    pub fn create_transfer(
+        &mut self,
+        lookup: &dyn TransferLookup,
+        actor: Option<&str>,
+        transfer: &Transfer,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Result<TransferOutcome, crate::LedgerError> {
+        self.create_transfer_inner(lookup, actor, transfer, now_ns, out, true)
+    }
+
+    fn create_transfer_inner(
+        &mut self,
+        lookup: &dyn TransferLookup,
+        actor: Option<&str>,
+        transfer: &Transfer,
+        now_ns: u64,
+        out: &mut Output,
+        remember: bool,
+    ) -> Result<TransferOutcome, crate::LedgerError> {
+        let fail = |result| TransferOutcome { result, replayed: false, timestamp_ns: 0 };
+        let result = self.validate_transfer(transfer);
+        if result != TransferResult::Ok {
+            return Ok(fail(result));
+        }
+        let prior = match self.recent.get(&transfer.id) {
+            Some(prior) => Some(prior.clone()),
+            None => lookup.lookup_transfer(transfer.id)?,
+        };
+        if let Some(prior) = prior {
+            let result = compare_transfer(prior.transfer(), transfer);
+            if result != TransferResult::Ok {
+                return Ok(fail(result));
+            }
+            return Ok(match prior {
+                Prior::Committed(record) => TransferOutcome {
+                    result: TransferResult::Ok,
+                    replayed: true,
+                    timestamp_ns: record.timestamp_ns,
+                },
+                Prior::Failed(failed) => TransferOutcome {
+                    result: failed.result,
+                    replayed: true,
+                    timestamp_ns: failed.timestamp_ns,
+                },
+            });
+        }
+        let effect = match self.check_state(lookup, actor, transfer, now_ns)? {
+            Ok(effect) => effect,
+            Err(result) => {
+                let mut outcome = fail(result);
+                if remember && result.is_remembered_failure() {
+                    outcome.timestamp_ns = self.remember_failure(transfer, result, now_ns, out);
+                }
+                return Ok(outcome);
+            }
+        };
+        let timestamp_ns = self.next_timestamp(now_ns);
+        let expires_at_ns = if transfer.flags.pending && transfer.timeout_ms > 0 {
+            timestamp_ns.saturating_add(transfer.timeout_ms.saturating_mul(1_000_000))
+        } else {
+            0
+        };
+        let record = TransferRecord { transfer: transfer.clone(), effect, timestamp_ns, expires_at_ns };
+        self.apply(Op::Transfer(record), out);
+        Ok(TransferOutcome { result: TransferResult::Ok, replayed: false, timestamp_ns })
+    }
+
+    fn remember_failure(
+        &mut self,
+        transfer: &Transfer,
+        result: TransferResult,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> u64 {
+        let timestamp_ns = self.next_timestamp(now_ns);
+        self.apply(Op::Fail(FailedTransfer { transfer: transfer.clone(), result, timestamp_ns }), out);
+        timestamp_ns
+    }
+
+    fn validate_transfer(&self, t: &Transfer) -> TransferResult {
+        use TransferResult::*;
+        if t.id == 0 {
+            return IdMustNotBeZero;
+        }
+        let kinds = [t.flags.pending, t.flags.post_pending, t.flags.void_pending];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return FlagsAreMutuallyExclusive;
+        }
+        let resolving = t.flags.post_pending || t.flags.void_pending;
+        if resolving {
+            if t.pending_id == 0 {
+                return PendingIdMustNotBeZero;
+            }
+            if t.pending_id == t.id {
+                return PendingIdMustBeDifferent;
+            }
+            if t.timeout_ms != 0 {
+                return TimeoutReservedForPendingTransfer;
+            }
+            if t.debit_account_id != 0 && t.debit_account_id == t.credit_account_id {
+                return AccountsMustBeDifferent;
+            }
+        } else {
+            if t.debit_account_id == 0 {
+                return DebitAccountIdMustNotBeZero;
+            }
+            if t.credit_account_id == 0 {
+                return CreditAccountIdMustNotBeZero;
+            }
+            if t.debit_account_id == t.credit_account_id {
+                return AccountsMustBeDifferent;
+            }
+            if t.pending_id != 0 {
+                return PendingIdMustBeZero;
+            }
+            if t.timeout_ms != 0 && !t.flags.pending {
+                return TimeoutReservedForPendingTransfer;
+            }
+            if t.amount_minor == 0 {
+                return AmountMustNotBeZero;
+            }
+        }
+        if t.timeout_ms > TIMEOUT_MAX_MS {
+            return TimeoutTooLarge;
+        }
+        if t.amount_minor > AMOUNT_MAX_MINOR {
+            return AmountTooLarge;
+        }
+        if self.currencies.get(t.currency).is_err() {
+            return CurrencyNotConfigured;
+        }
+        if t.reference.len() > REFERENCE_LEN_MAX {
+            return ReferenceTooLong;
+        }
+        if !metadata_fits(&t.metadata) {
+            return MetadataTooLarge;
+        }
+        Ok
+    }
+
+    /// Checks a transfer against the ledger's state; returns what it would do.
+    fn check_state(
+        &self,
+        lookup: &dyn TransferLookup,
+        actor: Option<&str>,
+        t: &Transfer,
+        now_ns: u64,
+    ) -> Result<Result<Effect, TransferResult>, crate::LedgerError> {
+        if t.flags.post_pending || t.flags.void_pending {
+            let Some(p) = self.pendings.get(&t.pending_id) else {
+                let known = match self.recent.get(&t.pending_id) {
+                    Some(Prior::Committed(_)) => true,
+                    Some(Prior::Failed(_)) => false,
+                    None => matches!(lookup.lookup_transfer(t.pending_id)?, Some(Prior::Committed(_))),
+                };
+                return Ok(Err(if known {
+                    TransferResult::PendingTransferNotPending
+                } else {
+                    TransferResult::PendingTransferNotFound
+                }));
+            };
+            match p.state {
+                PendingState::Pending => {}
+                PendingState::Posted => return Ok(Err(TransferResult::PendingTransferAlreadyPosted)),
+                PendingState::Voided => return Ok(Err(TransferResult::PendingTransferAlreadyVoided)),
+                PendingState::Expired => return Ok(Err(TransferResult::PendingTransferExpired)),
+            }
+            if p.expires_at_ns != 0 && p.expires_at_ns <= now_ns {
+                return Ok(Err(TransferResult::PendingTransferExpired));
+            }
+            if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+                return Ok(Err(TransferResult::PendingTransferHasDifferentDebitAccountId));
+            }
+            if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+                return Ok(Err(TransferResult::PendingTransferHasDifferentCreditAccountId));
+            }
+            if t.currency != p.currency {
+                return Ok(Err(TransferResult::PendingTransferHasDifferentCurrency));
+            }
+            if let Some(actor) = actor {
+                let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == actor);
+                if !owned {
+                    return Ok(Err(TransferResult::DebitAccountNotOwned));
+                }
+            }
+            let amount_minor = if t.flags.void_pending {
+                if t.amount_minor != 0 && t.amount_minor != p.amount_minor {
+                    return Ok(Err(TransferResult::ExceedsPendingTransferAmount));
+                }
+                p.amount_minor
+            } else if t.amount_minor == 0 {
+                p.amount_minor
+            } else if t.amount_minor > p.amount_minor {
+                return Ok(Err(TransferResult::ExceedsPendingTransferAmount));
+            } else {
+                t.amount_minor
+            };
+            return Ok(Ok(Effect {
+                debit_account_id: p.debit_account_id,
+                credit_account_id: p.credit_account_id,
+                amount_minor,
+            }));
+        }
+        let Some(debit) = self.accounts.get(&t.debit_account_id) else {
+            return Ok(Err(TransferResult::DebitAccountNotFound));
+        };
+        let Some(credit) = self.accounts.get(&t.credit_account_id) else {
+            return Ok(Err(TransferResult::CreditAccountNotFound));
+        };
+        if actor.is_some_and(|a| a != debit.participant) {
+            return Ok(Err(TransferResult::DebitAccountNotOwned));
+        }
+        if debit.currency != credit.currency {
+            return Ok(Err(TransferResult::AccountsMustHaveSameCurrency));
+        }
+        if t.currency != debit.currency {
+            return Ok(Err(TransferResult::TransferCurrencyMismatch));
+        }
+        if debit.closed {
+            return Ok(Err(TransferResult::DebitAccountClosed));
+        }
+        if credit.closed {
+            return Ok(Err(TransferResult::CreditAccountClosed));
+        }
+        let amount = t.amount_minor as u128;
+        // Balances are u128 and amounts at most 10^17: overflow needs > 10^21 transfers.
+        let debits = debit.debits_pending_minor + debit.debits_posted_minor;
+        let credits = credit.credits_pending_minor + credit.credits_posted_minor;
+        if debits.checked_add(amount).is_none() || credits.checked_add(amount).is_none() {
+            return Ok(Err(TransferResult::OverflowsBalance));
+        }
+        if debit.flags.debits_must_not_exceed_credits
+            && debits + amount > debit.credits_posted_minor + debit.overdraft_limit_minor as u128
+        {
+            return Ok(Err(TransferResult::ExceedsCredits));
+        }
+        if credit.flags.credits_must_not_exceed_debits && credits + amount > credit.debits_posted_minor {
+            return Ok(Err(TransferResult::ExceedsDebits));
+        }
+        Ok(Ok(Effect {
+            debit_account_id: t.debit_account_id,
+            credit_account_id: t.credit_account_id,
+            amount_minor: t.amount_minor,
+        }))
+    }
+
+    // ----- expiry -------------------------------------------------------------------------
+
+    /// Expires every pending transfer whose timeout has passed (at most EXPIRE_BATCH_MAX).
+    /// Returns how many were expired.
+    pub fn expire_due(&mut self, now_ns: u64, out: &mut Output) -> usize {
+        let mut due = Vec::new();
+        for (at, id) in self.expiry.iter() {
+            if *at > now_ns || due.len() >= EXPIRE_BATCH_MAX {
+                break;
+            }
+            due.push(*id);
+        }
+        for pending_id in &due {
+            let timestamp_ns = self.next_timestamp(now_ns);
+            self.apply(Op::Expire { pending_id: *pending_id, timestamp_ns }, out);
+        }
+        due.len()
+    }
+
+    // ----- the one place state changes --------------------------------------------------
+
+    fn save_account(&mut self, id: AccountId) {
+        if let Some(undo) = self.undo.as_mut()
+            && let Some(account) = self.accounts.get(&id)
+        {
+            undo.push(Undo::Account(Box::new(account.clone())));
+        }
+    }
+
+    fn save_pending(&mut self, id: TransferId) {
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(Undo::Pending(id, self.pendings.get(&id).cloned()));
+        }
+    }
+
+    fn note(&mut self, step: Undo) {
+        if let Some(undo) = self.undo.as_mut() {
+            undo.push(step);
+        }
+    }
+
+    /// Applies one op to the state and records what it did in `out`.
+    ///
+    /// Used by live processing (after validation) and by journal replay. An op that cannot be
+    /// applied (unknown account, pending not pending) means the journal and the engine
+    /// disagree: that is corruption, and it panics. Live processing validated the op first, so
+    /// this is not reachable from a request.
+    pub fn apply(&mut self, op: Op, out: &mut Output) {
+        match &op {
+            Op::CreateAccount(account) => {
+                assert!(
+                    !self.accounts.contains_key(&account.id),
+                    "journal: account {} created twice",
+                    account.id
+                );
+                self.bump_timestamp(account.created_at_ns);
+                self.accounts.insert(account.id, account.clone());
+                out.touched_accounts.push(account.id);
+            }
+            Op::Transfer(record) => {
+                self.bump_timestamp(record.timestamp_ns);
+                let t = &record.transfer;
+                let e = record.effect;
+                let ts = record.timestamp_ns;
+                self.save_account(e.debit_account_id);
+                self.save_account(e.credit_account_id);
+                let amount = e.amount_minor as u128;
+                let kind;
+                if t.flags.pending {
+                    kind = EntryKind::Pending;
+                    self.update(e.debit_account_id, |a| a.debits_pending_minor += amount);
+                    self.update(e.credit_account_id, |a| a.credits_pending_minor += amount);
+                    self.save_pending(t.id);
+                    self.pendings.insert(
+                        t.id,
+                        Pending {
+                            debit_account_id: e.debit_account_id,
+                            credit_account_id: e.credit_account_id,
+                            amount_minor: e.amount_minor,
+                            currency: t.currency,
+                            expires_at_ns: record.expires_at_ns,
+                            state: PendingState::Pending,
+                        },
+                    );
+                    if record.expires_at_ns != 0 {
+                        self.expiry.insert((record.expires_at_ns, t.id));
+                        self.note(Undo::ExpiryInserted(record.expires_at_ns, t.id));
+                    }
+                } else if t.flags.post_pending || t.flags.void_pending {
+                    let p = self.pendings.get(&t.pending_id).cloned();
+                    let p =
+                        p.unwrap_or_else(|| panic!("journal: resolving unknown pending {}", t.pending_id));
+                    assert_eq!(
+                        p.state,
+                        PendingState::Pending,
+                        "journal: pending {} resolved twice",
+                        t.pending_id
+                    );
+                    let reserved = p.amount_minor as u128;
+                    let posted = if t.flags.post_pending { amount } else { 0 };
+                    kind = if t.flags.post_pending { EntryKind::PostPending } else { EntryKind::VoidPending };
+                    self.update(e.debit_account_id, |a| {
+                        a.debits_pending_minor -= reserved;
+                        a.debits_posted_minor += posted;
+                    });
+                    self.update(e.credit_account_id, |a| {
+                        a.credits_pending_minor -= reserved;
+                        a.credits_posted_minor += posted;
+                    });
+                    self.save_pending(t.pending_id);
+                    if p.expires_at_ns != 0 && self.expiry.remove(&(p.expires_at_ns, t.pending_id)) {
+                        self.note(Undo::ExpiryRemoved(p.expires_at_ns, t.pending_id));
+                    }
+                    let state =
+                        if t.flags.post_pending { PendingState::Posted } else { PendingState::Voided };
+                    if let Some(p) = self.pendings.get_mut(&t.pending_id) {
+                        p.state = state;
+                    }
+                } else {
+                    kind = EntryKind::Posted;
+                    self.update(e.debit_account_id, |a| a.debits_posted_minor += amount);
+                    self.update(e.credit_account_id, |a| a.credits_posted_minor += amount);
+                }
+                self.record_entries(out, e, ts, t.id, kind);
+                self.recent.insert(t.id, Prior::Committed(record.clone()));
+                self.note(Undo::Recent(t.id));
+            }
+            Op::Fail(failed) => {
+                self.bump_timestamp(failed.timestamp_ns);
+                self.recent.insert(failed.transfer.id, Prior::Failed(failed.clone()));
+                self.note(Undo::Recent(failed.transfer.id));
+            }
+            Op::Expire { pending_id, timestamp_ns } => {
+                self.bump_timestamp(*timestamp_ns);
+                let p = self.pendings.get(pending_id).cloned();
+                let p = p.unwrap_or_else(|| panic!("journal: expiring unknown pending {pending_id}"));
+                assert_eq!(
+                    p.state,
+                    PendingState::Pending,
+                    "journal: pending {pending_id} expired after resolution"
+                );
+                let reserved = p.amount_minor as u128;
+                self.save_account(p.debit_account_id);
+                self.save_account(p.credit_account_id);
+                self.update(p.debit_account_id, |a| a.debits_pending_minor -= reserved);
+                self.update(p.credit_account_id, |a| a.credits_pending_minor -= reserved);
+                self.save_pending(*pending_id);
+                if self.expiry.remove(&(p.expires_at_ns, *pending_id)) {
+                    self.note(Undo::ExpiryRemoved(p.expires_at_ns, *pending_id));
+                }
+                if let Some(p) = self.pendings.get_mut(pending_id) {
+                    p.state = PendingState::Expired;
+                }
+                let effect = Effect {
+                    debit_account_id: p.debit_account_id,
+                    credit_account_id: p.credit_account_id,
+                    amount_minor: p.amount_minor,
+                };
+                self.record_entries(out, effect, *timestamp_ns, *pending_id, EntryKind::Expired);
+            }
+        }
+        out.ops.push(op);
+    }
+
+    fn bump_timestamp(&mut self, ts: u64) {
+        assert!(ts > self.last_timestamp_ns, "journal: timestamp {ts} not after {}", self.last_timestamp_ns);
+        self.last_timestamp_ns = ts;
+    }
+
+    fn update(&mut self, id: AccountId, change: impl FnOnce(&mut Account)) {
+        let account = self.accounts.get_mut(&id);
+        let account = account.unwrap_or_else(|| panic!("journal: unknown account {id}"));
+        change(account);
+    }
+
+    fn record_entries(
+        &mut self,
+        out: &mut Output,
+        e: Effect,
+        ts: u64,
+        transfer_id: TransferId,
+        kind: EntryKind,
+    ) {
+        for (account_id, is_debit) in [(e.debit_account_id, true), (e.credit_account_id, false)] {
+            let a = &self.accounts[&account_id];
+            out.entries.push(Entry {
+                account_id,
+                timestamp_ns: ts,
+                transfer_id,
+                kind,
+                is_debit,
+                amount_minor: e.amount_minor,
+                debits_pending_minor: a.debits_pending_minor,
+                debits_posted_minor: a.debits_posted_minor,
+                credits_pending_minor: a.credits_pending_minor,
+                credits_posted_minor: a.credits_posted_minor,
+            });
+            out.touched_accounts.push(account_id);
+        }
+    }
+
+    // ----- invariants ---------------------------------------------------------------------
+
+    /// Per currency, total debits equal total credits (posted and pending), and no account
+    /// breaks its limits. Returns a description of the first violation.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut totals: HashMap<CurrencyCode, [u128; 4]> = HashMap::new();
+        for a in self.accounts.values() {
+            let t = totals.entry(a.currency).or_default();
+            t[0] += a.debits_pending_minor;
+            t[1] += a.debits_posted_minor;
+            t[2] += a.credits_pending_minor;
+            t[3] += a.credits_posted_minor;
+            if !a.within_limits() {
+                return Err(format!("account {} breaks its balance limits", a.id));
+            }
+        }
+        for (currency, [dp, dpo, cp, cpo]) in totals {
+            if dp != cp {
+                return Err(format!("{currency}: pending debits {dp} != pending credits {cp}"));
+            }
+            if dpo != cpo {
+                return Err(format!("{currency}: posted debits {dpo} != posted credits {cpo}"));
+            }
+        }
+        let reserved: u128 = self
+            .pendings
+            .values()
+            .filter(|p| p.state == PendingState::Pending)
+            .map(|p| p.amount_minor as u128)
+            .sum();
+        let pending_total: u128 = self.accounts.values().map(|a| a.debits_pending_minor).sum();
+        if reserved != pending_total {
+            return Err(format!("open pending transfers hold {reserved} but accounts show {pending_total}"));
+        }
+        Ok(())
+    }
+}
+
+fn compare_account(existing: &Account, new: &NewAccount) -> AccountResult {
+    use AccountResult::*;
+    if existing.participant != new.participant {
+        ExistsWithDifferentParticipant
+    } else if existing.currency != new.currency {
+        ExistsWithDifferentCurrency
+    } else if existing.flags != new.flags {
+        ExistsWithDifferentFlags
+    } else if existing.overdraft_limit_minor != new.overdraft_limit_minor {
+        ExistsWithDifferentOverdraftLimit
+    } else if existing.holder_ref != new.holder_ref {
+        ExistsWithDifferentHolderRef
+    } else if existing.metadata != new.metadata {
+        ExistsWithDifferentMetadata
+    } else {
+        Ok
+    }
+}
+
+fn compare_transfer(prior: &Transfer, t: &Transfer) -> TransferResult {
+    use TransferResult::*;
+    if prior.flags != t.flags {
+        ExistsWithDifferentFlags
+    } else if prior.debit_account_id != t.debit_account_id {
+        ExistsWithDifferentDebitAccountId
+    } else if prior.credit_account_id != t.credit_account_id {
+        ExistsWithDifferentCreditAccountId
+    } else if prior.amount_minor != t.amount_minor {
+        ExistsWithDifferentAmount
+    } else if prior.currency != t.currency {
+        ExistsWithDifferentCurrency
+    } else if prior.pending_id != t.pending_id {
+        ExistsWithDifferentPendingId
+    } else if prior.timeout_ms != t.timeout_ms {
+        ExistsWithDifferentTimeout
+    } else if prior.reference != t.reference {
+        ExistsWithDifferentReference
+    } else if prior.metadata != t.metadata {
+        ExistsWithDifferentMetadata
+    } else {
+        Ok
+    }
+}

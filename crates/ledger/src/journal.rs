@@ -1,0 +1,200 @@
+//! The journal: an append-only, checksummed, fsync'd log of committed ops. It is Puente's
+//! source of truth; sled is an index rebuilt from it (see ARCHITECTURE.md, "Durability").
+//!
+//! File format (`journal.log`): an 8-byte magic `PUENTEJ1`, then records
+//! `[len: u32 LE][crc32(payload): u32 LE][payload: bincode(JournalEntry)]`.
+//! A write is acknowledged only after `fdatasync` returns for the record that holds it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::LedgerError;
+use crate::engine::Op;
+
+const MAGIC: &[u8; 8] = b"PUENTEJ1";
+/// Largest journal record (one group commit). A group of 64 Ki transfers is ~20 MiB.
+pub const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
+const HEADER_BYTES: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub seq: u64,
+    pub ops: Vec<Op>,
+}
+
+pub struct Journal {
+    file: File,
+    path: PathBuf,
+    buffer: Vec<u8>,
+    len_bytes: u64,
+}
+
+/// What opening found.
+#[derive(Debug, Default)]
+pub struct ReplayStats {
+    pub entries: u64,
+    pub last_seq: u64,
+    pub truncated_tail_bytes: u64,
+}
+
+impl Journal {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("journal.log")
+    }
+
+    /// Opens (or creates) the journal, calling `each` for every intact entry in order.
+    /// A torn record at the very end (a write that was never acknowledged) is cut off.
+    /// A damaged record followed by intact ones is corruption: an error, nothing is cut.
+    pub fn open(
+        dir: &Path,
+        mut each: impl FnMut(JournalEntry) -> Result<(), LedgerError>,
+    ) -> Result<(Journal, ReplayStats), LedgerError> {
+        let path = Journal::path(dir);
+        let existed = path.exists();
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        let mut stats = ReplayStats::default();
+        if !existed || file.metadata()?.len() == 0 {
+            file.write_all(MAGIC)?;
+            file.sync_all()?;
+            sync_dir(dir)?;
+        } else {
+            let file_len = file.metadata()?.len();
+            let mut reader = BufReader::with_capacity(1 << 20, &file);
+            let mut magic = [0u8; 8];
+            reader.read_exact(&mut magic).map_err(|_| corrupt(&path, 0, "file shorter than its header"))?;
+            if &magic != MAGIC {
+                return Err(corrupt(&path, 0, "not a Puente journal (bad magic)"));
+            }
+            let mut offset = HEADER_BYTES as u64;
+            let mut payload = Vec::new();
+            loop {
+                if offset == file_len {
+                    break;
+                }
+                match read_record(&mut reader, file_len - offset, &mut payload) {
+                    Ok(record_len) => {
+                        let entry: JournalEntry = bincode::deserialize(&payload)
+                            .map_err(|e| corrupt(&path, offset, &format!("undecodable record: {e}")))?;
+                        if entry.seq != stats.last_seq + 1 {
+                            return Err(corrupt(
+                                &path,
+                                offset,
+                                &format!("sequence {} follows {}", entry.seq, stats.last_seq),
+                            ));
+                        }
+                        stats.last_seq = entry.seq;
+                        stats.entries += 1;
+                        each(entry)?;
+                        offset += record_len;
+                    }
+                    Err(damage) => {
+                        // Torn tail or corruption? Look for any intact record after this one.
+                        let next = damage.declared_end.map(|end| offset + end);
+                        if let Some(next) = next
+                            && next < file_len
+                            && intact_record_at(&path, next)?
+                        {
+                            return Err(corrupt(&path, offset, &damage.reason));
+                        }
+                        stats.truncated_tail_bytes = file_len - offset;
+                        tracing::warn!(
+                            offset,
+                            bytes = stats.truncated_tail_bytes,
+                            reason = %damage.reason,
+                            "journal: cutting a torn, never-acknowledged record off the end"
+                        );
+                        drop(reader);
+                        file.set_len(offset)?;
+                        file.sync_all()?;
+                        break;
+                    }
+                }
+            }
+        }
+        let len_bytes = file.seek(SeekFrom::End(0))?;
+        Ok((Journal { file, path, buffer: Vec::with_capacity(1 << 20), len_bytes }, stats))
+    }
+
+    /// Appends one entry and makes it durable (`fdatasync`) before returning.
+    pub fn append(&mut self, entry: &JournalEntry) -> Result<(), LedgerError> {
+        self.buffer.clear();
+        self.buffer.extend_from_slice(&[0u8; 8]);
+        bincode::serialize_into(&mut self.buffer, entry).map_err(|e| LedgerError::Storage(e.to_string()))?;
+        let payload_len = self.buffer.len() - 8;
+        if payload_len > RECORD_BYTES_MAX {
+            return Err(LedgerError::Storage(format!(
+                "journal record of {payload_len} bytes exceeds the limit"
+            )));
+        }
+        let crc = crc32fast::hash(&self.buffer[8..]);
+        self.buffer[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+        self.buffer[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.file.write_all(&self.buffer)?;
+        self.file.sync_data()?;
+        self.len_bytes += self.buffer.len() as u64;
+        Ok(())
+    }
+
+    pub fn len_bytes(&self) -> u64 {
+        self.len_bytes
+    }
+
+    pub fn file_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+struct Damage {
+    reason: String,
+    /// Where the record says it ends, when its header could be read.
+    declared_end: Option<u64>,
+}
+
+fn read_record(reader: &mut impl Read, remaining: u64, payload: &mut Vec<u8>) -> Result<u64, Damage> {
+    let mut header = [0u8; 8];
+    if remaining < 8 || reader.read_exact(&mut header).is_err() {
+        return Err(Damage { reason: "truncated record header".into(), declared_end: None });
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let declared_end = Some(8 + len);
+    if len as usize > RECORD_BYTES_MAX || 8 + len > remaining {
+        return Err(Damage {
+            reason: format!("record of {len} bytes runs past the end"),
+            declared_end: None,
+        });
+    }
+    payload.resize(len as usize, 0);
+    if reader.read_exact(payload).is_err() {
+        return Err(Damage { reason: "truncated record".into(), declared_end });
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err(Damage { reason: "checksum mismatch".into(), declared_end });
+    }
+    Ok(8 + len)
+}
+
+/// Whether an intact record starts at `offset` (relative length check only).
+fn intact_record_at(path: &Path, offset: u64) -> Result<bool, LedgerError> {
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    if offset >= file_len {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(offset))?;
+    let mut payload = Vec::new();
+    let mut reader = BufReader::new(file);
+    Ok(read_record(&mut reader, file_len - offset, &mut payload).is_ok())
+}
+
+fn corrupt(path: &Path, offset: u64, reason: &str) -> LedgerError {
+    LedgerError::Corrupt(format!("journal {} at byte {offset}: {reason}", path.display()))
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}

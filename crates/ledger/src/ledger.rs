@@ -1,0 +1,486 @@
+//! The durable ledger: recovery at open, one writer thread with group commit, reads from the
+//! store. See ARCHITECTURE.md ("Durability", "Write path").
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use puente_money::CurrencyTable;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::LedgerError;
+use crate::engine::{Engine, Entry, Output, Prior};
+use crate::journal::{Journal, JournalEntry};
+use crate::store::{SledStore, Store};
+use crate::types::*;
+
+/// Most requests waiting for the writer; beyond this, callers wait (backpressure).
+pub const QUEUE_DEPTH_MAX: usize = 4_096;
+/// Most events (accounts + transfers) in one group commit.
+pub const GROUP_EVENTS_MAX: usize = 65_536;
+/// How many committed groups the live feed buffers for slow subscribers.
+pub const FEED_BUFFER_GROUPS: usize = 1_024;
+
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    pub data_dir: PathBuf,
+    pub currencies: CurrencyTable,
+    /// Delete the sled index and rebuild it from the journal at open.
+    pub rebuild_index: bool,
+}
+
+impl LedgerConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> LedgerConfig {
+        LedgerConfig { data_dir: data_dir.into(), currencies: CurrencyTable::default(), rebuild_index: false }
+    }
+}
+
+enum Command {
+    CreateAccounts {
+        actor: Option<String>,
+        batch: Vec<NewAccount>,
+        reply: oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>,
+    },
+    CreateTransfers {
+        actor: Option<String>,
+        batch: Vec<Transfer>,
+        reply: oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
+    },
+}
+
+impl Command {
+    fn events(&self) -> usize {
+        match self {
+            Command::CreateAccounts { batch, .. } => batch.len(),
+            Command::CreateTransfers { batch, .. } => batch.len(),
+        }
+    }
+}
+
+/// Counters the writer keeps (exposed for status and benchmarks).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    pub commits: AtomicU64,
+    pub events: AtomicU64,
+    pub last_group_events: AtomicU64,
+    pub last_flush_us: AtomicU64,
+    pub journal_bytes: AtomicU64,
+}
+
+/// What recovery found at open.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    pub journal_entries: u64,
+    pub replayed_into_index: u64,
+    pub truncated_tail_bytes: u64,
+    pub accounts: usize,
+    pub elapsed_ms: u64,
+}
+
+/// A handle to the ledger. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct Ledger {
+    commands: mpsc::Sender<Command>,
+    store: Arc<SledStore>,
+    feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<WriterStats>,
+    currencies: CurrencyTable,
+    recovery: RecoveryReport,
+    data_dir: PathBuf,
+}
+
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Ledger {
+    /// Opens the ledger: replays the journal, repairs the index, checks every invariant, and
+    /// starts the writer. Refuses (with `LedgerError::Corrupt`) a store that fails a check.
+    pub fn open(config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let started = Instant::now();
+        std::fs::create_dir_all(&config.data_dir)?;
+        let index_dir = config.data_dir.join("index");
+        if config.rebuild_index && index_dir.exists() {
+            tracing::warn!(dir = %index_dir.display(), "rebuilding the sled index from the journal");
+            std::fs::remove_dir_all(&index_dir)?;
+        }
+        let store = SledStore::open(&index_dir)?;
+        let applied_seq = store.applied_seq()?;
+        let mut engine = Engine::new(config.currencies.clone());
+        let mut out = Output::default();
+        let mut replayed_into_index = 0;
+        let (journal, stats) = Journal::open(&config.data_dir, |entry| {
+            out.clear();
+            let replay = catch_unwind(AssertUnwindSafe(|| {
+                for op in entry.ops {
+                    engine.apply(op, &mut out);
+                }
+            }));
+            if replay.is_err() {
+                return Err(LedgerError::Corrupt(format!(
+                    "journal entry {} cannot be applied to the state before it",
+                    entry.seq
+                )));
+            }
+            if entry.seq > applied_seq {
+                let accounts = touched(&engine, &mut out.touched_accounts);
+                store.apply(entry.seq, &out, &accounts)?;
+                replayed_into_index += 1;
+            }
+            engine.store_caught_up();
+            Ok(())
+        })?;
+        if applied_seq > stats.last_seq {
+            return Err(LedgerError::Corrupt(format!(
+                "the index has applied journal entry {applied_seq} but the journal ends at {}; \
+                 the journal lost acknowledged data or belongs to another store",
+                stats.last_seq
+            )));
+        }
+        engine
+            .check_invariants()
+            .map_err(|e| LedgerError::Corrupt(format!("invariant broken after replay: {e}")))?;
+        verify_index(&engine, &store)?;
+        let recovery = RecoveryReport {
+            journal_entries: stats.entries,
+            replayed_into_index,
+            truncated_tail_bytes: stats.truncated_tail_bytes,
+            accounts: engine.accounts().count(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        };
+        tracing::info!(?recovery, "ledger recovered");
+
+        let (commands, receiver) = mpsc::channel(QUEUE_DEPTH_MAX);
+        let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
+        let store = Arc::new(store);
+        let healthy = Arc::new(AtomicBool::new(true));
+        let writer_stats = Arc::new(WriterStats::default());
+        writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
+        let writer = Writer {
+            engine,
+            journal,
+            store: store.clone(),
+            seq: stats.last_seq,
+            feed: feed.clone(),
+            healthy: healthy.clone(),
+            stats: writer_stats.clone(),
+        };
+        std::thread::Builder::new().name("puente-writer".into()).spawn(move || writer.run(receiver))?;
+        Ok(Ledger {
+            commands,
+            store,
+            feed,
+            healthy,
+            stats: writer_stats,
+            currencies: config.currencies,
+            recovery,
+            data_dir: config.data_dir,
+        })
+    }
+
+    pub fn currencies(&self) -> &CurrencyTable {
+        &self.currencies
+    }
+
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// False once a durable write failed: the process must be restarted (recovery replays
+    /// the journal). Health reports NOT_SERVING.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn size_on_disk(&self) -> u64 {
+        self.store.size_on_disk() + self.stats.journal_bytes.load(Ordering::Relaxed)
+    }
+
+    pub async fn create_accounts(
+        &self,
+        actor: Option<String>,
+        batch: Vec<NewAccount>,
+    ) -> Result<Vec<AccountOutcome>, LedgerError> {
+        check_batch(batch.len())?;
+        let (reply, response) = oneshot::channel();
+        self.send(Command::CreateAccounts { actor, batch, reply }).await?;
+        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
+    pub async fn create_transfers(
+        &self,
+        actor: Option<String>,
+        batch: Vec<Transfer>,
+    ) -> Result<Vec<TransferOutcome>, LedgerError> {
+        check_batch(batch.len())?;
+        let (reply, response) = oneshot::channel();
+        self.send(Command::CreateTransfers { actor, batch, reply }).await?;
+        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
+    async fn send(&self, command: Command) -> Result<(), LedgerError> {
+        if !self.is_healthy() {
+            return Err(LedgerError::Unavailable("a durable write failed; restart the server".into()));
+        }
+        self.commands.send(command).await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
+    }
+
+    pub fn get_account(&self, id: AccountId) -> Result<Option<Account>, LedgerError> {
+        self.store.get_account(id)
+    }
+
+    pub fn list_accounts(
+        &self,
+        participant: Option<&str>,
+        after_id: AccountId,
+        limit: usize,
+    ) -> Result<Vec<Account>, LedgerError> {
+        self.store.list_accounts(participant, after_id, limit)
+    }
+
+    /// A committed transfer, or the remembered failure of one.
+    pub fn get_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+        self.store.get_prior(id)
+    }
+
+    pub fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
+        self.store.get_transfer_at(timestamp_ns)
+    }
+
+    pub fn account_entries(
+        &self,
+        account_id: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        descending: bool,
+        cursor_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        self.store.account_entries(account_id, from_ns, to_ns, descending, cursor_ns, limit)
+    }
+
+    pub fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError> {
+        self.store.transfers_after(after_ns, limit)
+    }
+
+    /// Live feed of committed transfers, one message per group commit.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<TransferRecord>>> {
+        self.feed.subscribe()
+    }
+}
+
+fn check_batch(len: usize) -> Result<(), LedgerError> {
+    if len == 0 {
+        return Err(LedgerError::InvalidBatch("a batch needs at least one event".into()));
+    }
+    if len > BATCH_EVENTS_MAX {
+        return Err(LedgerError::InvalidBatch(format!(
+            "a batch holds at most {BATCH_EVENTS_MAX} events, got {len}"
+        )));
+    }
+    Ok(())
+}
+
+fn touched(engine: &Engine, ids: &mut Vec<AccountId>) -> Vec<Account> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter().filter_map(|id| engine.account(*id).cloned()).collect()
+}
+
+/// Every account in the index equals the account the journal produces.
+fn verify_index(engine: &Engine, store: &SledStore) -> Result<(), LedgerError> {
+    let stored = store.all_accounts()?;
+    let expected = engine.accounts().count();
+    if stored.len() != expected {
+        return Err(LedgerError::Corrupt(format!(
+            "the index holds {} accounts but the journal has {expected}; \
+             restart with --rebuild-index to rebuild it from the journal",
+            stored.len()
+        )));
+    }
+    for account in stored {
+        if engine.account(account.id) != Some(&account) {
+            return Err(LedgerError::Corrupt(format!(
+                "account {} in the index differs from the journal (balances do not equal the sum of \
+                 its entries); restart with --rebuild-index to rebuild it from the journal",
+                account.id
+            )));
+        }
+    }
+    Ok(())
+}
+
+struct Writer {
+    engine: Engine,
+    journal: Journal,
+    store: Arc<SledStore>,
+    seq: u64,
+    feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
+    healthy: Arc<AtomicBool>,
+    stats: Arc<WriterStats>,
+}
+
+enum Reply {
+    Accounts(
+        oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>,
+        Result<Vec<AccountOutcome>, LedgerError>,
+    ),
+    Transfers(
+        oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
+        Result<Vec<TransferOutcome>, LedgerError>,
+    ),
+}
+
+impl Writer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+        let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(runtime) => runtime,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the writer");
+                self.healthy.store(false, Ordering::Relaxed);
+                return;
+            }
+        };
+        let mut out = Output::default();
+        let mut group = Vec::new();
+        runtime.block_on(async {
+            loop {
+                let wait =
+                    self.engine.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
+                let first = match wait {
+                    Some(wait) => tokio::select! {
+                        command = receiver.recv() => command.map(Some),
+                        _ = tokio::time::sleep(wait) => Some(None),
+                    },
+                    None => receiver.recv().await.map(Some),
+                };
+                let Some(first) = first else {
+                    break; // every handle dropped
+                };
+                group.clear();
+                let mut events = 0;
+                if let Some(command) = first {
+                    events += command.events();
+                    group.push(command);
+                    while events < GROUP_EVENTS_MAX {
+                        match receiver.try_recv() {
+                            Ok(command) => {
+                                events += command.events();
+                                group.push(command);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                self.commit(&mut group, &mut out);
+            }
+        });
+        tracing::info!("writer stopped");
+    }
+
+    fn commit(&mut self, group: &mut Vec<Command>, out: &mut Output) {
+        let now = now_ns();
+        out.clear();
+        if !self.healthy.load(Ordering::Relaxed) {
+            for command in group.drain(..) {
+                fail_command(
+                    command,
+                    LedgerError::Unavailable("a durable write failed; restart the server".into()),
+                );
+            }
+            return;
+        }
+        self.engine.expire_due(now, out);
+        let mut replies = Vec::with_capacity(group.len());
+        for command in group.drain(..) {
+            match command {
+                Command::CreateAccounts { actor, batch, reply } => {
+                    let outcomes = self.engine.create_accounts(actor.as_deref(), batch, now, out);
+                    replies.push(Reply::Accounts(reply, Ok(outcomes)));
+                }
+                Command::CreateTransfers { actor, batch, reply } => {
+                    let outcomes =
+                        self.engine.create_transfers(self.store.as_ref(), actor.as_deref(), &batch, now, out);
+                    replies.push(Reply::Transfers(reply, outcomes));
+                }
+            }
+        }
+        if !out.is_empty() {
+            debug_assert!(self.engine.check_invariants().is_ok());
+            if let Err(error) = self.persist(out) {
+                // The in-memory state is ahead of what is durable: stop taking writes. Restart
+                // recovers exactly what the journal holds.
+                tracing::error!(%error, "durable write failed; refusing further writes");
+                self.healthy.store(false, Ordering::Relaxed);
+                for reply in replies {
+                    let error = LedgerError::Unavailable(format!("durable write failed: {error}"));
+                    match reply {
+                        Reply::Accounts(tx, _) => drop(tx.send(Err(error))),
+                        Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
+                    }
+                }
+                return;
+            }
+        }
+        for reply in replies {
+            match reply {
+                Reply::Accounts(tx, result) => drop(tx.send(result)),
+                Reply::Transfers(tx, result) => drop(tx.send(result)),
+            }
+        }
+    }
+
+    fn persist(&mut self, out: &mut Output) -> Result<(), LedgerError> {
+        let seq = self.seq + 1;
+        let entry = JournalEntry { seq, ops: std::mem::take(&mut out.ops) };
+        let flush_started = Instant::now();
+        self.journal.append(&entry)?;
+        self.seq = seq;
+        self.stats.last_flush_us.store(flush_started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        out.ops = entry.ops;
+        let accounts = touched(&self.engine, &mut out.touched_accounts);
+        self.store.apply(seq, out, &accounts)?;
+        self.engine.store_caught_up();
+        let committed: Vec<TransferRecord> = out
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                crate::engine::Op::Transfer(record) => Some(record.clone()),
+                _ => None,
+            })
+            .collect();
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats.events.fetch_add(out.ops.len() as u64, Ordering::Relaxed);
+        self.stats.last_group_events.store(out.ops.len() as u64, Ordering::Relaxed);
+        self.stats.journal_bytes.store(self.journal.len_bytes(), Ordering::Relaxed);
+        tracing::debug!(
+            seq,
+            ops = out.ops.len(),
+            flush_us = flush_started.elapsed().as_micros() as u64,
+            "committed"
+        );
+        if !committed.is_empty() {
+            // No subscribers is fine.
+            let _ = self.feed.send(Arc::new(committed));
+        }
+        Ok(())
+    }
+}
+
+fn fail_command(command: Command, error: LedgerError) {
+    match command {
+        Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
+        Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
+    }
+}

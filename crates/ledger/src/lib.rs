@@ -1,0 +1,39 @@
+//! Puente's double-entry ledger.
+//!
+//! - [`types`]: accounts, transfers, flags, per-event results, limits.
+//! - [`engine`]: the pure state machine (validation, two-phase, linked chains, expiry,
+//!   invariants). No I/O.
+//! - [`journal`]: the fsync'd, checksummed journal: the source of truth.
+//! - [`store`]: indexed state behind the [`store::Store`] trait (sled by default).
+//! - [`ledger`]: recovery, the single writer with group commit, reads.
+
+pub mod engine;
+pub mod journal;
+pub mod ledger;
+pub mod store;
+pub mod types;
+
+pub use engine::{Engine, Entry, EntryKind, Op, Output, Prior};
+pub use ledger::{Ledger, LedgerConfig, RecoveryReport, now_ns};
+pub use store::{MemoryStore, PAGE_SIZE_MAX, SledStore, Store};
+pub use types::*;
+
+/// Errors of the ledger as a service (per-event outcomes are [`TransferResult`] and
+/// [`AccountResult`], not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("the store is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<std::io::Error> for LedgerError {
+    fn from(error: std::io::Error) -> Self {
+        LedgerError::Storage(format!("I/O: {error}"))
+    }
+}

@@ -1,0 +1,439 @@
+//! The indexed state behind a trait: sled by default, memory for tests and the model.
+//!
+//! The store is *derived*: it holds what the journal says, indexed for reads (accounts by
+//! participant, transfers by id and by time, statement entries per account with the running
+//! balances). It records the last journal sequence it applied; recovery replays the rest.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::RwLock;
+
+use crate::LedgerError;
+use crate::engine::{Entry, Op, Output, Prior, TransferLookup};
+use crate::types::*;
+
+/// Most rows one read returns (page size cap).
+pub const PAGE_SIZE_MAX: usize = 1_000;
+
+/// Reads and the one write the ledger needs from its storage.
+pub trait Store: Send + Sync + 'static {
+    /// The last journal sequence fully applied.
+    fn applied_seq(&self) -> Result<u64, LedgerError>;
+    /// Applies the output of journal entry `seq`: new records, index entries, and the
+    /// accounts' states after it. Idempotent: applying the same entry twice is harmless.
+    fn apply(&self, seq: u64, out: &Output, accounts: &[Account]) -> Result<(), LedgerError>;
+    fn get_account(&self, id: AccountId) -> Result<Option<Account>, LedgerError>;
+    /// Accounts in id order after `after_id`, optionally of one participant.
+    fn list_accounts(
+        &self,
+        participant: Option<&str>,
+        after_id: AccountId,
+        limit: usize,
+    ) -> Result<Vec<Account>, LedgerError>;
+    fn all_accounts(&self) -> Result<Vec<Account>, LedgerError>;
+    fn get_prior(&self, id: TransferId) -> Result<Option<Prior>, LedgerError>;
+    /// An account's statement entries with `from_ns <= timestamp < to_ns`, in either order,
+    /// starting after `cursor_ns` (exclusive) when given.
+    fn account_entries(
+        &self,
+        account_id: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        descending: bool,
+        cursor_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError>;
+    /// Committed transfers with timestamp > `after_ns`, in commit order (the feed).
+    fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError>;
+    fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError>;
+    /// Bytes on disk (0 for memory).
+    fn size_on_disk(&self) -> u64 {
+        0
+    }
+}
+
+impl<S: Store + ?Sized> TransferLookup for S {
+    fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+        self.get_prior(id)
+    }
+}
+
+fn range_for(from_ns: u64, to_ns: u64, descending: bool, cursor_ns: Option<u64>) -> (u64, u64) {
+    // Half-open [lo, hi).
+    let (mut lo, mut hi) = (from_ns, to_ns);
+    if let Some(cursor) = cursor_ns {
+        if descending {
+            hi = hi.min(cursor);
+        } else {
+            lo = lo.max(cursor.saturating_add(1));
+        }
+    }
+    (lo, hi)
+}
+
+// ----- memory ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Memory {
+    applied_seq: u64,
+    accounts: BTreeMap<AccountId, Account>,
+    transfers: BTreeMap<TransferId, u64>,
+    by_ts: BTreeMap<u64, TransferRecord>,
+    failed: BTreeMap<TransferId, FailedTransfer>,
+    entries: BTreeMap<(AccountId, u64), Entry>,
+}
+
+/// An in-memory store: for tests and the reference-model property test.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: RwLock<Memory>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Memory>, LedgerError> {
+        self.inner.read().map_err(|_| LedgerError::Storage("memory store lock poisoned".into()))
+    }
+}
+
+impl Store for MemoryStore {
+    fn applied_seq(&self) -> Result<u64, LedgerError> {
+        Ok(self.read()?.applied_seq)
+    }
+
+    fn apply(&self, seq: u64, out: &Output, accounts: &[Account]) -> Result<(), LedgerError> {
+        let mut m =
+            self.inner.write().map_err(|_| LedgerError::Storage("memory store lock poisoned".into()))?;
+        for op in &out.ops {
+            match op {
+                Op::Transfer(record) => {
+                    m.transfers.insert(record.transfer.id, record.timestamp_ns);
+                    m.by_ts.insert(record.timestamp_ns, record.clone());
+                }
+                Op::Fail(failed) => {
+                    m.failed.insert(failed.transfer.id, failed.clone());
+                }
+                Op::CreateAccount(_) | Op::Expire { .. } => {}
+            }
+        }
+        for entry in &out.entries {
+            m.entries.insert((entry.account_id, entry.timestamp_ns), *entry);
+        }
+        for account in accounts {
+            m.accounts.insert(account.id, account.clone());
+        }
+        m.applied_seq = m.applied_seq.max(seq);
+        Ok(())
+    }
+
+    fn get_account(&self, id: AccountId) -> Result<Option<Account>, LedgerError> {
+        Ok(self.read()?.accounts.get(&id).cloned())
+    }
+
+    fn list_accounts(
+        &self,
+        participant: Option<&str>,
+        after_id: AccountId,
+        limit: usize,
+    ) -> Result<Vec<Account>, LedgerError> {
+        let m = self.read()?;
+        Ok(m.accounts
+            .range((Bound::Excluded(after_id), Bound::Unbounded))
+            .map(|(_, a)| a)
+            .filter(|a| participant.is_none_or(|p| a.participant == p))
+            .take(limit.min(PAGE_SIZE_MAX))
+            .cloned()
+            .collect())
+    }
+
+    fn all_accounts(&self) -> Result<Vec<Account>, LedgerError> {
+        Ok(self.read()?.accounts.values().cloned().collect())
+    }
+
+    fn get_prior(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+        let m = self.read()?;
+        if let Some(ts) = m.transfers.get(&id) {
+            return Ok(m.by_ts.get(ts).cloned().map(Prior::Committed));
+        }
+        Ok(m.failed.get(&id).cloned().map(Prior::Failed))
+    }
+
+    fn account_entries(
+        &self,
+        account_id: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        descending: bool,
+        cursor_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let (lo, hi) = range_for(from_ns, to_ns, descending, cursor_ns);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let m = self.read()?;
+        let range = m.entries.range((account_id, lo)..(account_id, hi)).map(|(_, e)| *e);
+        let limit = limit.min(PAGE_SIZE_MAX);
+        Ok(if descending { range.rev().take(limit).collect() } else { range.take(limit).collect() })
+    }
+
+    fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError> {
+        let m = self.read()?;
+        Ok(m.by_ts
+            .range((Bound::Excluded(after_ns), Bound::Unbounded))
+            .take(limit.min(PAGE_SIZE_MAX))
+            .map(|(_, r)| r.clone())
+            .collect())
+    }
+
+    fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
+        Ok(self.read()?.by_ts.get(&timestamp_ns).cloned())
+    }
+}
+
+// ----- sled -----------------------------------------------------------------------------
+
+/// The default store: sled trees, written with one atomic batch per tree per commit.
+/// sled's own flushing is *not* relied upon for durability: the journal is.
+#[derive(Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    meta: sled::Tree,
+    accounts: sled::Tree,
+    by_participant: sled::Tree,
+    transfers: sled::Tree,
+    by_ts: sled::Tree,
+    failed: sled::Tree,
+    entries: sled::Tree,
+}
+
+const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
+
+impl SledStore {
+    pub fn open(dir: &Path) -> Result<SledStore, LedgerError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(512 * 1024 * 1024)
+            // The journal provides durability; sled's periodic flush only bounds replay work.
+            .flush_every_ms(Some(1_000))
+            .open()
+            .map_err(|e| {
+                LedgerError::Corrupt(format!("cannot open the sled index at {}: {e}", dir.display()))
+            })?;
+        let tree = |name: &str| db.open_tree(name).map_err(sled_err);
+        Ok(SledStore {
+            meta: tree("meta")?,
+            accounts: tree("accounts")?,
+            by_participant: tree("accounts_by_participant")?,
+            transfers: tree("transfers")?,
+            by_ts: tree("transfers_by_ts")?,
+            failed: tree("failed")?,
+            entries: tree("entries")?,
+            db,
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush().map_err(sled_err)?;
+        Ok(())
+    }
+}
+
+fn sled_err(e: sled::Error) -> LedgerError {
+    LedgerError::Storage(format!("sled: {e}"))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
+    bincode::serialize(value).map_err(|e| LedgerError::Storage(format!("encode: {e}")))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, LedgerError> {
+    bincode::deserialize(bytes).map_err(|e| LedgerError::Corrupt(format!("undecodable index record: {e}")))
+}
+
+fn entry_key(account_id: AccountId, ts: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&account_id.to_be_bytes());
+    key[16..].copy_from_slice(&ts.to_be_bytes());
+    key
+}
+
+fn participant_key(participant: &str, id: AccountId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(participant.len() + 17);
+    key.extend_from_slice(participant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn u64_from(bytes: &[u8]) -> Result<u64, LedgerError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| LedgerError::Corrupt("index: bad u64".into()))?;
+    Ok(u64::from_be_bytes(array))
+}
+
+fn u128_from(bytes: &[u8]) -> Result<u128, LedgerError> {
+    let array: [u8; 16] = bytes.try_into().map_err(|_| LedgerError::Corrupt("index: bad id".into()))?;
+    Ok(u128::from_be_bytes(array))
+}
+
+impl Store for SledStore {
+    fn applied_seq(&self) -> Result<u64, LedgerError> {
+        match self.meta.get(APPLIED_SEQ_KEY).map_err(sled_err)? {
+            Some(bytes) => u64_from(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    fn apply(&self, seq: u64, out: &Output, accounts: &[Account]) -> Result<(), LedgerError> {
+        let mut transfers = sled::Batch::default();
+        let mut by_ts = sled::Batch::default();
+        let mut failed = sled::Batch::default();
+        let mut entries = sled::Batch::default();
+        let mut account_batch = sled::Batch::default();
+        let mut participants = sled::Batch::default();
+        for op in &out.ops {
+            match op {
+                Op::Transfer(record) => {
+                    transfers.insert(&record.transfer.id.to_be_bytes(), &record.timestamp_ns.to_be_bytes());
+                    by_ts.insert(&record.timestamp_ns.to_be_bytes(), encode(record)?);
+                }
+                Op::Fail(f) => failed.insert(&f.transfer.id.to_be_bytes(), encode(f)?),
+                Op::CreateAccount(a) => participants.insert(participant_key(&a.participant, a.id), &[]),
+                Op::Expire { .. } => {}
+            }
+        }
+        for entry in &out.entries {
+            entries.insert(&entry_key(entry.account_id, entry.timestamp_ns), encode(entry)?);
+        }
+        for account in accounts {
+            account_batch.insert(&account.id.to_be_bytes(), encode(account)?);
+        }
+        // Order matters only for speed of recovery: the applied sequence goes last, and every
+        // write above is an idempotent put, so a crash in between is repaired by replay.
+        self.by_ts.apply_batch(by_ts).map_err(sled_err)?;
+        self.transfers.apply_batch(transfers).map_err(sled_err)?;
+        self.failed.apply_batch(failed).map_err(sled_err)?;
+        self.entries.apply_batch(entries).map_err(sled_err)?;
+        self.accounts.apply_batch(account_batch).map_err(sled_err)?;
+        self.by_participant.apply_batch(participants).map_err(sled_err)?;
+        self.meta.insert(APPLIED_SEQ_KEY, &seq.to_be_bytes()).map_err(sled_err)?;
+        Ok(())
+    }
+
+    fn get_account(&self, id: AccountId) -> Result<Option<Account>, LedgerError> {
+        self.accounts.get(id.to_be_bytes()).map_err(sled_err)?.map(|b| decode(&b)).transpose()
+    }
+
+    fn list_accounts(
+        &self,
+        participant: Option<&str>,
+        after_id: AccountId,
+        limit: usize,
+    ) -> Result<Vec<Account>, LedgerError> {
+        let limit = limit.min(PAGE_SIZE_MAX);
+        let mut out = Vec::new();
+        match participant {
+            Some(p) => {
+                let start = participant_key(p, after_id);
+                let mut end = p.as_bytes().to_vec();
+                end.push(1);
+                for item in self.by_participant.range((Bound::Excluded(start), Bound::Excluded(end))) {
+                    let (key, _) = item.map_err(sled_err)?;
+                    let id = u128_from(&key[key.len() - 16..])?;
+                    if let Some(account) = self.get_account(id)? {
+                        out.push(account);
+                    }
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let start = after_id.to_be_bytes();
+                for item in self.accounts.range::<&[u8], _>((Bound::Excluded(&start[..]), Bound::Unbounded)) {
+                    let (_, value) = item.map_err(sled_err)?;
+                    out.push(decode(&value)?);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn all_accounts(&self) -> Result<Vec<Account>, LedgerError> {
+        self.accounts.iter().map(|item| decode(&item.map_err(sled_err)?.1)).collect()
+    }
+
+    fn get_prior(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+        let key = id.to_be_bytes();
+        if let Some(ts) = self.transfers.get(key).map_err(sled_err)? {
+            let record = self.by_ts.get(ts).map_err(sled_err)?;
+            let record =
+                record.ok_or_else(|| LedgerError::Corrupt(format!("index: transfer {id} has no record")))?;
+            return Ok(Some(Prior::Committed(decode(&record)?)));
+        }
+        self.failed.get(key).map_err(sled_err)?.map(|b| decode(&b).map(Prior::Failed)).transpose()
+    }
+
+    fn account_entries(
+        &self,
+        account_id: AccountId,
+        from_ns: u64,
+        to_ns: u64,
+        descending: bool,
+        cursor_ns: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, LedgerError> {
+        let (lo, hi) = range_for(from_ns, to_ns, descending, cursor_ns);
+        if lo >= hi {
+            return Ok(Vec::new());
+        }
+        let range = self.entries.range(entry_key(account_id, lo)..entry_key(account_id, hi));
+        let limit = limit.min(PAGE_SIZE_MAX);
+        let mut out = Vec::new();
+        let mut push = |item: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, LedgerError> {
+            out.push(decode(&item.map_err(sled_err)?.1)?);
+            Ok(out.len() < limit)
+        };
+        if descending {
+            for item in range.rev() {
+                if !push(item)? {
+                    break;
+                }
+            }
+        } else {
+            for item in range {
+                if !push(item)? {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError> {
+        let start = after_ns.to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.by_ts.range::<&[u8], _>((Bound::Excluded(&start[..]), Bound::Unbounded)) {
+            out.push(decode(&item.map_err(sled_err)?.1)?);
+            if out.len() >= limit.min(PAGE_SIZE_MAX) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
+        self.by_ts.get(timestamp_ns.to_be_bytes()).map_err(sled_err)?.map(|b| decode(&b)).transpose()
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}

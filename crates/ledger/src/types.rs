@@ -1,0 +1,331 @@
+//! Ledger records: accounts, transfers, their flags, per-event results, and the limits on them.
+
+use std::collections::BTreeMap;
+
+use puente_money::CurrencyCode;
+use serde::{Deserialize, Serialize};
+
+/// Most transfers (or accounts) in one request. At least 8,000 (the floor), below
+/// TigerBeetle's 8,189.
+pub const BATCH_EVENTS_MAX: usize = 8_189;
+/// Longest participant id, in bytes.
+pub const PARTICIPANT_ID_LEN_MAX: usize = 64;
+/// Longest holder reference or transfer reference, in bytes.
+pub const REFERENCE_LEN_MAX: usize = 128;
+/// Most metadata entries on one account or transfer.
+pub const METADATA_ENTRIES_MAX: usize = 16;
+/// Longest metadata key, in bytes.
+pub const METADATA_KEY_LEN_MAX: usize = 64;
+/// Longest metadata value, in bytes.
+pub const METADATA_VALUE_LEN_MAX: usize = 256;
+/// Longest pending timeout: 30 days.
+pub const TIMEOUT_MAX_MS: u64 = 30 * 24 * 3_600 * 1_000;
+
+pub type AccountId = u128;
+pub type TransferId = u128;
+pub type Metadata = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountFlags {
+    /// Reject a transfer when debits (pending + posted + amount) would exceed
+    /// credits_posted + overdraft_limit_minor. The usual flag for a customer wallet.
+    pub debits_must_not_exceed_credits: bool,
+    /// Reject a transfer when credits (pending + posted + amount) would exceed debits_posted.
+    pub credits_must_not_exceed_debits: bool,
+}
+
+/// What a client asks for when opening an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAccount {
+    pub id: AccountId,
+    pub participant: String,
+    pub currency: CurrencyCode,
+    pub flags: AccountFlags,
+    /// Extra room below zero when `debits_must_not_exceed_credits` is set.
+    pub overdraft_limit_minor: u64,
+    pub holder_ref: String,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub participant: String,
+    pub currency: CurrencyCode,
+    pub flags: AccountFlags,
+    pub overdraft_limit_minor: u64,
+    pub holder_ref: String,
+    pub metadata: Metadata,
+    pub debits_pending_minor: u128,
+    pub debits_posted_minor: u128,
+    pub credits_pending_minor: u128,
+    pub credits_posted_minor: u128,
+    pub created_at_ns: u64,
+    pub closed: bool,
+}
+
+impl Account {
+    pub fn from_new(new: NewAccount, created_at_ns: u64) -> Account {
+        Account {
+            id: new.id,
+            participant: new.participant,
+            currency: new.currency,
+            flags: new.flags,
+            overdraft_limit_minor: new.overdraft_limit_minor,
+            holder_ref: new.holder_ref,
+            metadata: new.metadata,
+            debits_pending_minor: 0,
+            debits_posted_minor: 0,
+            credits_pending_minor: 0,
+            credits_posted_minor: 0,
+            created_at_ns,
+            closed: false,
+        }
+    }
+
+    /// Credits posted minus debits posted: the balance of a credit-normal (liability) account.
+    pub fn posted_balance_minor(&self) -> i128 {
+        self.credits_posted_minor as i128 - self.debits_posted_minor as i128
+    }
+
+    /// What the holder may still spend: credits posted minus debits posted and pending.
+    pub fn available_balance_minor(&self) -> i128 {
+        self.credits_posted_minor as i128
+            - self.debits_posted_minor as i128
+            - self.debits_pending_minor as i128
+    }
+
+    /// Whether the account's balances respect its limit flags.
+    pub fn within_limits(&self) -> bool {
+        let debits = self.debits_pending_minor + self.debits_posted_minor;
+        let credits = self.credits_pending_minor + self.credits_posted_minor;
+        let debit_ok = !self.flags.debits_must_not_exceed_credits
+            || debits <= self.credits_posted_minor + self.overdraft_limit_minor as u128;
+        let credit_ok = !self.flags.credits_must_not_exceed_debits || credits <= self.debits_posted_minor;
+        debit_ok && credit_ok
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFlags {
+    /// Links this transfer with the next: the chain succeeds or fails as one.
+    pub linked: bool,
+    /// Reserve funds (phase one of a two-phase transfer).
+    pub pending: bool,
+    /// Post (fully or partially) the pending transfer `pending_id`.
+    pub post_pending: bool,
+    /// Void the pending transfer `pending_id`.
+    pub void_pending: bool,
+}
+
+/// What a client asks for. Stored exactly as sent: it is the idempotency content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: TransferId,
+    /// For post/void: 0 means "the pending transfer's".
+    pub debit_account_id: AccountId,
+    pub credit_account_id: AccountId,
+    /// For post: 0 means "the full pending amount".
+    pub amount_minor: u64,
+    pub currency: CurrencyCode,
+    pub flags: TransferFlags,
+    pub pending_id: TransferId,
+    /// For pending transfers: 0 means no timeout.
+    pub timeout_ms: u64,
+    pub reference: String,
+    pub metadata: Metadata,
+}
+
+/// What a committed transfer did, resolved by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Effect {
+    pub debit_account_id: AccountId,
+    pub credit_account_id: AccountId,
+    pub amount_minor: u64,
+}
+
+/// A committed transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    pub transfer: Transfer,
+    pub effect: Effect,
+    /// Server-assigned, strictly increasing across the whole ledger; also the feed position.
+    pub timestamp_ns: u64,
+    /// For a pending transfer: when it expires (0 = never).
+    pub expires_at_ns: u64,
+}
+
+/// A transfer whose first attempt failed on the ledger's state. Remembered so that a retry
+/// returns the same failure and can never change the outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedTransfer {
+    pub transfer: Transfer,
+    pub result: TransferResult,
+    pub timestamp_ns: u64,
+}
+
+/// The state of a pending (two-phase) transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PendingState {
+    Pending,
+    Posted,
+    Voided,
+    Expired,
+}
+
+macro_rules! result_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $($variant,)* }
+        impl $name {
+            /// UPPER_SNAKE_CASE code, used as the google.rpc.ErrorInfo reason and on the wire.
+            pub fn code(&self) -> &'static str {
+                match self { $($name::$variant => $text,)* }
+            }
+            pub fn all() -> &'static [$name] {
+                &[$($name::$variant,)*]
+            }
+            pub fn is_ok(&self) -> bool {
+                self.code() == "OK"
+            }
+        }
+    };
+}
+
+result_enum!(
+    /// The result of one account in a CreateAccounts batch. Checked in this order.
+    AccountResult {
+        Ok => "OK",
+        IdMustNotBeZero => "ID_MUST_NOT_BE_ZERO",
+        ParticipantInvalid => "PARTICIPANT_INVALID",
+        CurrencyNotConfigured => "CURRENCY_NOT_CONFIGURED",
+        FlagsAreMutuallyExclusive => "FLAGS_ARE_MUTUALLY_EXCLUSIVE",
+        OverdraftRequiresDebitLimit => "OVERDRAFT_REQUIRES_DEBIT_LIMIT",
+        OverdraftTooLarge => "OVERDRAFT_TOO_LARGE",
+        HolderRefTooLong => "HOLDER_REF_TOO_LONG",
+        MetadataTooLarge => "METADATA_TOO_LARGE",
+        ExistsWithDifferentParticipant => "EXISTS_WITH_DIFFERENT_PARTICIPANT",
+        ExistsWithDifferentCurrency => "EXISTS_WITH_DIFFERENT_CURRENCY",
+        ExistsWithDifferentFlags => "EXISTS_WITH_DIFFERENT_FLAGS",
+        ExistsWithDifferentOverdraftLimit => "EXISTS_WITH_DIFFERENT_OVERDRAFT_LIMIT",
+        ExistsWithDifferentHolderRef => "EXISTS_WITH_DIFFERENT_HOLDER_REF",
+        ExistsWithDifferentMetadata => "EXISTS_WITH_DIFFERENT_METADATA",
+        AccountsLimitReached => "ACCOUNTS_LIMIT_REACHED",
+    }
+);
+
+result_enum!(
+    /// The result of one transfer in a CreateTransfers batch. Validation results come first
+    /// (they change nothing and are not remembered), then idempotency, then the ledger's state.
+    TransferResult {
+        Ok => "OK",
+        LinkedEventFailed => "LINKED_EVENT_FAILED",
+        LinkedEventChainOpen => "LINKED_EVENT_CHAIN_OPEN",
+        IdMustNotBeZero => "ID_MUST_NOT_BE_ZERO",
+        FlagsAreMutuallyExclusive => "FLAGS_ARE_MUTUALLY_EXCLUSIVE",
+        DebitAccountIdMustNotBeZero => "DEBIT_ACCOUNT_ID_MUST_NOT_BE_ZERO",
+        CreditAccountIdMustNotBeZero => "CREDIT_ACCOUNT_ID_MUST_NOT_BE_ZERO",
+        AccountsMustBeDifferent => "ACCOUNTS_MUST_BE_DIFFERENT",
+        PendingIdMustBeZero => "PENDING_ID_MUST_BE_ZERO",
+        PendingIdMustNotBeZero => "PENDING_ID_MUST_NOT_BE_ZERO",
+        PendingIdMustBeDifferent => "PENDING_ID_MUST_BE_DIFFERENT",
+        TimeoutReservedForPendingTransfer => "TIMEOUT_RESERVED_FOR_PENDING_TRANSFER",
+        TimeoutTooLarge => "TIMEOUT_TOO_LARGE",
+        AmountMustNotBeZero => "AMOUNT_MUST_NOT_BE_ZERO",
+        AmountTooLarge => "AMOUNT_TOO_LARGE",
+        CurrencyNotConfigured => "CURRENCY_NOT_CONFIGURED",
+        ReferenceTooLong => "REFERENCE_TOO_LONG",
+        MetadataTooLarge => "METADATA_TOO_LARGE",
+        ExistsWithDifferentFlags => "EXISTS_WITH_DIFFERENT_FLAGS",
+        ExistsWithDifferentDebitAccountId => "EXISTS_WITH_DIFFERENT_DEBIT_ACCOUNT_ID",
+        ExistsWithDifferentCreditAccountId => "EXISTS_WITH_DIFFERENT_CREDIT_ACCOUNT_ID",
+        ExistsWithDifferentAmount => "EXISTS_WITH_DIFFERENT_AMOUNT",
+        ExistsWithDifferentCurrency => "EXISTS_WITH_DIFFERENT_CURRENCY",
+        ExistsWithDifferentPendingId => "EXISTS_WITH_DIFFERENT_PENDING_ID",
+        ExistsWithDifferentTimeout => "EXISTS_WITH_DIFFERENT_TIMEOUT",
+        ExistsWithDifferentReference => "EXISTS_WITH_DIFFERENT_REFERENCE",
+        ExistsWithDifferentMetadata => "EXISTS_WITH_DIFFERENT_METADATA",
+        DebitAccountNotFound => "DEBIT_ACCOUNT_NOT_FOUND",
+        CreditAccountNotFound => "CREDIT_ACCOUNT_NOT_FOUND",
+        DebitAccountNotOwned => "DEBIT_ACCOUNT_NOT_OWNED",
+        AccountsMustHaveSameCurrency => "ACCOUNTS_MUST_HAVE_SAME_CURRENCY",
+        TransferCurrencyMismatch => "TRANSFER_CURRENCY_MISMATCH",
+        DebitAccountClosed => "DEBIT_ACCOUNT_CLOSED",
+        CreditAccountClosed => "CREDIT_ACCOUNT_CLOSED",
+        PendingTransferNotFound => "PENDING_TRANSFER_NOT_FOUND",
+        PendingTransferNotPending => "PENDING_TRANSFER_NOT_PENDING",
+        PendingTransferAlreadyPosted => "PENDING_TRANSFER_ALREADY_POSTED",
+        PendingTransferAlreadyVoided => "PENDING_TRANSFER_ALREADY_VOIDED",
+        PendingTransferExpired => "PENDING_TRANSFER_EXPIRED",
+        PendingTransferHasDifferentDebitAccountId => "PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID",
+        PendingTransferHasDifferentCreditAccountId => "PENDING_TRANSFER_HAS_DIFFERENT_CREDIT_ACCOUNT_ID",
+        PendingTransferHasDifferentCurrency => "PENDING_TRANSFER_HAS_DIFFERENT_CURRENCY",
+        ExceedsPendingTransferAmount => "EXCEEDS_PENDING_TRANSFER_AMOUNT",
+        ExceedsCredits => "EXCEEDS_CREDITS",
+        ExceedsDebits => "EXCEEDS_DEBITS",
+        OverflowsBalance => "OVERFLOWS_BALANCE",
+    }
+);
+
+impl TransferResult {
+    /// Results that depend on the ledger's state (not on the request alone). A transfer that
+    /// fails with one of these is remembered, so its id stays failed.
+    pub fn is_remembered_failure(&self) -> bool {
+        use TransferResult::*;
+        matches!(
+            self,
+            DebitAccountNotFound
+                | CreditAccountNotFound
+                | DebitAccountNotOwned
+                | AccountsMustHaveSameCurrency
+                | TransferCurrencyMismatch
+                | DebitAccountClosed
+                | CreditAccountClosed
+                | PendingTransferNotFound
+                | PendingTransferNotPending
+                | PendingTransferAlreadyPosted
+                | PendingTransferAlreadyVoided
+                | PendingTransferExpired
+                | PendingTransferHasDifferentDebitAccountId
+                | PendingTransferHasDifferentCreditAccountId
+                | PendingTransferHasDifferentCurrency
+                | ExceedsPendingTransferAmount
+                | ExceedsCredits
+                | ExceedsDebits
+                | OverflowsBalance
+        )
+    }
+}
+
+/// The outcome of one account creation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountOutcome {
+    pub result: AccountResult,
+    /// True when this id already existed with identical content (an idempotent retry).
+    pub replayed: bool,
+    pub account: Option<Account>,
+}
+
+/// The outcome of one transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferOutcome {
+    pub result: TransferResult,
+    /// True when this id was seen before with identical content: the first outcome is returned.
+    pub replayed: bool,
+    /// The committed (or remembered-failed) timestamp; 0 for validation failures.
+    pub timestamp_ns: u64,
+}
+
+pub fn metadata_fits(metadata: &Metadata) -> bool {
+    metadata.len() <= METADATA_ENTRIES_MAX
+        && metadata.iter().all(|(k, v)| {
+            !k.is_empty() && k.len() <= METADATA_KEY_LEN_MAX && v.len() <= METADATA_VALUE_LEN_MAX
+        })
+}
+
+pub fn participant_valid(participant: &str) -> bool {
+    !participant.is_empty()
+        && participant.len() <= PARTICIPANT_ID_LEN_MAX
+        && participant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
