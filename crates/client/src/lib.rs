@@ -1,1 +1,298 @@
-//! placeholder
+//! A typed Rust client for Puente's ledger API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), puente_client::ClientError> {
+//! use puente_client::{Client, NewAccount, NewTransfer};
+//! let mut client = Client::connect("127.0.0.1:50051").await?;
+//! let alice = client.create_account(NewAccount::new("fintech-a", "USD").no_overdraft()).await?;
+//! let bob = client.create_account(NewAccount::new("fintech-b", "USD")).await?;
+//! // Fund alice from bob's (unrestricted) account, then check the balance.
+//! client.transfer(NewTransfer::new(&bob.id, &alice.id, "USD", "250.00")).await?;
+//! let alice = client.get_account(&alice.id).await?;
+//! assert_eq!(alice.available_balance, "250.00");
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+
+use pb::ledger_service_client::LedgerServiceClient;
+pub use puente_proto::v1 as pb;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+/// Largest message the client accepts (matches the server's limit).
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: String, source: tonic::transport::Error },
+    /// The server answered with an error status. `reason` is the google.rpc.ErrorInfo reason
+    /// (e.g. "INVALID_FIELD", "ACCOUNT_NOT_FOUND"); `violations` the BadRequest fields.
+    #[error("{code:?}: {message}")]
+    Status { code: tonic::Code, message: String, reason: Option<String>, violations: Vec<(String, String)> },
+    /// The request was valid, but the ledger refused the event (e.g. "EXCEEDS_CREDITS").
+    #[error("refused: {code}")]
+    Refused { code: String },
+}
+
+impl ClientError {
+    /// The machine-readable reason: the ErrorInfo reason or the per-event result code.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ClientError::Status { reason, .. } => reason.as_deref(),
+            ClientError::Refused { code } => Some(code),
+            ClientError::Connect { .. } => None,
+        }
+    }
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(status: tonic::Status) -> Self {
+        let details = status.get_error_details();
+        ClientError::Status {
+            code: status.code(),
+            message: status.message().to_owned(),
+            reason: details.error_info().map(|info| info.reason.clone()),
+            violations: details
+                .bad_request()
+                .map(|b| {
+                    b.field_violations.iter().map(|v| (v.field.clone(), v.description.clone())).collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A new random id (UUID v4 text) for an account or a transfer.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Builder for an account.
+#[derive(Debug, Clone)]
+pub struct NewAccount(pub pb::Account);
+
+impl NewAccount {
+    pub fn new(participant: &str, currency_code: &str) -> NewAccount {
+        NewAccount(pb::Account {
+            id: new_id(),
+            participant: participant.to_owned(),
+            currency_code: currency_code.to_owned(),
+            ..Default::default()
+        })
+    }
+    pub fn id(mut self, id: &str) -> Self {
+        self.0.id = id.to_owned();
+        self
+    }
+    /// Debits may not exceed credits (a wallet that cannot go below zero).
+    pub fn no_overdraft(mut self) -> Self {
+        self.0.debits_must_not_exceed_credits = true;
+        self
+    }
+    /// Debits may exceed credits by at most `limit` (decimal text).
+    pub fn overdraft_limit(mut self, limit: &str) -> Self {
+        self.0.debits_must_not_exceed_credits = true;
+        self.0.overdraft_limit = limit.to_owned();
+        self
+    }
+    /// Credits may not exceed debits.
+    pub fn credit_cap(mut self) -> Self {
+        self.0.credits_must_not_exceed_debits = true;
+        self
+    }
+    pub fn holder_ref(mut self, holder_ref: &str) -> Self {
+        self.0.holder_ref = holder_ref.to_owned();
+        self
+    }
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.0.metadata.insert(key.to_owned(), value.to_owned());
+        self
+    }
+}
+
+/// Builder for a transfer.
+#[derive(Debug, Clone)]
+pub struct NewTransfer(pub pb::Transfer);
+
+impl NewTransfer {
+    /// A single-phase transfer of `amount` (decimal text) from `debit` to `credit`.
+    pub fn new(
+        debit_account_id: &str,
+        credit_account_id: &str,
+        currency_code: &str,
+        amount: &str,
+    ) -> NewTransfer {
+        NewTransfer(pb::Transfer {
+            id: new_id(),
+            debit_account_id: debit_account_id.to_owned(),
+            credit_account_id: credit_account_id.to_owned(),
+            amount: Some(pb::Money { currency_code: currency_code.to_owned(), value: amount.to_owned() }),
+            kind: pb::TransferKind::SinglePhase as i32,
+            ..Default::default()
+        })
+    }
+    /// Posts the pending transfer `pending_id`; `amount` None posts it in full.
+    pub fn post(pending_id: &str, currency_code: &str, amount: Option<&str>) -> NewTransfer {
+        NewTransfer(pb::Transfer {
+            id: new_id(),
+            pending_id: pending_id.to_owned(),
+            amount: Some(pb::Money {
+                currency_code: currency_code.to_owned(),
+                value: amount.unwrap_or_default().to_owned(),
+            }),
+            kind: pb::TransferKind::PostPending as i32,
+            ..Default::default()
+        })
+    }
+    /// Voids the pending transfer `pending_id`.
+    pub fn void(pending_id: &str, currency_code: &str) -> NewTransfer {
+        NewTransfer(pb::Transfer {
+            id: new_id(),
+            pending_id: pending_id.to_owned(),
+            amount: Some(pb::Money { currency_code: currency_code.to_owned(), value: String::new() }),
+            kind: pb::TransferKind::VoidPending as i32,
+            ..Default::default()
+        })
+    }
+    pub fn id(mut self, id: &str) -> Self {
+        self.0.id = id.to_owned();
+        self
+    }
+    /// Makes it a pending (two-phase) transfer, released after `timeout_ms` if > 0.
+    pub fn pending(mut self, timeout_ms: u64) -> Self {
+        self.0.kind = pb::TransferKind::Pending as i32;
+        self.0.timeout_ms = timeout_ms;
+        self
+    }
+    pub fn linked(mut self) -> Self {
+        self.0.linked = true;
+        self
+    }
+    pub fn reference(mut self, reference: &str) -> Self {
+        self.0.reference = reference.to_owned();
+        self
+    }
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.0.metadata.insert(key.to_owned(), value.to_owned());
+        self
+    }
+}
+
+/// A connection to a Puente server. Cheap to clone (one HTTP/2 channel).
+#[derive(Clone)]
+pub struct Client {
+    inner: LedgerServiceClient<Channel>,
+}
+
+impl Client {
+    /// Connects to `addr` ("127.0.0.1:50051" or "http://host:port").
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
+        let endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?
+            .tcp_nodelay(true);
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
+        Ok(Client {
+            inner: LedgerServiceClient::new(channel)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX),
+        })
+    }
+
+    /// The generated stub, for anything this wrapper does not cover.
+    pub fn raw(&mut self) -> &mut LedgerServiceClient<Channel> {
+        &mut self.inner
+    }
+
+    pub async fn create_accounts(
+        &mut self,
+        accounts: Vec<pb::Account>,
+    ) -> Result<Vec<pb::CreateAccountResult>, ClientError> {
+        Ok(self.inner.create_accounts(pb::CreateAccountsRequest { accounts }).await?.into_inner().results)
+    }
+
+    /// Opens one account; a refusal (e.g. EXISTS_WITH_DIFFERENT_CURRENCY) is an error.
+    pub async fn create_account(&mut self, account: NewAccount) -> Result<pb::Account, ClientError> {
+        let result = self.create_accounts(vec![account.0]).await?.into_iter().next();
+        match result {
+            Some(r) if r.code == "OK" => r.account.ok_or(ClientError::Refused { code: "NO_ACCOUNT".into() }),
+            Some(r) => Err(ClientError::Refused { code: r.code }),
+            None => Err(ClientError::Refused { code: "NO_RESULT".into() }),
+        }
+    }
+
+    pub async fn get_account(&mut self, id: &str) -> Result<pb::Account, ClientError> {
+        let response =
+            self.inner.get_account(pb::GetAccountRequest { id: id.to_owned() }).await?.into_inner();
+        response.account.ok_or(ClientError::Refused { code: "NO_ACCOUNT".into() })
+    }
+
+    pub async fn list_accounts(
+        &mut self,
+        participant: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListAccountsResponse, ClientError> {
+        let request = pb::ListAccountsRequest {
+            participant: participant.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        Ok(self.inner.list_accounts(request).await?.into_inner())
+    }
+
+    pub async fn create_transfers(
+        &mut self,
+        transfers: Vec<pb::Transfer>,
+    ) -> Result<Vec<pb::CreateTransferResult>, ClientError> {
+        Ok(self.inner.create_transfers(pb::CreateTransfersRequest { transfers }).await?.into_inner().results)
+    }
+
+    /// Posts one transfer; a refusal (e.g. EXCEEDS_CREDITS) is an error.
+    pub async fn transfer(&mut self, transfer: NewTransfer) -> Result<pb::CreateTransferResult, ClientError> {
+        let result = self.create_transfers(vec![transfer.0]).await?.into_iter().next();
+        match result {
+            Some(r) if r.code == "OK" => Ok(r),
+            Some(r) => Err(ClientError::Refused { code: r.code }),
+            None => Err(ClientError::Refused { code: "NO_RESULT".into() }),
+        }
+    }
+
+    pub async fn get_transfer(&mut self, id: &str) -> Result<pb::Transfer, ClientError> {
+        let response =
+            self.inner.get_transfer(pb::GetTransferRequest { id: id.to_owned() }).await?.into_inner();
+        response.transfer.ok_or(ClientError::Refused { code: "NO_TRANSFER".into() })
+    }
+
+    pub async fn list_transfers(
+        &mut self,
+        request: pb::ListTransfersRequest,
+    ) -> Result<pb::ListTransfersResponse, ClientError> {
+        Ok(self.inner.list_transfers(request).await?.into_inner())
+    }
+
+    pub async fn statement(
+        &mut self,
+        request: pb::GetAccountStatementRequest,
+    ) -> Result<pb::GetAccountStatementResponse, ClientError> {
+        Ok(self.inner.get_account_statement(request).await?.into_inner())
+    }
+
+    /// Committed transfers after `after_position`, then live ones.
+    pub async fn stream_transfers(
+        &mut self,
+        after_position: u64,
+    ) -> Result<tonic::Streaming<pb::StreamTransfersResponse>, ClientError> {
+        Ok(self.inner.stream_transfers(pb::StreamTransfersRequest { after_position }).await?.into_inner())
+    }
+}
+
+/// Metadata helper for callers building maps.
+pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}

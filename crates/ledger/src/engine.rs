@@ -912,3 +912,323 @@ fn compare_transfer(prior: &Transfer, t: &Transfer) -> TransferResult {
         Ok
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TransferResult as R;
+
+    const NOW: u64 = 1_000_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    /// Nothing is in the store: the engine's own overlay holds everything decided.
+    struct NoStore;
+
+    impl TransferLookup for NoStore {
+        fn lookup_transfer(&self, _id: TransferId) -> Result<Option<Prior>, crate::LedgerError> {
+            Ok(None)
+        }
+    }
+
+    fn new_account(id: AccountId, flags: AccountFlags, overdraft: u64) -> NewAccount {
+        NewAccount {
+            id,
+            participant: "bank-a".into(),
+            currency: CurrencyCode::USD,
+            flags,
+            overdraft_limit_minor: overdraft,
+            holder_ref: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    const DEBIT_LIMIT: AccountFlags =
+        AccountFlags { debits_must_not_exceed_credits: true, credits_must_not_exceed_debits: false };
+    const CREDIT_LIMIT: AccountFlags =
+        AccountFlags { debits_must_not_exceed_credits: false, credits_must_not_exceed_debits: true };
+
+    /// Accounts 1 and 2 without limits, 3 with a debit limit and 4 with a credit limit.
+    fn engine() -> Engine {
+        let mut engine = Engine::new(CurrencyTable::default());
+        let mut out = Output::default();
+        let accounts = vec![
+            new_account(1, AccountFlags::default(), 0),
+            new_account(2, AccountFlags::default(), 0),
+            new_account(3, DEBIT_LIMIT, 0),
+            new_account(4, CREDIT_LIMIT, 0),
+        ];
+        let outcomes = engine.create_accounts(None, accounts, NOW, &mut out);
+        assert!(outcomes.iter().all(|o| o.result.is_ok()));
+        engine
+    }
+
+    fn transfer(id: TransferId, debit: AccountId, credit: AccountId, amount: u64) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount_minor: amount,
+            currency: CurrencyCode::USD,
+            flags: TransferFlags::default(),
+            pending_id: 0,
+            timeout_ms: 0,
+            reference: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    fn pending(
+        id: TransferId,
+        debit: AccountId,
+        credit: AccountId,
+        amount: u64,
+        timeout_ms: u64,
+    ) -> Transfer {
+        let mut t = transfer(id, debit, credit, amount);
+        t.flags.pending = true;
+        t.timeout_ms = timeout_ms;
+        t
+    }
+
+    fn resolve(id: TransferId, pending_id: TransferId, amount: u64, post: bool) -> Transfer {
+        let mut t = transfer(id, 0, 0, amount);
+        t.flags.post_pending = post;
+        t.flags.void_pending = !post;
+        t.pending_id = pending_id;
+        t
+    }
+
+    fn linked(mut t: Transfer) -> Transfer {
+        t.flags.linked = true;
+        t
+    }
+
+    fn run(engine: &mut Engine, batch: &[Transfer], now: u64) -> Vec<TransferOutcome> {
+        let mut out = Output::default();
+        let outcomes = engine.create_transfers(&NoStore, None, batch, now, &mut out).unwrap();
+        engine.check_invariants().unwrap();
+        outcomes
+    }
+
+    fn results(outcomes: &[TransferOutcome]) -> Vec<TransferResult> {
+        outcomes.iter().map(|o| o.result).collect()
+    }
+
+    /// (debits_pending, debits_posted, credits_pending, credits_posted)
+    fn balances(engine: &Engine, id: AccountId) -> (u128, u128, u128, u128) {
+        let a = engine.account(id).unwrap();
+        (a.debits_pending_minor, a.debits_posted_minor, a.credits_pending_minor, a.credits_posted_minor)
+    }
+
+    #[test]
+    fn partial_post_releases_the_whole_reservation() {
+        let mut e = engine();
+        assert_eq!(results(&run(&mut e, &[pending(10, 1, 2, 100, 0)], NOW)), [R::Ok]);
+        assert_eq!(balances(&e, 1), (100, 0, 0, 0));
+        assert_eq!(
+            results(&run(&mut e, &[resolve(11, 10, 101, true)], NOW)),
+            [R::ExceedsPendingTransferAmount]
+        );
+        assert_eq!(results(&run(&mut e, &[resolve(12, 10, 60, true)], NOW)), [R::Ok]);
+        assert_eq!(balances(&e, 1), (0, 60, 0, 0));
+        assert_eq!(balances(&e, 2), (0, 0, 0, 60));
+        assert_eq!(e.pending(10).unwrap().state, PendingState::Posted);
+        // A post of 0 means the full amount.
+        run(&mut e, &[pending(20, 1, 2, 40, 0)], NOW);
+        assert_eq!(results(&run(&mut e, &[resolve(21, 20, 0, true)], NOW)), [R::Ok]);
+        assert_eq!(balances(&e, 1), (0, 100, 0, 0));
+    }
+
+    #[test]
+    fn void_releases_and_resolves() {
+        let mut e = engine();
+        run(&mut e, &[pending(10, 1, 2, 100, 5_000)], NOW);
+        assert_eq!(e.next_expiry_ns(), Some(e.last_timestamp_ns() + 5_000 * MS));
+        // A void's amount is 0 or the pending amount.
+        assert_eq!(
+            results(&run(&mut e, &[resolve(11, 10, 50, false)], NOW)),
+            [R::ExceedsPendingTransferAmount]
+        );
+        assert_eq!(results(&run(&mut e, &[resolve(12, 10, 0, false)], NOW)), [R::Ok]);
+        assert_eq!(balances(&e, 1), (0, 0, 0, 0));
+        assert_eq!(balances(&e, 2), (0, 0, 0, 0));
+        assert_eq!(e.next_expiry_ns(), None);
+        assert_eq!(
+            results(&run(&mut e, &[resolve(13, 10, 0, true)], NOW)),
+            [R::PendingTransferAlreadyVoided]
+        );
+        assert_eq!(
+            results(&run(&mut e, &[resolve(14, 10, 0, false)], NOW)),
+            [R::PendingTransferAlreadyVoided]
+        );
+        // Resolving something that is not a pending transfer.
+        run(&mut e, &[transfer(15, 1, 2, 1)], NOW);
+        assert_eq!(results(&run(&mut e, &[resolve(16, 15, 0, false)], NOW)), [R::PendingTransferNotPending]);
+        assert_eq!(results(&run(&mut e, &[resolve(17, 99, 0, false)], NOW)), [R::PendingTransferNotFound]);
+    }
+
+    #[test]
+    fn post_after_expiry_fails() {
+        let mut e = engine();
+        let created = run(&mut e, &[pending(10, 1, 2, 100, 3)], NOW)[0].timestamp_ns;
+        run(&mut e, &[pending(20, 1, 2, 5, 3)], NOW);
+        let expires_at = created + 3 * MS;
+        assert_eq!(e.pending(10).unwrap().expires_at_ns, expires_at);
+        // Just before the deadline it can be posted; at the deadline it cannot, even before
+        // the writer swept it.
+        assert_eq!(results(&run(&mut e, &[resolve(21, 20, 0, true)], expires_at - 1)), [R::Ok]);
+        assert_eq!(
+            results(&run(&mut e, &[resolve(11, 10, 0, true)], expires_at)),
+            [R::PendingTransferExpired]
+        );
+        assert_eq!(balances(&e, 1), (100, 5, 0, 0));
+        let mut out = Output::default();
+        assert_eq!(e.expire_due(expires_at - 1, &mut out), 0);
+        assert_eq!(e.expire_due(expires_at, &mut out), 1);
+        e.check_invariants().unwrap();
+        assert_eq!(balances(&e, 1), (0, 5, 0, 0));
+        assert_eq!(balances(&e, 2), (0, 0, 0, 5));
+        assert_eq!(e.pending(10).unwrap().state, PendingState::Expired);
+        assert_eq!(out.entries.iter().filter(|x| x.kind == EntryKind::Expired).count(), 2);
+        assert_eq!(
+            results(&run(&mut e, &[resolve(12, 10, 0, false)], expires_at)),
+            [R::PendingTransferExpired]
+        );
+        assert_eq!(e.expire_due(u64::MAX - 1, &mut out), 0);
+        // The failure on id 11 was remembered: a retry returns it, even though nothing changed.
+        let retry = run(&mut e, &[resolve(11, 10, 0, true)], expires_at + 1);
+        assert_eq!((retry[0].result, retry[0].replayed), (R::PendingTransferExpired, true));
+    }
+
+    #[test]
+    fn post_twice() {
+        let mut e = engine();
+        run(&mut e, &[pending(10, 1, 2, 100, 0)], NOW);
+        let first = run(&mut e, &[resolve(11, 10, 30, true)], NOW);
+        assert_eq!(results(&first), [R::Ok]);
+        // The same request again is a replay; a new id posting it again fails.
+        let retry = run(&mut e, &[resolve(11, 10, 30, true)], NOW + 5);
+        assert_eq!(
+            (retry[0].result, retry[0].replayed, retry[0].timestamp_ns),
+            (R::Ok, true, first[0].timestamp_ns)
+        );
+        assert_eq!(
+            results(&run(&mut e, &[resolve(12, 10, 30, true)], NOW)),
+            [R::PendingTransferAlreadyPosted]
+        );
+        assert_eq!(results(&run(&mut e, &[resolve(11, 10, 31, true)], NOW)), [R::ExistsWithDifferentAmount]);
+        assert_eq!(balances(&e, 1), (0, 30, 0, 0));
+        // Both posts in one batch: the second fails.
+        run(&mut e, &[pending(20, 1, 2, 10, 0)], NOW);
+        let both = run(&mut e, &[resolve(21, 20, 0, true), resolve(22, 20, 0, true)], NOW);
+        assert_eq!(results(&both), [R::Ok, R::PendingTransferAlreadyPosted]);
+    }
+
+    #[test]
+    fn linked_chain_rollback_restores_everything() {
+        let mut e = engine();
+        run(&mut e, &[transfer(1, 1, 3, 50), pending(2, 1, 2, 20, 10_000)], NOW);
+        let before: Vec<Account> = (1..=4).map(|id| e.account(id).unwrap().clone()).collect();
+        let expiry_before = e.next_expiry_ns();
+        let chain = [
+            linked(pending(10, 3, 2, 30, 1)),
+            linked(resolve(11, 2, 5, true)),
+            linked(transfer(12, 2, 1, 7)),
+            linked(pending(13, 1, 2, 4, 0)),
+            linked(resolve(14, 13, 0, false)),
+            transfer(15, 3, 1, 21), // 30 are reserved by #10 out of 50: fails
+        ];
+        let outcomes = run(&mut e, &chain, NOW);
+        assert_eq!(
+            results(&outcomes),
+            [
+                R::LinkedEventFailed,
+                R::LinkedEventFailed,
+                R::LinkedEventFailed,
+                R::LinkedEventFailed,
+                R::LinkedEventFailed,
+                R::ExceedsCredits
+            ]
+        );
+        assert!(outcomes[..5].iter().all(|o| o.timestamp_ns == 0 && !o.replayed));
+        let after: Vec<Account> = (1..=4).map(|id| e.account(id).unwrap().clone()).collect();
+        assert_eq!(after, before);
+        assert_eq!(e.next_expiry_ns(), expiry_before);
+        assert!(e.pending(10).is_none() && e.pending(13).is_none());
+        assert_eq!(e.pending(2).unwrap().state, PendingState::Pending);
+        // The rolled-back ids are free; the culprit's failure is remembered.
+        assert_eq!(results(&run(&mut e, &[resolve(11, 2, 0, false)], NOW)), [R::Ok]);
+        let culprit = run(&mut e, &[transfer(15, 3, 1, 21)], NOW);
+        assert_eq!((culprit[0].result, culprit[0].replayed), (R::ExceedsCredits, true));
+        // Within the limit the same chain (with new ids at the end) commits as one.
+        let chain = [linked(pending(10, 3, 2, 30, 1)), linked(transfer(12, 2, 1, 7)), transfer(16, 3, 1, 20)];
+        assert_eq!(results(&run(&mut e, &chain, NOW)), [R::Ok, R::Ok, R::Ok]);
+        assert_eq!(balances(&e, 3), (30, 20, 0, 50));
+        // An open chain at the end of the batch fails entirely without touching anything.
+        let before: Vec<Account> = (1..=4).map(|id| e.account(id).unwrap().clone()).collect();
+        let open = run(
+            &mut e,
+            &[transfer(30, 1, 2, 1), linked(transfer(31, 1, 2, 1)), linked(transfer(32, 1, 2, 1))],
+            NOW,
+        );
+        assert_eq!(results(&open), [R::Ok, R::LinkedEventFailed, R::LinkedEventChainOpen]);
+        assert_eq!(balances(&e, 1).1, before[0].debits_posted_minor + 1);
+    }
+
+    #[test]
+    fn overdraft_limit() {
+        let mut e = engine();
+        let mut out = Output::default();
+        let created = e.create_accounts(None, vec![new_account(5, DEBIT_LIMIT, 100)], NOW, &mut out);
+        assert!(created[0].result.is_ok());
+        let bad = e.create_accounts(None, vec![new_account(6, AccountFlags::default(), 1)], NOW, &mut out);
+        assert_eq!(bad[0].result, AccountResult::OverdraftRequiresDebitLimit);
+        assert_eq!(results(&run(&mut e, &[transfer(10, 5, 1, 101)], NOW)), [R::ExceedsCredits]);
+        assert_eq!(results(&run(&mut e, &[pending(11, 5, 1, 60, 0)], NOW)), [R::Ok]);
+        assert_eq!(results(&run(&mut e, &[transfer(12, 5, 1, 41)], NOW)), [R::ExceedsCredits]);
+        assert_eq!(results(&run(&mut e, &[transfer(13, 5, 1, 40)], NOW)), [R::Ok]);
+        assert_eq!(e.account(5).unwrap().available_balance_minor(), -100);
+        // Credits make room.
+        run(&mut e, &[transfer(14, 1, 5, 10)], NOW);
+        assert_eq!(results(&run(&mut e, &[transfer(15, 5, 1, 11)], NOW)), [R::ExceedsCredits]);
+        assert_eq!(results(&run(&mut e, &[transfer(16, 5, 1, 10)], NOW)), [R::Ok]);
+        // Debit limit without overdraft: exactly the credits.
+        assert_eq!(results(&run(&mut e, &[transfer(17, 3, 1, 1)], NOW)), [R::ExceedsCredits]);
+    }
+
+    #[test]
+    fn credits_must_not_exceed_debits() {
+        let mut e = engine();
+        assert_eq!(results(&run(&mut e, &[transfer(10, 1, 4, 1)], NOW)), [R::ExceedsDebits]);
+        run(&mut e, &[transfer(11, 4, 1, 50)], NOW);
+        // Pending credits count against the limit; pending debits do not make room.
+        assert_eq!(results(&run(&mut e, &[pending(12, 1, 4, 30, 0)], NOW)), [R::Ok]);
+        assert_eq!(results(&run(&mut e, &[transfer(13, 1, 4, 21)], NOW)), [R::ExceedsDebits]);
+        run(&mut e, &[pending(14, 4, 1, 100, 0)], NOW);
+        assert_eq!(results(&run(&mut e, &[transfer(15, 1, 4, 21)], NOW)), [R::ExceedsDebits]);
+        assert_eq!(results(&run(&mut e, &[transfer(16, 1, 4, 20)], NOW)), [R::Ok]);
+        assert_eq!(balances(&e, 4), (100, 50, 30, 20));
+    }
+
+    #[test]
+    fn timestamps_strictly_increase() {
+        let mut e = engine();
+        let mut seen = vec![e.last_timestamp_ns()];
+        // Many events at one `now`, then a clock that goes backwards.
+        for (i, now) in [NOW, NOW, NOW, NOW - 1_000, 5, NOW + 1, NOW + 1].into_iter().enumerate() {
+            let id = 100 + i as u128 * 10;
+            let batch = [transfer(id, 1, 2, 1), pending(id + 1, 1, 2, 1, 1), transfer(id + 2, 3, 1, 1)];
+            let outcomes = run(&mut e, &batch, now);
+            assert_eq!(results(&outcomes), [R::Ok, R::Ok, R::ExceedsCredits]);
+            seen.extend(outcomes.iter().map(|o| o.timestamp_ns));
+            let mut out = Output::default();
+            e.expire_due(now + 2 * MS, &mut out);
+            for op in &out.ops {
+                let Op::Expire { timestamp_ns, .. } = op else { panic!("{op:?}") };
+                seen.push(*timestamp_ns);
+            }
+        }
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert_eq!(*seen.last().unwrap(), e.last_timestamp_ns());
+    }
+}

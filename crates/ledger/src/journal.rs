@@ -99,6 +99,16 @@ impl Journal {
                         {
                             return Err(corrupt(&path, offset, &damage.reason));
                         }
+                        // The damage may be in the length field itself, so that the record
+                        // seems to end somewhere else (or past the end of the file): look for
+                        // an intact later record anywhere after it before calling it torn.
+                        if intact_record_after(&path, offset + 1, stats.last_seq)? {
+                            return Err(corrupt(
+                                &path,
+                                offset,
+                                &format!("{}, and intact records follow it", damage.reason),
+                            ));
+                        }
                         stats.truncated_tail_bytes = file_len - offset;
                         tracing::warn!(
                             offset,
@@ -188,6 +198,58 @@ fn intact_record_at(path: &Path, offset: u64) -> Result<bool, LedgerError> {
     let mut payload = Vec::new();
     let mut reader = BufReader::new(file);
     Ok(read_record(&mut reader, file_len - offset, &mut payload).is_ok())
+}
+
+/// Whether an intact record of a sequence after `after_seq` starts anywhere in
+/// `[from, end of file)`. A torn tail is the last, never-acknowledged append: nothing intact
+/// can follow it. Reads the rest of the file once; a checksum is computed only where the
+/// header and the sequence number look plausible.
+fn intact_record_after(path: &Path, from: u64, after_seq: u64) -> Result<bool, LedgerError> {
+    const CHUNK: usize = 1 << 20;
+    // A candidate needs its length, checksum and the entry's sequence number (bincode puts
+    // `seq` first, as a little-endian u64).
+    const PEEK: usize = 16;
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut window = vec![0u8; CHUNK + PEEK];
+    let mut base = from;
+    while base + PEEK as u64 <= file_len {
+        let want = ((file_len - base) as usize).min(CHUNK + PEEK);
+        file.seek(SeekFrom::Start(base))?;
+        file.read_exact(&mut window[..want])?;
+        let remaining = file_len - base;
+        for i in 0..(want + 1 - PEEK).min(CHUNK) {
+            let len = u32::from_le_bytes(window[i..i + 4].try_into().expect("4 bytes")) as u64;
+            let seq = u64::from_le_bytes(window[i + 8..i + 16].try_into().expect("8 bytes"));
+            let room = remaining - i as u64;
+            // The records between the damaged one and this candidate take at least PEEK
+            // bytes each, which bounds how far `seq` can be ahead.
+            let skipped = base + i as u64 + 1 - from;
+            let plausible = len >= 8
+                && 8 + len <= room
+                && len <= RECORD_BYTES_MAX as u64
+                && seq > after_seq
+                && seq - after_seq <= skipped / PEEK as u64 + 1;
+            if plausible && record_after_at(path, base + i as u64, after_seq)? {
+                return Ok(true);
+            }
+        }
+        base += CHUNK as u64;
+    }
+    Ok(false)
+}
+
+/// Whether an intact, decodable record of a sequence after `after_seq` starts at `offset`.
+fn record_after_at(path: &Path, offset: u64, after_seq: u64) -> Result<bool, LedgerError> {
+    let mut file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    file.seek(SeekFrom::Start(offset))?;
+    let mut payload = Vec::new();
+    let mut reader = BufReader::new(file);
+    if read_record(&mut reader, file_len - offset, &mut payload).is_err() {
+        return Ok(false);
+    }
+    Ok(bincode::deserialize::<JournalEntry>(&payload).is_ok_and(|entry| entry.seq > after_seq))
 }
 
 fn corrupt(path: &Path, offset: u64, reason: &str) -> LedgerError {

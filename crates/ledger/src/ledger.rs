@@ -254,6 +254,10 @@ impl Ledger {
         self.store.get_prior(id)
     }
 
+    pub fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
+        self.store.pending_state(id)
+    }
+
     pub fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
         self.store.get_transfer_at(timestamp_ns)
     }

@@ -47,6 +47,8 @@ pub trait Store: Send + Sync + 'static {
     /// Committed transfers with timestamp > `after_ns`, in commit order (the feed).
     fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError>;
     fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError>;
+    /// The state of a pending (two-phase) transfer.
+    fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError>;
     /// Bytes on disk (0 for memory).
     fn size_on_disk(&self) -> u64 {
         0
@@ -56,6 +58,21 @@ pub trait Store: Send + Sync + 'static {
 impl<S: Store + ?Sized> TransferLookup for S {
     fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
         self.get_prior(id)
+    }
+}
+
+/// The pending-state changes an op makes.
+fn pending_update(op: &Op) -> Option<(TransferId, PendingState)> {
+    match op {
+        Op::Transfer(r) if r.transfer.flags.pending => Some((r.transfer.id, PendingState::Pending)),
+        Op::Transfer(r) if r.transfer.flags.post_pending => {
+            Some((r.transfer.pending_id, PendingState::Posted))
+        }
+        Op::Transfer(r) if r.transfer.flags.void_pending => {
+            Some((r.transfer.pending_id, PendingState::Voided))
+        }
+        Op::Expire { pending_id, .. } => Some((*pending_id, PendingState::Expired)),
+        _ => None,
     }
 }
 
@@ -82,6 +99,7 @@ struct Memory {
     by_ts: BTreeMap<u64, TransferRecord>,
     failed: BTreeMap<TransferId, FailedTransfer>,
     entries: BTreeMap<(AccountId, u64), Entry>,
+    pending: BTreeMap<TransferId, PendingState>,
 }
 
 /// An in-memory store: for tests and the reference-model property test.
@@ -109,6 +127,9 @@ impl Store for MemoryStore {
         let mut m =
             self.inner.write().map_err(|_| LedgerError::Storage("memory store lock poisoned".into()))?;
         for op in &out.ops {
+            if let Some((id, state)) = pending_update(op) {
+                m.pending.insert(id, state);
+            }
             match op {
                 Op::Transfer(record) => {
                     m.transfers.insert(record.transfer.id, record.timestamp_ns);
@@ -193,6 +214,10 @@ impl Store for MemoryStore {
     fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
         Ok(self.read()?.by_ts.get(&timestamp_ns).cloned())
     }
+
+    fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
+        Ok(self.read()?.pending.get(&id).copied())
+    }
 }
 
 // ----- sled -----------------------------------------------------------------------------
@@ -209,6 +234,7 @@ pub struct SledStore {
     by_ts: sled::Tree,
     failed: sled::Tree,
     entries: sled::Tree,
+    pending: sled::Tree,
 }
 
 const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
@@ -233,6 +259,7 @@ impl SledStore {
             by_ts: tree("transfers_by_ts")?,
             failed: tree("failed")?,
             entries: tree("entries")?,
+            pending: tree("pending_states")?,
             db,
         })
     }
@@ -295,7 +322,11 @@ impl Store for SledStore {
         let mut entries = sled::Batch::default();
         let mut account_batch = sled::Batch::default();
         let mut participants = sled::Batch::default();
+        let mut pending = sled::Batch::default();
         for op in &out.ops {
+            if let Some((id, state)) = pending_update(op) {
+                pending.insert(&id.to_be_bytes(), encode(&state)?);
+            }
             match op {
                 Op::Transfer(record) => {
                     transfers.insert(&record.transfer.id.to_be_bytes(), &record.timestamp_ns.to_be_bytes());
@@ -320,6 +351,7 @@ impl Store for SledStore {
         self.entries.apply_batch(entries).map_err(sled_err)?;
         self.accounts.apply_batch(account_batch).map_err(sled_err)?;
         self.by_participant.apply_batch(participants).map_err(sled_err)?;
+        self.pending.apply_batch(pending).map_err(sled_err)?;
         self.meta.insert(APPLIED_SEQ_KEY, &seq.to_be_bytes()).map_err(sled_err)?;
         Ok(())
     }
@@ -431,6 +463,10 @@ impl Store for SledStore {
 
     fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
         self.by_ts.get(timestamp_ns.to_be_bytes()).map_err(sled_err)?.map(|b| decode(&b)).transpose()
+    }
+
+    fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
+        self.pending.get(id.to_be_bytes()).map_err(sled_err)?.map(|b| decode(&b)).transpose()
     }
 
     fn size_on_disk(&self) -> u64 {

@@ -1,1 +1,12 @@
-//! placeholder
+//! Puente's wire API, generated from `proto/puente/v1/*.proto` at build time.
+//! Only this crate, the server, the client and the facade binary know protobuf.
+
+pub mod v1 {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("puente.v1");
+
+    /// The encoded file descriptor set, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("puente_descriptor");
+}
+
+pub use prost_types::Timestamp;

@@ -1,0 +1,553 @@
+//! `Ledger::open` against a real directory: reopen, torn tails, corruption, index rebuilds,
+//! expiry by the writer, concurrency, batch limits, the feed.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use puente_ledger::journal::Journal;
+use puente_ledger::*;
+use puente_money::CurrencyCode;
+
+const USD: CurrencyCode = CurrencyCode::USD;
+const MXN: CurrencyCode = CurrencyCode::MXN;
+
+fn account(id: AccountId, currency: CurrencyCode, debit_limited: bool) -> NewAccount {
+    NewAccount {
+        id,
+        participant: "bank-a".into(),
+        currency,
+        flags: AccountFlags {
+            debits_must_not_exceed_credits: debit_limited,
+            credits_must_not_exceed_debits: false,
+        },
+        overdraft_limit_minor: 0,
+        holder_ref: format!("holder-{id}"),
+        metadata: Metadata::new(),
+    }
+}
+
+fn transfer(id: TransferId, debit: AccountId, credit: AccountId, amount: u64) -> Transfer {
+    Transfer {
+        id,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount_minor: amount,
+        currency: USD,
+        flags: TransferFlags::default(),
+        pending_id: 0,
+        timeout_ms: 0,
+        reference: String::new(),
+        metadata: Metadata::new(),
+    }
+}
+
+fn pending(id: TransferId, debit: AccountId, credit: AccountId, amount: u64, timeout_ms: u64) -> Transfer {
+    let mut t = transfer(id, debit, credit, amount);
+    t.flags.pending = true;
+    t.timeout_ms = timeout_ms;
+    t
+}
+
+fn post(id: TransferId, pending_id: TransferId, amount: u64) -> Transfer {
+    let mut t = transfer(id, 0, 0, amount);
+    t.flags.post_pending = true;
+    t.pending_id = pending_id;
+    t
+}
+
+/// Opens the ledger, retrying only while the previous instance's writer still holds the sled
+/// lock (it releases it when its thread ends, shortly after the last handle is dropped).
+fn open_config(config: LedgerConfig) -> Result<Ledger, LedgerError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Ledger::open(config.clone()) {
+            Err(LedgerError::Corrupt(message)) if message.contains("lock") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+fn open(dir: &Path) -> Result<Ledger, LedgerError> {
+    open_config(LedgerConfig::new(dir))
+}
+
+fn open_rebuilding(dir: &Path) -> Result<Ledger, LedgerError> {
+    let mut config = LedgerConfig::new(dir);
+    config.rebuild_index = true;
+    open_config(config)
+}
+
+/// Drops the ledger and waits (bounded) until its writer released the sled index.
+fn close(ledger: Ledger, dir: &Path) {
+    drop(ledger);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::Config::new().path(dir.join("index")).open() {
+            Ok(db) => {
+                drop(db);
+                return;
+            }
+            Err(error) => {
+                assert!(Instant::now() < deadline, "the writer never released the index: {error}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+fn all_accounts(ledger: &Ledger) -> BTreeMap<AccountId, Account> {
+    ledger.list_accounts(None, 0, PAGE_SIZE_MAX).unwrap().into_iter().map(|a| (a.id, a)).collect()
+}
+
+async fn ok_accounts(ledger: &Ledger, batch: Vec<NewAccount>) {
+    let outcomes = ledger.create_accounts(None, batch).await.unwrap();
+    assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
+}
+
+async fn transfers(ledger: &Ledger, batch: Vec<Transfer>) -> Vec<TransferOutcome> {
+    ledger.create_transfers(None, batch).await.unwrap()
+}
+
+async fn ok_transfers(ledger: &Ledger, batch: Vec<Transfer>) -> Vec<TransferOutcome> {
+    let outcomes = transfers(ledger, batch).await;
+    assert!(outcomes.iter().all(|o| o.result.is_ok() && !o.replayed), "{outcomes:?}");
+    outcomes
+}
+
+/// Three accounts (1 funding, 2 wallet with a debit limit, 3 another wallet) and a few
+/// transfers, each `create_transfers` call its own journal record.
+async fn populate(ledger: &Ledger) {
+    ok_accounts(ledger, vec![account(1, USD, false), account(2, USD, true), account(3, USD, true)]).await;
+    ok_accounts(ledger, vec![account(4, MXN, false)]).await;
+    ok_transfers(ledger, vec![transfer(10, 1, 2, 1_000)]).await;
+    ok_transfers(ledger, vec![pending(11, 2, 3, 300, 0)]).await;
+    ok_transfers(ledger, vec![post(12, 11, 200)]).await;
+    ok_transfers(ledger, vec![transfer(13, 2, 3, 50)]).await;
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x5a;
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Byte offsets where each journal record starts (after the 8-byte magic).
+fn record_offsets(path: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut offsets = Vec::new();
+    let mut at = 8usize;
+    while at + 8 <= bytes.len() {
+        offsets.push(at as u64);
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+    }
+    assert_eq!(at, bytes.len(), "the journal does not parse into whole records");
+    offsets
+}
+
+#[tokio::test]
+async fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    let before = all_accounts(&ledger);
+    assert_eq!(before[&2].credits_posted_minor, 1_000);
+    assert_eq!(before[&2].debits_posted_minor, 250);
+    assert_eq!(before[&2].debits_pending_minor, 0);
+    assert_eq!(before[&3].credits_posted_minor, 250);
+    let prior = ledger.get_transfer(12).unwrap();
+    let entries = ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).unwrap();
+    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
+    close(ledger, dir.path());
+
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().journal_entries, 6);
+    assert_eq!(ledger.recovery().accounts, 4);
+    assert_eq!(ledger.recovery().truncated_tail_bytes, 0);
+    assert_eq!(all_accounts(&ledger), before);
+    assert_eq!(ledger.get_transfer(12).unwrap(), prior);
+    assert_eq!(ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).unwrap(), entries);
+    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap(), feed);
+
+    // Idempotency survives the restart: a retry is replayed with its first timestamp, the
+    // pending transfer stays posted, and new timestamps come after the old ones.
+    let first = feed.iter().find(|r| r.transfer.id == 10).unwrap().timestamp_ns;
+    let retry = transfers(&ledger, vec![transfer(10, 1, 2, 1_000)]).await;
+    assert_eq!(
+        (retry[0].result, retry[0].replayed, retry[0].timestamp_ns),
+        (TransferResult::Ok, true, first)
+    );
+    let again = transfers(&ledger, vec![post(14, 11, 0)]).await;
+    assert_eq!(again[0].result, TransferResult::PendingTransferAlreadyPosted);
+    let new = ok_transfers(&ledger, vec![transfer(15, 1, 3, 5)]).await;
+    assert!(new[0].timestamp_ns > feed.last().unwrap().timestamp_ns);
+    close(ledger, dir.path());
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.get_account(3).unwrap().unwrap().credits_posted_minor, 255);
+    let failed = ledger.get_transfer(14).unwrap();
+    assert!(
+        matches!(&failed, Some(Prior::Failed(f)) if f.result == TransferResult::PendingTransferAlreadyPosted),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test]
+async fn torn_tail_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::path(dir.path());
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    let before = all_accounts(&ledger);
+    close(ledger, dir.path());
+
+    // Garbage after the last record (a write that never completed).
+    OpenOptions::new().append(true).open(&journal).unwrap().write_all(&[0xab; 13]).unwrap();
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().truncated_tail_bytes, 13);
+    assert_eq!(all_accounts(&ledger), before);
+    ok_transfers(&ledger, vec![transfer(20, 1, 2, 7)]).await;
+    let before = all_accounts(&ledger);
+    close(ledger, dir.path());
+
+    // A copy of the last record, cut short: a torn append of a full-looking record.
+    let bytes = std::fs::read(&journal).unwrap();
+    let last = *record_offsets(&journal).last().unwrap() as usize;
+    let torn = bytes[last..bytes.len() - 3].to_vec();
+    OpenOptions::new().append(true).open(&journal).unwrap().write_all(&torn).unwrap();
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().truncated_tail_bytes, torn.len() as u64);
+    assert_eq!(all_accounts(&ledger), before);
+    // The journal is whole again and takes new records.
+    ok_transfers(&ledger, vec![transfer(21, 1, 2, 8)]).await;
+    close(ledger, dir.path());
+    record_offsets(&journal);
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().truncated_tail_bytes, 0);
+    assert_eq!(ledger.get_account(2).unwrap().unwrap().credits_posted_minor, 1_015);
+}
+
+#[tokio::test]
+async fn truncated_last_record_loses_only_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::path(dir.path());
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    let before_last = all_accounts(&ledger);
+    ok_transfers(&ledger, vec![transfer(30, 1, 2, 9)]).await;
+    close(ledger, dir.path());
+
+    let len = std::fs::metadata(&journal).unwrap().len();
+    OpenOptions::new().write(true).open(&journal).unwrap().set_len(len - 3).unwrap();
+    // The index applied the record the journal no longer has: that is lost acknowledged data,
+    // and the ledger refuses to open.
+    assert!(matches!(open(dir.path()), Err(LedgerError::Corrupt(_))));
+    // Rebuilding the index from the journal accepts the journal as it is: the torn record is
+    // cut, everything before it survives.
+    // (The refused open above already cut the torn bytes: `Journal::open` truncates before
+    // the index is compared with it.)
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().journal_entries, 6);
+    assert_eq!(all_accounts(&ledger), before_last);
+    assert_eq!(ledger.get_transfer(30).unwrap(), None);
+    assert!(ledger.get_transfer(13).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn flipped_byte_in_the_middle_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::path(dir.path());
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    close(ledger, dir.path());
+    let offsets = record_offsets(&journal);
+    let pristine = std::fs::read(&journal).unwrap();
+
+    // In the payload of the second record.
+    flip_byte(&journal, offsets[1] + 8 + 20);
+    assert!(matches!(open(dir.path()), Err(LedgerError::Corrupt(_))));
+    assert!(matches!(open_rebuilding(dir.path()), Err(LedgerError::Corrupt(_))));
+    // Nothing was cut off.
+    assert_eq!(std::fs::read(&journal).unwrap().len(), pristine.len());
+
+    // In the checksum of the third record.
+    std::fs::write(&journal, &pristine).unwrap();
+    flip_byte(&journal, offsets[2] + 5);
+    assert!(matches!(open_rebuilding(dir.path()), Err(LedgerError::Corrupt(_))));
+    assert_eq!(std::fs::read(&journal).unwrap(), {
+        let mut b = pristine.clone();
+        b[offsets[2] as usize + 5] ^= 0x5a;
+        b
+    });
+
+    // Restored, it opens again.
+    std::fs::write(&journal, &pristine).unwrap();
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().journal_entries, offsets.len() as u64);
+}
+
+/// A damaged length field (the record then seems to end elsewhere) is corruption too, when
+/// intact records follow; it must not be mistaken for a torn tail and cut off.
+#[tokio::test]
+async fn damaged_record_length_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::path(dir.path());
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    close(ledger, dir.path());
+    let offsets = record_offsets(&journal);
+    let pristine = std::fs::read(&journal).unwrap();
+
+    for (offset, xor) in
+        [(offsets[1], 0x01u8), (offsets[1], 0x80), (offsets[2] + 3, 0x10), (offsets[0] + 1, 0x04)]
+    {
+        let mut bytes = pristine.clone();
+        bytes[offset as usize] ^= xor;
+        std::fs::write(&journal, &bytes).unwrap();
+        let opened = open_rebuilding(dir.path());
+        assert!(
+            matches!(opened, Err(LedgerError::Corrupt(_))),
+            "length byte at {offset} ^ {xor:#x}: {:?}",
+            opened.map(|l| l.recovery().clone())
+        );
+        assert_eq!(std::fs::read(&journal).unwrap(), bytes, "the journal was changed");
+    }
+}
+
+#[tokio::test]
+async fn missing_index_is_rebuilt_from_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    let before = all_accounts(&ledger);
+    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
+    let entries = ledger.account_entries(3, 0, u64::MAX, true, None, PAGE_SIZE_MAX).unwrap();
+    close(ledger, dir.path());
+
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().replayed_into_index, ledger.recovery().journal_entries);
+    assert_eq!(all_accounts(&ledger), before);
+    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap(), feed);
+    assert_eq!(ledger.account_entries(3, 0, u64::MAX, true, None, PAGE_SIZE_MAX).unwrap(), entries);
+    assert_eq!(ledger.list_accounts(Some("bank-a"), 0, 10).unwrap().len(), 4);
+    assert_eq!(ledger.list_accounts(Some("bank-a"), 2, 10).unwrap().len(), 2);
+    assert!(ledger.list_accounts(Some("bank-b"), 0, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn index_disagreeing_with_the_journal_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    let before = all_accounts(&ledger);
+    close(ledger, dir.path());
+
+    {
+        let db = sled::Config::new().path(dir.path().join("index")).open().unwrap();
+        let accounts = db.open_tree("accounts").unwrap();
+        let key = 2u128.to_be_bytes();
+        let mut account: Account = bincode::deserialize(&accounts.get(key).unwrap().unwrap()).unwrap();
+        assert_eq!(account, before[&2]);
+        account.credits_posted_minor += 1_000_000;
+        accounts.insert(key, bincode::serialize(&account).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    let refused = open(dir.path());
+    assert!(matches!(refused, Err(LedgerError::Corrupt(_))), "{:?}", refused.err());
+
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    assert_eq!(all_accounts(&ledger), before);
+    close(ledger, dir.path());
+    // Repaired for good: a plain open works again.
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(all_accounts(&ledger), before);
+}
+
+#[tokio::test]
+async fn pending_transfers_expire_by_themselves() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    ok_accounts(&ledger, vec![account(1, USD, false), account(2, USD, false)]).await;
+    ok_transfers(&ledger, vec![pending(40, 1, 2, 500, 200)]).await;
+    ok_transfers(&ledger, vec![pending(41, 1, 2, 70, 0)]).await;
+    let a = ledger.get_account(1).unwrap().unwrap();
+    assert_eq!(a.debits_pending_minor, 570);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = ledger.get_account(1).unwrap().unwrap();
+        if a.debits_pending_minor == 70 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pending transfer never expired: {a:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = ledger.get_account(2).unwrap().unwrap();
+    assert_eq!((b.credits_pending_minor, b.credits_posted_minor), (70, 0));
+    let entries = ledger.account_entries(1, 0, u64::MAX, true, None, 1).unwrap();
+    assert_eq!(entries[0].kind, EntryKind::Expired);
+    assert_eq!(entries[0].transfer_id, 40);
+    let late = transfers(&ledger, vec![post(42, 40, 0)]).await;
+    assert_eq!(late[0].result, TransferResult::PendingTransferExpired);
+    assert_eq!(ledger.pending_state(40).unwrap(), Some(PendingState::Expired));
+    assert_eq!(ledger.pending_state(41).unwrap(), Some(PendingState::Pending));
+    ok_transfers(&ledger, vec![post(43, 41, 0)]).await;
+
+    // The expiry is journaled: it survives a restart.
+    close(ledger, dir.path());
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    let a = ledger.get_account(1).unwrap().unwrap();
+    assert_eq!((a.debits_pending_minor, a.debits_posted_minor), (0, 70));
+    assert_eq!(ledger.pending_state(40).unwrap(), Some(PendingState::Expired));
+    assert_eq!(ledger.pending_state(41).unwrap(), Some(PendingState::Posted));
+    assert_eq!(ledger.pending_state(43).unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transfers_are_all_durable() {
+    const TASKS: u128 = 24;
+    const BATCHES: u128 = 10;
+    const PER_BATCH: u128 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    ok_accounts(&ledger, (1..=5).map(|id| account(id, USD, id != 1)).collect()).await;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut timestamps = Vec::new();
+            for batch in 0..BATCHES {
+                let transfers: Vec<Transfer> = (0..PER_BATCH)
+                    .map(|i| {
+                        let id = 1_000 + (task * BATCHES + batch) * PER_BATCH + i;
+                        transfer(id, 1, 2 + (id % 4), 1 + (id % 7) as u64)
+                    })
+                    .collect();
+                let outcomes = ledger.create_transfers(None, transfers).await.unwrap();
+                assert!(outcomes.iter().all(|o| o.result.is_ok() && !o.replayed), "{outcomes:?}");
+                timestamps.extend(outcomes.iter().map(|o| o.timestamp_ns));
+            }
+            timestamps
+        }));
+    }
+    let mut timestamps = Vec::new();
+    for task in tasks {
+        timestamps.extend(task.await.unwrap());
+    }
+    let count = (TASKS * BATCHES * PER_BATCH) as usize;
+    timestamps.sort_unstable();
+    timestamps.dedup();
+    assert_eq!(timestamps.len(), count, "timestamps are unique");
+
+    let expected_total: u64 = (0..TASKS * BATCHES * PER_BATCH).map(|n| 1 + ((1_000 + n) % 7) as u64).sum();
+    let check = |ledger: &Ledger| {
+        let accounts = all_accounts(ledger);
+        assert_eq!(accounts[&1].debits_posted_minor, expected_total as u128);
+        let credited: u128 = (2..=5).map(|id| accounts[&id].credits_posted_minor).sum();
+        assert_eq!(credited, expected_total as u128);
+        let mut per_account = [0u128; 6];
+        for n in 0..TASKS * BATCHES * PER_BATCH {
+            let id = 1_000 + n;
+            per_account[(2 + id % 4) as usize] += 1 + (id % 7);
+        }
+        for id in 2..=5 {
+            assert_eq!(accounts[&(id as u128)].credits_posted_minor, per_account[id]);
+        }
+    };
+    check(&ledger);
+    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap().len(), PAGE_SIZE_MAX.min(count));
+    close(ledger, dir.path());
+    let ledger = open(dir.path()).unwrap();
+    check(&ledger);
+    close(ledger, dir.path());
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    check(&ledger);
+}
+
+#[tokio::test]
+async fn batch_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    assert!(matches!(ledger.create_accounts(None, vec![]).await, Err(LedgerError::InvalidBatch(_))));
+    assert!(matches!(ledger.create_transfers(None, vec![]).await, Err(LedgerError::InvalidBatch(_))));
+    let too_many_accounts: Vec<NewAccount> =
+        (1..=BATCH_EVENTS_MAX as u128 + 1).map(|id| account(id, USD, false)).collect();
+    assert!(matches!(
+        ledger.create_accounts(None, too_many_accounts).await,
+        Err(LedgerError::InvalidBatch(_))
+    ));
+    ok_accounts(&ledger, vec![account(1, USD, false), account(2, USD, false)]).await;
+    let too_many: Vec<Transfer> =
+        (1..=BATCH_EVENTS_MAX as u128 + 1).map(|id| transfer(id, 1, 2, 1)).collect();
+    assert!(matches!(
+        ledger.create_transfers(None, too_many.clone()).await,
+        Err(LedgerError::InvalidBatch(_))
+    ));
+    // Nothing of the refused batch was committed.
+    assert_eq!(ledger.get_account(1).unwrap().unwrap().debits_posted_minor, 0);
+    // Exactly the limit is fine.
+    let outcomes = ok_transfers(&ledger, too_many[..BATCH_EVENTS_MAX].to_vec()).await;
+    assert_eq!(outcomes.len(), BATCH_EVENTS_MAX);
+    assert_eq!(ledger.get_account(2).unwrap().unwrap().credits_posted_minor, BATCH_EVENTS_MAX as u128);
+}
+
+#[tokio::test]
+async fn feed_is_in_timestamp_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    let mut feed = ledger.subscribe();
+    ok_accounts(&ledger, vec![account(1, USD, false), account(2, USD, true), account(3, USD, false)]).await;
+    let mut handles = Vec::new();
+    for task in 0..8u128 {
+        let ledger = ledger.clone();
+        handles.push(tokio::spawn(async move {
+            let base = 100 + task * 10;
+            let mut linked = transfer(base, 1, 2, 10);
+            linked.flags.linked = true;
+            // A chain that fails (account 2 has only 10 of credits), a pending transfer, its
+            // post, a plain transfer.
+            let mut overdraw = transfer(base + 1, 2, 3, 1_000);
+            overdraw.flags.linked = true;
+            let closing = transfer(base + 2, 3, 1, 1);
+            let outcomes = ledger.create_transfers(None, vec![linked, overdraw, closing]).await.unwrap();
+            assert_eq!(outcomes[1].result, TransferResult::ExceedsCredits);
+            ledger.create_transfers(None, vec![pending(base + 3, 1, 3, 5, 0)]).await.unwrap();
+            ledger
+                .create_transfers(None, vec![post(base + 4, base + 3, 2), transfer(base + 5, 3, 1, 1)])
+                .await
+                .unwrap()
+        }));
+    }
+    for handle in handles {
+        assert!(handle.await.unwrap().iter().all(|o| o.result.is_ok()));
+    }
+    let committed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
+    assert_eq!(committed.len(), 8 * 3);
+    assert!(committed.windows(2).all(|w| w[0].timestamp_ns < w[1].timestamp_ns));
+    // Paging with the last timestamp as the cursor gives the same sequence.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ledger.transfers_after(after, 5).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.timestamp_ns;
+        paged.extend(page);
+    }
+    assert_eq!(paged, committed);
+    assert_eq!(ledger.get_transfer_at(committed[3].timestamp_ns).unwrap().as_ref(), Some(&committed[3]));
+
+    // The live feed delivered the same records in the same order.
+    let mut live = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live.len() < committed.len() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let group = tokio::time::timeout(remaining, feed.recv()).await.expect("feed too slow").unwrap();
+        live.extend(group.iter().cloned());
+    }
+    assert_eq!(live, committed);
+}

@@ -1,0 +1,4 @@
+//! Integration tests of the ledger crate (one test target).
+
+mod durability;
+mod model;

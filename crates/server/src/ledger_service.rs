@@ -1,0 +1,325 @@
+//! `puente.v1.LedgerService`.
+
+use std::pin::Pin;
+
+use pb::ledger_service_server::LedgerService;
+use puente_ledger::{Ledger, PAGE_SIZE_MAX, Prior};
+use puente_proto::v1 as pb;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+use crate::convert::{self, timestamp};
+use crate::error::ApiError;
+
+/// Rows read from the store per step of the transfer feed.
+const FEED_PAGE_ROWS: usize = PAGE_SIZE_MAX;
+/// Transfers buffered per feed subscriber before it waits.
+const FEED_CHANNEL_DEPTH: usize = 4_096;
+
+pub struct LedgerApi {
+    ledger: Ledger,
+}
+
+impl LedgerApi {
+    pub fn new(ledger: Ledger) -> LedgerApi {
+        LedgerApi { ledger }
+    }
+}
+
+fn check(violations: Vec<crate::error::Violation>) -> Result<(), ApiError> {
+    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
+}
+
+type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::StreamTransfersResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LedgerService for LedgerApi {
+    async fn create_accounts(
+        &self,
+        request: Request<pb::CreateAccountsRequest>,
+    ) -> Result<Response<pb::CreateAccountsResponse>, Status> {
+        let request = request.into_inner();
+        let currencies = self.ledger.currencies();
+        let mut violations = Vec::new();
+        let batch: Vec<_> = request
+            .accounts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| convert::new_account(a, i, currencies, &mut violations))
+            .collect();
+        check(violations)?;
+        let span = tracing::info_span!("create_accounts", count = batch.len());
+        let outcomes =
+            self.ledger.create_accounts(None, batch).instrument(span).await.map_err(ApiError::from)?;
+        let results = outcomes
+            .into_iter()
+            .enumerate()
+            .map(|(index, o)| pb::CreateAccountResult {
+                index: index as u32,
+                code: o.result.code().to_owned(),
+                replayed: o.replayed,
+                account: o.account.as_ref().map(|a| convert::account(a, currencies)),
+            })
+            .collect();
+        Ok(Response::new(pb::CreateAccountsResponse { results }))
+    }
+
+    async fn get_account(
+        &self,
+        request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let id = convert::required_id(&request.id, "id", &mut violations);
+        check(violations)?;
+        let account = self.ledger.get_account(id).map_err(ApiError::from)?;
+        let account = account.ok_or(ApiError::NotFound { resource: "account", id: request.id })?;
+        Ok(Response::new(pb::GetAccountResponse {
+            account: Some(convert::account(&account, self.ledger.currencies())),
+        }))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
+        let after = convert::account_page_token(&request.page_token, &mut violations);
+        check(violations)?;
+        let participant = (!request.participant.is_empty()).then_some(request.participant.as_str());
+        let accounts = self.ledger.list_accounts(participant, after, page_size).map_err(ApiError::from)?;
+        let next_page_token = match accounts.last() {
+            Some(last) if accounts.len() == page_size => convert::format_id(last.id),
+            _ => String::new(),
+        };
+        let currencies = self.ledger.currencies();
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: accounts.iter().map(|a| convert::account(a, currencies)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn create_transfers(
+        &self,
+        request: Request<pb::CreateTransfersRequest>,
+    ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
+        let request = request.into_inner();
+        let currencies = self.ledger.currencies();
+        let mut violations = Vec::new();
+        let batch: Vec<_> = request
+            .transfers
+            .iter()
+            .enumerate()
+            .map(|(i, t)| convert::transfer_in(t, i, currencies, &mut violations))
+            .collect();
+        check(violations)?;
+        let first_id = batch.first().map(|t| convert::format_id(t.id)).unwrap_or_default();
+        let span = tracing::info_span!("create_transfers", count = batch.len(), transfer_id = %first_id);
+        let outcomes = self
+            .ledger
+            .create_transfers(None, batch.clone())
+            .instrument(span.clone())
+            .await
+            .map_err(ApiError::from)?;
+        let _enter = span.enter();
+        let results = outcomes
+            .into_iter()
+            .zip(&batch)
+            .enumerate()
+            .map(|(index, (o, t))| {
+                if !o.result.is_ok() {
+                    tracing::debug!(transfer_id = %convert::format_id(t.id), code = o.result.code(), "transfer refused");
+                }
+                pb::CreateTransferResult {
+                    index: index as u32,
+                    code: o.result.code().to_owned(),
+                    replayed: o.replayed,
+                    position: if o.result.is_ok() { o.timestamp_ns } else { 0 },
+                    create_time: timestamp(o.timestamp_ns),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CreateTransfersResponse { results }))
+    }
+
+    async fn get_transfer(
+        &self,
+        request: Request<pb::GetTransferRequest>,
+    ) -> Result<Response<pb::GetTransferResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let id = convert::required_id(&request.id, "id", &mut violations);
+        check(violations)?;
+        let prior = self.ledger.get_transfer(id).map_err(ApiError::from)?;
+        let prior = prior.ok_or(ApiError::NotFound { resource: "transfer", id: request.id })?;
+        let pending_state = match &prior {
+            Prior::Committed(r) if r.transfer.flags.pending => {
+                self.ledger.pending_state(id).map_err(ApiError::from)?
+            }
+            _ => None,
+        };
+        Ok(Response::new(pb::GetTransferResponse {
+            transfer: Some(convert::prior_out(&prior, pending_state, self.ledger.currencies())),
+        }))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<pb::ListTransfersRequest>,
+    ) -> Result<Response<pb::ListTransfersResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let account_id = convert::required_id(&request.account_id, "account_id", &mut violations);
+        let from_ns = convert::timestamp_ns(&request.start_time, "start_time", &mut violations).unwrap_or(0);
+        let to_ns = convert::timestamp_ns(&request.end_time, "end_time", &mut violations).unwrap_or(u64::MAX);
+        let descending = match request.order_by.trim() {
+            "" | "create_time" | "create_time asc" => false,
+            "create_time desc" => true,
+            _ => {
+                violations.push(crate::error::Violation::new(
+                    "order_by",
+                    "must be \"create_time\" or \"create_time desc\"",
+                ));
+                false
+            }
+        };
+        let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
+        let cursor = convert::position_page_token(&request.page_token, &mut violations);
+        check(violations)?;
+        if self.ledger.get_account(account_id).map_err(ApiError::from)?.is_none() {
+            return Err(ApiError::NotFound { resource: "account", id: request.account_id }.into());
+        }
+        let entries = self
+            .ledger
+            .account_entries(account_id, from_ns, to_ns, descending, cursor, page_size)
+            .map_err(ApiError::from)?;
+        let currencies = self.ledger.currencies();
+        let mut transfers = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            // Expiry lines are balance changes, not transfers: they appear on statements.
+            if entry.kind == puente_ledger::EntryKind::Expired {
+                continue;
+            }
+            if let Some(record) = self.ledger.get_transfer_at(entry.timestamp_ns).map_err(ApiError::from)? {
+                let state = if record.transfer.flags.pending {
+                    self.ledger.pending_state(record.transfer.id).map_err(ApiError::from)?
+                } else {
+                    None
+                };
+                transfers.push(convert::transfer_out(&record, state, currencies));
+            }
+        }
+        let next_page_token = match entries.last() {
+            Some(last) if entries.len() == page_size => convert::position_token(last.timestamp_ns),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListTransfersResponse { transfers, next_page_token }))
+    }
+
+    async fn get_account_statement(
+        &self,
+        request: Request<pb::GetAccountStatementRequest>,
+    ) -> Result<Response<pb::GetAccountStatementResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let account_id = convert::required_id(&request.account_id, "account_id", &mut violations);
+        let from_ns = convert::timestamp_ns(&request.start_time, "start_time", &mut violations).unwrap_or(0);
+        let to_ns = convert::timestamp_ns(&request.end_time, "end_time", &mut violations).unwrap_or(u64::MAX);
+        let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
+        let cursor = convert::position_page_token(&request.page_token, &mut violations);
+        check(violations)?;
+        let ledger = &self.ledger;
+        let account = ledger.get_account(account_id).map_err(ApiError::from)?;
+        let account = account.ok_or(ApiError::NotFound { resource: "account", id: request.account_id })?;
+        let start = cursor.map(|c| c + 1).unwrap_or(from_ns).max(from_ns);
+        // The opening balance is the running balance of the last entry before the page.
+        let before = ledger.account_entries(account_id, 0, start, true, None, 1).map_err(ApiError::from)?;
+        let opening = convert::posted_balance(before.first());
+        let entries = ledger
+            .account_entries(account_id, start, to_ns, false, None, page_size)
+            .map_err(ApiError::from)?;
+        let closing = entries.last().map(|e| convert::posted_balance(Some(e))).unwrap_or(opening);
+        let currencies = ledger.currencies();
+        let next_page_token = match entries.last() {
+            Some(last) if entries.len() == page_size => convert::position_token(last.timestamp_ns),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::GetAccountStatementResponse {
+            account: Some(convert::account(&account, currencies)),
+            opening_posted_balance: convert::signed(currencies, account.currency, opening),
+            lines: entries.iter().map(|e| convert::statement_line(e, account.currency, currencies)).collect(),
+            closing_posted_balance: convert::signed(currencies, account.currency, closing),
+            next_page_token,
+        }))
+    }
+
+    type StreamTransfersStream = FeedStream;
+
+    async fn stream_transfers(
+        &self,
+        request: Request<pb::StreamTransfersRequest>,
+    ) -> Result<Response<Self::StreamTransfersStream>, Status> {
+        let after = request.into_inner().after_position;
+        let ledger = self.ledger.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(FEED_CHANNEL_DEPTH);
+        tokio::spawn(
+            async move {
+                if let Err(status) = feed(ledger, after, &tx).await {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+            .instrument(tracing::info_span!("stream_transfers", after)),
+        );
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+type FeedSender = tokio::sync::mpsc::Sender<Result<pb::StreamTransfersResponse, Status>>;
+
+/// Catch up from the store, then follow live commits; on lag, catch up from the store again.
+/// Ends when the client goes away.
+async fn feed(ledger: Ledger, mut position: u64, tx: &FeedSender) -> Result<(), Status> {
+    use tokio::sync::broadcast::error::RecvError;
+    let currencies = ledger.currencies().clone();
+    let send = |record: &puente_ledger::TransferRecord| {
+        let transfer = convert::transfer_out(record, None, &currencies);
+        pb::StreamTransfersResponse { transfer: Some(transfer) }
+    };
+    loop {
+        // Subscribe before reading the store so nothing committed in between is missed.
+        let mut live = ledger.subscribe();
+        loop {
+            let page = ledger.transfers_after(position, FEED_PAGE_ROWS).map_err(ApiError::from)?;
+            let done = page.len() < FEED_PAGE_ROWS;
+            for record in &page {
+                if tx.send(Ok(send(record))).await.is_err() {
+                    return Ok(());
+                }
+                position = record.timestamp_ns;
+            }
+            if done {
+                break;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(group) => {
+                    for record in group.iter() {
+                        if record.timestamp_ns <= position {
+                            continue;
+                        }
+                        if tx.send(Ok(send(record))).await.is_err() {
+                            return Ok(());
+                        }
+                        position = record.timestamp_ns;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => break, // catch up from the store
+                Err(RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}

@@ -1,0 +1,627 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use puente_client::{Client, ClientError, NewAccount, NewTransfer, pb};
+use serde_json::{Value, json};
+
+use crate::config;
+
+#[derive(Parser, Debug)]
+#[command(name = "puente", version, about = "Puente: USD/MXN ledger and settlement engine")]
+pub struct Args {
+    /// Server address for client commands.
+    #[arg(long, global = true, env = "PUENTE_SERVER", default_value = config::DEFAULT_LISTEN)]
+    server: String,
+    /// Print JSON instead of tables (client commands).
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (data in ./puente-data, listening on 127.0.0.1:50051 by default).
+    Serve(ServeArgs),
+    /// Open, show and list accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Create, show, list, post and void transfers.
+    #[command(subcommand)]
+    Transfers(TransfersCommand),
+    /// An account statement with the running balance after each line.
+    Statement(StatementArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "PUENTE_LISTEN")]
+    listen: Option<String>,
+    /// Data directory [default: ./puente-data].
+    #[arg(long, env = "PUENTE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// TOML config file (see deploy/puente.example.toml).
+    #[arg(long, env = "PUENTE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "PUENTE_LOG_FORMAT")]
+    log_format: Option<String>,
+    /// Delete the index and rebuild it from the journal before serving.
+    #[arg(long)]
+    rebuild_index: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountsCommand {
+    /// Open an account.
+    Create {
+        #[arg(long)]
+        participant: String,
+        #[arg(long)]
+        currency: String,
+        /// Account id (UUID); a random one by default.
+        #[arg(long)]
+        id: Option<String>,
+        /// Debits may not exceed credits (a wallet).
+        #[arg(long)]
+        no_overdraft: bool,
+        /// Allow going below zero by at most this much (implies --no-overdraft's check).
+        #[arg(long)]
+        overdraft_limit: Option<String>,
+        /// Credits may not exceed debits.
+        #[arg(long)]
+        credit_cap: bool,
+        #[arg(long, default_value = "")]
+        holder_ref: String,
+        /// Metadata as key=value (repeatable).
+        #[arg(long = "meta", value_parser = parse_key_value)]
+        metadata: Vec<(String, String)>,
+    },
+    /// Show one account.
+    Get { id: String },
+    /// List accounts (of one participant with --participant).
+    List {
+        #[arg(long, default_value = "")]
+        participant: String,
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TransfersCommand {
+    /// Move money (or reserve it with --pending).
+    Create {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Decimal amount, e.g. 12.50.
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        currency: String,
+        /// Transfer id (UUID), the idempotency key; a random one by default. Re-run with
+        /// the same id to retry safely.
+        #[arg(long)]
+        id: Option<String>,
+        /// Reserve the funds (two-phase); resolve with `post` or `void`.
+        #[arg(long)]
+        pending: bool,
+        /// With --pending: release the reservation after this many milliseconds.
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: u64,
+        #[arg(long, default_value = "")]
+        reference: String,
+        #[arg(long = "meta", value_parser = parse_key_value)]
+        metadata: Vec<(String, String)>,
+    },
+    /// Show one transfer.
+    Get { id: String },
+    /// List an account's transfers.
+    List {
+        #[arg(long)]
+        account: String,
+        /// Newest first.
+        #[arg(long)]
+        desc: bool,
+        /// RFC 3339 start time (inclusive), e.g. 2026-11-25T00:00:00Z.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339 end time (exclusive).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Post a pending transfer, in full or (with --amount) partially.
+    Post {
+        pending_id: String,
+        #[arg(long)]
+        amount: Option<String>,
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Void a pending transfer.
+    Void {
+        pending_id: String,
+        #[arg(long)]
+        id: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct StatementArgs {
+    account: String,
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    page_size: i32,
+    #[arg(long, default_value = "")]
+    page_token: String,
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected key=value, got {text:?}"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Server(#[from] puente_server::ServerError),
+    #[error("{0}")]
+    Client(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<ClientError> for CliError {
+    fn from(error: ClientError) -> Self {
+        let text = match &error {
+            ClientError::Status { code, message, reason, violations } => {
+                let mut text = format!("{code:?} {}: {message}", reason.as_deref().unwrap_or(""));
+                for (field, description) in violations {
+                    text.push_str(&format!("\n  {field}: {description}"));
+                }
+                text
+            }
+            other => other.to_string(),
+        };
+        CliError::Client(text)
+    }
+}
+
+pub async fn run(args: Args) -> Result<(), CliError> {
+    match args.command {
+        Command::Serve(serve) => run_server(serve).await,
+        command => {
+            let mut client = Client::connect(&args.server).await?;
+            let out = Output { json: args.json };
+            match command {
+                Command::Accounts(c) => accounts(&mut client, c, &out).await,
+                Command::Transfers(c) => transfers(&mut client, c, &out).await,
+                Command::Statement(s) => statement(&mut client, s, &out).await,
+                Command::Serve(_) => Ok(()),
+            }
+        }
+    }
+}
+
+async fn run_server(args: ServeArgs) -> Result<(), CliError> {
+    let file = match &args.config {
+        Some(path) => config::load_file(path)?,
+        None => config::FileConfig::default(),
+    };
+    let resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
+    init_logging(&resolved.log_format)?;
+    let ledger = puente_ledger::LedgerConfig {
+        data_dir: resolved.data_dir,
+        currencies: resolved.currencies,
+        rebuild_index: args.rebuild_index,
+    };
+    let config = puente_server::ServerConfig { listen: resolved.listen, ledger };
+    puente_server::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_logging(format: &str) -> Result<(), CliError> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        "json" => builder.json().init(),
+        other => return Err(CliError::Usage(format!("--log-format must be text or json, not {other:?}"))),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn print(&self, value: Value, table: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        } else {
+            print!("{}", table());
+        }
+    }
+}
+
+fn time_text(ts: &Option<puente_proto::Timestamp>) -> String {
+    match ts {
+        Some(ts) if ts.seconds >= 0 => {
+            let time = UNIX_EPOCH + Duration::new(ts.seconds as u64, ts.nanos.max(0) as u32);
+            humantime::format_rfc3339_micros(time).to_string()
+        }
+        _ => String::new(),
+    }
+}
+
+fn parse_time(text: &Option<String>, flag: &str) -> Result<Option<puente_proto::Timestamp>, CliError> {
+    let Some(text) = text else { return Ok(None) };
+    let time = humantime::parse_rfc3339_weak(text).map_err(|e| {
+        CliError::Usage(format!("{flag}: {e} (expected RFC 3339, e.g. 2026-11-25T00:00:00Z)"))
+    })?;
+    let since =
+        time.duration_since(UNIX_EPOCH).map_err(|_| CliError::Usage(format!("{flag}: before 1970")))?;
+    Ok(Some(puente_proto::Timestamp { seconds: since.as_secs() as i64, nanos: since.subsec_nanos() as i32 }))
+}
+
+fn account_json(a: &pb::Account) -> Value {
+    json!({
+        "id": a.id, "participant": a.participant, "currency": a.currency_code,
+        "debits_must_not_exceed_credits": a.debits_must_not_exceed_credits,
+        "credits_must_not_exceed_debits": a.credits_must_not_exceed_debits,
+        "overdraft_limit": a.overdraft_limit, "holder_ref": a.holder_ref, "metadata": a.metadata,
+        "debits_pending": a.debits_pending, "debits_posted": a.debits_posted,
+        "credits_pending": a.credits_pending, "credits_posted": a.credits_posted,
+        "posted_balance": a.posted_balance, "available_balance": a.available_balance,
+        "create_time": time_text(&a.create_time), "closed": a.closed,
+    })
+}
+
+fn money_text(m: &Option<pb::Money>) -> String {
+    m.as_ref().map(|m| format!("{} {}", m.value, m.currency_code)).unwrap_or_default()
+}
+
+fn kind_name(kind: i32) -> &'static str {
+    match pb::TransferKind::try_from(kind) {
+        Ok(pb::TransferKind::SinglePhase) => "single_phase",
+        Ok(pb::TransferKind::Pending) => "pending",
+        Ok(pb::TransferKind::PostPending) => "post_pending",
+        Ok(pb::TransferKind::VoidPending) => "void_pending",
+        _ => "unspecified",
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match pb::TransferState::try_from(state) {
+        Ok(pb::TransferState::Posted) => "posted",
+        Ok(pb::TransferState::Pending) => "pending",
+        Ok(pb::TransferState::PendingPosted) => "pending_posted",
+        Ok(pb::TransferState::PendingVoided) => "pending_voided",
+        Ok(pb::TransferState::PendingExpired) => "pending_expired",
+        Ok(pb::TransferState::Failed) => "failed",
+        _ => "unspecified",
+    }
+}
+
+fn transfer_json(t: &pb::Transfer) -> Value {
+    json!({
+        "id": t.id, "debit_account_id": t.debit_account_id, "credit_account_id": t.credit_account_id,
+        "amount": t.amount.as_ref().map(|m| json!({"currency": m.currency_code, "value": m.value})),
+        "effective_amount": t.effective_amount.as_ref().map(|m| json!({"currency": m.currency_code, "value": m.value})),
+        "kind": kind_name(t.kind), "linked": t.linked, "pending_id": t.pending_id, "timeout_ms": t.timeout_ms,
+        "reference": t.reference, "metadata": t.metadata, "create_time": time_text(&t.create_time),
+        "position": t.position, "state": state_name(t.state), "failure_code": t.failure_code,
+        "expire_time": time_text(&t.expire_time),
+    })
+}
+
+fn account_rows(accounts: &[pb::Account]) -> String {
+    let mut out = format!(
+        "{:<36}  {:<16}  {:<3}  {:>16}  {:>16}  {:>14}  {}\n",
+        "ID", "PARTICIPANT", "CCY", "POSTED", "AVAILABLE", "PENDING DEBITS", "HOLDER"
+    );
+    for a in accounts {
+        out.push_str(&format!(
+            "{:<36}  {:<16}  {:<3}  {:>16}  {:>16}  {:>14}  {}\n",
+            a.id,
+            a.participant,
+            a.currency_code,
+            a.posted_balance,
+            a.available_balance,
+            a.debits_pending,
+            a.holder_ref
+        ));
+    }
+    out
+}
+
+fn transfer_rows(transfers: &[pb::Transfer]) -> String {
+    let mut out = format!(
+        "{:<20}  {:<36}  {:<14}  {:<15}  {:>16}  {:<36}  {:<36}\n",
+        "POSITION", "ID", "KIND", "STATE", "AMOUNT", "DEBIT", "CREDIT"
+    );
+    for t in transfers {
+        out.push_str(&format!(
+            "{:<20}  {:<36}  {:<14}  {:<15}  {:>16}  {:<36}  {:<36}\n",
+            t.position,
+            t.id,
+            kind_name(t.kind),
+            state_name(t.state),
+            money_text(if t.effective_amount.is_some() { &t.effective_amount } else { &t.amount }),
+            t.debit_account_id,
+            t.credit_account_id
+        ));
+    }
+    out
+}
+
+async fn accounts(client: &mut Client, command: AccountsCommand, out: &Output) -> Result<(), CliError> {
+    match command {
+        AccountsCommand::Create {
+            participant,
+            currency,
+            id,
+            no_overdraft,
+            overdraft_limit,
+            credit_cap,
+            holder_ref,
+            metadata,
+        } => {
+            let mut new = NewAccount::new(&participant, &currency).holder_ref(&holder_ref);
+            if let Some(id) = id {
+                new = new.id(&id);
+            }
+            if no_overdraft {
+                new = new.no_overdraft();
+            }
+            if let Some(limit) = overdraft_limit {
+                new = new.overdraft_limit(&limit);
+            }
+            if credit_cap {
+                new = new.credit_cap();
+            }
+            for (k, v) in &metadata {
+                new = new.metadata(k, v);
+            }
+            let account = client.create_account(new).await?;
+            out.print(account_json(&account), || account_rows(std::slice::from_ref(&account)));
+        }
+        AccountsCommand::Get { id } => {
+            let account = client.get_account(&id).await?;
+            out.print(account_json(&account), || account_rows(std::slice::from_ref(&account)));
+        }
+        AccountsCommand::List { participant, page_size, page_token } => {
+            let page = client.list_accounts(&participant, page_size, &page_token).await?;
+            let value = json!({
+                "accounts": page.accounts.iter().map(account_json).collect::<Vec<_>>(),
+                "next_page_token": page.next_page_token,
+            });
+            out.print(value, || {
+                let mut text = account_rows(&page.accounts);
+                if !page.next_page_token.is_empty() {
+                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
+                }
+                text
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn submit(client: &mut Client, transfer: NewTransfer, out: &Output) -> Result<(), CliError> {
+    let id = transfer.0.id.clone();
+    let results = client.create_transfers(vec![transfer.0]).await?;
+    let result = results.into_iter().next().ok_or_else(|| CliError::Client("no result".into()))?;
+    let value = json!({
+        "id": id, "code": result.code, "replayed": result.replayed, "position": result.position,
+        "create_time": time_text(&result.create_time),
+    });
+    out.print(value, || {
+        format!(
+            "transfer {id}: {}{}{}\n",
+            result.code,
+            if result.replayed { " (retry: first outcome returned)" } else { "" },
+            if result.position > 0 { format!(" at position {}", result.position) } else { String::new() }
+        )
+    });
+    if result.code == "OK" {
+        Ok(())
+    } else {
+        Err(CliError::Client(format!("transfer refused: {}", result.code)))
+    }
+}
+
+async fn transfers(client: &mut Client, command: TransfersCommand, out: &Output) -> Result<(), CliError> {
+    match command {
+        TransfersCommand::Create {
+            from,
+            to,
+            amount,
+            currency,
+            id,
+            pending,
+            timeout_ms,
+            reference,
+            metadata,
+        } => {
+            let mut t = NewTransfer::new(&from, &to, &currency, &amount).reference(&reference);
+            if let Some(id) = id {
+                t = t.id(&id);
+            }
+            if pending {
+                t = t.pending(timeout_ms);
+            } else if timeout_ms > 0 {
+                return Err(CliError::Usage("--timeout-ms needs --pending".into()));
+            }
+            for (k, v) in &metadata {
+                t = t.metadata(k, v);
+            }
+            submit(client, t, out).await
+        }
+        TransfersCommand::Get { id } => {
+            let t = client.get_transfer(&id).await?;
+            out.print(transfer_json(&t), || {
+                let mut text = transfer_rows(std::slice::from_ref(&t));
+                if !t.failure_code.is_empty() {
+                    text.push_str(&format!("failed: {}\n", t.failure_code));
+                }
+                text
+            });
+            Ok(())
+        }
+        TransfersCommand::List { account, desc, since, until, page_size, page_token } => {
+            let request = pb::ListTransfersRequest {
+                account_id: account,
+                start_time: parse_time(&since, "--since")?,
+                end_time: parse_time(&until, "--until")?,
+                order_by: if desc { "create_time desc".into() } else { "create_time".into() },
+                page_size,
+                page_token,
+            };
+            let page = client.list_transfers(request).await?;
+            let value = json!({
+                "transfers": page.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
+                "next_page_token": page.next_page_token,
+            });
+            out.print(value, || {
+                let mut text = transfer_rows(&page.transfers);
+                if !page.next_page_token.is_empty() {
+                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
+                }
+                text
+            });
+            Ok(())
+        }
+        TransfersCommand::Post { pending_id, amount, id } => {
+            let pending = client.get_transfer(&pending_id).await?;
+            let currency = pending.amount.map(|m| m.currency_code).unwrap_or_default();
+            let mut t = NewTransfer::post(&pending_id, &currency, amount.as_deref());
+            if let Some(id) = id {
+                t = t.id(&id);
+            }
+            submit(client, t, out).await
+        }
+        TransfersCommand::Void { pending_id, id } => {
+            let pending = client.get_transfer(&pending_id).await?;
+            let currency = pending.amount.map(|m| m.currency_code).unwrap_or_default();
+            let mut t = NewTransfer::void(&pending_id, &currency);
+            if let Some(id) = id {
+                t = t.id(&id);
+            }
+            submit(client, t, out).await
+        }
+    }
+}
+
+async fn statement(client: &mut Client, args: StatementArgs, out: &Output) -> Result<(), CliError> {
+    let request = pb::GetAccountStatementRequest {
+        account_id: args.account,
+        start_time: parse_time(&args.since, "--since")?,
+        end_time: parse_time(&args.until, "--until")?,
+        page_size: args.page_size,
+        page_token: args.page_token,
+    };
+    let s = client.statement(request).await?;
+    let account = s.account.clone().unwrap_or_default();
+    let kind = |k: i32| match pb::EntryKind::try_from(k) {
+        Ok(pb::EntryKind::Posted) => "posted",
+        Ok(pb::EntryKind::Pending) => "pending",
+        Ok(pb::EntryKind::PostPending) => "post_pending",
+        Ok(pb::EntryKind::VoidPending) => "void_pending",
+        Ok(pb::EntryKind::Expired) => "expired",
+        _ => "unspecified",
+    };
+    let value = json!({
+        "account": account_json(&account),
+        "opening_posted_balance": s.opening_posted_balance,
+        "closing_posted_balance": s.closing_posted_balance,
+        "lines": s.lines.iter().map(|l| json!({
+            "time": time_text(&l.time), "position": l.position, "transfer_id": l.transfer_id,
+            "kind": kind(l.kind), "side": if l.debit { "debit" } else { "credit" },
+            "amount": l.amount.as_ref().map(|m| m.value.clone()),
+            "posted_balance": l.posted_balance, "available_balance": l.available_balance,
+        })).collect::<Vec<_>>(),
+        "next_page_token": s.next_page_token,
+    });
+    out.print(value, || {
+        let mut text = format!(
+            "Statement for {} ({} {}, holder {})\nOpening posted balance: {}\n",
+            account.id,
+            account.participant,
+            account.currency_code,
+            account.holder_ref,
+            s.opening_posted_balance
+        );
+        text.push_str(&format!(
+            "{:<27}  {:<36}  {:<12}  {:<6}  {:>14}  {:>16}  {:>16}\n",
+            "TIME", "TRANSFER", "KIND", "SIDE", "AMOUNT", "POSTED", "AVAILABLE"
+        ));
+        for l in &s.lines {
+            text.push_str(&format!(
+                "{:<27}  {:<36}  {:<12}  {:<6}  {:>14}  {:>16}  {:>16}\n",
+                time_text(&l.time),
+                l.transfer_id,
+                kind(l.kind),
+                if l.debit { "debit" } else { "credit" },
+                l.amount.as_ref().map(|m| m.value.as_str()).unwrap_or(""),
+                l.posted_balance,
+                l.available_balance
+            ));
+        }
+        text.push_str(&format!("Closing posted balance: {}\n", s.closing_posted_balance));
+        if !s.next_page_token.is_empty() {
+            text.push_str(&format!("next page: --page-token {}\n", s.next_page_token));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// Seconds since the epoch (for tests of time parsing).
+#[allow(dead_code)]
+fn now_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
