@@ -1,0 +1,185 @@
+//! Starting and stopping the real server process.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use puente_client::{Client, NewAccount, pb};
+
+/// How long a server may take to recover and listen.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: String,
+    #[allow(dead_code)]
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `puente serve` on 127.0.0.1:0 over `data_dir`; returns once it listens.
+    pub fn start(data_dir: &Path) -> Server {
+        Server::try_start(data_dir, &[]).unwrap_or_else(|log| panic!("server did not start:\n{log}"))
+    }
+
+    /// Starts the server; on failure returns what it wrote to stderr.
+    pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        let log_path = data_dir.with_extension("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| e.to_string())?;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_puente"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(20)) {
+                return Ok(Server { child: Some(child), addr, data_dir: data_dir.to_owned() });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("exited with {status}\n{log}"));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("timed out".into());
+            }
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.addr).await.expect("connect")
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Opens a funding account (no limits) and `n` no-overdraft wallets in `currency`.
+pub async fn accounts(
+    client: &mut Client,
+    participant: &str,
+    currency: &str,
+    n: usize,
+) -> (String, Vec<String>) {
+    let source =
+        client.create_account(NewAccount::new(participant, currency).holder_ref("funding")).await.unwrap();
+    let mut wallets = Vec::new();
+    for i in 0..n {
+        let account =
+            NewAccount::new(participant, currency).no_overdraft().holder_ref(&format!("wallet-{i}"));
+        wallets.push(client.create_account(account).await.unwrap().id);
+    }
+    (source.id, wallets)
+}
+
+/// Every line of an account's statement, across pages.
+pub async fn all_lines(client: &mut Client, account_id: &str) -> Vec<pb::StatementLine> {
+    let mut lines = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .statement(pb::GetAccountStatementRequest {
+                account_id: account_id.to_owned(),
+                page_size: 1000,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        lines.extend(page.lines);
+        if page.next_page_token.is_empty() {
+            return lines;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Every account on the ledger, across pages.
+pub async fn all_accounts(client: &mut Client) -> Vec<pb::Account> {
+    let mut accounts = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client.list_accounts("", 1000, &token).await.unwrap();
+        accounts.extend(page.accounts);
+        if page.next_page_token.is_empty() {
+            return accounts;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Decimal text with 2 places to minor units (test helper; the server checks real input).
+pub fn minor(text: &str) -> i128 {
+    let negative = text.starts_with('-');
+    let digits: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+    let value: i128 = digits.parse().unwrap();
+    if negative { -value } else { value }
+}
+
+/// Polls `check` until it is true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
