@@ -28,6 +28,12 @@ pub enum Op {
         pending_id: TransferId,
         timestamp_ns: u64,
     },
+    /// A pending transfer flagged `post_on_expiry` reached its timeout and posted in full
+    /// (a cancellation window that closed without a cancellation).
+    AutoPost {
+        pending_id: TransferId,
+        timestamp_ns: u64,
+    },
 }
 
 /// What a committed op did to one account: a row of the account's statement.
@@ -84,6 +90,8 @@ pub struct Pending {
     pub amount_minor: u64,
     pub currency: CurrencyCode,
     pub expires_at_ns: u64,
+    /// At the timeout, post in full instead of voiding.
+    pub post_on_expiry: bool,
     pub state: PendingState,
 }
 
@@ -472,6 +480,9 @@ impl Engine {
         if kinds.iter().filter(|k| **k).count() > 1 {
             return FlagsAreMutuallyExclusive;
         }
+        if t.flags.post_on_expiry && (!t.flags.pending || t.timeout_ms == 0) {
+            return PostOnExpiryRequiresPendingTimeout;
+        }
         let resolving = t.flags.post_pending || t.flags.void_pending;
         if resolving {
             if t.pending_id == 0 {
@@ -644,7 +655,13 @@ impl Engine {
         }
         for pending_id in &due {
             let timestamp_ns = self.next_timestamp(now_ns);
-            self.apply(Op::Expire { pending_id: *pending_id, timestamp_ns }, out);
+            let post = self.pendings.get(pending_id).is_some_and(|p| p.post_on_expiry);
+            let op = if post {
+                Op::AutoPost { pending_id: *pending_id, timestamp_ns }
+            } else {
+                Op::Expire { pending_id: *pending_id, timestamp_ns }
+            };
+            self.apply(op, out);
         }
         due.len()
     }
@@ -711,6 +728,7 @@ impl Engine {
                             amount_minor: e.amount_minor,
                             currency: t.currency,
                             expires_at_ns: record.expires_at_ns,
+                            post_on_expiry: t.flags.post_on_expiry,
                             state: PendingState::Pending,
                         },
                     );
@@ -762,7 +780,8 @@ impl Engine {
                 self.recent.insert(failed.transfer.id, Prior::Failed(failed.clone()));
                 self.note(Undo::Recent(failed.transfer.id));
             }
-            Op::Expire { pending_id, timestamp_ns } => {
+            Op::Expire { pending_id, timestamp_ns } | Op::AutoPost { pending_id, timestamp_ns } => {
+                let posting = matches!(op, Op::AutoPost { .. });
                 self.bump_timestamp(*timestamp_ns);
                 let p = self.pendings.get(pending_id).cloned();
                 let p = p.unwrap_or_else(|| panic!("journal: expiring unknown pending {pending_id}"));
@@ -774,21 +793,33 @@ impl Engine {
                 let reserved = p.amount_minor as u128;
                 self.save_account(p.debit_account_id);
                 self.save_account(p.credit_account_id);
-                self.update(p.debit_account_id, |a| a.debits_pending_minor -= reserved);
-                self.update(p.credit_account_id, |a| a.credits_pending_minor -= reserved);
+                assert!(
+                    !posting || p.post_on_expiry,
+                    "journal: auto-post of pending {pending_id} without the flag"
+                );
+                let posted = if posting { reserved } else { 0 };
+                self.update(p.debit_account_id, |a| {
+                    a.debits_pending_minor -= reserved;
+                    a.debits_posted_minor += posted;
+                });
+                self.update(p.credit_account_id, |a| {
+                    a.credits_pending_minor -= reserved;
+                    a.credits_posted_minor += posted;
+                });
                 self.save_pending(*pending_id);
                 if self.expiry.remove(&(p.expires_at_ns, *pending_id)) {
                     self.note(Undo::ExpiryRemoved(p.expires_at_ns, *pending_id));
                 }
                 if let Some(p) = self.pendings.get_mut(pending_id) {
-                    p.state = PendingState::Expired;
+                    p.state = if posting { PendingState::Posted } else { PendingState::Expired };
                 }
                 let effect = Effect {
                     debit_account_id: p.debit_account_id,
                     credit_account_id: p.credit_account_id,
                     amount_minor: p.amount_minor,
                 };
-                self.record_entries(out, effect, *timestamp_ns, *pending_id, EntryKind::Expired);
+                let kind = if posting { EntryKind::PostPending } else { EntryKind::Expired };
+                self.record_entries(out, effect, *timestamp_ns, *pending_id, kind);
             }
         }
         out.ops.push(op);
@@ -1230,5 +1261,82 @@ mod tests {
         }
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert_eq!(*seen.last().unwrap(), e.last_timestamp_ns());
+    }
+}
+
+#[cfg(test)]
+mod auto_post_tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use puente_money::CurrencyCode;
+
+    fn account(id: AccountId) -> NewAccount {
+        NewAccount {
+            id,
+            participant: "p".into(),
+            currency: CurrencyCode::USD,
+            flags: AccountFlags::default(),
+            overdraft_limit_minor: 0,
+            holder_ref: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    fn hold(id: TransferId, post_on_expiry: bool, timeout_ms: u64) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount_minor: 500,
+            currency: CurrencyCode::USD,
+            flags: TransferFlags { pending: true, post_on_expiry, ..Default::default() },
+            pending_id: 0,
+            timeout_ms,
+            reference: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn post_on_expiry_posts_in_full_at_the_timeout() {
+        let store = MemoryStore::new();
+        let mut engine = Engine::new(CurrencyTable::default());
+        let mut out = Output::default();
+        engine.create_accounts(None, vec![account(1), account(2)], 1_000, &mut out);
+        let results = engine.create_transfers(&store, None, &[hold(10, true, 1)], 2_000, &mut out).unwrap();
+        assert_eq!(results[0].result, TransferResult::Ok);
+        assert_eq!(engine.account(1).unwrap().debits_pending_minor, 500);
+        // Before the timeout nothing happens; at it, the reservation posts.
+        assert_eq!(engine.expire_due(2_000 + 999_999, &mut out), 0);
+        assert_eq!(engine.expire_due(2_000 + 1_000_000, &mut out), 1);
+        let debit = engine.account(1).unwrap();
+        assert_eq!((debit.debits_pending_minor, debit.debits_posted_minor), (0, 500));
+        assert_eq!(engine.account(2).unwrap().credits_posted_minor, 500);
+        assert_eq!(engine.pending(10).unwrap().state, PendingState::Posted);
+        assert!(matches!(out.ops.last(), Some(Op::AutoPost { pending_id: 10, .. })));
+        assert_eq!(out.entries.last().unwrap().kind, EntryKind::PostPending);
+        engine.check_invariants().unwrap();
+        // Replay reproduces it.
+        let mut replayed = Engine::new(CurrencyTable::default());
+        let mut sink = Output::default();
+        for op in out.ops.clone() {
+            replayed.apply(op, &mut sink);
+        }
+        assert_eq!(replayed.account(1), engine.account(1));
+    }
+
+    #[test]
+    fn post_on_expiry_needs_a_pending_timeout() {
+        let store = MemoryStore::new();
+        let mut engine = Engine::new(CurrencyTable::default());
+        let mut out = Output::default();
+        engine.create_accounts(None, vec![account(1), account(2)], 1_000, &mut out);
+        let mut no_timeout = hold(10, true, 0);
+        let mut not_pending = hold(11, true, 5);
+        not_pending.flags.pending = false;
+        no_timeout.flags.linked = false;
+        let results =
+            engine.create_transfers(&store, None, &[no_timeout, not_pending], 2_000, &mut out).unwrap();
+        assert!(results.iter().all(|r| r.result == TransferResult::PostOnExpiryRequiresPendingTimeout));
     }
 }

@@ -72,6 +72,7 @@ fn pending_update(op: &Op) -> Option<(TransferId, PendingState)> {
             Some((r.transfer.pending_id, PendingState::Voided))
         }
         Op::Expire { pending_id, .. } => Some((*pending_id, PendingState::Expired)),
+        Op::AutoPost { pending_id, .. } => Some((*pending_id, PendingState::Posted)),
         _ => None,
     }
 }
@@ -138,7 +139,7 @@ impl Store for MemoryStore {
                 Op::Fail(failed) => {
                     m.failed.insert(failed.transfer.id, failed.clone());
                 }
-                Op::CreateAccount(_) | Op::Expire { .. } => {}
+                Op::CreateAccount(_) | Op::Expire { .. } | Op::AutoPost { .. } => {}
             }
         }
         for entry in &out.entries {
@@ -334,7 +335,7 @@ impl Store for SledStore {
                 }
                 Op::Fail(f) => failed.insert(&f.transfer.id.to_be_bytes(), encode(f)?),
                 Op::CreateAccount(a) => participants.insert(participant_key(&a.participant, a.id), &[]),
-                Op::Expire { .. } => {}
+                Op::Expire { .. } | Op::AutoPost { .. } => {}
             }
         }
         for entry in &out.entries {

@@ -116,6 +116,9 @@ pub struct TransferFlags {
     pub post_pending: bool,
     /// Void the pending transfer `pending_id`.
     pub void_pending: bool,
+    /// With `pending` and a timeout: at the timeout, post in full instead of voiding (a
+    /// cancellation window, e.g. Regulation E's 30 minutes for remittances).
+    pub post_on_expiry: bool,
 }
 
 /// What a client asks for. Stored exactly as sent: it is the idempotency content.
@@ -232,6 +235,7 @@ result_enum!(
         PendingIdMustBeDifferent => "PENDING_ID_MUST_BE_DIFFERENT",
         TimeoutReservedForPendingTransfer => "TIMEOUT_RESERVED_FOR_PENDING_TRANSFER",
         TimeoutTooLarge => "TIMEOUT_TOO_LARGE",
+        PostOnExpiryRequiresPendingTimeout => "POST_ON_EXPIRY_REQUIRES_PENDING_TIMEOUT",
         AmountMustNotBeZero => "AMOUNT_MUST_NOT_BE_ZERO",
         AmountTooLarge => "AMOUNT_TOO_LARGE",
         CurrencyNotConfigured => "CURRENCY_NOT_CONFIGURED",

@@ -189,6 +189,7 @@ pub fn transfer_in(
         pending: kind == pb::TransferKind::Pending,
         post_pending: kind == pb::TransferKind::PostPending,
         void_pending: kind == pb::TransferKind::VoidPending,
+        post_on_expiry: t.post_on_expiry,
     };
     if kind == pb::TransferKind::Unspecified {
         violations.push(Violation::new(
@@ -253,6 +254,7 @@ fn base_transfer(t: &ledger::Transfer, currencies: &CurrencyTable) -> pb::Transf
         amount: Some(money(currencies, t.currency, t.amount_minor as u128)),
         kind: kind_of(&t.flags) as i32,
         linked: t.flags.linked,
+        post_on_expiry: t.flags.post_on_expiry,
         pending_id: id_or_empty(t.pending_id),
         timeout_ms: t.timeout_ms,
         reference: t.reference.clone(),
