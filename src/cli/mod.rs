@@ -1,4 +1,5 @@
-//! Command-line interface.
+//! Command-line interface. Each command group beyond the ledger lives in its own module
+//! (`src/cli/<group>.rs`) with its own clap `Subcommand` enum, wired in `Command` below.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
