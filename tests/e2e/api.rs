@@ -384,8 +384,12 @@ async fn graceful_shutdown_and_restart_keep_everything() {
     let (source, wallets) = accounts(&mut client, "fintech-a", "USD", 1).await;
     let t = NewTransfer::new(&source, &wallets[0], "USD", "42.00");
     let first = client.transfer(t.clone()).await.unwrap();
-    drop(client);
+    // An open feed subscriber must not hold the shutdown up: its stream ends cleanly.
+    let mut feed = client.stream_transfers(0).await.unwrap();
+    assert!(feed.next().await.unwrap().is_ok());
     assert!(server.terminate().success(), "SIGTERM must exit 0");
+    assert!(feed.next().await.is_none_or(|item| item.is_err()), "the feed ends at shutdown");
+    drop(client);
 
     let server = Server::start(&data);
     let mut client = server.client().await;

@@ -19,11 +19,14 @@ const FEED_CHANNEL_DEPTH: usize = 4_096;
 
 pub struct LedgerApi {
     ledger: Ledger,
+    /// Becomes true when the server begins a graceful shutdown: open feeds end, so that the
+    /// shutdown never waits on a subscriber.
+    shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl LedgerApi {
-    pub fn new(ledger: Ledger) -> LedgerApi {
-        LedgerApi { ledger }
+    pub fn new(ledger: Ledger, shutdown: tokio::sync::watch::Receiver<bool>) -> LedgerApi {
+        LedgerApi { ledger, shutdown }
     }
 }
 
@@ -264,16 +267,34 @@ impl LedgerService for LedgerApi {
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
         let after = request.into_inner().after_position;
         let ledger = self.ledger.clone();
+        let mut shutdown = self.shutdown.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(FEED_CHANNEL_DEPTH);
         tokio::spawn(
             async move {
-                if let Err(status) = feed(ledger, after, &tx).await {
-                    let _ = tx.send(Err(status)).await;
+                tokio::select! {
+                    result = feed(ledger, after, &tx) => {
+                        if let Err(status) = result {
+                            let _ = tx.send(Err(status)).await;
+                        }
+                    }
+                    _ = stopping(&mut shutdown) => {
+                        // End the stream cleanly; the client resumes from its last position.
+                    }
                 }
             }
             .instrument(tracing::info_span!("stream_transfers", after)),
         );
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// Resolves once the server begins shutting down (or the server is gone).
+async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let stop = { *shutdown.borrow_and_update() };
+        if stop || shutdown.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -68,6 +68,11 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
@@ -82,10 +87,12 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let ledger_service =
-        pb::ledger_service_server::LedgerServiceServer::new(ledger_service::LedgerApi::new(ledger.clone()))
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+    let ledger_service = pb::ledger_service_server::LedgerServiceServer::new(ledger_service::LedgerApi::new(
+        ledger.clone(),
+        stopping.clone(),
+    ))
+    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(MESSAGE_BYTES_MAX);
 
     // Health follows the ledger: NOT_SERVING once a durable write has failed.
     let watcher = {
@@ -109,6 +116,7 @@ pub async fn serve(
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION_MAX)
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .tcp_nodelay(true)
+        .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
         .trace_fn(|request| {
             let request_id = request
                 .headers()
