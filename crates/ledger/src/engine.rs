@@ -11,6 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::*;
 
+pub mod settlement;
+
+use settlement::{SettlementState, SettlementUndo};
+
 /// Most accounts one ledger holds (accounts live in memory: ~300 B each).
 pub const ACCOUNTS_MAX: usize = 10_000_000;
 /// Most pending transfers expired in one step.
@@ -32,6 +36,34 @@ pub enum Op {
     /// (a cancellation window that closed without a cancellation).
     AutoPost {
         pending_id: TransferId,
+        timestamp_ns: u64,
+    },
+    /// A participant's settlement profile was set (replaces the previous one).
+    SetProfile(settlement::ParticipantProfile),
+    /// A settlement window went OPEN → CLOSING and the next window of its currency opened.
+    CloseWindow {
+        window_id: settlement::WindowId,
+        next_window_id: settlement::WindowId,
+        timestamp_ns: u64,
+    },
+    /// A settlement window changed state (CLOSING/FAILED → CLOSED/FAILED, → ABORTED).
+    WindowTransition {
+        window_id: settlement::WindowId,
+        to: settlement::WindowState,
+        reason: String,
+        timestamp_ns: u64,
+    },
+    /// A window's settlement transfers (the `Transfer` ops just before this one, in the same
+    /// journal record) were posted: CLOSED/ABORTED → SETTLING.
+    SettleWindow {
+        window_id: settlement::WindowId,
+        attempt: u32,
+        timestamp_ns: u64,
+    },
+    /// A participant confirmed its settlement; the last confirmation makes the window SETTLED.
+    ConfirmSettlement {
+        window_id: settlement::WindowId,
+        participant: String,
         timestamp_ns: u64,
     },
 }
@@ -121,6 +153,7 @@ enum Undo {
     ExpiryInserted(u64, TransferId),
     ExpiryRemoved(u64, TransferId),
     Recent(TransferId),
+    Settlement(SettlementUndo),
 }
 
 pub struct Engine {
@@ -132,6 +165,7 @@ pub struct Engine {
     recent: HashMap<TransferId, Prior>,
     last_timestamp_ns: u64,
     undo: Option<Vec<Undo>>,
+    settlement: SettlementState,
 }
 
 impl Engine {
@@ -144,6 +178,7 @@ impl Engine {
             recent: HashMap::new(),
             last_timestamp_ns: 0,
             undo: None,
+            settlement: SettlementState::default(),
         }
     }
 
@@ -231,7 +266,10 @@ impl Engine {
         if new.id == 0 {
             return IdMustNotBeZero;
         }
-        if !participant_valid(&new.participant) || actor.is_some_and(|a| a != new.participant) {
+        if !participant_valid(&new.participant)
+            || actor.is_some_and(|a| a != new.participant)
+            || new.participant == settlement::HUB_PARTICIPANT
+        {
             return ParticipantInvalid;
         }
         if self.currencies.get(new.currency).is_err() {
@@ -382,6 +420,7 @@ impl Engine {
                 Undo::Recent(id) => {
                     self.recent.remove(&id);
                 }
+                Undo::Settlement(step) => self.settlement_rollback(step),
             }
         }
         out.ops.truncate(ops_mark);
@@ -634,6 +673,9 @@ impl Engine {
         if credit.flags.credits_must_not_exceed_debits && credits + amount > credit.debits_posted_minor {
             return Ok(Err(TransferResult::ExceedsDebits));
         }
+        if let Err(result) = self.check_net_debit_cap(t) {
+            return Ok(Err(result));
+        }
         Ok(Ok(Effect {
             debit_account_id: t.debit_account_id,
             credit_account_id: t.credit_account_id,
@@ -736,6 +778,12 @@ impl Engine {
                         self.expiry.insert((record.expires_at_ns, t.id));
                         self.note(Undo::ExpiryInserted(record.expires_at_ns, t.id));
                     }
+                    self.settlement_on_pending(
+                        e.debit_account_id,
+                        e.credit_account_id,
+                        t.currency,
+                        amount as i128,
+                    );
                 } else if t.flags.post_pending || t.flags.void_pending {
                     let p = self.pendings.get(&t.pending_id).cloned();
                     let p =
@@ -766,10 +814,31 @@ impl Engine {
                     if let Some(p) = self.pendings.get_mut(&t.pending_id) {
                         p.state = state;
                     }
+                    self.settlement_on_pending(
+                        p.debit_account_id,
+                        p.credit_account_id,
+                        p.currency,
+                        -(reserved as i128),
+                    );
+                    let posted = posted as u64;
+                    self.settlement_on_posted(
+                        e.debit_account_id,
+                        e.credit_account_id,
+                        p.currency,
+                        posted,
+                        ts,
+                    );
                 } else {
                     kind = EntryKind::Posted;
                     self.update(e.debit_account_id, |a| a.debits_posted_minor += amount);
                     self.update(e.credit_account_id, |a| a.credits_posted_minor += amount);
+                    self.settlement_on_posted(
+                        e.debit_account_id,
+                        e.credit_account_id,
+                        t.currency,
+                        e.amount_minor,
+                        ts,
+                    );
                 }
                 self.record_entries(out, e, ts, t.id, kind);
                 self.recent.insert(t.id, Prior::Committed(record.clone()));
@@ -813,6 +882,20 @@ impl Engine {
                 if let Some(p) = self.pendings.get_mut(pending_id) {
                     p.state = if posting { PendingState::Posted } else { PendingState::Expired };
                 }
+                self.settlement_on_pending(
+                    p.debit_account_id,
+                    p.credit_account_id,
+                    p.currency,
+                    -(reserved as i128),
+                );
+                let posted = posted as u64;
+                self.settlement_on_posted(
+                    p.debit_account_id,
+                    p.credit_account_id,
+                    p.currency,
+                    posted,
+                    *timestamp_ns,
+                );
                 let effect = Effect {
                     debit_account_id: p.debit_account_id,
                     credit_account_id: p.credit_account_id,
@@ -821,6 +904,11 @@ impl Engine {
                 let kind = if posting { EntryKind::PostPending } else { EntryKind::Expired };
                 self.record_entries(out, effect, *timestamp_ns, *pending_id, kind);
             }
+            Op::SetProfile(_)
+            | Op::CloseWindow { .. }
+            | Op::WindowTransition { .. }
+            | Op::SettleWindow { .. }
+            | Op::ConfirmSettlement { .. } => self.apply_settlement(&op),
         }
         out.ops.push(op);
     }
@@ -896,7 +984,7 @@ impl Engine {
         if reserved != pending_total {
             return Err(format!("open pending transfers hold {reserved} but accounts show {pending_total}"));
         }
-        Ok(())
+        self.check_settlement_invariants()
     }
 }
 

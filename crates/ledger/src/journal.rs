@@ -157,6 +157,85 @@ impl Journal {
     }
 }
 
+/// What [`copy_intact_prefix`] copied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCopy {
+    /// Records copied (group commits).
+    pub entries: u64,
+    /// Sequence number of the last record copied (0 for an empty journal).
+    pub last_seq: u64,
+    /// Bytes written to the copy, header included.
+    pub bytes: u64,
+    /// Bytes of the source left out at its end: a record still being written (or a torn,
+    /// never-acknowledged one).
+    pub tail_bytes_left: u64,
+}
+
+/// Copies the longest prefix of intact records of the journal at `src` into the new file
+/// `dst` (which must not exist) and `fsync`s it. Safe while a server appends to `src`: every
+/// record is one whole group commit written before any request in it is acknowledged, so a
+/// prefix of intact records is a consistent state, and it holds every write acknowledged
+/// before the copy started. Reads only up to the length `src` had when the copy started.
+/// Refuses (`LedgerError::Corrupt`) a damaged record followed by intact ones, as recovery
+/// does; leaves out a record still being written or torn at the end. Does not modify `src`.
+pub fn copy_intact_prefix(src: &Path, dst: &Path) -> Result<PrefixCopy, LedgerError> {
+    let source = File::open(src)?;
+    let snapshot_len = source.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, source.take(snapshot_len));
+    let mut magic = [0u8; 8];
+    reader.read_exact(&mut magic).map_err(|_| corrupt(src, 0, "file shorter than its header"))?;
+    if &magic != MAGIC {
+        return Err(corrupt(src, 0, "not a Puente journal (bad magic)"));
+    }
+    let target = OpenOptions::new().write(true).create_new(true).open(dst)?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, target);
+    writer.write_all(MAGIC)?;
+    let mut copy = PrefixCopy { bytes: HEADER_BYTES as u64, ..PrefixCopy::default() };
+    let mut offset = HEADER_BYTES as u64;
+    let mut payload = Vec::new();
+    while offset < snapshot_len {
+        match read_record(&mut reader, snapshot_len - offset, &mut payload) {
+            Ok(record_len) => {
+                let entry: JournalEntry = bincode::deserialize(&payload)
+                    .map_err(|e| corrupt(src, offset, &format!("undecodable record: {e}")))?;
+                if entry.seq != copy.last_seq + 1 {
+                    return Err(corrupt(
+                        src,
+                        offset,
+                        &format!("sequence {} follows {}", entry.seq, copy.last_seq),
+                    ));
+                }
+                writer.write_all(&(payload.len() as u32).to_le_bytes())?;
+                writer.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
+                writer.write_all(&payload)?;
+                copy.entries += 1;
+                copy.last_seq = entry.seq;
+                copy.bytes += record_len;
+                offset += record_len;
+            }
+            Err(damage) => {
+                // Still being written, torn, or corrupt? Ask the file as it is now (it only
+                // grows). If intact records follow, the one here must be whole by now (the
+                // writer appends in order), unless it is damaged.
+                if intact_record_after(src, offset + 1, copy.last_seq)?
+                    && !record_after_at(src, offset, copy.last_seq)?
+                {
+                    return Err(corrupt(
+                        src,
+                        offset,
+                        &format!("{}, and intact records follow it", damage.reason),
+                    ));
+                }
+                copy.tail_bytes_left = snapshot_len - offset;
+                break;
+            }
+        }
+    }
+    let target = writer.into_inner().map_err(|e| LedgerError::Storage(format!("I/O: {}", e.error())))?;
+    target.sync_all()?;
+    Ok(copy)
+}
+
 struct Damage {
     reason: String,
     /// Where the record says it ends, when its header could be read.
@@ -259,4 +338,50 @@ fn corrupt(path: &Path, offset: u64, reason: &str) -> LedgerError {
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
     File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod copy_tests {
+    use super::*;
+
+    fn journal_with(dir: &Path, entries: u64) -> PathBuf {
+        let (mut journal, _) = Journal::open(dir, |_| Ok(())).unwrap();
+        for seq in 1..=entries {
+            journal.append(&JournalEntry { seq, ops: Vec::new() }).unwrap();
+        }
+        Journal::path(dir)
+    }
+
+    #[test]
+    fn copies_every_intact_record_and_leaves_a_partial_tail_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = journal_with(dir.path(), 5);
+        let whole = std::fs::metadata(&src).unwrap().len();
+        // A record still being written: a header promising more bytes than there are.
+        let mut file = OpenOptions::new().append(true).open(&src).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 1, 0]).unwrap();
+        let dst = dir.path().join("copy.log");
+        let copy = copy_intact_prefix(&src, &dst).unwrap();
+        assert_eq!((copy.entries, copy.last_seq, copy.bytes, copy.tail_bytes_left), (5, 5, whole, 10));
+        assert_eq!(std::fs::read(&dst).unwrap(), std::fs::read(&src).unwrap()[..whole as usize]);
+        // The copy opens as a journal with the same records; the destination must be new.
+        let copied = tempfile::tempdir().unwrap();
+        std::fs::copy(&dst, Journal::path(copied.path())).unwrap();
+        let (_, stats) = Journal::open(copied.path(), |_| Ok(())).unwrap();
+        assert_eq!((stats.entries, stats.truncated_tail_bytes), (5, 0));
+        assert!(copy_intact_prefix(&src, &dst).is_err());
+    }
+
+    #[test]
+    fn refuses_a_damaged_record_with_intact_ones_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = journal_with(dir.path(), 6);
+        let mut bytes = std::fs::read(&src).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&src, &bytes).unwrap();
+        let error = copy_intact_prefix(&src, &dir.path().join("copy.log")).unwrap_err();
+        assert!(matches!(error, LedgerError::Corrupt(_)), "{error}");
+        assert!(error.to_string().contains("intact records follow"), "{error}");
+    }
 }

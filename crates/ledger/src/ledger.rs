@@ -1,6 +1,7 @@
 //! The durable ledger: recovery at open, one writer thread with group commit, reads from the
 //! store. See ARCHITECTURE.md ("Durability", "Write path").
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,7 +12,8 @@ use puente_money::CurrencyTable;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::LedgerError;
-use crate::engine::{Engine, Entry, Output, Prior};
+use crate::engine::settlement::{SettlementRequest, SettlementResult};
+use crate::engine::{Engine, Entry, Output, Prior, TransferLookup};
 use crate::journal::{Journal, JournalEntry};
 use crate::store::{SledStore, Store};
 use crate::types::*;
@@ -48,6 +50,12 @@ enum Command {
         batch: Vec<Transfer>,
         reply: oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
     },
+    /// Settlement profiles and windows (see `engine::settlement`): reads are answered from the
+    /// engine's state, changes are journaled like transfers.
+    Settlement {
+        request: Box<SettlementRequest>,
+        reply: oneshot::Sender<Result<SettlementResult, LedgerError>>,
+    },
 }
 
 impl Command {
@@ -55,6 +63,7 @@ impl Command {
         match self {
             Command::CreateAccounts { batch, .. } => batch.len(),
             Command::CreateTransfers { batch, .. } => batch.len(),
+            Command::Settlement { .. } => 1,
         }
     }
 }
@@ -67,6 +76,25 @@ pub struct WriterStats {
     pub last_group_events: AtomicU64,
     pub last_flush_us: AtomicU64,
     pub journal_bytes: AtomicU64,
+    /// Told of every group commit (metrics); see [`Ledger::observe_commits`].
+    pub commit_hook: CommitHook,
+}
+
+/// Told of every group commit by the writer thread, after the journal record is durable.
+/// It runs on the writer thread: it must be cheap and must not block (a metrics histogram).
+pub trait CommitObserver: Send + Sync {
+    /// `events` journal ops in the group; `flush` the time to write and `fdatasync` it.
+    fn committed(&self, events: u64, flush: Duration);
+}
+
+/// Holds at most one [`CommitObserver`].
+#[derive(Default)]
+pub struct CommitHook(std::sync::OnceLock<Arc<dyn CommitObserver>>);
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "CommitHook(set)" } else { "CommitHook(unset)" })
+    }
 }
 
 /// What recovery found at open.
@@ -193,6 +221,12 @@ impl Ledger {
         &self.stats
     }
 
+    /// Registers the observer told of every group commit. Only the first one is kept;
+    /// returns false if one was already set.
+    pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) -> bool {
+        self.stats.commit_hook.0.set(observer).is_ok()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
@@ -226,6 +260,14 @@ impl Ledger {
         check_batch(batch.len())?;
         let (reply, response) = oneshot::channel();
         self.send(Command::CreateTransfers { actor, batch, reply }).await?;
+        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// A settlement command or read, run by the writer (so that it sees, and changes, exactly
+    /// the committed state). The answer comes after the ops it made are durable.
+    pub async fn settlement(&self, request: SettlementRequest) -> Result<SettlementResult, LedgerError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Settlement { request: Box::new(request), reply }).await?;
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
     }
 
@@ -325,6 +367,66 @@ fn verify_index(engine: &Engine, store: &SledStore) -> Result<(), LedgerError> {
     Ok(())
 }
 
+/// From this many transfers in one group, the writer looks their ids up in the store on two
+/// threads before the engine runs (the idempotency check is two sled reads per new id).
+const PREFETCH_TRANSFERS_MIN: usize = 1_024;
+
+/// The store as the engine sees it during one commit, with the group's transfer ids looked up
+/// in advance. Only the writer writes the store, and it does so after the engine ran, so these
+/// answers are exactly what the engine would read; anything else (pending ids of post/void)
+/// is read from the store as before. The engine consults its own overlay of transfers decided
+/// since the store last caught up before asking this.
+struct Prefetched<'a> {
+    store: &'a SledStore,
+    found: HashMap<TransferId, Option<Prior>>,
+}
+
+impl<'a> Prefetched<'a> {
+    fn new(store: &'a SledStore, group: &[Command]) -> Prefetched<'a> {
+        let ids: Vec<TransferId> = group
+            .iter()
+            .filter_map(|command| match command {
+                Command::CreateTransfers { batch, .. } => Some(batch.iter().map(|t| t.id)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut found = HashMap::new();
+        if ids.len() >= PREFETCH_TRANSFERS_MIN {
+            let lookup = |ids: &[TransferId]| -> Result<Vec<(TransferId, Option<Prior>)>, LedgerError> {
+                ids.iter().map(|id| Ok((*id, store.get_prior(*id)?))).collect()
+            };
+            let (left, right) = ids.split_at(ids.len() / 2);
+            let looked_up = std::thread::scope(|scope| {
+                let right = std::thread::Builder::new()
+                    .name("puente-prefetch".into())
+                    .spawn_scoped(scope, || lookup(right))
+                    .ok();
+                let left = lookup(left);
+                let right = right.and_then(|handle| handle.join().ok());
+                (left, right)
+            });
+            // On any failure nothing is prefetched: the engine reads the store itself and
+            // meets the same error where it did before.
+            if let (Ok(left), Some(Ok(right))) = looked_up {
+                found.reserve(ids.len());
+                found.extend(left);
+                found.extend(right);
+            }
+        }
+        Prefetched { store, found }
+    }
+}
+
+impl TransferLookup for Prefetched<'_> {
+    fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+        match self.found.get(&id) {
+            Some(prior) => Ok(prior.clone()),
+            None => self.store.get_prior(id),
+        }
+    }
+}
+
 struct Writer {
     engine: Engine,
     journal: Journal,
@@ -344,6 +446,7 @@ enum Reply {
         oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
         Result<Vec<TransferOutcome>, LedgerError>,
     ),
+    Settlement(oneshot::Sender<Result<SettlementResult, LedgerError>>, Result<SettlementResult, LedgerError>),
 }
 
 impl Writer {
@@ -406,6 +509,7 @@ impl Writer {
             return;
         }
         self.engine.expire_due(now, out);
+        let lookup = Prefetched::new(self.store.as_ref(), group);
         let mut replies = Vec::with_capacity(group.len());
         for command in group.drain(..) {
             match command {
@@ -414,9 +518,12 @@ impl Writer {
                     replies.push(Reply::Accounts(reply, Ok(outcomes)));
                 }
                 Command::CreateTransfers { actor, batch, reply } => {
-                    let outcomes =
-                        self.engine.create_transfers(self.store.as_ref(), actor.as_deref(), &batch, now, out);
+                    let outcomes = self.engine.create_transfers(&lookup, actor.as_deref(), &batch, now, out);
                     replies.push(Reply::Transfers(reply, outcomes));
+                }
+                Command::Settlement { request, reply } => {
+                    let result = self.engine.settlement_command(self.store.as_ref(), *request, now, out);
+                    replies.push(Reply::Settlement(reply, result));
                 }
             }
         }
@@ -432,6 +539,7 @@ impl Writer {
                     match reply {
                         Reply::Accounts(tx, _) => drop(tx.send(Err(error))),
                         Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
+                        Reply::Settlement(tx, _) => drop(tx.send(Err(error))),
                     }
                 }
                 return;
@@ -441,6 +549,7 @@ impl Writer {
             match reply {
                 Reply::Accounts(tx, result) => drop(tx.send(result)),
                 Reply::Transfers(tx, result) => drop(tx.send(result)),
+                Reply::Settlement(tx, result) => drop(tx.send(result)),
             }
         }
     }
@@ -450,6 +559,7 @@ impl Writer {
         let entry = JournalEntry { seq, ops: std::mem::take(&mut out.ops) };
         let flush_started = Instant::now();
         self.journal.append(&entry)?;
+        let flush_elapsed = flush_started.elapsed();
         self.seq = seq;
         self.stats.last_flush_us.store(flush_started.elapsed().as_micros() as u64, Ordering::Relaxed);
         out.ops = entry.ops;
@@ -468,6 +578,9 @@ impl Writer {
         self.stats.events.fetch_add(out.ops.len() as u64, Ordering::Relaxed);
         self.stats.last_group_events.store(out.ops.len() as u64, Ordering::Relaxed);
         self.stats.journal_bytes.store(self.journal.len_bytes(), Ordering::Relaxed);
+        if let Some(observer) = self.stats.commit_hook.0.get() {
+            observer.committed(out.ops.len() as u64, flush_elapsed);
+        }
         tracing::debug!(
             seq,
             ops = out.ops.len(),
@@ -486,5 +599,6 @@ fn fail_command(command: Command, error: LedgerError) {
     match command {
         Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
         Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
+        Command::Settlement { reply, .. } => drop(reply.send(Err(error))),
     }
 }

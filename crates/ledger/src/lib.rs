@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod store;
 pub mod types;
 
+pub use engine::settlement;
 pub use engine::{Engine, Entry, EntryKind, Op, Output, Prior};
 pub use ledger::{Ledger, LedgerConfig, RecoveryReport, now_ns};
 pub use store::{MemoryStore, PAGE_SIZE_MAX, SledStore, Store};

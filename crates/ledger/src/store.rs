@@ -139,7 +139,9 @@ impl Store for MemoryStore {
                 Op::Fail(failed) => {
                     m.failed.insert(failed.transfer.id, failed.clone());
                 }
-                Op::CreateAccount(_) | Op::Expire { .. } | Op::AutoPost { .. } => {}
+                // Settlement ops change only the engine's settlement state (read through the
+                // writer); their transfers are `Transfer` ops.
+                _ => {}
             }
         }
         for entry in &out.entries {
@@ -239,6 +241,9 @@ pub struct SledStore {
 }
 
 const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
+/// From this many statement entries in one applied journal entry (a group of ~1,000 transfers
+/// or more), `apply` writes the entries tree on a second thread, in parallel with the others.
+const PARALLEL_APPLY_ENTRIES_MIN: usize = 2_048;
 
 impl SledStore {
     pub fn open(dir: &Path) -> Result<SledStore, LedgerError> {
@@ -267,6 +272,49 @@ impl SledStore {
 
     pub fn flush(&self) -> Result<(), LedgerError> {
         self.db.flush().map_err(sled_err)?;
+        Ok(())
+    }
+
+    /// Statement entries of one applied journal entry.
+    fn apply_entries(&self, entries: &[Entry]) -> Result<(), LedgerError> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&entry_key(entry.account_id, entry.timestamp_ns), encode(entry)?);
+        }
+        self.entries.apply_batch(batch).map_err(sled_err)
+    }
+
+    /// Everything but the statement entries and the applied sequence.
+    fn apply_records(&self, out: &Output, accounts: &[Account]) -> Result<(), LedgerError> {
+        let mut transfers = sled::Batch::default();
+        let mut by_ts = sled::Batch::default();
+        let mut failed = sled::Batch::default();
+        let mut account_batch = sled::Batch::default();
+        let mut participants = sled::Batch::default();
+        let mut pending = sled::Batch::default();
+        for op in &out.ops {
+            if let Some((id, state)) = pending_update(op) {
+                pending.insert(&id.to_be_bytes(), encode(&state)?);
+            }
+            match op {
+                Op::Transfer(record) => {
+                    transfers.insert(&record.transfer.id.to_be_bytes(), &record.timestamp_ns.to_be_bytes());
+                    by_ts.insert(&record.timestamp_ns.to_be_bytes(), encode(record)?);
+                }
+                Op::Fail(f) => failed.insert(&f.transfer.id.to_be_bytes(), encode(f)?),
+                Op::CreateAccount(a) => participants.insert(participant_key(&a.participant, a.id), &[]),
+                _ => {}
+            }
+        }
+        for account in accounts {
+            account_batch.insert(&account.id.to_be_bytes(), encode(account)?);
+        }
+        self.by_ts.apply_batch(by_ts).map_err(sled_err)?;
+        self.transfers.apply_batch(transfers).map_err(sled_err)?;
+        self.failed.apply_batch(failed).map_err(sled_err)?;
+        self.accounts.apply_batch(account_batch).map_err(sled_err)?;
+        self.by_participant.apply_batch(participants).map_err(sled_err)?;
+        self.pending.apply_batch(pending).map_err(sled_err)?;
         Ok(())
     }
 }
@@ -317,42 +365,26 @@ impl Store for SledStore {
     }
 
     fn apply(&self, seq: u64, out: &Output, accounts: &[Account]) -> Result<(), LedgerError> {
-        let mut transfers = sled::Batch::default();
-        let mut by_ts = sled::Batch::default();
-        let mut failed = sled::Batch::default();
-        let mut entries = sled::Batch::default();
-        let mut account_batch = sled::Batch::default();
-        let mut participants = sled::Batch::default();
-        let mut pending = sled::Batch::default();
-        for op in &out.ops {
-            if let Some((id, state)) = pending_update(op) {
-                pending.insert(&id.to_be_bytes(), encode(&state)?);
-            }
-            match op {
-                Op::Transfer(record) => {
-                    transfers.insert(&record.transfer.id.to_be_bytes(), &record.timestamp_ns.to_be_bytes());
-                    by_ts.insert(&record.timestamp_ns.to_be_bytes(), encode(record)?);
-                }
-                Op::Fail(f) => failed.insert(&f.transfer.id.to_be_bytes(), encode(f)?),
-                Op::CreateAccount(a) => participants.insert(participant_key(&a.participant, a.id), &[]),
-                Op::Expire { .. } | Op::AutoPost { .. } => {}
-            }
-        }
-        for entry in &out.entries {
-            entries.insert(&entry_key(entry.account_id, entry.timestamp_ns), encode(entry)?);
-        }
-        for account in accounts {
-            account_batch.insert(&account.id.to_be_bytes(), encode(account)?);
+        if out.entries.len() < PARALLEL_APPLY_ENTRIES_MIN {
+            self.apply_entries(&out.entries)?;
+            self.apply_records(out, accounts)?;
+        } else {
+            // A large group: the statement entries (two per transfer, the largest tree write)
+            // go into sled on a second thread while this one writes the other trees. Both
+            // finish before the applied sequence is written and before `apply` returns.
+            std::thread::scope(|scope| {
+                let entries = std::thread::Builder::new()
+                    .name("puente-apply".into())
+                    .spawn_scoped(scope, || self.apply_entries(&out.entries))?;
+                let records = self.apply_records(out, accounts);
+                let entries = entries
+                    .join()
+                    .unwrap_or_else(|_| Err(LedgerError::Storage("the index apply thread panicked".into())));
+                records.and(entries)
+            })?;
         }
         // Order matters only for speed of recovery: the applied sequence goes last, and every
         // write above is an idempotent put, so a crash in between is repaired by replay.
-        self.by_ts.apply_batch(by_ts).map_err(sled_err)?;
-        self.transfers.apply_batch(transfers).map_err(sled_err)?;
-        self.failed.apply_batch(failed).map_err(sled_err)?;
-        self.entries.apply_batch(entries).map_err(sled_err)?;
-        self.accounts.apply_batch(account_batch).map_err(sled_err)?;
-        self.by_participant.apply_batch(participants).map_err(sled_err)?;
-        self.pending.apply_batch(pending).map_err(sled_err)?;
         self.meta.insert(APPLIED_SEQ_KEY, &seq.to_be_bytes()).map_err(sled_err)?;
         Ok(())
     }

@@ -269,6 +269,8 @@ result_enum!(
         ExceedsCredits => "EXCEEDS_CREDITS",
         ExceedsDebits => "EXCEEDS_DEBITS",
         OverflowsBalance => "OVERFLOWS_BALANCE",
+        NetDebitCapExceeded => "NET_DEBIT_CAP_EXCEEDED",
+        HubAccountReserved => "HUB_ACCOUNT_RESERVED",
     }
 );
 
@@ -298,6 +300,8 @@ impl TransferResult {
                 | ExceedsCredits
                 | ExceedsDebits
                 | OverflowsBalance
+                | NetDebitCapExceeded
+                | HubAccountReserved
         )
     }
 }

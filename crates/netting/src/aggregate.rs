@@ -94,24 +94,69 @@ impl NettingAggregator {
     /// Adds one obligation. Validates it (see [`Obligation::validate`]) and the run's limits.
     pub fn push(&mut self, obligation: &Obligation) -> Result<(), NettingError> {
         obligation.validate()?;
-        if self.obligation_count >= OBLIGATIONS_MAX {
+        self.add(
+            &obligation.debtor,
+            &obligation.creditor,
+            obligation.currency,
+            1,
+            u128::from(obligation.amount_minor),
+        )
+    }
+
+    /// Adds `count` obligations from `debtor` to `creditor` worth `value_minor` in total, as if
+    /// pushed one by one (for callers that already keep per-pair totals, such as the ledger's
+    /// settlement windows). Each obligation is at least one minor unit and at most
+    /// [`puente_money::AMOUNT_MAX_MINOR`], so `count ≤ value_minor ≤ count · AMOUNT_MAX_MINOR`.
+    /// Atomic like [`Self::push`].
+    pub fn push_aggregate(
+        &mut self,
+        debtor: &ParticipantId,
+        creditor: &ParticipantId,
+        currency: CurrencyCode,
+        count: u64,
+        value_minor: u128,
+    ) -> Result<(), NettingError> {
+        if count == 0 || value_minor == 0 {
+            return Err(NettingError::ZeroAmount);
+        }
+        let max_minor = u128::from(count) * u128::from(puente_money::AMOUNT_MAX_MINOR);
+        if value_minor < u128::from(count) || value_minor > max_minor {
+            return Err(NettingError::AmountTooLarge {
+                amount_minor: u64::try_from(value_minor).unwrap_or(u64::MAX),
+                max_minor: puente_money::AMOUNT_MAX_MINOR,
+            });
+        }
+        if debtor == creditor {
+            return Err(NettingError::SelfObligation(debtor.clone()));
+        }
+        self.add(debtor, creditor, currency, count, value_minor)
+    }
+
+    fn add(
+        &mut self,
+        debtor_id: &ParticipantId,
+        creditor_id: &ParticipantId,
+        currency_code: CurrencyCode,
+        count: u64,
+        amount_minor: u128,
+    ) -> Result<(), NettingError> {
+        if self.obligation_count.checked_add(count).is_none_or(|total| total > OBLIGATIONS_MAX) {
             return Err(NettingError::TooManyObligations { max: OBLIGATIONS_MAX });
         }
-        let debtor = self.index.get(&obligation.debtor).copied();
-        let creditor = self.index.get(&obligation.creditor).copied();
+        let debtor = self.index.get(debtor_id).copied();
+        let creditor = self.index.get(creditor_id).copied();
         let new_participants = usize::from(debtor.is_none()) + usize::from(creditor.is_none());
         if self.ids.len() + new_participants > PARTICIPANTS_MAX {
             return Err(NettingError::TooManyParticipants { max: PARTICIPANTS_MAX });
         }
-        let currency = self.currencies.iter().position(|c| c.currency == obligation.currency);
+        let currency = self.currencies.iter().position(|c| c.currency == currency_code);
         if currency.is_none() && self.currencies.len() >= CURRENCIES_MAX {
             return Err(NettingError::TooManyCurrencies { max: CURRENCIES_MAX });
         }
-        let amount_minor = u128::from(obligation.amount_minor);
 
         // Compute every new value before writing anything, so a failure leaves no trace.
         // (With the limits above none of these can overflow; they are checked anyway.)
-        let obligation_count = self.obligation_count.checked_add(1).ok_or(NettingError::Overflow)?;
+        let obligation_count = self.obligation_count.checked_add(count).ok_or(NettingError::Overflow)?;
         let (gross_count, gross_value_minor, debtor_pos, creditor_pos, pair) = match currency {
             Some(ci) => {
                 let acc = &self.currencies[ci];
@@ -126,11 +171,11 @@ impl NettingAggregator {
             }
             None => (0, 0, PositionAcc::default(), PositionAcc::default(), PairAcc::default()),
         };
-        let gross_count = gross_count.checked_add(1).ok_or(NettingError::Overflow)?;
+        let gross_count = gross_count.checked_add(count).ok_or(NettingError::Overflow)?;
         let gross_value_minor = gross_value_minor.checked_add(amount_minor).ok_or(NettingError::Overflow)?;
         let debtor_pos = PositionAcc {
             paid_minor: debtor_pos.paid_minor.checked_add(amount_minor).ok_or(NettingError::Overflow)?,
-            paid_count: debtor_pos.paid_count.checked_add(1).ok_or(NettingError::Overflow)?,
+            paid_count: debtor_pos.paid_count.checked_add(count).ok_or(NettingError::Overflow)?,
             ..debtor_pos
         };
         let creditor_pos = PositionAcc {
@@ -138,18 +183,18 @@ impl NettingAggregator {
                 .received_minor
                 .checked_add(amount_minor)
                 .ok_or(NettingError::Overflow)?,
-            received_count: creditor_pos.received_count.checked_add(1).ok_or(NettingError::Overflow)?,
+            received_count: creditor_pos.received_count.checked_add(count).ok_or(NettingError::Overflow)?,
             ..creditor_pos
         };
 
         // Commit.
-        let debtor = debtor.unwrap_or_else(|| self.register(&obligation.debtor));
-        let creditor = creditor.unwrap_or_else(|| self.register(&obligation.creditor));
+        let debtor = debtor.unwrap_or_else(|| self.register(debtor_id));
+        let creditor = creditor.unwrap_or_else(|| self.register(creditor_id));
         let ci = match currency {
             Some(ci) => ci,
             None => {
                 self.currencies.push(CurrencyAcc {
-                    currency: obligation.currency,
+                    currency: currency_code,
                     gross_count: 0,
                     gross_value_minor: 0,
                     positions: Vec::new(),
@@ -165,7 +210,7 @@ impl NettingAggregator {
                     .low_to_high_minor
                     .checked_add(amount_minor)
                     .ok_or(NettingError::Overflow)?,
-                low_to_high_count: pair.low_to_high_count.checked_add(1).ok_or(NettingError::Overflow)?,
+                low_to_high_count: pair.low_to_high_count.checked_add(count).ok_or(NettingError::Overflow)?,
                 ..pair
             }
         } else {
@@ -174,7 +219,7 @@ impl NettingAggregator {
                     .high_to_low_minor
                     .checked_add(amount_minor)
                     .ok_or(NettingError::Overflow)?,
-                high_to_low_count: pair.high_to_low_count.checked_add(1).ok_or(NettingError::Overflow)?,
+                high_to_low_count: pair.high_to_low_count.checked_add(count).ok_or(NettingError::Overflow)?,
                 ..pair
             }
         };
@@ -581,6 +626,27 @@ mod tests {
         assert!(matches!(agg.push(&bad), Err(NettingError::SelfObligation(_))));
         assert_eq!(agg.size().participants, 0);
         assert_eq!(agg.obligation_count(), 0);
+    }
+
+    #[test]
+    fn aggregated_pushes_equal_single_pushes() {
+        let mut single = NettingAggregator::new();
+        let mut aggregated = NettingAggregator::new();
+        for amount in [5, 7, 11] {
+            single.push(&ob("A", "B", CurrencyCode::USD, amount)).unwrap();
+        }
+        single.push(&ob("B", "A", CurrencyCode::USD, 4)).unwrap();
+        aggregated.push_aggregate(&id("A"), &id("B"), CurrencyCode::USD, 3, 23).unwrap();
+        aggregated.push_aggregate(&id("B"), &id("A"), CurrencyCode::USD, 1, 4).unwrap();
+        assert_eq!(single.finish().unwrap(), aggregated.finish().unwrap());
+        assert_eq!(aggregated.obligation_count(), 4);
+        assert_eq!(
+            aggregated.push_aggregate(&id("A"), &id("B"), CurrencyCode::USD, 0, 1),
+            Err(NettingError::ZeroAmount)
+        );
+        assert!(aggregated.push_aggregate(&id("A"), &id("B"), CurrencyCode::USD, 3, 2).is_err());
+        assert!(aggregated.push_aggregate(&id("A"), &id("A"), CurrencyCode::USD, 1, 2).is_err());
+        assert_eq!(aggregated.obligation_count(), 4);
     }
 
     #[test]

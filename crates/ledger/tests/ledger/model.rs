@@ -74,6 +74,13 @@ enum Step {
         ns: u64,
         sweep: bool,
     },
+    /// Sets participant `p{participant}`'s settlement profile with these Net Debit Caps (None:
+    /// the currency is left out of the profile, so it has no cap).
+    Profile {
+        participant: u8,
+        usd_cap: Option<u64>,
+        mxn_cap: Option<u64>,
+    },
 }
 
 fn account_gen(ids: std::ops::RangeInclusive<u128>) -> impl Strategy<Value = AccountGen> {
@@ -156,6 +163,8 @@ fn step_gen() -> impl Strategy<Value = Step> {
             .prop_map(|(expire_first, batches)| Step::Transfers { expire_first, batches }),
         2 => (0..=3u64, prop_oneof![Just(0u64), 0..2_000u64], prop_oneof![3 => Just(true), 1 => Just(false)])
             .prop_map(|(ms, ns, sweep)| Step::Advance { ms, ns, sweep }),
+        1 => (0..2u8, prop::option::of(0..30u64), prop::option::of(0..30u64))
+            .prop_map(|(participant, usd_cap, mxn_cap)| Step::Profile { participant, usd_cap, mxn_cap }),
     ]
 }
 
@@ -262,6 +271,43 @@ fn build_transfer(g: &TransferGen, model: &Model) -> Transfer {
     t
 }
 
+/// The profile a `Step::Profile` asks for: each capped currency settles to the participant's
+/// lowest-id account of that currency, and is left out when it has none.
+fn build_profile(
+    model: &Model,
+    participant: u8,
+    usd_cap: Option<u64>,
+    mxn_cap: Option<u64>,
+) -> settlement::ParticipantProfile {
+    let name = format!("p{participant}");
+    let mut currencies = Vec::new();
+    for (currency, cap) in [(CurrencyCode::MXN, mxn_cap), (CurrencyCode::USD, usd_cap)] {
+        let Some(cap) = cap else { continue };
+        let account = model.state.accounts.values().find(|a| a.participant == name && a.currency == currency);
+        if let Some(account) = account {
+            currencies.push(settlement::CurrencyProfile {
+                currency,
+                rail: if currency == CurrencyCode::USD {
+                    settlement::SettlementRail::Fedwire
+                } else {
+                    settlement::SettlementRail::Spei
+                },
+                bank_id: "bank".into(),
+                net_debit_cap_minor: cap,
+                settlement_account_id: account.id,
+            });
+        }
+    }
+    settlement::ParticipantProfile {
+        participant: name,
+        name: String::new(),
+        bic: String::new(),
+        country: settlement::Country::Us,
+        currencies,
+        updated_at_ns: 0,
+    }
+}
+
 // ----- the model --------------------------------------------------------------------------
 
 #[derive(Debug, Clone, PartialEq)]
@@ -291,6 +337,43 @@ struct State {
     accounts: BTreeMap<u128, Account>,
     seen: HashMap<u128, Seen>,
     pendings: HashMap<u128, ModelPending>,
+    /// Net Debit Caps by (participant, currency).
+    caps: HashMap<(String, CurrencyCode), u64>,
+    /// Each participant's profile as set: (currency, cap), sorted by currency.
+    profiles: HashMap<String, Vec<(CurrencyCode, u64)>>,
+    /// Settlement positions (what a participant owes: cross-participant obligations paid
+    /// minus received, plus pending cross-participant debits). No window is ever settled here.
+    positions: HashMap<(String, CurrencyCode), i128>,
+}
+
+impl State {
+    /// The debtor of a transfer between two accounts, when it is an obligation (different
+    /// participants).
+    fn debtor(&self, debit: u128, credit: u128) -> Option<String> {
+        let (d, c) = (&self.accounts[&debit], &self.accounts[&credit]);
+        (d.participant != c.participant).then(|| d.participant.clone())
+    }
+
+    fn shift(&mut self, participant: &str, currency: CurrencyCode, delta: i128) {
+        *self.positions.entry((participant.to_owned(), currency)).or_default() += delta;
+    }
+
+    /// `posted` moved from `debit` to `credit`; `released` was reserved by a pending transfer.
+    fn settle_effect(
+        &mut self,
+        debit: u128,
+        credit: u128,
+        currency: CurrencyCode,
+        reserved: i128,
+        posted: i128,
+    ) {
+        if self.debtor(debit, credit).is_none() {
+            return;
+        }
+        let (d, c) = (self.accounts[&debit].participant.clone(), self.accounts[&credit].participant.clone());
+        self.shift(&d, currency, posted - reserved);
+        self.shift(&c, currency, -posted);
+    }
 }
 
 #[derive(Debug, Default)]
@@ -493,6 +576,14 @@ impl Model {
         {
             return Err(R::ExceedsDebits);
         }
+        if debit.participant != credit.participant
+            && let Some(cap) = s.caps.get(&(debit.participant.clone(), t.currency))
+        {
+            let position = s.positions.get(&(debit.participant.clone(), t.currency)).copied().unwrap_or(0);
+            if position + amount as i128 > *cap as i128 {
+                return Err(R::NetDebitCapExceeded);
+            }
+        }
         Ok((t.debit_account_id, t.credit_account_id, t.amount_minor))
     }
 
@@ -536,6 +627,9 @@ impl Model {
                         state: PendingState::Pending,
                     };
                     self.state.pendings.insert(t.id, p);
+                    if let Some(debtor) = self.state.debtor(debit, credit) {
+                        self.state.shift(&debtor, t.currency, a as i128);
+                    }
                 } else if t.flags.post_pending || t.flags.void_pending {
                     let p = self.state.pendings.get_mut(&t.pending_id).unwrap();
                     let reserved = p.amount as u128;
@@ -547,9 +641,12 @@ impl Model {
                     let c = accounts.get_mut(&credit).unwrap();
                     c.credits_pending_minor -= reserved;
                     c.credits_posted_minor += posted;
+                    let currency = self.state.pendings[&t.pending_id].currency;
+                    self.state.settle_effect(debit, credit, currency, reserved as i128, posted as i128);
                 } else {
                     accounts.get_mut(&debit).unwrap().debits_posted_minor += a;
                     accounts.get_mut(&credit).unwrap().credits_posted_minor += a;
+                    self.state.settle_effect(debit, credit, t.currency, 0, a as i128);
                 }
                 let seen = Seen {
                     transfer: t.clone(),
@@ -562,6 +659,28 @@ impl Model {
                 (TransferResult::Ok, false, ts)
             }
         }
+    }
+
+    /// Sets a profile: each capped currency settles to the participant's lowest-id account of
+    /// that currency (left out when it has none). Returns whether the engine should accept it,
+    /// and whether it changes anything.
+    fn set_profile(&mut self, profile: &settlement::ParticipantProfile, now: u64) -> (bool, bool) {
+        if profile.currencies.is_empty() {
+            return (false, false);
+        }
+        let caps: Vec<(CurrencyCode, u64)> =
+            profile.currencies.iter().map(|c| (c.currency, c.net_debit_cap_minor)).collect();
+        let key = profile.participant.clone();
+        if self.state.profiles.get(&key) == Some(&caps) {
+            return (true, false);
+        }
+        self.tick(now);
+        self.state.caps.retain(|(p, _), _| *p != key);
+        for (currency, cap) in &caps {
+            self.state.caps.insert((key.clone(), *currency), *cap);
+        }
+        self.state.profiles.insert(key, caps);
+        (true, true)
     }
 
     fn remember(&mut self, t: &Transfer, r: TransferResult, now: u64) -> u64 {
@@ -638,7 +757,7 @@ impl Model {
             let p = self.state.pendings.get_mut(id).unwrap();
             let post = p.post_on_expiry;
             p.state = if post { PendingState::Posted } else { PendingState::Expired };
-            let (debit, credit, amount) = (p.debit, p.credit, p.amount as u128);
+            let (debit, credit, amount, currency) = (p.debit, p.credit, p.amount as u128, p.currency);
             let posted = if post { amount } else { 0 };
             let d = self.state.accounts.get_mut(&debit).unwrap();
             d.debits_pending_minor -= amount;
@@ -646,6 +765,7 @@ impl Model {
             let c = self.state.accounts.get_mut(&credit).unwrap();
             c.credits_pending_minor -= amount;
             c.credits_posted_minor += posted;
+            self.state.settle_effect(debit, credit, currency, amount as i128, posted as i128);
         }
         due.len()
     }
@@ -819,6 +939,19 @@ fn check_all(sut: &Sut, model: &Model) -> Result<(), TestCaseError> {
     }
     let feed = sut.store.transfers_after(0, PAGE_SIZE_MAX).unwrap();
     prop_assert!(feed.windows(2).all(|w| w[0].timestamp_ns < w[1].timestamp_ns));
+    for participant in ["p0", "p1"] {
+        for currency in [CurrencyCode::USD, CurrencyCode::MXN] {
+            let expected =
+                model.state.positions.get(&(participant.to_owned(), currency)).copied().unwrap_or(0);
+            prop_assert_eq!(
+                sut.engine.settlement_position(participant, currency),
+                expected,
+                "settlement position of {} in {}",
+                participant,
+                currency
+            );
+        }
+    }
     check_statements(&sut.store, &accounts)
 }
 
@@ -873,6 +1006,23 @@ fn run(initial: Vec<AccountGen>, steps: Vec<Step>) -> Result<(), TestCaseError> 
                 }
                 sut.persist(&mut out);
             }
+            Step::Profile { participant, usd_cap, mxn_cap } => {
+                let profile = build_profile(&model, participant, usd_cap, mxn_cap);
+                out.clear();
+                let result = sut
+                    .engine
+                    .settlement_command(
+                        &sut.store,
+                        settlement::SettlementRequest::SetProfile(profile.clone()),
+                        now,
+                        &mut out,
+                    )
+                    .unwrap();
+                let (accepted, changed) = model.set_profile(&profile, now);
+                prop_assert_eq!(result.is_ok(), accepted, "profile {:?}: {:?}", profile, result);
+                prop_assert_eq!(!out.is_empty(), changed, "profile {:?}", profile);
+                sut.persist(&mut out);
+            }
             Step::Advance { ms, ns, sweep } => {
                 now += ms * 1_000_000 + ns;
                 if sweep {
@@ -898,6 +1048,7 @@ fn run(initial: Vec<AccountGen>, steps: Vec<Step>) -> Result<(), TestCaseError> 
     }
     prop_assert_eq!(engine_accounts(&replica), engine_accounts(&sut.engine));
     prop_assert_eq!(engine_pendings(&replica), engine_pendings(&sut.engine));
+    prop_assert_eq!(replica.settlement_snapshot(), sut.engine.settlement_snapshot());
     prop_assert_eq!(replica.next_expiry_ns(), sut.engine.next_expiry_ns());
     if let Err(e) = replica.check_invariants() {
         return Err(TestCaseError::fail(format!("replica invariant: {e}")));
@@ -978,6 +1129,10 @@ fn generator_covers_interesting_outcomes() {
                         model.expire(now);
                     }
                 }
+                Step::Profile { participant, usd_cap, mxn_cap } => {
+                    let profile = build_profile(&model, participant, usd_cap, mxn_cap);
+                    model.set_profile(&profile, now);
+                }
             }
         }
     }
@@ -1000,6 +1155,7 @@ fn generator_covers_interesting_outcomes() {
         R::TransferCurrencyMismatch,
         R::AccountsMustHaveSameCurrency,
         R::PostOnExpiryRequiresPendingTimeout,
+        R::NetDebitCapExceeded,
     ] {
         assert!(seen.get(&r).copied().unwrap_or(0) > 0, "the generator never produced {r:?}: {seen:?}");
     }

@@ -1,0 +1,103 @@
+//! Settlement windows beyond the engine's state: everything about a window that is computed,
+//! not stored. Pure: no I/O, no clock (times come in as parameters).
+//!
+//! - [`ids`]: ABA routing numbers and CLABEs (check digits, `domain.md` §4), BICs.
+//! - [`profile`]: validation of a participant's settlement profile before it reaches the
+//!   ledger (rails per currency, bank identifiers, BIC).
+//! - [`report`]: a window's netting and savings report (gross, bilateral and multilateral net,
+//!   payments, efficiency, bank fees gross vs actual, per participant) built with
+//!   `puente-netting`, as data, JSON, CSV and a text table; the settlement payments.
+//! - [`xml`]: ISO 20022 pacs.009 (settlement payments) and camt.053 (participant statements).
+//! - [`schedule`]: the next cutoff of a daily schedule in a named time zone.
+//! - [`simulate`]: a seeded, realistic corridor day (participants, identifiers, transfers).
+
+pub mod ids;
+pub mod profile;
+pub mod report;
+pub mod schedule;
+pub mod simulate;
+pub mod xml;
+
+pub use report::{PositionLine, SettlementPayment, SettlementReport, build_report};
+
+/// Errors of this crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettlementError {
+    #[error(transparent)]
+    Netting(#[from] puente_netting::NettingError),
+    #[error("participant {0} has no settlement profile for {1}")]
+    MissingProfile(String, puente_money::CurrencyCode),
+    #[error("window {0} has no flows (ask for the window with its flows)")]
+    NoFlows(u64),
+    #[error("invalid schedule: {0}")]
+    Schedule(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// FNV-1a, 128 bits: deterministic identifiers (UETRs, simulated ids); the ledger's own.
+pub use puente_ledger::settlement::fnv128;
+
+/// A 128-bit value as UUID version 4 text (version and variant bits set), e.g. for a UETR.
+pub fn uuid_v4_text(value: u128) -> String {
+    let v = (value & !(0xF000u128 << 64) & !(0xC000u128 << 48)) | (0x4000u128 << 64) | (0x8000u128 << 48);
+    let hex = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// Minor units as decimal text with `scale` decimals (no sign).
+pub fn decimal_text(minor: u128, scale: u32) -> String {
+    if scale == 0 {
+        return minor.to_string();
+    }
+    let unit = 10u128.pow(scale);
+    format!("{}.{:0width$}", minor / unit, minor % unit, width = scale as usize)
+}
+
+/// Signed minor units as decimal text.
+pub fn signed_decimal_text(minor: i128, scale: u32) -> String {
+    let text = decimal_text(minor.unsigned_abs(), scale);
+    if minor < 0 { format!("-{text}") } else { text }
+}
+
+/// Nanoseconds since the epoch as RFC 3339 UTC text (ISO 20022 ISODateTime).
+pub fn datetime_text(ns: u64) -> String {
+    match jiff::Timestamp::from_nanosecond(i128::from(ns)) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => "1970-01-01T00:00:00.000Z".into(),
+    }
+}
+
+/// Nanoseconds since the epoch as a UTC date (ISO 20022 ISODate).
+pub fn date_text(ns: u64) -> String {
+    match jiff::Timestamp::from_nanosecond(i128::from(ns)) {
+        Ok(ts) => ts.strftime("%Y-%m-%d").to_string(),
+        Err(_) => "1970-01-01".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_text_is_v4() {
+        for v in [0u128, u128::MAX, fnv128("a"), fnv128("window/1/0")] {
+            let text = uuid_v4_text(v);
+            let chars: Vec<char> = text.chars().collect();
+            assert_eq!(text.len(), 36);
+            assert_eq!(chars[14], '4', "{text}");
+            assert!("89ab".contains(chars[19]), "{text}");
+        }
+    }
+
+    #[test]
+    fn amounts_and_times_format() {
+        assert_eq!(decimal_text(12_345, 2), "123.45");
+        assert_eq!(decimal_text(5, 2), "0.05");
+        assert_eq!(signed_decimal_text(-5, 2), "-0.05");
+        assert_eq!(decimal_text(7, 0), "7");
+        assert_eq!(datetime_text(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
+        assert_eq!(date_text(1_700_000_000_123_000_000), "2023-11-14");
+    }
+}
