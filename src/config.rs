@@ -21,9 +21,68 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// "text" or "json".
     pub log_format: Option<String>,
+    /// Where to serve Prometheus metrics, e.g. "127.0.0.1:9464"; "off" or absent: not served.
+    pub metrics_listen: Option<String>,
     /// Extra currencies beyond USD and MXN, e.g. [{ code = "CAD", scale = 2 }].
     #[serde(default)]
     pub currencies: Vec<CurrencyConfig>,
+    /// FX quoting: pricing, signing key, cancellation window.
+    pub fx: Option<FxFileConfig>,
+    /// Settlement windows: cutoff schedule, report fees and rate.
+    pub settlement: Option<SettlementFileConfig>,
+}
+
+/// The `[settlement]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementFileConfig {
+    /// Daily cutoff "HH:MM" at which every open window closes [default: none, operator only].
+    pub cutoff: Option<String>,
+    /// IANA time zone of the cutoff [default: "America/Mexico_City"].
+    pub time_zone: Option<String>,
+    /// MXN per USD for USD figures in reports [default: "18"].
+    pub rate_mxn_per_usd: Option<String>,
+    /// Bank fees for the savings report [default: domain.md §3, see puente_netting::FeeModel].
+    pub fees: Option<puente_netting::FeeModel>,
+}
+
+/// Resolves the `[settlement]` table.
+fn settlement_config(
+    file: Option<SettlementFileConfig>,
+) -> Result<puente_server::settlement_service::SettlementConfig, ConfigError> {
+    let mut config = puente_server::settlement_service::SettlementConfig::default();
+    let Some(file) = file else { return Ok(config) };
+    let err = |e: String| ConfigError::Settlement(e);
+    if let Some(fees) = file.fees {
+        fees.validate().map_err(|e| err(e.to_string()))?;
+        config.fees = fees;
+    }
+    if let Some(rate) = file.rate_mxn_per_usd {
+        config.rate_mxn_per_usd = rate
+            .parse::<rust_decimal::Decimal>()
+            .ok()
+            .filter(|r| *r > rust_decimal::Decimal::ZERO)
+            .ok_or_else(|| err(format!("rate_mxn_per_usd {rate:?} is not a positive decimal")))?;
+    }
+    if let Some(cutoff) = file.cutoff {
+        let zone = file.time_zone.unwrap_or_else(|| "America/Mexico_City".to_owned());
+        let cutoff =
+            puente_settlement::schedule::Cutoff::parse(&cutoff, &zone).map_err(|e| err(e.to_string()))?;
+        config.cutoff = Some(cutoff);
+    }
+    Ok(config)
+}
+
+/// The `[fx]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FxFileConfig {
+    /// PKCS#8 Ed25519 key that signs quotes [default: made at first start in the data dir].
+    pub signing_key_file: Option<PathBuf>,
+    /// How long a remittance may be cancelled after it is paid [default: 1,800,000 = 30 min].
+    pub cancellation_window_ms: Option<u64>,
+    /// Spreads, fees, TTLs per segment [default: built-in USD/MXN pricing].
+    pub pricing: Option<puente_fx::PricingConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -43,6 +102,10 @@ pub enum ConfigError {
     Listen(String),
     #[error("currency {code}: {reason}")]
     Currency { code: String, reason: String },
+    #[error("[fx]: {0}")]
+    Fx(String),
+    #[error("[settlement]: {0}")]
+    Settlement(String),
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -60,6 +123,21 @@ pub struct Resolved {
     pub data_dir: PathBuf,
     pub log_format: String,
     pub currencies: CurrencyTable,
+    pub fx: puente_server::fx_desk::FxConfig,
+    pub settlement: puente_server::settlement_service::SettlementConfig,
+}
+
+/// Longest cancellation window accepted.
+const CANCELLATION_WINDOW_MAX_MS: u64 = 24 * 3_600 * 1_000;
+
+/// The metrics address: `flag` (which includes PUENTE_METRICS_LISTEN) beats the file; "off" (or
+/// nothing) means metrics are not served.
+pub fn metrics_listen(flag: Option<String>, file: Option<String>) -> Result<Option<SocketAddr>, ConfigError> {
+    match flag.or(file) {
+        None => Ok(None),
+        Some(text) if text == "off" => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| ConfigError::Listen(text)),
+    }
 }
 
 /// `flag` values already include the environment (clap reads PUENTE_* variables).
@@ -80,7 +158,24 @@ pub fn resolve(
         let currency = Currency::new(code, c.scale).map_err(|e| err(e.to_string()))?;
         currencies = currencies.with(currency).map_err(|e| err(e.to_string()))?;
     }
-    Ok(Resolved { listen, data_dir, log_format, currencies })
+    let mut fx = puente_server::fx_desk::FxConfig::default();
+    if let Some(file_fx) = file.fx {
+        if let Some(pricing) = file_fx.pricing {
+            pricing.validate(&currencies).map_err(|e| ConfigError::Fx(e.to_string()))?;
+            fx.pricing = pricing;
+        }
+        if let Some(window_ms) = file_fx.cancellation_window_ms {
+            if window_ms == 0 || window_ms > CANCELLATION_WINDOW_MAX_MS {
+                return Err(ConfigError::Fx(format!(
+                    "cancellation_window_ms must be between 1 and {CANCELLATION_WINDOW_MAX_MS}"
+                )));
+            }
+            fx.cancellation_window_ms = window_ms;
+        }
+        fx.signing_key_file = file_fx.signing_key_file;
+    }
+    let settlement = settlement_config(file.settlement)?;
+    Ok(Resolved { listen, data_dir, log_format, currencies, fx, settlement })
 }
 
 #[cfg(test)]
@@ -100,6 +195,19 @@ mod tests {
         let resolved = resolve(FileConfig::default(), None, None, None).unwrap();
         assert_eq!(resolved.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(resolved.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_set_and_the_flag_wins() {
+        assert_eq!(metrics_listen(None, None).unwrap(), None);
+        let file = Some("127.0.0.1:9464".to_owned());
+        assert_eq!(metrics_listen(None, file.clone()).unwrap().map(|a| a.port()), Some(9464));
+        assert_eq!(
+            metrics_listen(Some("127.0.0.1:9999".into()), file.clone()).unwrap().map(|a| a.port()),
+            Some(9999)
+        );
+        assert_eq!(metrics_listen(Some("off".into()), file).unwrap(), None);
+        assert!(metrics_listen(Some("9464".into()), None).is_err());
     }
 
     #[test]

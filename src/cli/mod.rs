@@ -10,6 +10,11 @@ use serde_json::{Value, json};
 
 use crate::config;
 
+mod fx;
+mod ops;
+mod settlement;
+mod simulate;
+
 #[derive(Parser, Debug)]
 #[command(name = "puente", version, about = "Puente: USD/MXN ledger and settlement engine")]
 pub struct Args {
@@ -35,6 +40,20 @@ enum Command {
     Transfers(TransfersCommand),
     /// An account statement with the running balance after each line.
     Statement(StatementArgs),
+    /// Set, list, import and stream FX mid rates.
+    #[command(subcommand)]
+    Rates(fx::RatesCommand),
+    /// FX quotes: price, show, list, execute, cancel; the signing key; the house exposure.
+    #[command(subcommand)]
+    Fx(fx::FxCommand),
+    /// Operations: status, backup, restore, verify.
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
+    /// Settlement windows: profiles, windows, close, run, report, payments, confirm.
+    #[command(subcommand)]
+    Settlement(settlement::SettlementCommand),
+    /// Post a seeded, realistic corridor day through the API (demos, tests, benchmarks).
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -54,6 +73,10 @@ struct ServeArgs {
     /// Delete the index and rebuild it from the journal before serving.
     #[arg(long)]
     rebuild_index: bool,
+    /// Serve Prometheus metrics (GET /metrics) on this address, e.g. 127.0.0.1:9464, or
+    /// "off" [default: off].
+    #[arg(long, env = "PUENTE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +211,9 @@ pub enum CliError {
     Client(String),
     #[error("{0}")]
     Usage(String),
+    /// An operations command (backup, restore, verify, status) failed.
+    #[error("{0}")]
+    Ops(String),
 }
 
 impl From<ClientError> for CliError {
@@ -209,6 +235,16 @@ impl From<ClientError> for CliError {
 pub async fn run(args: Args) -> Result<(), CliError> {
     match args.command {
         Command::Serve(serve) => run_server(serve).await,
+        Command::Ops(command) => ops::run(command, &args.server, args.json).await,
+        Command::Settlement(command) => {
+            let mut client = settlement::connect(&args.server).await?;
+            settlement::run(&mut client, command, &Output { json: args.json }).await
+        }
+        Command::Simulate(simulate) => {
+            let mut client = Client::connect(&args.server).await?;
+            let mut settlement = settlement::connect(&args.server).await?;
+            simulate::run(&mut client, &mut settlement, simulate, &Output { json: args.json }).await
+        }
         command => {
             let mut client = Client::connect(&args.server).await?;
             let out = Output { json: args.json };
@@ -216,7 +252,9 @@ pub async fn run(args: Args) -> Result<(), CliError> {
                 Command::Accounts(c) => accounts(&mut client, c, &out).await,
                 Command::Transfers(c) => transfers(&mut client, c, &out).await,
                 Command::Statement(s) => statement(&mut client, s, &out).await,
-                Command::Serve(_) => Ok(()),
+                Command::Rates(c) => fx::rates(&mut client, c, &out).await,
+                Command::Fx(c) => fx::fx(&mut client, c, &out).await,
+                Command::Serve(_) | Command::Ops(_) | Command::Settlement(_) | Command::Simulate(_) => Ok(()),
             }
         }
     }
@@ -227,6 +265,7 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         Some(path) => config::load_file(path)?,
         None => config::FileConfig::default(),
     };
+    let metrics_listen = config::metrics_listen(args.metrics_listen, file.metrics_listen.clone())?;
     let resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
     init_logging(&resolved.log_format)?;
     let ledger = puente_ledger::LedgerConfig {
@@ -234,7 +273,13 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         currencies: resolved.currencies,
         rebuild_index: args.rebuild_index,
     };
-    let config = puente_server::ServerConfig { listen: resolved.listen, ledger };
+    let config = puente_server::ServerConfig {
+        listen: resolved.listen,
+        ledger,
+        fx: resolved.fx,
+        metrics_listen,
+        settlement: resolved.settlement,
+    };
     puente_server::run(config, shutdown_signal()).await?;
     Ok(())
 }

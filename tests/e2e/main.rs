@@ -3,4 +3,8 @@
 
 mod api;
 mod crash;
+mod deploy;
+mod fx;
+mod ops;
+mod settlement;
 mod support;

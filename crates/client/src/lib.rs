@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 
+use pb::fx_service_client::FxServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
 pub use puente_proto::v1 as pb;
 use tonic::transport::{Channel, Endpoint};
@@ -184,6 +185,24 @@ impl NewTransfer {
 #[derive(Clone)]
 pub struct Client {
     inner: LedgerServiceClient<Channel>,
+    fx: FxServiceClient<Channel>,
+}
+
+/// Verifies a quote's Ed25519 signature over its canonical bytes, offline, with the key from
+/// `Client::fx_public_key`. Returns false for a tampered quote or another key.
+pub fn verify_quote(public_key: &[u8], quote: &pb::FxQuote) -> bool {
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
+        .verify(&quote.canonical, &quote.signature)
+        .is_ok()
+}
+
+/// Which amount of a quote is fixed.
+#[derive(Debug, Clone, Copy)]
+pub enum Fixed<'a> {
+    /// The amount sent (fees are added on top), in the sell currency.
+    Send(&'a str),
+    /// The amount the recipient must receive, in the buy currency.
+    Receive(&'a str),
 }
 
 impl Client {
@@ -198,9 +217,10 @@ impl Client {
             .await
             .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
         Ok(Client {
-            inner: LedgerServiceClient::new(channel)
+            inner: LedgerServiceClient::new(channel.clone())
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
+            fx: FxServiceClient::new(channel),
         })
     }
 
@@ -289,6 +309,131 @@ impl Client {
         after_position: u64,
     ) -> Result<tonic::Streaming<pb::StreamTransfersResponse>, ClientError> {
         Ok(self.inner.stream_transfers(pb::StreamTransfersRequest { after_position }).await?.into_inner())
+    }
+}
+
+impl Client {
+    /// The FX stub, for anything this wrapper does not cover.
+    pub fn raw_fx(&mut self) -> &mut FxServiceClient<Channel> {
+        &mut self.fx
+    }
+
+    /// Sets one mid rate, e.g. `set_rate("USD", "MXN", "18.91", "operator")`.
+    pub async fn set_rate(
+        &mut self,
+        base: &str,
+        quote: &str,
+        mid: &str,
+        source: &str,
+    ) -> Result<(), ClientError> {
+        let rate = pb::FxRate {
+            base_currency: base.to_owned(),
+            quote_currency: quote.to_owned(),
+            mid_rate: mid.to_owned(),
+            source: source.to_owned(),
+            rate_time: None,
+        };
+        self.fx.set_rates(pb::SetRatesRequest { rates: vec![rate] }).await?;
+        Ok(())
+    }
+
+    pub async fn set_rates(&mut self, rates: Vec<pb::FxRate>) -> Result<u32, ClientError> {
+        Ok(self.fx.set_rates(pb::SetRatesRequest { rates }).await?.into_inner().rates_set)
+    }
+
+    /// Streams rate updates (a feed) and returns how many rates were set.
+    pub async fn stream_rates(&mut self, updates: Vec<Vec<pb::FxRate>>) -> Result<u64, ClientError> {
+        let stream = tokio_stream::iter(updates.into_iter().map(|rates| pb::StreamRatesRequest { rates }));
+        Ok(self.fx.stream_rates(stream).await?.into_inner().rates_set)
+    }
+
+    pub async fn list_rates(&mut self) -> Result<Vec<pb::FxRate>, ClientError> {
+        Ok(self.fx.list_rates(pb::ListRatesRequest {}).await?.into_inner().rates)
+    }
+
+    /// A new signed quote with its disclosure.
+    pub async fn quote(
+        &mut self,
+        participant: &str,
+        segment: pb::FxSegment,
+        sell: &str,
+        buy: &str,
+        fixed: Fixed<'_>,
+    ) -> Result<pb::FxQuote, ClientError> {
+        let (send_amount, receive_amount) = match fixed {
+            Fixed::Send(a) => (a.to_owned(), String::new()),
+            Fixed::Receive(a) => (String::new(), a.to_owned()),
+        };
+        let request = pb::GetQuoteRequest {
+            participant: participant.to_owned(),
+            segment: segment as i32,
+            sell_currency: sell.to_owned(),
+            buy_currency: buy.to_owned(),
+            send_amount,
+            receive_amount,
+        };
+        let quote = self.fx.get_quote(request).await?.into_inner().quote;
+        quote.ok_or(ClientError::Refused { code: "NO_QUOTE".into() })
+    }
+
+    pub async fn get_quote(&mut self, id: &str) -> Result<pb::FxQuote, ClientError> {
+        let quote =
+            self.fx.get_quote_by_id(pb::GetQuoteByIdRequest { id: id.to_owned() }).await?.into_inner().quote;
+        quote.ok_or(ClientError::Refused { code: "NO_QUOTE".into() })
+    }
+
+    pub async fn list_quotes(
+        &mut self,
+        participant: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<pb::ListQuotesResponse, ClientError> {
+        let request = pb::ListQuotesRequest {
+            participant: participant.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
+        };
+        Ok(self.fx.list_quotes(request).await?.into_inner())
+    }
+
+    /// Executes a quote from `source` (sell currency) to `destination` (buy currency).
+    /// `execution_id` makes retries safe: the same id returns the first outcome.
+    pub async fn execute_quote(
+        &mut self,
+        quote: &pb::FxQuote,
+        source_account_id: &str,
+        destination_account_id: &str,
+        execution_id: &str,
+    ) -> Result<pb::ExecuteQuoteResponse, ClientError> {
+        let request = pb::ExecuteQuoteRequest {
+            canonical: quote.canonical.clone(),
+            signature: quote.signature.clone(),
+            source_account_id: source_account_id.to_owned(),
+            destination_account_id: destination_account_id.to_owned(),
+            execution_id: execution_id.to_owned(),
+        };
+        Ok(self.fx.execute_quote(request).await?.into_inner())
+    }
+
+    /// Cancels a held remittance within its window; everything is refunded.
+    pub async fn cancel_transfer(
+        &mut self,
+        quote_id: &str,
+    ) -> Result<pb::CancelTransferResponse, ClientError> {
+        Ok(self
+            .fx
+            .cancel_transfer(pb::CancelTransferRequest { quote_id: quote_id.to_owned() })
+            .await?
+            .into_inner())
+    }
+
+    /// The 32-byte Ed25519 key that signs quotes.
+    pub async fn fx_public_key(&mut self) -> Result<Vec<u8>, ClientError> {
+        Ok(self.fx.get_public_key(pb::GetPublicKeyRequest {}).await?.into_inner().public_key)
+    }
+
+    pub async fn exposure(&mut self) -> Result<Vec<pb::FxPosition>, ClientError> {
+        Ok(self.fx.get_exposure(pb::GetExposureRequest {}).await?.into_inner().positions)
     }
 }
 

@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
+use puente_fx::FxError;
 use puente_ledger::LedgerError;
+
+use crate::fx_desk::DeskError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -31,6 +34,66 @@ pub enum ApiError {
     NotFound { resource: &'static str, id: String },
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Fx(#[from] DeskError),
+    #[error(transparent)]
+    Settlement(#[from] puente_ledger::settlement::SettlementRefusal),
+}
+
+impl From<FxError> for ApiError {
+    fn from(error: FxError) -> Self {
+        ApiError::Fx(DeskError::Fx(error))
+    }
+}
+
+fn fx_code_and_reason(error: &DeskError) -> (Code, &'static str) {
+    match error {
+        DeskError::Fx(e) => match e {
+            FxError::MissingRate { .. } => (Code::FailedPrecondition, "RATE_MISSING"),
+            FxError::StaleRate { .. } | FxError::RateFromFuture { .. } => {
+                (Code::FailedPrecondition, "RATE_STALE")
+            }
+            FxError::InvalidRate { .. } => (Code::InvalidArgument, "INVALID_RATE"),
+            FxError::InvalidPair { .. } => (Code::InvalidArgument, "INVALID_PAIR"),
+            FxError::PairNotPriced { .. } => (Code::InvalidArgument, "PAIR_NOT_PRICED"),
+            FxError::LimitExceeded { .. } => (Code::InvalidArgument, "LIMIT_EXCEEDED"),
+            FxError::InvalidArgument(_) | FxError::Money(_) | FxError::EcbFormat { .. } => {
+                (Code::InvalidArgument, "INVALID_FIELD")
+            }
+            FxError::AmountTooSmall => (Code::InvalidArgument, "AMOUNT_TOO_SMALL"),
+            FxError::AmountTooLarge => (Code::InvalidArgument, "AMOUNT_TOO_LARGE"),
+            FxError::QuoteExpired { .. } => (Code::FailedPrecondition, "QUOTE_EXPIRED"),
+            FxError::QuoteNotYetValid { .. } => (Code::FailedPrecondition, "QUOTE_NOT_YET_VALID"),
+            FxError::InconsistentQuote(_) | FxError::MalformedQuote(_) | FxError::UnsupportedVersion(_) => {
+                (Code::InvalidArgument, "QUOTE_MALFORMED")
+            }
+            FxError::InvalidSignature => (Code::InvalidArgument, "QUOTE_SIGNATURE_INVALID"),
+            FxError::InvalidConfig(_)
+            | FxError::InvalidKey(_)
+            | FxError::RandomFailure
+            | FxError::Overflow => (Code::Internal, "FX_INTERNAL"),
+        },
+        DeskError::Ledger(e) => ledger_code_and_reason(e),
+        DeskError::Storage(_) => (Code::Internal, "FX_STORAGE_ERROR"),
+        DeskError::QuoteNotFound(_) => (Code::NotFound, "QUOTE_NOT_FOUND"),
+        DeskError::ExecutionNotFound(_) => (Code::NotFound, "EXECUTION_NOT_FOUND"),
+        DeskError::ParticipantMismatch { .. } => (Code::PermissionDenied, "QUOTE_PARTICIPANT_MISMATCH"),
+        DeskError::AlreadyUsed => (Code::FailedPrecondition, "QUOTE_ALREADY_USED"),
+        DeskError::AccountNotFound { .. } => (Code::NotFound, "ACCOUNT_NOT_FOUND"),
+        DeskError::AccountCurrency { .. } => (Code::FailedPrecondition, "ACCOUNT_CURRENCY_MISMATCH"),
+        DeskError::Refused(code) => (Code::FailedPrecondition, code),
+        DeskError::NotCancellable => (Code::FailedPrecondition, "NOT_CANCELLABLE"),
+        DeskError::CancellationWindowClosed => (Code::FailedPrecondition, "CANCELLATION_WINDOW_CLOSED"),
+    }
+}
+
+fn ledger_code_and_reason(error: &LedgerError) -> (Code, &'static str) {
+    match error {
+        LedgerError::InvalidBatch(_) => (Code::InvalidArgument, "INVALID_BATCH"),
+        LedgerError::Storage(_) => (Code::Internal, "STORAGE_ERROR"),
+        LedgerError::Corrupt(_) => (Code::DataLoss, "STORE_CORRUPT"),
+        LedgerError::Unavailable(_) => (Code::Unavailable, "LEDGER_UNAVAILABLE"),
+    }
 }
 
 impl ApiError {
@@ -44,10 +107,9 @@ impl ApiError {
             ApiError::NotFound { resource: "account", .. } => (Code::NotFound, "ACCOUNT_NOT_FOUND"),
             ApiError::NotFound { resource: "transfer", .. } => (Code::NotFound, "TRANSFER_NOT_FOUND"),
             ApiError::NotFound { .. } => (Code::NotFound, "NOT_FOUND"),
-            ApiError::Ledger(LedgerError::InvalidBatch(_)) => (Code::InvalidArgument, "INVALID_BATCH"),
-            ApiError::Ledger(LedgerError::Storage(_)) => (Code::Internal, "STORAGE_ERROR"),
-            ApiError::Ledger(LedgerError::Corrupt(_)) => (Code::DataLoss, "STORE_CORRUPT"),
-            ApiError::Ledger(LedgerError::Unavailable(_)) => (Code::Unavailable, "LEDGER_UNAVAILABLE"),
+            ApiError::Ledger(e) => ledger_code_and_reason(e),
+            ApiError::Fx(e) => fx_code_and_reason(e),
+            ApiError::Settlement(e) => crate::settlement_service::code_and_reason(e),
         }
     }
 }
@@ -70,7 +132,8 @@ impl From<ApiError> for Status {
                 metadata.insert("resource".to_owned(), (*resource).to_owned());
                 metadata.insert("id".to_owned(), id.clone());
             }
-            ApiError::Ledger(_) => {}
+            ApiError::Ledger(_) | ApiError::Fx(_) => {}
+            ApiError::Settlement(e) => crate::settlement_service::add_details(e, &mut details, &mut metadata),
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         match &error {

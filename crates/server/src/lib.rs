@@ -3,7 +3,11 @@
 
 pub mod convert;
 pub mod error;
+pub mod fx_desk;
+pub mod fx_service;
 pub mod ledger_service;
+pub mod metrics;
+pub mod settlement_service;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +16,6 @@ use std::time::Duration;
 use puente_ledger::{Ledger, LedgerConfig};
 use puente_proto::v1 as pb;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::{ApiError, ERROR_DOMAIN, Violation};
 
@@ -36,12 +39,29 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("FX desk: {0}")]
+    Fx(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub ledger: LedgerConfig,
+    /// Where to serve Prometheus metrics (`GET /metrics`); `None`: not served.
+    pub metrics_listen: Option<SocketAddr>,
+    pub fx: fx_desk::FxConfig,
+    /// Settlement windows: fees for the savings report, the cutoff schedule.
+    pub settlement: settlement_service::SettlementConfig,
+}
+
+/// Services beyond the ledger, each optional (tests and benchmarks may serve the ledger alone).
+#[derive(Default, Clone)]
+pub struct Extras {
+    pub fx: Option<std::sync::Arc<fx_desk::FxDesk>>,
+    /// The settlement service is always served; this configures it.
+    pub settlement: settlement_service::SettlementConfig,
 }
 
 /// Opens the ledger (recovery), binds, prints `listening on ADDR` on stdout, and serves until
@@ -55,11 +75,31 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    let metrics_task = match config.metrics_listen {
+        Some(metrics_addr) => {
+            let metrics_listener = metrics::bind(metrics_addr).await?;
+            let bound = metrics_listener
+                .local_addr()
+                .map_err(|source| ServerError::Bind { addr: metrics_addr, source })?;
+            tracing::info!(addr = %bound, "metrics at http://{bound}{}", metrics::METRICS_PATH);
+            println!("metrics on {bound}");
+            Some(tokio::spawn(metrics::serve_http(metrics_listener, ledger.clone())))
+        }
+        None => None,
+    };
     let recovery = ledger.recovery();
     tracing::info!(%addr, data_dir = %config.ledger.data_dir.display(), journal_entries = recovery.journal_entries,
         accounts = recovery.accounts, recovery_ms = recovery.elapsed_ms, "puente serving");
     println!("listening on {addr}");
-    serve(ledger, listener, shutdown).await
+    let desk = fx_desk::FxDesk::open(ledger.clone(), &config.ledger.data_dir, config.fx.clone())
+        .await
+        .map_err(|e| ServerError::Fx(e.to_string()))?;
+    let extras = Extras { fx: Some(std::sync::Arc::new(desk)), settlement: config.settlement.clone() };
+    let result = serve_with(ledger, extras, listener, shutdown).await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    result
 }
 
 /// Serves an opened ledger on a bound listener.
@@ -68,14 +108,34 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    serve_with(ledger, Extras::default(), listener, shutdown).await
+}
+
+/// Serves an opened ledger and the given extra services on a bound listener.
+pub async fn serve_with(
+    ledger: Ledger,
+    extras: Extras,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         let _ = stopping_tx.send(true);
     };
+    metrics::check()?;
+    metrics::observe_ledger(&ledger);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<pb::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
+        .await;
+    if extras.fx.is_some() {
+        health_reporter.set_serving::<pb::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
+    }
+    let settlement = settlement_service::Settlement::new(ledger.clone(), extras.settlement.clone());
+    let scheduler = settlement_service::spawn_scheduler(settlement.clone());
+    health_reporter
+        .set_serving::<pb::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -126,13 +186,30 @@ pub async fn serve(
                 .unwrap_or_default();
             tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
         })
+        .layer(metrics::GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ledger_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .add_service(pb::settlement_service_server::SettlementServiceServer::new(
+            settlement_service::SettlementApi::new(settlement),
+        ))
+        .add_optional_service(extras.fx.map(|desk| {
+            pb::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX)
+        }))
+        .serve_with_incoming_shutdown(
+            // Small responses must not wait for delayed ACKs (Nagle): no-delay on every
+            // accepted connection, not only on listeners tonic binds itself.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await;
     watcher.abort();
+    if let Some(scheduler) = scheduler {
+        scheduler.abort();
+    }
     result?;
     tracing::info!("server stopped; every acknowledged write is in the journal");
     Ok(())

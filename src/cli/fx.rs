@@ -1,0 +1,403 @@
+//! `puente rates ...` and `puente fx ...`: rates, quotes, execution, cancellation, exposure.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use puente_client::{Client, Fixed, pb, verify_quote};
+use serde_json::{Value, json};
+
+use super::{CliError, Output, time_text};
+
+/// Most lines read from standard input by `rates stream`.
+const RATE_LINES_MAX: usize = 1_000_000;
+/// Largest ECB file read.
+const ECB_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+#[derive(Subcommand, Debug)]
+pub enum RatesCommand {
+    /// Set a mid rate: `puente rates set USD/MXN 18.91`.
+    Set {
+        pair: String,
+        rate: String,
+        #[arg(long, default_value = "operator")]
+        source: String,
+    },
+    /// Show the current mid rates.
+    List,
+    /// Import a day of the ECB reference-rate file (USD/MXN is the cross MXN ÷ USD). The
+    /// rates take effect now.
+    ImportEcb {
+        file: PathBuf,
+        /// The day to import (YYYY-MM-DD) [default: the newest].
+        #[arg(long)]
+        date: Option<String>,
+        /// Pairs to import, e.g. USD/MXN,USD/CAD.
+        #[arg(long, default_value = "USD/MXN", value_delimiter = ',')]
+        pairs: Vec<String>,
+    },
+    /// A rate feed: read lines "USD/MXN 18.91" from standard input and stream them.
+    Stream {
+        #[arg(long, default_value = "feed")]
+        source: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FxCommand {
+    /// Price a conversion: a signed quote with its full disclosure.
+    Quote {
+        #[arg(long)]
+        participant: String,
+        /// sme, remittance or institution.
+        #[arg(long, default_value = "remittance")]
+        segment: String,
+        #[arg(long)]
+        sell: String,
+        #[arg(long)]
+        buy: String,
+        /// Send exactly this much (fees on top).
+        #[arg(long, conflicts_with = "receive")]
+        send: Option<String>,
+        /// The recipient must receive exactly this much.
+        #[arg(long)]
+        receive: Option<String>,
+        /// Disclosure language: en or es.
+        #[arg(long, default_value = "en")]
+        lang: String,
+    },
+    /// Show a quote.
+    Get { id: String },
+    /// List a participant's quotes, newest first.
+    List {
+        #[arg(long)]
+        participant: String,
+        #[arg(long, default_value_t = 20)]
+        page_size: i32,
+        #[arg(long, default_value = "")]
+        page_token: String,
+    },
+    /// Execute a quote (verifies its signature first).
+    Execute {
+        quote_id: String,
+        /// The customer's account in the sell currency.
+        #[arg(long)]
+        from: String,
+        /// The recipient's account in the buy currency.
+        #[arg(long)]
+        to: String,
+        /// Idempotency key; a random one by default.
+        #[arg(long)]
+        execution_id: Option<String>,
+    },
+    /// Cancel a held remittance within its cancellation window (full refund).
+    Cancel { quote_id: String },
+    /// The Ed25519 public key that signs quotes (hex).
+    PublicKey,
+    /// The house's net position per currency.
+    Exposure,
+}
+
+fn pair(text: &str) -> Result<(String, String), CliError> {
+    text.split_once('/')
+        .map(|(b, q)| (b.to_owned(), q.to_owned()))
+        .ok_or_else(|| CliError::Usage(format!("pair {text:?}: expected BASE/QUOTE, e.g. USD/MXN")))
+}
+
+fn rate(base: String, quote: String, mid: String, source: &str) -> pb::FxRate {
+    pb::FxRate {
+        base_currency: base,
+        quote_currency: quote,
+        mid_rate: mid,
+        rate_time: None,
+        source: source.to_owned(),
+    }
+}
+
+fn rate_json(r: &pb::FxRate) -> Value {
+    json!({"pair": format!("{}/{}", r.base_currency, r.quote_currency), "mid_rate": r.mid_rate,
+        "rate_time": time_text(&r.rate_time), "source": r.source})
+}
+
+fn money(m: &Option<pb::Money>) -> String {
+    m.as_ref().map(|m| format!("{} {}", m.value, m.currency_code)).unwrap_or_default()
+}
+
+fn quote_json(q: &pb::FxQuote) -> Value {
+    let d = q.disclosure.clone().unwrap_or_default();
+    json!({
+        "id": q.id, "participant": q.participant, "segment": segment_name(q.segment),
+        "sell_currency": q.sell_currency, "buy_currency": q.buy_currency,
+        "mid_rate": q.mid_rate, "customer_rate": q.customer_rate, "spread_bps": q.spread_bps,
+        "send_amount": money(&q.send_amount), "fee_fixed": money(&q.fee_fixed),
+        "fee_percentage": money(&q.fee_percentage), "fee_total": money(&q.fee_total), "tax": money(&q.tax),
+        "total_debit": money(&q.total_debit), "receive_amount": money(&q.receive_amount),
+        "create_time": time_text(&q.create_time), "expire_time": time_text(&q.expire_time),
+        "signature": hex(&q.signature), "canonical": hex(&q.canonical),
+        "disclosure": {
+            "transfer_amount": money(&d.transfer_amount), "transfer_fees": money(&d.transfer_fees),
+            "transfer_taxes": money(&d.transfer_taxes), "total": money(&d.total),
+            "exchange_rate": d.exchange_rate, "converted_amount": money(&d.converted_amount),
+            "third_party_fees": money(&d.third_party_fees), "amount_received": money(&d.amount_received),
+            "cancellation_window_ms": d.cancellation_window_ms, "text_en": d.text_en, "text_es": d.text_es,
+        },
+    })
+}
+
+fn segment_name(segment: i32) -> &'static str {
+    match pb::FxSegment::try_from(segment) {
+        Ok(pb::FxSegment::Sme) => "sme",
+        Ok(pb::FxSegment::Remittance) => "remittance",
+        Ok(pb::FxSegment::Institution) => "institution",
+        _ => "unspecified",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn quote_table(q: &pb::FxQuote, lang: &str) -> String {
+    let d = q.disclosure.clone().unwrap_or_default();
+    let text = if lang == "es" { d.text_es } else { d.text_en };
+    format!(
+        "quote {}  ({} {}, {} -> {})\nmid {}  customer rate {}  spread {} bps  expires {}\n\n{}\n",
+        q.id,
+        q.participant,
+        segment_name(q.segment),
+        q.sell_currency,
+        q.buy_currency,
+        q.mid_rate,
+        q.customer_rate,
+        q.spread_bps,
+        time_text(&q.expire_time),
+        text
+    )
+}
+
+pub async fn rates(client: &mut Client, command: RatesCommand, out: &Output) -> Result<(), CliError> {
+    match command {
+        RatesCommand::Set { pair: text, rate: mid, source } => {
+            let (base, quote) = pair(&text)?;
+            client.set_rate(&base, &quote, &mid, &source).await?;
+            out.print(json!({"pair": text, "mid_rate": mid, "source": source}), || {
+                format!("{text} = {mid}\n")
+            });
+        }
+        RatesCommand::List => {
+            let rates = client.list_rates().await?;
+            out.print(json!(rates.iter().map(rate_json).collect::<Vec<_>>()), || {
+                let mut text = format!("{:<9}  {:>14}  {:<27}  {}\n", "PAIR", "MID", "AS OF", "SOURCE");
+                for r in &rates {
+                    text.push_str(&format!(
+                        "{:<9}  {:>14}  {:<27}  {}\n",
+                        format!("{}/{}", r.base_currency, r.quote_currency),
+                        r.mid_rate,
+                        time_text(&r.rate_time),
+                        r.source
+                    ));
+                }
+                text
+            });
+        }
+        RatesCommand::ImportEcb { file, date, pairs } => {
+            let size = std::fs::metadata(&file)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?
+                .len();
+            if size > ECB_FILE_BYTES_MAX {
+                return Err(CliError::Usage(format!(
+                    "{}: larger than {ECB_FILE_BYTES_MAX} bytes",
+                    file.display()
+                )));
+            }
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+            let days = puente_fx::parse_ecb_csv(&text).map_err(|e| CliError::Usage(e.to_string()))?;
+            let day = match &date {
+                Some(date) => days.iter().find(|d| &d.date == date),
+                None => days.first(),
+            };
+            let day = day.ok_or_else(|| {
+                CliError::Usage(format!("no ECB day {}", date.as_deref().unwrap_or("at all")))
+            })?;
+            let mut rates = Vec::new();
+            for text in &pairs {
+                let (base, quote) = pair(text)?;
+                let (b, q) = (
+                    puente_money::CurrencyCode::parse(&base).map_err(|e| CliError::Usage(e.to_string()))?,
+                    puente_money::CurrencyCode::parse(&quote).map_err(|e| CliError::Usage(e.to_string()))?,
+                );
+                let mid = day
+                    .cross(b, q)
+                    .ok_or_else(|| CliError::Usage(format!("the ECB file has no {text} on {}", day.date)))?;
+                rates.push(rate(base, quote, mid.normalize().to_string(), &format!("ECB {}", day.date)));
+            }
+            let count = client.set_rates(rates.clone()).await?;
+            out.print(
+                json!({"date": day.date, "rates": rates.iter().map(rate_json).collect::<Vec<_>>()}),
+                || {
+                    let mut text = format!("imported {count} rate(s) from the ECB file, day {}\n", day.date);
+                    for r in &rates {
+                        text.push_str(&format!(
+                            "  {}/{} = {}\n",
+                            r.base_currency, r.quote_currency, r.mid_rate
+                        ));
+                    }
+                    text
+                },
+            );
+        }
+        RatesCommand::Stream { source } => {
+            let mut updates = Vec::new();
+            for (n, line) in std::io::stdin().lock().lines().enumerate() {
+                if n >= RATE_LINES_MAX {
+                    return Err(CliError::Usage(format!("at most {RATE_LINES_MAX} lines")));
+                }
+                let line = line.map_err(|e| CliError::Usage(e.to_string()))?;
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                let (text, mid) = line
+                    .split_once(char::is_whitespace)
+                    .ok_or_else(|| CliError::Usage(format!("line {}: expected \"USD/MXN 18.91\"", n + 1)))?;
+                let (base, quote) = pair(text)?;
+                updates.push(vec![rate(base, quote, mid.trim().to_owned(), &source)]);
+            }
+            let count = client.stream_rates(updates).await?;
+            out.print(json!({"rates_set": count}), || format!("streamed {count} rate update(s)\n"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result<(), CliError> {
+    match command {
+        FxCommand::Quote { participant, segment, sell, buy, send, receive, lang } => {
+            let segment = match segment.as_str() {
+                "sme" => pb::FxSegment::Sme,
+                "remittance" => pb::FxSegment::Remittance,
+                "institution" => pb::FxSegment::Institution,
+                other => {
+                    return Err(CliError::Usage(format!(
+                        "--segment {other:?}: sme, remittance or institution"
+                    )));
+                }
+            };
+            let fixed = match (&send, &receive) {
+                (Some(a), None) => Fixed::Send(a),
+                (None, Some(a)) => Fixed::Receive(a),
+                _ => return Err(CliError::Usage("give exactly one of --send and --receive".into())),
+            };
+            let quote = client.quote(&participant, segment, &sell, &buy, fixed).await?;
+            out.print(quote_json(&quote), || quote_table(&quote, &lang));
+        }
+        FxCommand::Get { id } => {
+            let quote = client.get_quote(&id).await?;
+            out.print(quote_json(&quote), || quote_table(&quote, "en"));
+        }
+        FxCommand::List { participant, page_size, page_token } => {
+            let page = client.list_quotes(&participant, page_size, &page_token).await?;
+            let value = json!({"quotes": page.quotes.iter().map(quote_json).collect::<Vec<_>>(),
+                "next_page_token": page.next_page_token});
+            out.print(value, || {
+                let mut text = format!(
+                    "{:<36}  {:<11}  {:<7}  {:>18}  {:>18}  {}\n",
+                    "ID", "SEGMENT", "PAIR", "TOTAL DEBIT", "RECEIVE", "EXPIRES"
+                );
+                for q in &page.quotes {
+                    text.push_str(&format!(
+                        "{:<36}  {:<11}  {:<7}  {:>18}  {:>18}  {}\n",
+                        q.id,
+                        segment_name(q.segment),
+                        format!("{}/{}", q.sell_currency, q.buy_currency),
+                        money(&q.total_debit),
+                        money(&q.receive_amount),
+                        time_text(&q.expire_time)
+                    ));
+                }
+                if !page.next_page_token.is_empty() {
+                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
+                }
+                text
+            });
+        }
+        FxCommand::Execute { quote_id, from, to, execution_id } => {
+            let quote = client.get_quote(&quote_id).await?;
+            let key = client.fx_public_key().await?;
+            if !verify_quote(&key, &quote) {
+                return Err(CliError::Client(
+                    "the quote's signature does not verify; refusing to execute".into(),
+                ));
+            }
+            let execution_id = execution_id.unwrap_or_else(puente_client::new_id);
+            let result = client.execute_quote(&quote, &from, &to, &execution_id).await?;
+            let state = match pb::FxExecutionState::try_from(result.state) {
+                Ok(pb::FxExecutionState::Held) => {
+                    "held (cancellable until the deadline, then posts by itself)"
+                }
+                Ok(pb::FxExecutionState::Cancelled) => "cancelled",
+                _ => "posted",
+            };
+            let value = json!({"quote_id": result.quote_id, "execution_id": execution_id,
+                "transfer_ids": result.transfer_ids, "replayed": result.replayed, "state": state,
+                "cancel_deadline": time_text(&result.cancel_deadline)});
+            out.print(value, || {
+                format!(
+                    "executed quote {} ({}){}: {} -> receives {}\n{}",
+                    result.quote_id,
+                    state,
+                    if result.replayed { ", retry: first outcome returned" } else { "" },
+                    money(&quote.total_debit),
+                    money(&quote.receive_amount),
+                    if result.cancel_deadline.is_some() {
+                        format!("cancel until {}\n", time_text(&result.cancel_deadline))
+                    } else {
+                        String::new()
+                    }
+                )
+            });
+        }
+        FxCommand::Cancel { quote_id } => {
+            let result = client.cancel_transfer(&quote_id).await?;
+            out.print(json!({"quote_id": quote_id, "refunded": money(&result.refunded), "replayed": result.replayed}), || {
+                format!("cancelled {quote_id}: refunded {}{}\n", money(&result.refunded),
+                    if result.replayed { " (already cancelled)" } else { "" })
+            });
+        }
+        FxCommand::PublicKey => {
+            let key = client.fx_public_key().await?;
+            out.print(json!({"algorithm": "ED25519", "public_key": hex(&key)}), || {
+                format!("ED25519 {}\n", hex(&key))
+            });
+        }
+        FxCommand::Exposure => {
+            let positions = client.exposure().await?;
+            let value = json!(
+                positions
+                    .iter()
+                    .map(|p| json!({"currency": p.currency_code,
+                "posted_position": p.posted_position, "projected_position": p.projected_position,
+                "fee_revenue": p.fee_revenue}))
+                    .collect::<Vec<_>>()
+            );
+            out.print(value, || {
+                let mut text = format!(
+                    "{:<8}  {:>18}  {:>18}  {:>14}\n",
+                    "CURRENCY", "POSTED", "WITH HELD", "FEE REVENUE"
+                );
+                for p in &positions {
+                    text.push_str(&format!(
+                        "{:<8}  {:>18}  {:>18}  {:>14}\n",
+                        p.currency_code, p.posted_position, p.projected_position, p.fee_revenue
+                    ));
+                }
+                text.push_str(
+                    "positive: the house is long (holds more than it owes); negative: short, to hedge\n",
+                );
+                text
+            });
+        }
+    }
+    Ok(())
+}

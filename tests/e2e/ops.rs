@@ -1,0 +1,325 @@
+//! Operations against the real server: Prometheus metrics, `puente status`, and backup while
+//! writing, restore, verify, and a damaged backup.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use puente_client::{NewTransfer, new_id, pb};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Server, accounts, all_accounts, eventually, minor, temp_dir};
+
+/// A loopback port free right now (the server binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts a server that serves metrics; returns it and the metrics address.
+fn start_with_metrics(data: &Path) -> (Server, String) {
+    for _ in 0..5 {
+        let metrics = format!("127.0.0.1:{}", free_port());
+        if let Ok(server) = Server::try_start(data, &["--metrics-listen", &metrics]) {
+            return (server, metrics);
+        }
+    }
+    panic!("could not start a server with metrics");
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+async fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+/// The value of the sample `name` whose labels include every pair in `labels`, if any.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|line| !line.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let matches = series_name == name
+            && labels
+                .iter()
+                .all(|(k, v)| series_labels.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+        if matches { value.parse().ok() } else { None }
+    })
+}
+
+/// Runs the `puente` binary; returns (success, stdout, stderr).
+async fn puente(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_puente"))
+        .args(args)
+        .env_remove("PUENTE_METRICS_LISTEN")
+        .env_remove("PUENTE_DATA_DIR")
+        .env_remove("PUENTE_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn text(path: &Path) -> String {
+    path.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_method_and_code_and_status_shows_them() {
+    let dir = temp_dir();
+    let (server, metrics) = start_with_metrics(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let (source, wallets) = accounts(&mut client, "fintech-a", "USD", 2).await;
+    for wallet in &wallets {
+        client.transfer(NewTransfer::new(&source, wallet, "USD", "10.00")).await.unwrap();
+    }
+    // An error answered in the headers (trailers-only) and a refused batch.
+    assert!(client.get_account(&new_id()).await.is_err());
+    assert!(
+        client
+            .create_transfers(vec![NewTransfer::new(&source, &wallets[0], "USD", "1.001").0])
+            .await
+            .is_err()
+    );
+    // A streaming RPC cut off by the client.
+    drop(client.stream_transfers(0).await.unwrap());
+
+    let (code, body) = http_get(&metrics, "/metrics").await;
+    assert_eq!(code, 200);
+    let ledger = |method: &str| format!("puente.v1.LedgerService/{method}");
+    let count = |method: &str, code: &str| {
+        sample(&body, "puente_grpc_requests_total", &[("method", &ledger(method)), ("code", code)])
+    };
+    assert_eq!(count("CreateAccounts", "OK"), Some(3.0), "{body}");
+    assert_eq!(count("CreateTransfers", "OK"), Some(2.0), "{body}");
+    assert_eq!(count("CreateTransfers", "INVALID_ARGUMENT"), Some(1.0), "{body}");
+    assert_eq!(count("GetAccount", "NOT_FOUND"), Some(1.0), "{body}");
+    let latency = |method: &str| {
+        sample(&body, "puente_grpc_request_duration_seconds_count", &[("method", &ledger(method))])
+            .unwrap_or(0.0)
+    };
+    assert_eq!(latency("CreateTransfers"), 3.0, "{body}");
+    assert!(sample(&body, "puente_grpc_request_duration_seconds_bucket", &[("le", "+Inf")]).is_some());
+    // Group commits: 3 account creations and 2 transfers, at least one op each.
+    let commits = sample(&body, "puente_commit_group_events_count", &[]).unwrap();
+    assert!((1.0..=5.0).contains(&commits), "{body}");
+    assert!(sample(&body, "puente_commit_group_events_sum", &[]).unwrap() >= 5.0);
+    assert_eq!(sample(&body, "puente_commit_flush_seconds_count", &[]), Some(commits));
+    let journal_bytes = sample(&body, "puente_journal_bytes", &[]).unwrap();
+    assert!(journal_bytes > 8.0);
+    assert!(sample(&body, "puente_store_bytes", &[]).unwrap() >= journal_bytes);
+    assert_eq!(sample(&body, "puente_up", &[]), Some(1.0));
+    assert_eq!(sample(&body, "puente_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    // Settlement gauges are exported (zero) before the settlement service sets them.
+    assert_eq!(sample(&body, "puente_settlement_open_window_transfers", &[("currency", "USD")]), Some(0.0));
+    assert_eq!(sample(&body, "puente_settlement_last_netting_efficiency_bps", &[]), Some(0.0));
+    // The cancelled stream is counted once the server notices; label values stay bounded.
+    assert!(!body.contains("method=\"/"), "{body}");
+    let (code, _) = http_get(&metrics, "/other").await;
+    assert_eq!(code, 404);
+
+    // `puente status`: health, versions, store size, windows; JSON and the one screen.
+    let (ok, stdout, stderr) =
+        puente(&["status", "--server", &server.addr, "--metrics", &metrics, "--json"]).await;
+    assert!(ok, "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["health"]["overall"], "SERVING", "{stdout}");
+    assert_eq!(status["health"]["ledger"], "SERVING");
+    assert_eq!(status["versions"]["server"], env!("CARGO_PKG_VERSION"));
+    assert!(status["store"]["journal_bytes"].as_u64().unwrap() > 8);
+    assert_eq!(status["settlement"]["open_window_transfers"]["MXN"], 0);
+    assert!(status["requests"]["not_ok"].as_u64().unwrap() >= 2);
+    let (ok, screen, stderr) = puente(&["status", "--server", &server.addr, "--metrics", &metrics]).await;
+    assert!(ok, "{stderr}");
+    for needle in
+        ["health      SERVING", "versions    server", "store       journal", "settlement  0 open windows"]
+    {
+        assert!(screen.contains(needle), "{needle:?} not in\n{screen}");
+    }
+    assert!(screen.lines().count() <= 24, "more than one screen:\n{screen}");
+
+    // No server: non-zero exit with the reason; no metrics: health still reported.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let (ok, _, stderr) = puente(&["status", "--server", &nowhere, "--metrics", "off"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("not serving") && stderr.contains("UNREACHABLE"), "{stderr}");
+    let (ok, screen, _) = puente(&["status", "--server", &server.addr, "--metrics", &nowhere]).await;
+    assert!(ok);
+    assert!(screen.contains("SERVING") && screen.contains("cannot connect"), "{screen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_writing_restores_every_acknowledged_transfer() {
+    /// Writers and how many transfers each makes at most.
+    const WRITERS: usize = 4;
+    const TRANSFERS_PER_WRITER: usize = 300;
+
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let mut client = server.client().await;
+    let (source, wallets) = accounts(&mut client, "fintech-a", "USD", WRITERS).await;
+
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for wallet in wallets.clone() {
+        let (mut client, source) = (client.clone(), source.clone());
+        let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            for _ in 0..TRANSFERS_PER_WRITER {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let transfer = NewTransfer::new(&source, &wallet, "USD", "1.00");
+                let id = transfer.0.id.clone();
+                client.transfer(transfer).await.unwrap();
+                acknowledged.lock().unwrap().push(id);
+            }
+        }));
+    }
+    let progressed = eventually(Duration::from_secs(60), || {
+        let acknowledged = acknowledged.clone();
+        async move { acknowledged.lock().unwrap().len() >= 100 }
+    })
+    .await;
+    assert!(progressed, "the writers made no progress");
+
+    // Everything acknowledged before the backup starts must be in it; writes go on meanwhile.
+    let before: Vec<String> = acknowledged.lock().unwrap().clone();
+    let backup = dir.path().join("backup");
+    let (ok, stdout, stderr) =
+        puente(&["backup", "--data-dir", &text(&data), "--out", &text(&backup), "--json"]).await;
+    assert!(ok, "backup failed: {stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["journal_entries"].as_u64().unwrap() > 0);
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let total = acknowledged.lock().unwrap().len();
+    assert!(total > before.len(), "no write overlapped the backup");
+    let (ok, _, stderr) = puente(&["backup", "--data-dir", &text(&data), "--out", &text(&backup)]).await;
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+
+    let (ok, stdout, stderr) = puente(&["verify", "--backup", &text(&backup)]).await;
+    assert!(ok, "verify --backup failed: {stderr}");
+    assert!(stdout.contains("is whole"), "{stdout}");
+
+    let restored = dir.path().join("restored");
+    let (ok, stdout, stderr) =
+        puente(&["restore", "--from", &text(&backup), "--data-dir", &text(&restored)]).await;
+    assert!(ok, "restore failed: {stderr}");
+    assert!(stdout.contains("restored into"), "{stdout}");
+    // The FX quote-signing key the server made travels with the backup.
+    let key = |dir: &Path| std::fs::read(dir.join("fx-signing-key.p8")).ok();
+    if key(&data).is_some() {
+        assert_eq!(key(&restored), key(&data));
+    }
+    let (ok, _, stderr) =
+        puente(&["restore", "--from", &text(&backup), "--data-dir", &text(&restored)]).await;
+    assert!(!ok && stderr.contains("not empty"), "{stderr}");
+    let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&restored), "--json"]).await;
+    assert!(ok, "verify --data-dir failed: {stderr}");
+    let verified: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(verified["whole"], true);
+    // The server may open house accounts of its own (FX, settlement): compare with its count.
+    let accounts_served = all_accounts(&mut client).await.len();
+    assert_eq!(verified["accounts"], accounts_served as u64);
+
+    // Serve the restored store: every transfer acknowledged before the backup is there, once.
+    drop(client);
+    assert!(server.terminate().success());
+    let restored_server = Server::start(&restored);
+    let mut client = restored_server.client().await;
+    for id in &before {
+        let transfer = client.get_transfer(id).await.unwrap();
+        assert_eq!(transfer.state, pb::TransferState::Posted as i32, "{id}");
+    }
+    let present = verified["transfers"].as_u64().unwrap() as usize;
+    assert!(present >= before.len() && present <= total, "{} <= {present} <= {total}", before.len());
+    // Balances add up: the source paid 1.00 per transfer present, the wallets got it all.
+    let source_balance = minor(&client.get_account(&source).await.unwrap().posted_balance);
+    assert_eq!(source_balance, -100 * present as i128);
+    let mut wallets_total = 0;
+    for wallet in &wallets {
+        wallets_total += minor(&client.get_account(wallet).await.unwrap().posted_balance);
+    }
+    assert_eq!(wallets_total, 100 * present as i128);
+    let all: i128 = all_accounts(&mut client).await.iter().map(|a| minor(&a.posted_balance)).sum();
+    assert_eq!(all, 0);
+    // The restored server takes new writes after the restored ones.
+    client.transfer(NewTransfer::new(&source, &wallets[0], "USD", "1.00")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_backup_fails_verify_and_restore_with_the_reason() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let mut client = server.client().await;
+    let (source, wallets) = accounts(&mut client, "bank-b", "MXN", 2).await;
+    for i in 0..20 {
+        let wallet = &wallets[i % 2];
+        client.transfer(NewTransfer::new(&source, wallet, "MXN", "5.00")).await.unwrap();
+    }
+    drop(client);
+    assert!(server.terminate().success());
+
+    // Verifying a store reads it and changes nothing.
+    let listing = |dir: &Path| -> HashSet<(String, u64)> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect()
+    };
+    let journal_before = std::fs::read(data.join("journal.log")).unwrap();
+    let files_before = listing(&data);
+    let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&data)]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(" accounts, 20 transfers;"), "{stdout}");
+    assert_eq!(std::fs::read(data.join("journal.log")).unwrap(), journal_before);
+    assert_eq!(listing(&data), files_before);
+
+    let backup = dir.path().join("backup");
+    let (ok, _, stderr) = puente(&["backup", "--data-dir", &text(&data), "--out", &text(&backup)]).await;
+    assert!(ok, "{stderr}");
+    let journal = backup.join("journal.log");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let (ok, _, stderr) = puente(&["verify", "--backup", &text(&backup)]).await;
+    assert!(!ok);
+    assert!(stderr.contains("is damaged") && stderr.contains("checksum mismatch"), "{stderr}");
+    let target = dir.path().join("restored");
+    let (ok, _, stderr) = puente(&["restore", "--from", &text(&backup), "--data-dir", &text(&target)]).await;
+    assert!(!ok && stderr.contains("is damaged"), "{stderr}");
+    assert!(!target.join("journal.log").exists());
+
+    // The same damage in a store's journal: recovery's own check names it.
+    let store = dir.path().join("damaged-store");
+    std::fs::create_dir(&store).unwrap();
+    std::fs::copy(&journal, store.join("journal.log")).unwrap();
+    let (ok, _, stderr) = puente(&["verify", "--data-dir", &text(&store)]).await;
+    assert!(!ok);
+    assert!(stderr.contains("is NOT whole") && stderr.contains("corrupt"), "{stderr}");
+}
