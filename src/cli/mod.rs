@@ -107,6 +107,8 @@ enum AccountsCommand {
     },
     /// Show one account.
     Get { id: String },
+    /// Close an account: it takes no new transfers (refused while transfers are pending).
+    Close { id: String },
     /// List accounts (of one participant with --participant).
     List {
         #[arg(long, default_value = "")]
@@ -474,6 +476,19 @@ async fn accounts(client: &mut Client, command: AccountsCommand, out: &Output) -
             }
             let account = client.create_account(new).await?;
             out.print(account_json(&account), || account_rows(std::slice::from_ref(&account)));
+        }
+        AccountsCommand::Close { id } => {
+            let (account, replayed) = client.close_account(&id).await?;
+            let mut value = account_json(&account);
+            value["replayed"] = json!(replayed);
+            out.print(value, || {
+                let note = if replayed { " (it was already closed)" } else { "" };
+                format!(
+                    "closed account {}{note}\n{}",
+                    account.id,
+                    account_rows(std::slice::from_ref(&account))
+                )
+            });
         }
         AccountsCommand::Get { id } => {
             let account = client.get_account(&id).await?;

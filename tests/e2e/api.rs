@@ -402,3 +402,38 @@ async fn graceful_shutdown_and_restart_keep_everything() {
     assert!(next.position > first.position);
     assert_eq!(minor(&client.get_account(&source).await.unwrap().posted_balance), -4300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_accounts_take_no_new_transfers() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let (source, wallets) = accounts(&mut client, "fintech-a", "USD", 2).await;
+    client.transfer(NewTransfer::new(&source, &wallets[0], "USD", "10.00")).await.unwrap();
+
+    // Refused while money is reserved.
+    let hold = NewTransfer::new(&wallets[0], &wallets[1], "USD", "4.00").pending(0);
+    client.transfer(hold.clone()).await.unwrap();
+    let (code, reason, _) = status_parts(client.close_account(&wallets[0]).await.unwrap_err());
+    assert_eq!(
+        (code, reason.as_deref()),
+        (tonic::Code::FailedPrecondition, Some("ACCOUNT_HAS_PENDING_TRANSFERS"))
+    );
+    client.transfer(NewTransfer::void(&hold.0.id, "USD")).await.unwrap();
+
+    let (closed, replayed) = client.close_account(&wallets[0]).await.unwrap();
+    assert!(closed.closed && !replayed);
+    assert!(client.close_account(&wallets[0]).await.unwrap().1, "closing twice is idempotent");
+    assert_eq!(
+        client.transfer(NewTransfer::new(&source, &wallets[0], "USD", "1.00")).await.unwrap_err().reason(),
+        Some("CREDIT_ACCOUNT_CLOSED")
+    );
+    assert_eq!(
+        client.transfer(NewTransfer::new(&wallets[0], &source, "USD", "1.00")).await.unwrap_err().reason(),
+        Some("DEBIT_ACCOUNT_CLOSED")
+    );
+    // Its history and balances stay readable.
+    assert_eq!(client.get_account(&wallets[0]).await.unwrap().posted_balance, "10.00");
+    let (code, reason, _) = status_parts(client.close_account(&new_id()).await.unwrap_err());
+    assert_eq!((code, reason.as_deref()), (tonic::Code::NotFound, Some("ACCOUNT_NOT_FOUND")));
+}

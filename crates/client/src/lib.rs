@@ -246,6 +246,14 @@ impl Client {
         }
     }
 
+    /// Closes an account (no new transfers); returns it and whether it was already closed.
+    pub async fn close_account(&mut self, id: &str) -> Result<(pb::Account, bool), ClientError> {
+        let response =
+            self.inner.close_account(pb::CloseAccountRequest { id: id.to_owned() }).await?.into_inner();
+        let account = response.account.ok_or(ClientError::Refused { code: "NO_ACCOUNT".into() })?;
+        Ok((account, response.replayed))
+    }
+
     pub async fn get_account(&mut self, id: &str) -> Result<pb::Account, ClientError> {
         let response =
             self.inner.get_account(pb::GetAccountRequest { id: id.to_owned() }).await?.into_inner();

@@ -66,6 +66,11 @@ pub enum Op {
         participant: String,
         timestamp_ns: u64,
     },
+    /// An account was closed: it takes no new transfers (its balances stay readable).
+    CloseAccount {
+        account_id: AccountId,
+        timestamp_ns: u64,
+    },
 }
 
 /// What a committed op did to one account: a row of the account's statement.
@@ -259,6 +264,45 @@ impl Engine {
             });
         }
         outcomes
+    }
+
+    /// Closes an account: no new transfers may touch it. Refused while it has pending
+    /// (reserved) amounts; closing a closed account is an idempotent success. Another
+    /// participant's account is reported as not found.
+    pub fn close_account(
+        &mut self,
+        actor: Option<&str>,
+        id: AccountId,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> AccountOutcome {
+        let refused = |result| AccountOutcome { result, replayed: false, account: None };
+        let Some(account) = self.accounts.get(&id) else {
+            return refused(AccountResult::AccountNotFound);
+        };
+        if actor.is_some_and(|a| a != account.participant) {
+            return refused(AccountResult::AccountNotFound);
+        }
+        if account.participant == settlement::HUB_PARTICIPANT {
+            return refused(AccountResult::AccountReserved);
+        }
+        if account.closed {
+            return AccountOutcome {
+                result: AccountResult::Ok,
+                replayed: true,
+                account: Some(account.clone()),
+            };
+        }
+        if account.debits_pending_minor != 0 || account.credits_pending_minor != 0 {
+            return refused(AccountResult::AccountHasPendingTransfers);
+        }
+        let timestamp_ns = self.next_timestamp(now_ns);
+        self.apply(Op::CloseAccount { account_id: id, timestamp_ns }, out);
+        AccountOutcome {
+            result: AccountResult::Ok,
+            replayed: false,
+            account: self.accounts.get(&id).cloned(),
+        }
     }
 
     fn validate_account(&self, actor: Option<&str>, new: &NewAccount) -> AccountResult {
@@ -738,6 +782,12 @@ impl Engine {
     /// this is not reachable from a request.
     pub fn apply(&mut self, op: Op, out: &mut Output) {
         match &op {
+            Op::CloseAccount { account_id, timestamp_ns } => {
+                self.bump_timestamp(*timestamp_ns);
+                self.save_account(*account_id);
+                self.update(*account_id, |a| a.closed = true);
+                out.touched_accounts.push(*account_id);
+            }
             Op::CreateAccount(account) => {
                 assert!(
                     !self.accounts.contains_key(&account.id),
@@ -1426,5 +1476,62 @@ mod auto_post_tests {
         let results =
             engine.create_transfers(&store, None, &[no_timeout, not_pending], 2_000, &mut out).unwrap();
         assert!(results.iter().all(|r| r.result == TransferResult::PostOnExpiryRequiresPendingTimeout));
+    }
+}
+
+#[cfg(test)]
+mod close_tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use puente_money::CurrencyCode;
+
+    fn account(id: AccountId, participant: &str) -> NewAccount {
+        NewAccount {
+            id,
+            participant: participant.into(),
+            currency: CurrencyCode::USD,
+            flags: AccountFlags::default(),
+            overdraft_limit_minor: 0,
+            holder_ref: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    #[test]
+    fn closing_is_owner_checked_idempotent_and_replayed() {
+        let store = MemoryStore::new();
+        let mut engine = Engine::new(CurrencyTable::default());
+        let mut out = Output::default();
+        engine.create_accounts(None, vec![account(1, "a"), account(2, "a")], 1_000, &mut out);
+        assert_eq!(
+            engine.close_account(Some("b"), 1, 2_000, &mut out).result,
+            AccountResult::AccountNotFound
+        );
+        assert_eq!(engine.close_account(None, 9, 2_000, &mut out).result, AccountResult::AccountNotFound);
+        let closed = engine.close_account(Some("a"), 1, 2_000, &mut out);
+        assert_eq!((closed.result, closed.replayed), (AccountResult::Ok, false));
+        assert!(closed.account.unwrap().closed);
+        let again = engine.close_account(None, 1, 3_000, &mut out);
+        assert_eq!((again.result, again.replayed), (AccountResult::Ok, true));
+        let t = Transfer {
+            id: 5,
+            debit_account_id: 2,
+            credit_account_id: 1,
+            amount_minor: 1,
+            currency: CurrencyCode::USD,
+            flags: TransferFlags::default(),
+            pending_id: 0,
+            timeout_ms: 0,
+            reference: String::new(),
+            metadata: Metadata::new(),
+        };
+        let results = engine.create_transfers(&store, None, &[t], 4_000, &mut out).unwrap();
+        assert_eq!(results[0].result, TransferResult::CreditAccountClosed);
+        let mut replayed = Engine::new(CurrencyTable::default());
+        let mut sink = Output::default();
+        for op in out.ops.clone() {
+            replayed.apply(op, &mut sink);
+        }
+        assert!(replayed.account(1).unwrap().closed);
     }
 }

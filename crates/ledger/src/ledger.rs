@@ -50,6 +50,11 @@ enum Command {
         batch: Vec<Transfer>,
         reply: oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
     },
+    CloseAccount {
+        actor: Option<String>,
+        id: AccountId,
+        reply: oneshot::Sender<Result<AccountOutcome, LedgerError>>,
+    },
     /// Settlement profiles and windows (see `engine::settlement`): reads are answered from the
     /// engine's state, changes are journaled like transfers.
     Settlement {
@@ -63,7 +68,7 @@ impl Command {
         match self {
             Command::CreateAccounts { batch, .. } => batch.len(),
             Command::CreateTransfers { batch, .. } => batch.len(),
-            Command::Settlement { .. } => 1,
+            Command::Settlement { .. } | Command::CloseAccount { .. } => 1,
         }
     }
 }
@@ -278,6 +283,17 @@ impl Ledger {
         self.commands.send(command).await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
     }
 
+    /// Closes an account (see `Engine::close_account`).
+    pub async fn close_account(
+        &self,
+        actor: Option<String>,
+        id: AccountId,
+    ) -> Result<AccountOutcome, LedgerError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::CloseAccount { actor, id, reply }).await?;
+        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
     pub fn get_account(&self, id: AccountId) -> Result<Option<Account>, LedgerError> {
         self.store.get_account(id)
     }
@@ -438,6 +454,7 @@ struct Writer {
 }
 
 enum Reply {
+    Close(oneshot::Sender<Result<AccountOutcome, LedgerError>>, Result<AccountOutcome, LedgerError>),
     Accounts(
         oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>,
         Result<Vec<AccountOutcome>, LedgerError>,
@@ -521,6 +538,10 @@ impl Writer {
                     let outcomes = self.engine.create_transfers(&lookup, actor.as_deref(), &batch, now, out);
                     replies.push(Reply::Transfers(reply, outcomes));
                 }
+                Command::CloseAccount { actor, id, reply } => {
+                    let outcome = self.engine.close_account(actor.as_deref(), id, now, out);
+                    replies.push(Reply::Close(reply, Ok(outcome)));
+                }
                 Command::Settlement { request, reply } => {
                     let result = self.engine.settlement_command(self.store.as_ref(), *request, now, out);
                     replies.push(Reply::Settlement(reply, result));
@@ -540,6 +561,7 @@ impl Writer {
                         Reply::Accounts(tx, _) => drop(tx.send(Err(error))),
                         Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
                         Reply::Settlement(tx, _) => drop(tx.send(Err(error))),
+                        Reply::Close(tx, _) => drop(tx.send(Err(error))),
                     }
                 }
                 return;
@@ -550,6 +572,7 @@ impl Writer {
                 Reply::Accounts(tx, result) => drop(tx.send(result)),
                 Reply::Transfers(tx, result) => drop(tx.send(result)),
                 Reply::Settlement(tx, result) => drop(tx.send(result)),
+                Reply::Close(tx, result) => drop(tx.send(result)),
             }
         }
     }
@@ -600,5 +623,6 @@ fn fail_command(command: Command, error: LedgerError) {
         Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
         Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
         Command::Settlement { reply, .. } => drop(reply.send(Err(error))),
+        Command::CloseAccount { reply, .. } => drop(reply.send(Err(error))),
     }
 }

@@ -215,6 +215,9 @@ result_enum!(
         ExistsWithDifferentHolderRef => "EXISTS_WITH_DIFFERENT_HOLDER_REF",
         ExistsWithDifferentMetadata => "EXISTS_WITH_DIFFERENT_METADATA",
         AccountsLimitReached => "ACCOUNTS_LIMIT_REACHED",
+        AccountNotFound => "ACCOUNT_NOT_FOUND",
+        AccountHasPendingTransfers => "ACCOUNT_HAS_PENDING_TRANSFERS",
+        AccountReserved => "ACCOUNT_RESERVED",
     }
 );
 

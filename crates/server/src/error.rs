@@ -32,6 +32,9 @@ pub enum ApiError {
     InvalidArgument(Vec<Violation>),
     #[error("{resource} {id} not found")]
     NotFound { resource: &'static str, id: String },
+    /// The ledger refused an operation on the state (e.g. ACCOUNT_HAS_PENDING_TRANSFERS).
+    #[error("refused: {0}")]
+    Refused(&'static str),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
     #[error(transparent)]
@@ -107,6 +110,7 @@ impl ApiError {
             ApiError::NotFound { resource: "account", .. } => (Code::NotFound, "ACCOUNT_NOT_FOUND"),
             ApiError::NotFound { resource: "transfer", .. } => (Code::NotFound, "TRANSFER_NOT_FOUND"),
             ApiError::NotFound { .. } => (Code::NotFound, "NOT_FOUND"),
+            ApiError::Refused(code) => (Code::FailedPrecondition, code),
             ApiError::Ledger(e) => ledger_code_and_reason(e),
             ApiError::Fx(e) => fx_code_and_reason(e),
             ApiError::Settlement(e) => crate::settlement_service::code_and_reason(e),
@@ -132,7 +136,7 @@ impl From<ApiError> for Status {
                 metadata.insert("resource".to_owned(), (*resource).to_owned());
                 metadata.insert("id".to_owned(), id.clone());
             }
-            ApiError::Ledger(_) | ApiError::Fx(_) => {}
+            ApiError::Ledger(_) | ApiError::Fx(_) | ApiError::Refused(_) => {}
             ApiError::Settlement(e) => crate::settlement_service::add_details(e, &mut details, &mut metadata),
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

@@ -3,7 +3,7 @@
 use std::pin::Pin;
 
 use pb::ledger_service_server::LedgerService;
-use puente_ledger::{Ledger, PAGE_SIZE_MAX, Prior};
+use puente_ledger::{AccountResult, Ledger, PAGE_SIZE_MAX, Prior};
 use puente_proto::v1 as pb;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -81,6 +81,28 @@ impl LedgerService for LedgerApi {
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(convert::account(&account, self.ledger.currencies())),
         }))
+    }
+
+    async fn close_account(
+        &self,
+        request: Request<pb::CloseAccountRequest>,
+    ) -> Result<Response<pb::CloseAccountResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Vec::new();
+        let id = convert::required_id(&request.id, "id", &mut violations);
+        check(violations)?;
+        let span = tracing::info_span!("close_account", account_id = %request.id);
+        let outcome = self.ledger.close_account(None, id).instrument(span).await.map_err(ApiError::from)?;
+        match (outcome.result, outcome.account) {
+            (AccountResult::Ok, Some(account)) => Ok(Response::new(pb::CloseAccountResponse {
+                account: Some(convert::account(&account, self.ledger.currencies())),
+                replayed: outcome.replayed,
+            })),
+            (AccountResult::AccountNotFound, _) => {
+                Err(ApiError::NotFound { resource: "account", id: request.id }.into())
+            }
+            (result, _) => Err(ApiError::Refused(result.code()).into()),
+        }
     }
 
     async fn list_accounts(

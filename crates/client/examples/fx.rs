@@ -1,0 +1,46 @@
+//! A remittance app's flow: set a rate (operator), quote "send exactly USD 200", show the
+//! Regulation E disclosure, verify the quote's signature offline, execute it, and look at the
+//! balances and the house's exposure. Run against a server:
+//! `cargo run -p puente-client --example fx -- 127.0.0.1:50051`
+use puente_client::{Client, Fixed, NewAccount, NewTransfer, new_id, pb, verify_quote};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50051".to_owned());
+    let mut client = Client::connect(&addr).await?;
+    // Operator: the mid-market rate (in production a feed streams these).
+    client.set_rate("USD", "MXN", "18.9125", "example").await?;
+
+    // The remittance app's accounts: a funding account and a customer's USD wallet; the
+    // recipient's MXN account at a Mexican bank.
+    let funding = client.create_account(NewAccount::new("remit-app", "USD").holder_ref("funding")).await?;
+    let sender =
+        client.create_account(NewAccount::new("remit-app", "USD").no_overdraft().holder_ref("ana")).await?;
+    let recipient = client.create_account(NewAccount::new("mx-bank", "MXN").holder_ref("luis")).await?;
+    client.transfer(NewTransfer::new(&funding.id, &sender.id, "USD", "300.00")).await?;
+
+    let quote =
+        client.quote("remit-app", pb::FxSegment::Remittance, "USD", "MXN", Fixed::Send("200.00")).await?;
+    let disclosure = quote.disclosure.clone().unwrap_or_default();
+    println!("{}\n{}", disclosure.text_en, disclosure.text_es);
+
+    let key = client.fx_public_key().await?;
+    assert!(verify_quote(&key, &quote), "the quote's signature must verify");
+    let execution_id = new_id();
+    let executed = client.execute_quote(&quote, &sender.id, &recipient.id, &execution_id).await?;
+    println!(
+        "executed {} (state {:?}); a retry with the same execution id is safe",
+        executed.quote_id,
+        executed.state()
+    );
+
+    let sender = client.get_account(&sender.id).await?;
+    println!("sender: posted {} available {}", sender.posted_balance, sender.available_balance);
+    for position in client.exposure().await? {
+        println!(
+            "house {}: {} (with held {})",
+            position.currency_code, position.posted_position, position.projected_position
+        );
+    }
+    Ok(())
+}
