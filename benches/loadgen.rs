@@ -63,9 +63,22 @@ struct Args {
     /// Parent directory for the ledger's data (must not be tmpfs).
     #[arg(long, env = "PUENTE_BENCH_DIR", default_value = "/var/tmp")]
     dir: PathBuf,
-    /// Passed by `cargo bench`; ignored.
+    /// Passed by `cargo bench`. Without it (`cargo test --all-targets`), a short smoke run
+    /// checks that the load generator still works, instead of the full measurement.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+impl Args {
+    /// The smoke run `cargo test` gets: every mode, tiny and brief.
+    fn smoke(mut self) -> Args {
+        self.duration = 0.2;
+        self.clients = vec![2];
+        self.batch_sizes = vec![10];
+        self.wallets = 20;
+        self.max_requests = 50;
+        self
+    }
 }
 
 const CURRENCIES: [&str; 2] = ["USD", "MXN"];
@@ -395,6 +408,7 @@ fn print_table(results: &[RunResult]) {
 
 fn main() {
     let args = Args::parse();
+    let args = if args.bench { args } else { args.smoke() };
     assert!(args.duration > 0.0 && args.duration <= 600.0, "--duration must be in (0, 600] seconds");
     assert!(args.wallets >= 2, "--wallets must be at least 2");
     let mut modes = Vec::new();
