@@ -39,6 +39,8 @@ from typing import NamedTuple, Union
 import grpc
 
 try:
+    from .gen.puente.v1 import fx_pb2 as fx_pb
+    from .gen.puente.v1 import fx_pb2_grpc as fx_pb_grpc
     from .gen.puente.v1 import ledger_pb2 as pb
     from .gen.puente.v1 import ledger_pb2_grpc as pb_grpc
 except ImportError as error:  # pragma: no cover - a setup problem, not a runtime one
@@ -49,6 +51,9 @@ except ImportError as error:  # pragma: no cover - a setup problem, not a runtim
     ) from error
 
 __all__ = [
+    "FX_SEGMENTS",
+    "verify_quote",
+    "fx_pb",
     "Account",
     "AmountLike",
     "CreateAccountResult",
@@ -343,6 +348,27 @@ def make_void(
 # --------------------------------------------------------------------------------------------
 # Client
 
+#: Segment names accepted by `PuenteClient.quote`.
+FX_SEGMENTS = {
+    "sme": fx_pb.FX_SEGMENT_SME,
+    "remittance": fx_pb.FX_SEGMENT_REMITTANCE,
+    "institution": fx_pb.FX_SEGMENT_INSTITUTION,
+}
+
+
+def verify_quote(public_key: bytes, quote: "fx_pb.FxQuote") -> bool:
+    """Verifies a quote's Ed25519 signature over its canonical bytes, offline, with the key
+    from `PuenteClient.fx_public_key()`. False for a tampered quote or another key."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(quote.signature, quote.canonical)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
 class PuenteClient:
     """A connection to a Puente server (one HTTP/2 channel). Use as a context manager or call
     `close()`. Every method takes an optional `timeout` in seconds (default: `timeout` given
@@ -368,6 +394,8 @@ class PuenteClient:
         )
         #: The generated stub, for anything the wrapper does not cover.
         self.stub = pb_grpc.LedgerServiceStub(self.channel)
+        #: The generated FX stub.
+        self.fx_stub = fx_pb_grpc.FxServiceStub(self.channel)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -623,3 +651,76 @@ class PuenteClient:
         stub = health_pb2_grpc.HealthStub(self.channel)
         response = self._call(stub.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    # ---- FX
+
+    def set_rate(
+        self, base: str, quote: str, mid_rate: AmountLike, *, source: str = "operator",
+        timeout: float | None = None,
+    ) -> None:
+        """Sets a mid-market rate (units of `quote` per 1 `base`), e.g. ("USD", "MXN", "18.91")."""
+        rate = fx_pb.FxRate(
+            base_currency=base, quote_currency=quote, mid_rate=_amount(mid_rate, "mid_rate"), source=source
+        )
+        self._call(self.fx_stub.SetRates, fx_pb.SetRatesRequest(rates=[rate]), timeout)
+
+    def quote(
+        self,
+        participant: str,
+        segment: str,
+        sell: str,
+        buy: str,
+        *,
+        send: AmountLike | None = None,
+        receive: AmountLike | None = None,
+        timeout: float | None = None,
+    ) -> "fx_pb.FxQuote":
+        """A signed quote with its disclosure. Fix exactly one of `send` (in `sell`, fees on
+        top) and `receive` (in `buy`)."""
+        if (send is None) == (receive is None):
+            raise ValueError("give exactly one of send= and receive=")
+        if segment not in FX_SEGMENTS:
+            raise ValueError(f"segment must be one of {sorted(FX_SEGMENTS)}")
+        request = fx_pb.GetQuoteRequest(
+            participant=participant,
+            segment=FX_SEGMENTS[segment],
+            sell_currency=sell,
+            buy_currency=buy,
+            send_amount=_amount(send, "send") if send is not None else "",
+            receive_amount=_amount(receive, "receive") if receive is not None else "",
+        )
+        return self._call(self.fx_stub.GetQuote, request, timeout).quote
+
+    def get_quote(self, id: IdLike, *, timeout: float | None = None) -> "fx_pb.FxQuote":
+        return self._call(self.fx_stub.GetQuoteById, fx_pb.GetQuoteByIdRequest(id=_id(id)), timeout).quote
+
+    def execute_quote(
+        self,
+        quote: "fx_pb.FxQuote",
+        source_account_id: IdLike,
+        destination_account_id: IdLike,
+        *,
+        execution_id: IdLike | None = None,
+        timeout: float | None = None,
+    ) -> "fx_pb.ExecuteQuoteResponse":
+        """Executes a quote from `source` (sell currency) to `destination` (buy currency).
+        Reuse `execution_id` to retry safely; the first outcome is returned."""
+        request = fx_pb.ExecuteQuoteRequest(
+            canonical=quote.canonical,
+            signature=quote.signature,
+            source_account_id=_id(source_account_id, "source_account_id"),
+            destination_account_id=_id(destination_account_id, "destination_account_id"),
+            execution_id=_id(execution_id) if execution_id is not None else new_id(),
+        )
+        return self._call(self.fx_stub.ExecuteQuote, request, timeout)
+
+    def cancel_transfer(self, quote_id: IdLike, *, timeout: float | None = None) -> "fx_pb.CancelTransferResponse":
+        """Cancels a held remittance within its window; everything is refunded."""
+        request = fx_pb.CancelTransferRequest(quote_id=_id(quote_id, "quote_id"))
+        return self._call(self.fx_stub.CancelTransfer, request, timeout)
+
+    def fx_public_key(self, *, timeout: float | None = None) -> bytes:
+        return self._call(self.fx_stub.GetPublicKey, fx_pb.GetPublicKeyRequest(), timeout).public_key
+
+    def exposure(self, *, timeout: float | None = None) -> list:
+        return list(self._call(self.fx_stub.GetExposure, fx_pb.GetExposureRequest(), timeout).positions)
