@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Subcommand;
-use puente_ledger::journal::{Journal, copy_intact_prefix};
+use puente_ledger::journal::{Journal, chain_hex, copy_intact_prefix};
 use puente_ledger::{Ledger, LedgerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -390,6 +390,10 @@ struct Manifest {
     journal_last_seq: u64,
     journal_bytes: u64,
     journal_sha256: String,
+    /// Hash of the journal's last record (its SHA-256 chain head, hex), checked along the
+    /// whole chain when the copy was made. Empty in backups made before it was recorded.
+    #[serde(default)]
+    journal_chain_head: String,
     /// Files copied verbatim beside the journal (see [`EXTRA_FILES`]).
     #[serde(default)]
     files: Vec<ManifestFile>,
@@ -435,16 +439,20 @@ fn backup(args: BackupArgs, out: &Output) -> Result<(), CliError> {
         "journal_last_seq": manifest.journal_last_seq,
         "journal_bytes": manifest.journal_bytes,
         "journal_sha256": manifest.journal_sha256,
+        "journal_chain_head": manifest.journal_chain_head,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
     out.print(value, || {
         format!(
-            "backup {}: {} journal entries (through sequence {}), {}, sha256 {}\n",
+            "backup {}: {} journal entries (through sequence {}), {}, sha256 {}\n  \
+             chain head: seq {} {}\n",
             args.out.display(),
             manifest.journal_entries,
             manifest.journal_last_seq,
             human_bytes(manifest.journal_bytes),
-            manifest.journal_sha256
+            manifest.journal_sha256,
+            manifest.journal_last_seq,
+            manifest.journal_chain_head
         )
     });
     Ok(())
@@ -473,6 +481,7 @@ fn write_backup(
         journal_last_seq: copy.last_seq,
         journal_bytes: copy.bytes,
         journal_sha256: sha256_file(&journal)?,
+        journal_chain_head: chain_hex(&copy.chain_head),
         files: Vec::new(),
     };
     for name in EXTRA_FILES {
@@ -643,6 +652,9 @@ impl Drop for Scratch {
 struct Replay {
     entries: u64,
     truncated_tail_bytes: u64,
+    /// The journal's chain head after replay: sequence and hash (hex) of its last record.
+    chain_head_seq: u64,
+    chain_head: String,
     accounts: u64,
     transfers: u64,
     /// Per currency: posted debits (= posted credits) in minor units.
@@ -670,6 +682,7 @@ async fn replay(
         let ledger = Ledger::open(LedgerConfig { data_dir: dir, currencies, rebuild_index: true })
             .map_err(|e| CliError::Ops(format!("{what} is NOT whole: {e}")))?;
         let recovery = ledger.recovery().clone();
+        let (chain_head_seq, chain_head) = ledger.chain_head();
         let mut posted_minor = BTreeMap::new();
         let mut accounts = 0u64;
         let mut after = 0;
@@ -700,6 +713,8 @@ async fn replay(
         Ok(Replay {
             entries: recovery.journal_entries,
             truncated_tail_bytes: recovery.truncated_tail_bytes,
+            chain_head_seq,
+            chain_head: chain_hex(&chain_head),
             accounts,
             transfers,
             posted_minor,
@@ -716,6 +731,7 @@ fn replay_json(what: &str, replay: &Replay) -> Value {
         "source": what,
         "journal_entries": replay.entries,
         "truncated_tail_bytes": replay.truncated_tail_bytes,
+        "chain_head": { "seq": replay.chain_head_seq, "sha256": replay.chain_head },
         "accounts": replay.accounts,
         "transfers": replay.transfers,
         "posted_minor_by_currency": replay.posted_minor.iter().map(|(c, v)| (c.clone(), v.to_string())).collect::<BTreeMap<_, _>>(),
@@ -729,6 +745,11 @@ fn replay_text(what: &str, replay: &Replay) -> String {
          (replayed in {} ms)\n",
         replay.entries, replay.accounts, replay.transfers, replay.elapsed_ms
     );
+    text.push_str(&format!(
+        "  chain head: seq {} {} (every record's SHA-256 chain link checked; compare with the \
+         head recorded elsewhere to detect a rewrite)\n",
+        replay.chain_head_seq, replay.chain_head
+    ));
     for (currency, posted) in &replay.posted_minor {
         text.push_str(&format!("  {currency}: posted debits = posted credits = {posted} minor units\n"));
     }
@@ -741,12 +762,30 @@ fn replay_text(what: &str, replay: &Replay) -> String {
     text
 }
 
+/// The replayed backup journal holds what its manifest lists: as many entries, and (when the
+/// manifest records it) the same chain head.
+fn check_replay_against_manifest(what: &str, manifest: &Manifest, replay: &Replay) -> Result<(), CliError> {
+    if replay.entries != manifest.journal_entries {
+        return Err(CliError::Ops(format!(
+            "{what} is NOT whole: the manifest lists {} journal entries, the journal holds {}",
+            manifest.journal_entries, replay.entries
+        )));
+    }
+    if !manifest.journal_chain_head.is_empty() && manifest.journal_chain_head != replay.chain_head {
+        return Err(CliError::Ops(format!(
+            "{what} is NOT whole: the manifest lists journal chain head {}, the journal's is {}",
+            manifest.journal_chain_head, replay.chain_head
+        )));
+    }
+    Ok(())
+}
+
 async fn verify(args: VerifyArgs, out: &Output) -> Result<(), CliError> {
     let currencies = currencies(&args.config)?;
-    let (what, journal, expected_entries) = match &args.backup {
+    let (what, journal, manifest) = match &args.backup {
         Some(dir) => {
             let (manifest, journal) = check_backup(dir)?;
-            (format!("backup {}", dir.display()), journal, Some(manifest.journal_entries))
+            (format!("backup {}", dir.display()), journal, Some(manifest))
         }
         None => {
             let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
@@ -761,13 +800,8 @@ async fn verify(args: VerifyArgs, out: &Output) -> Result<(), CliError> {
         }
     };
     let replay = replay(&journal, currencies, &what).await?;
-    if let Some(expected) = expected_entries
-        && expected != replay.entries
-    {
-        return Err(CliError::Ops(format!(
-            "{what} is NOT whole: the manifest lists {expected} journal entries, the journal holds {}",
-            replay.entries
-        )));
+    if let Some(manifest) = &manifest {
+        check_replay_against_manifest(&what, manifest, &replay)?;
     }
     out.print(replay_json(&what, &replay), || replay_text(&what, &replay));
     Ok(())
@@ -790,12 +824,7 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
     // Prove the backup whole before anything is written.
     let what = format!("backup {}", args.from.display());
     let replay = replay(&journal, currencies, &what).await?;
-    if replay.entries != manifest.journal_entries {
-        return Err(CliError::Ops(format!(
-            "{what} is NOT whole: the manifest lists {} journal entries, the journal holds {}",
-            manifest.journal_entries, replay.entries
-        )));
-    }
+    check_replay_against_manifest(&what, &manifest, &replay)?;
     std::fs::create_dir_all(target).map_err(ops_error(format!("cannot create {}", target.display())))?;
     let installed = Journal::path(target);
     let partial = target.join("journal.log.partial");

@@ -209,6 +209,8 @@ async fn backup_while_writing_restores_every_acknowledged_transfer() {
     assert!(ok, "backup failed: {stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(report["journal_entries"].as_u64().unwrap() > 0);
+    let chain_head = report["journal_chain_head"].as_str().unwrap().to_owned();
+    assert!(chain_head.len() == 64 && chain_head.bytes().all(|b| b.is_ascii_hexdigit()), "{chain_head}");
     stop.store(true, Ordering::Relaxed);
     for writer in writers {
         writer.await.unwrap();
@@ -221,6 +223,8 @@ async fn backup_while_writing_restores_every_acknowledged_transfer() {
     let (ok, stdout, stderr) = puente(&["verify", "--backup", &text(&backup)]).await;
     assert!(ok, "verify --backup failed: {stderr}");
     assert!(stdout.contains("is whole"), "{stdout}");
+    let seq = report["journal_last_seq"].as_u64().unwrap();
+    assert!(stdout.contains(&format!("chain head: seq {seq} {chain_head}")), "{stdout}");
 
     let restored = dir.path().join("restored");
     let (ok, stdout, stderr) =
@@ -239,6 +243,8 @@ async fn backup_while_writing_restores_every_acknowledged_transfer() {
     assert!(ok, "verify --data-dir failed: {stderr}");
     let verified: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(verified["whole"], true);
+    assert_eq!(verified["chain_head"]["sha256"], chain_head.as_str());
+    assert_eq!(verified["chain_head"]["seq"], seq);
     // The server may open house accounts of its own (FX, settlement): compare with its count.
     let accounts_served = all_accounts(&mut client).await.len();
     assert_eq!(verified["accounts"], accounts_served as u64);

@@ -1,9 +1,19 @@
 //! The journal: an append-only, checksummed, fsync'd log of committed ops. It is Puente's
 //! source of truth; sled is an index rebuilt from it (see ARCHITECTURE.md, "Durability").
 //!
-//! File format (`journal.log`): an 8-byte magic `PUENTEJ1`, then records
-//! `[len: u32 LE][crc32(payload): u32 LE][payload: bincode(JournalEntry)]`.
+//! File format (`journal.log`): an 8-byte magic `PUENTEJ2`, then records
+//! `[len: u32 LE][crc32(payload): u32 LE][hash: 32 bytes][payload: bincode(JournalEntry)]`.
 //! A write is acknowledged only after `fdatasync` returns for the record that holds it.
+//!
+//! The CRC catches torn writes and accidental damage. The hash makes the journal
+//! tamper-evident: records form a SHA-256 chain,
+//! `hash_n = SHA256(hash_{n-1} || seq_n as u64 BE || payload_n)` with `hash_0` = 32 zero
+//! bytes, where `payload_n` is the record's bincode bytes exactly as written. Every open and
+//! every copy recomputes the chain and refuses a record whose stored hash differs, so an edit
+//! that also fixes up the CRC is still caught. The chain is not keyed: whoever can rewrite
+//! the file can recompute every following hash too (or cut records off the end), so the
+//! chain head ([`Journal::chain_head`], `Ledger::chain_head`) must be recorded outside the
+//! data directory (e.g. in settlement reports) for a rewrite to be detectable.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -14,10 +24,35 @@ use serde::{Deserialize, Serialize};
 use crate::LedgerError;
 use crate::engine::Op;
 
-const MAGIC: &[u8; 8] = b"PUENTEJ1";
+const MAGIC: &[u8; 8] = b"PUENTEJ2";
 /// Largest journal record (one group commit). A group of 64 Ki transfers is ~20 MiB.
 pub const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
 const HEADER_BYTES: usize = 8;
+/// A record's header: length, CRC-32, chain hash.
+const RECORD_HEADER_BYTES: usize = 4 + 4 + CHAIN_HASH_BYTES;
+const CHAIN_HASH_BYTES: usize = 32;
+
+/// A link of the journal's hash chain (SHA-256).
+pub type ChainHash = [u8; CHAIN_HASH_BYTES];
+/// The hash "before" the first record.
+pub const CHAIN_GENESIS: ChainHash = [0; CHAIN_HASH_BYTES];
+
+/// `SHA256(prev || seq (u64 BE) || payload)`: the hash of the record of sequence `seq` whose
+/// bincode bytes are `payload`, following the record whose hash is `prev`.
+pub fn chain_hash(prev: &ChainHash, seq: u64, payload: &[u8]) -> ChainHash {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(prev);
+    context.update(&seq.to_be_bytes());
+    context.update(payload);
+    let mut hash = CHAIN_GENESIS;
+    hash.copy_from_slice(context.finish().as_ref());
+    hash
+}
+
+/// Lower-case hex of a chain hash.
+pub fn chain_hex(hash: &ChainHash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JournalEntry {
@@ -30,6 +65,9 @@ pub struct Journal {
     path: PathBuf,
     buffer: Vec<u8>,
     len_bytes: u64,
+    /// Sequence and hash of the last record (0 and [`CHAIN_GENESIS`] when empty).
+    head_seq: u64,
+    head: ChainHash,
 }
 
 /// What opening found.
@@ -38,6 +76,8 @@ pub struct ReplayStats {
     pub entries: u64,
     pub last_seq: u64,
     pub truncated_tail_bytes: u64,
+    /// Hash of the last intact record ([`CHAIN_GENESIS`] for an empty journal).
+    pub chain_head: ChainHash,
 }
 
 impl Journal {
@@ -75,16 +115,16 @@ impl Journal {
                     break;
                 }
                 match read_record(&mut reader, file_len - offset, &mut payload) {
-                    Ok(record_len) => {
-                        let entry: JournalEntry = bincode::deserialize(&payload)
-                            .map_err(|e| corrupt(&path, offset, &format!("undecodable record: {e}")))?;
-                        if entry.seq != stats.last_seq + 1 {
-                            return Err(corrupt(
-                                &path,
-                                offset,
-                                &format!("sequence {} follows {}", entry.seq, stats.last_seq),
-                            ));
-                        }
+                    Ok((record_len, stored)) => {
+                        let entry = check_record(
+                            &path,
+                            offset,
+                            stats.last_seq,
+                            &stats.chain_head,
+                            &stored,
+                            &payload,
+                        )?;
+                        stats.chain_head = stored;
                         stats.last_seq = entry.seq;
                         stats.entries += 1;
                         each(entry)?;
@@ -125,27 +165,52 @@ impl Journal {
             }
         }
         let len_bytes = file.seek(SeekFrom::End(0))?;
-        Ok((Journal { file, path, buffer: Vec::with_capacity(1 << 20), len_bytes }, stats))
+        let journal = Journal {
+            file,
+            path,
+            buffer: Vec::with_capacity(1 << 20),
+            len_bytes,
+            head_seq: stats.last_seq,
+            head: stats.chain_head,
+        };
+        Ok((journal, stats))
     }
 
-    /// Appends one entry and makes it durable (`fdatasync`) before returning.
+    /// Appends one entry (the next sequence number) and makes it durable (`fdatasync`)
+    /// before returning. The chain head moves only once the record is durable.
     pub fn append(&mut self, entry: &JournalEntry) -> Result<(), LedgerError> {
+        if entry.seq != self.head_seq + 1 {
+            return Err(LedgerError::Storage(format!(
+                "journal entry {} appended after {}",
+                entry.seq, self.head_seq
+            )));
+        }
         self.buffer.clear();
-        self.buffer.extend_from_slice(&[0u8; 8]);
+        self.buffer.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
         bincode::serialize_into(&mut self.buffer, entry).map_err(|e| LedgerError::Storage(e.to_string()))?;
-        let payload_len = self.buffer.len() - 8;
+        let payload = &self.buffer[RECORD_HEADER_BYTES..];
+        let payload_len = payload.len();
         if payload_len > RECORD_BYTES_MAX {
             return Err(LedgerError::Storage(format!(
                 "journal record of {payload_len} bytes exceeds the limit"
             )));
         }
-        let crc = crc32fast::hash(&self.buffer[8..]);
+        let crc = crc32fast::hash(payload);
+        let hash = chain_hash(&self.head, entry.seq, payload);
         self.buffer[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         self.buffer[4..8].copy_from_slice(&crc.to_le_bytes());
+        self.buffer[8..RECORD_HEADER_BYTES].copy_from_slice(&hash);
         self.file.write_all(&self.buffer)?;
         self.file.sync_data()?;
         self.len_bytes += self.buffer.len() as u64;
+        self.head_seq = entry.seq;
+        self.head = hash;
         Ok(())
+    }
+
+    /// Sequence number and hash of the last durable record: the journal's chain head.
+    pub fn chain_head(&self) -> (u64, ChainHash) {
+        (self.head_seq, self.head)
     }
 
     pub fn len_bytes(&self) -> u64 {
@@ -169,6 +234,9 @@ pub struct PrefixCopy {
     /// Bytes of the source left out at its end: a record still being written (or a torn,
     /// never-acknowledged one).
     pub tail_bytes_left: u64,
+    /// Hash of the last record copied, checked along the whole chain ([`CHAIN_GENESIS`] for
+    /// an empty journal): record it to detect a later rewrite of the copy.
+    pub chain_head: ChainHash,
 }
 
 /// Copies the longest prefix of intact records of the journal at `src` into the new file
@@ -176,8 +244,9 @@ pub struct PrefixCopy {
 /// record is one whole group commit written before any request in it is acknowledged, so a
 /// prefix of intact records is a consistent state, and it holds every write acknowledged
 /// before the copy started. Reads only up to the length `src` had when the copy started.
-/// Refuses (`LedgerError::Corrupt`) a damaged record followed by intact ones, as recovery
-/// does; leaves out a record still being written or torn at the end. Does not modify `src`.
+/// Refuses (`LedgerError::Corrupt`) a damaged record followed by intact ones, and a record
+/// that breaks the hash chain, as recovery does; leaves out a record still being written or
+/// torn at the end. Does not modify `src`.
 pub fn copy_intact_prefix(src: &Path, dst: &Path) -> Result<PrefixCopy, LedgerError> {
     let source = File::open(src)?;
     let snapshot_len = source.metadata()?.len();
@@ -195,21 +264,15 @@ pub fn copy_intact_prefix(src: &Path, dst: &Path) -> Result<PrefixCopy, LedgerEr
     let mut payload = Vec::new();
     while offset < snapshot_len {
         match read_record(&mut reader, snapshot_len - offset, &mut payload) {
-            Ok(record_len) => {
-                let entry: JournalEntry = bincode::deserialize(&payload)
-                    .map_err(|e| corrupt(src, offset, &format!("undecodable record: {e}")))?;
-                if entry.seq != copy.last_seq + 1 {
-                    return Err(corrupt(
-                        src,
-                        offset,
-                        &format!("sequence {} follows {}", entry.seq, copy.last_seq),
-                    ));
-                }
+            Ok((record_len, stored)) => {
+                let entry = check_record(src, offset, copy.last_seq, &copy.chain_head, &stored, &payload)?;
                 writer.write_all(&(payload.len() as u32).to_le_bytes())?;
                 writer.write_all(&crc32fast::hash(&payload).to_le_bytes())?;
+                writer.write_all(&stored)?;
                 writer.write_all(&payload)?;
                 copy.entries += 1;
                 copy.last_seq = entry.seq;
+                copy.chain_head = stored;
                 copy.bytes += record_len;
                 offset += record_len;
             }
@@ -242,15 +305,56 @@ struct Damage {
     declared_end: Option<u64>,
 }
 
-fn read_record(reader: &mut impl Read, remaining: u64, payload: &mut Vec<u8>) -> Result<u64, Damage> {
-    let mut header = [0u8; 8];
-    if remaining < 8 || reader.read_exact(&mut header).is_err() {
+/// Checks an intact (CRC-verified) record read at `offset` against what precedes it: its
+/// sequence number follows `last_seq`, its stored hash continues the chain from `prev`, and
+/// it decodes. The chain is checked before decoding, so an edited payload is reported as
+/// tampering even when it no longer decodes.
+fn check_record(
+    path: &Path,
+    offset: u64,
+    last_seq: u64,
+    prev: &ChainHash,
+    stored: &ChainHash,
+    payload: &[u8],
+) -> Result<JournalEntry, LedgerError> {
+    // bincode puts `seq` first, as a little-endian u64.
+    let seq = payload
+        .get(..8)
+        .map(|bytes| u64::from_le_bytes(bytes.try_into().expect("8 bytes")))
+        .ok_or_else(|| corrupt(path, offset, "undecodable record: shorter than a sequence number"))?;
+    if seq != last_seq + 1 {
+        return Err(corrupt(path, offset, &format!("sequence {seq} follows {last_seq}")));
+    }
+    if chain_hash(prev, seq, payload) != *stored {
+        return Err(LedgerError::Corrupt(format!(
+            "journal record seq {seq} at byte {offset}: hash chain broken — the record was altered \
+             (journal {})",
+            path.display()
+        )));
+    }
+    let entry: JournalEntry = bincode::deserialize(payload)
+        .map_err(|e| corrupt(path, offset, &format!("undecodable record: {e}")))?;
+    debug_assert_eq!(entry.seq, seq);
+    Ok(entry)
+}
+
+/// Reads one record: its length and stored chain hash, its payload into `payload`.
+fn read_record(
+    reader: &mut impl Read,
+    remaining: u64,
+    payload: &mut Vec<u8>,
+) -> Result<(u64, ChainHash), Damage> {
+    const HEADER: u64 = RECORD_HEADER_BYTES as u64;
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    if remaining < HEADER || reader.read_exact(&mut header).is_err() {
         return Err(Damage { reason: "truncated record header".into(), declared_end: None });
     }
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    let declared_end = Some(8 + len);
-    if len as usize > RECORD_BYTES_MAX || 8 + len > remaining {
+    let mut stored = CHAIN_GENESIS;
+    stored.copy_from_slice(&header[8..]);
+    let declared_end = Some(HEADER + len);
+    if len as usize > RECORD_BYTES_MAX || HEADER + len > remaining {
         return Err(Damage {
             reason: format!("record of {len} bytes runs past the end"),
             declared_end: None,
@@ -263,7 +367,7 @@ fn read_record(reader: &mut impl Read, remaining: u64, payload: &mut Vec<u8>) ->
     if crc32fast::hash(payload) != crc {
         return Err(Damage { reason: "checksum mismatch".into(), declared_end });
     }
-    Ok(8 + len)
+    Ok((HEADER + len, stored))
 }
 
 /// Whether an intact record starts at `offset` (relative length check only).
@@ -285,9 +389,9 @@ fn intact_record_at(path: &Path, offset: u64) -> Result<bool, LedgerError> {
 /// header and the sequence number look plausible.
 fn intact_record_after(path: &Path, from: u64, after_seq: u64) -> Result<bool, LedgerError> {
     const CHUNK: usize = 1 << 20;
-    // A candidate needs its length, checksum and the entry's sequence number (bincode puts
-    // `seq` first, as a little-endian u64).
-    const PEEK: usize = 16;
+    // A candidate needs its length, checksum, chain hash and the entry's sequence number
+    // (bincode puts `seq` first, as a little-endian u64).
+    const PEEK: usize = RECORD_HEADER_BYTES + 8;
     let mut file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut window = vec![0u8; CHUNK + PEEK];
@@ -299,13 +403,14 @@ fn intact_record_after(path: &Path, from: u64, after_seq: u64) -> Result<bool, L
         let remaining = file_len - base;
         for i in 0..(want + 1 - PEEK).min(CHUNK) {
             let len = u32::from_le_bytes(window[i..i + 4].try_into().expect("4 bytes")) as u64;
-            let seq = u64::from_le_bytes(window[i + 8..i + 16].try_into().expect("8 bytes"));
+            let seq =
+                u64::from_le_bytes(window[i + RECORD_HEADER_BYTES..i + PEEK].try_into().expect("8 bytes"));
             let room = remaining - i as u64;
             // The records between the damaged one and this candidate take at least PEEK
             // bytes each, which bounds how far `seq` can be ahead.
             let skipped = base + i as u64 + 1 - from;
             let plausible = len >= 8
-                && 8 + len <= room
+                && RECORD_HEADER_BYTES as u64 + len <= room
                 && len <= RECORD_BYTES_MAX as u64
                 && seq > after_seq
                 && seq - after_seq <= skipped / PEEK as u64 + 1;

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use puente_money::CurrencyTable;
@@ -14,7 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::LedgerError;
 use crate::engine::settlement::{SettlementRequest, SettlementResult};
 use crate::engine::{Engine, Entry, Output, Prior, TransferLookup};
-use crate::journal::{Journal, JournalEntry};
+use crate::journal::{ChainHash, Journal, JournalEntry};
 use crate::store::{SledStore, Store};
 use crate::types::*;
 
@@ -123,6 +123,9 @@ pub struct Ledger {
     currencies: CurrencyTable,
     recovery: RecoveryReport,
     data_dir: PathBuf,
+    /// The journal's chain head (sequence, hash of that record), set by the writer once each
+    /// record is durable.
+    chain_head: Arc<Mutex<(u64, ChainHash)>>,
 }
 
 pub fn now_ns() -> u64 {
@@ -192,6 +195,7 @@ impl Ledger {
         let healthy = Arc::new(AtomicBool::new(true));
         let writer_stats = Arc::new(WriterStats::default());
         writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
+        let chain_head = Arc::new(Mutex::new(journal.chain_head()));
         let writer = Writer {
             engine,
             journal,
@@ -200,6 +204,7 @@ impl Ledger {
             feed: feed.clone(),
             healthy: healthy.clone(),
             stats: writer_stats.clone(),
+            chain_head: chain_head.clone(),
         };
         std::thread::Builder::new().name("puente-writer".into()).spawn(move || writer.run(receiver))?;
         Ok(Ledger {
@@ -211,7 +216,16 @@ impl Ledger {
             currencies: config.currencies,
             recovery,
             data_dir: config.data_dir,
+            chain_head,
         })
+    }
+
+    /// The journal's chain head: the sequence number of the last durable record and its
+    /// SHA-256 chain hash (0 and all zeros for an empty journal). It commits to every record
+    /// up to it; record it outside the data directory (e.g. in a settlement report) so that a
+    /// later rewrite of the journal can be detected (see `journal`).
+    pub fn chain_head(&self) -> (u64, ChainHash) {
+        *self.chain_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn currencies(&self) -> &CurrencyTable {
@@ -451,6 +465,7 @@ struct Writer {
     feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
     healthy: Arc<AtomicBool>,
     stats: Arc<WriterStats>,
+    chain_head: Arc<Mutex<(u64, ChainHash)>>,
 }
 
 enum Reply {
@@ -584,6 +599,7 @@ impl Writer {
         self.journal.append(&entry)?;
         let flush_elapsed = flush_started.elapsed();
         self.seq = seq;
+        *self.chain_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = self.journal.chain_head();
         self.stats.last_flush_us.store(flush_started.elapsed().as_micros() as u64, Ordering::Relaxed);
         out.ops = entry.ops;
         let accounts = touched(&self.engine, &mut out.touched_accounts);

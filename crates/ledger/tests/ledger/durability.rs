@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use puente_ledger::journal::Journal;
+use puente_ledger::journal::{CHAIN_GENESIS, Journal, chain_hash, copy_intact_prefix};
 use puente_ledger::*;
 use puente_money::CurrencyCode;
 
@@ -136,15 +136,18 @@ fn flip_byte(path: &Path, offset: u64) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A journal record's header: length, CRC-32, chain hash.
+const RECORD_HEADER: usize = 4 + 4 + 32;
+
 /// Byte offsets where each journal record starts (after the 8-byte magic).
 fn record_offsets(path: &Path) -> Vec<u64> {
     let bytes = std::fs::read(path).unwrap();
     let mut offsets = Vec::new();
     let mut at = 8usize;
-    while at + 8 <= bytes.len() {
+    while at + RECORD_HEADER <= bytes.len() {
         offsets.push(at as u64);
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        at += 8 + len;
+        at += RECORD_HEADER + len;
     }
     assert_eq!(at, bytes.len(), "the journal does not parse into whole records");
     offsets
@@ -268,7 +271,7 @@ async fn flipped_byte_in_the_middle_is_corruption() {
     let pristine = std::fs::read(&journal).unwrap();
 
     // In the payload of the second record.
-    flip_byte(&journal, offsets[1] + 8 + 20);
+    flip_byte(&journal, offsets[1] + RECORD_HEADER as u64 + 20);
     assert!(matches!(open(dir.path()), Err(LedgerError::Corrupt(_))));
     assert!(matches!(open_rebuilding(dir.path()), Err(LedgerError::Corrupt(_))));
     // Nothing was cut off.
@@ -550,4 +553,122 @@ async fn feed_is_in_timestamp_order() {
         live.extend(group.iter().cloned());
     }
     assert_eq!(live, committed);
+}
+
+/// The payload of the record at `offset`, its bounds in the file.
+fn payload_range(bytes: &[u8], offset: u64) -> std::ops::Range<usize> {
+    let at = offset as usize;
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    at + RECORD_HEADER..at + RECORD_HEADER + len
+}
+
+/// Edits one payload byte of the record at `offset` and recomputes that record's CRC, as an
+/// attacker would: only the hash chain can tell. Returns the file as tampered.
+fn tamper_with_fixed_crc(path: &Path, offset: u64) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    let payload = payload_range(&bytes, offset);
+    bytes[payload.start + payload.len() / 2] ^= 0x01;
+    let crc = crc32fast::hash(&bytes[payload]);
+    bytes[offset as usize + 4..offset as usize + 8].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+#[tokio::test]
+async fn edited_payload_with_a_recomputed_crc_breaks_the_hash_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::path(dir.path());
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    close(ledger, dir.path());
+    let offsets = record_offsets(&journal);
+    let pristine = std::fs::read(&journal).unwrap();
+
+    // A record in the middle, and the last one (which must not pass for a torn tail).
+    type Opener = fn(&Path) -> Result<Ledger, LedgerError>;
+    let cases: [(usize, Opener); 2] = [(2, open), (offsets.len() - 1, open_rebuilding)];
+    for (index, reopen) in cases {
+        let tampered = tamper_with_fixed_crc(&journal, offsets[index]);
+        let seq = index + 1;
+        match reopen(dir.path()) {
+            Err(LedgerError::Corrupt(message)) => {
+                let expected =
+                    format!("journal record seq {seq} at byte {}: hash chain broken", offsets[index]);
+                assert!(message.contains(&expected), "{message}");
+                assert!(message.contains("the record was altered"), "{message}");
+            }
+            other => panic!("record {seq} edited: {:?}", other.map(|l| l.recovery().clone())),
+        }
+        assert_eq!(std::fs::read(&journal).unwrap(), tampered, "the journal was changed");
+        // A backup copy refuses it too.
+        let copy = dir.path().join(format!("copy-{seq}.log"));
+        let error = copy_intact_prefix(&journal, &copy).unwrap_err();
+        assert!(error.to_string().contains("hash chain broken"), "{error}");
+        std::fs::write(&journal, &pristine).unwrap();
+    }
+
+    // A damaged stored hash (which the CRC does not cover) is caught the same way.
+    flip_byte(&journal, offsets[1] + 8 + 3);
+    let error = open_rebuilding(dir.path()).map(|_| ()).unwrap_err();
+    assert!(error.to_string().contains("journal record seq 2 at byte"), "{error}");
+
+    std::fs::write(&journal, &pristine).unwrap();
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().journal_entries, offsets.len() as u64);
+}
+
+#[tokio::test]
+async fn chain_head_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::path(dir.path());
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.chain_head(), (0, CHAIN_GENESIS));
+    populate(&ledger).await;
+    let head = ledger.chain_head();
+    assert_eq!(head.0, 6);
+    close(ledger, dir.path());
+
+    // The head is the canonical chain over the file: SHA256(prev || seq BE || payload).
+    let bytes = std::fs::read(&journal).unwrap();
+    let mut expected = CHAIN_GENESIS;
+    for (index, offset) in record_offsets(&journal).into_iter().enumerate() {
+        let at = offset as usize;
+        expected = chain_hash(&expected, index as u64 + 1, &bytes[payload_range(&bytes, offset)]);
+        assert_eq!(bytes[at + 8..at + RECORD_HEADER], expected, "stored hash of record {}", index + 1);
+    }
+    assert_eq!(head.1, expected);
+
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.chain_head(), head);
+    let copy = copy_intact_prefix(&journal, &dir.path().join("copy.log")).unwrap();
+    assert_eq!((copy.last_seq, copy.chain_head), head);
+    // New records continue the chain from there.
+    ok_transfers(&ledger, vec![transfer(40, 1, 2, 1)]).await;
+    let next = ledger.chain_head();
+    close(ledger, dir.path());
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    assert_eq!(ledger.chain_head(), next);
+    assert_eq!(next.0, 7);
+}
+
+#[tokio::test]
+async fn chain_head_changes_with_every_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    let mut heads = vec![ledger.chain_head()];
+    ok_accounts(&ledger, vec![account(1, USD, false), account(2, USD, true)]).await;
+    heads.push(ledger.chain_head());
+    for id in 10..20 {
+        // The same transfer amount every time: the payloads differ only in ids and times.
+        ok_transfers(&ledger, vec![transfer(id, 1, 2, 5)]).await;
+        heads.push(ledger.chain_head());
+    }
+    for (index, (seq, _)) in heads.iter().enumerate() {
+        assert_eq!(*seq, index as u64);
+    }
+    let distinct: std::collections::HashSet<_> = heads.iter().map(|(_, hash)| *hash).collect();
+    assert_eq!(distinct.len(), heads.len(), "a commit left the chain head unchanged");
+    // A read changes nothing.
+    ledger.get_account(1).unwrap();
+    assert_eq!(ledger.chain_head(), *heads.last().unwrap());
 }
