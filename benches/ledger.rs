@@ -18,6 +18,10 @@
 //! - `durable_transfers/concurrent/T_x_N`: T callers (tasks) each awaiting batches of N at the
 //!   same time: the writer's group commit folds them into one journal append + fdatasync.
 
+/// The same allocator as the `puente` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/mod.rs"]
 mod common;
 use common::filesystem_of;

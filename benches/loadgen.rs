@@ -18,6 +18,10 @@
 //! client, whichever comes first (a request in flight at the deadline is awaited). Batch runs
 //! with more than `--max-in-flight` transfers outstanding at once (64 x 8,000) are skipped.
 
+/// The same allocator as the `puente` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/mod.rs"]
 mod common;
 use common::filesystem_of;
