@@ -157,6 +157,25 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+fn quote_rows(quotes: &[pb::FxQuote]) -> String {
+    let mut text = format!(
+        "{:<36}  {:<11}  {:<7}  {:>18}  {:>18}  {}\n",
+        "ID", "SEGMENT", "PAIR", "TOTAL DEBIT", "RECEIVE", "EXPIRES"
+    );
+    for q in quotes {
+        text.push_str(&format!(
+            "{:<36}  {:<11}  {:<7}  {:>18}  {:>18}  {}\n",
+            q.id,
+            segment_name(q.segment),
+            format!("{}/{}", q.sell_currency, q.buy_currency),
+            money(&q.total_debit),
+            money(&q.receive_amount),
+            time_text(&q.expire_time)
+        ));
+    }
+    text
+}
+
 fn quote_table(q: &pb::FxQuote, lang: &str) -> String {
     let d = q.disclosure.clone().unwrap_or_default();
     let text = if lang == "es" { d.text_es } else { d.text_en };
@@ -298,29 +317,7 @@ pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result
         }
         FxCommand::List { participant, page_size, page_token } => {
             let page = client.list_quotes(&participant, page_size, &page_token).await?;
-            let value = json!({"quotes": page.quotes.iter().map(quote_json).collect::<Vec<_>>(),
-                "next_page_token": page.next_page_token});
-            out.print(value, || {
-                let mut text = format!(
-                    "{:<36}  {:<11}  {:<7}  {:>18}  {:>18}  {}\n",
-                    "ID", "SEGMENT", "PAIR", "TOTAL DEBIT", "RECEIVE", "EXPIRES"
-                );
-                for q in &page.quotes {
-                    text.push_str(&format!(
-                        "{:<36}  {:<11}  {:<7}  {:>18}  {:>18}  {}\n",
-                        q.id,
-                        segment_name(q.segment),
-                        format!("{}/{}", q.sell_currency, q.buy_currency),
-                        money(&q.total_debit),
-                        money(&q.receive_amount),
-                        time_text(&q.expire_time)
-                    ));
-                }
-                if !page.next_page_token.is_empty() {
-                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
-                }
-                text
-            });
+            out.print_page("quotes", &page.quotes, quote_json, quote_rows, &page.next_page_token);
         }
         FxCommand::Execute { quote_id, from, to, execution_id } => {
             let quote = client.get_quote(&quote_id).await?;

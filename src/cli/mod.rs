@@ -326,6 +326,27 @@ struct Output {
 }
 
 impl Output {
+    /// One page of a list: `{"<key>": [...], "next_page_token": ...}` as JSON, or the table
+    /// with a hint for the next page.
+    fn print_page<T>(
+        &self,
+        key: &str,
+        items: &[T],
+        to_json: impl Fn(&T) -> Value,
+        table: impl FnOnce(&[T]) -> String,
+        next_page_token: &str,
+    ) {
+        let value =
+            json!({ key: items.iter().map(to_json).collect::<Vec<_>>(), "next_page_token": next_page_token });
+        self.print(value, || {
+            let mut text = table(items);
+            if !next_page_token.is_empty() {
+                text.push_str(&format!("next page: --page-token {next_page_token}\n"));
+            }
+            text
+        });
+    }
+
     fn print(&self, value: Value, table: impl FnOnce() -> String) {
         if self.json {
             println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
@@ -496,17 +517,7 @@ async fn accounts(client: &mut Client, command: AccountsCommand, out: &Output) -
         }
         AccountsCommand::List { participant, page_size, page_token } => {
             let page = client.list_accounts(&participant, page_size, &page_token).await?;
-            let value = json!({
-                "accounts": page.accounts.iter().map(account_json).collect::<Vec<_>>(),
-                "next_page_token": page.next_page_token,
-            });
-            out.print(value, || {
-                let mut text = account_rows(&page.accounts);
-                if !page.next_page_token.is_empty() {
-                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
-                }
-                text
-            });
+            out.print_page("accounts", &page.accounts, account_json, account_rows, &page.next_page_token);
         }
     }
     Ok(())
@@ -583,17 +594,7 @@ async fn transfers(client: &mut Client, command: TransfersCommand, out: &Output)
                 page_token,
             };
             let page = client.list_transfers(request).await?;
-            let value = json!({
-                "transfers": page.transfers.iter().map(transfer_json).collect::<Vec<_>>(),
-                "next_page_token": page.next_page_token,
-            });
-            out.print(value, || {
-                let mut text = transfer_rows(&page.transfers);
-                if !page.next_page_token.is_empty() {
-                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
-                }
-                text
-            });
+            out.print_page("transfers", &page.transfers, transfer_json, transfer_rows, &page.next_page_token);
             Ok(())
         }
         TransfersCommand::Post { pending_id, amount, id } => {
