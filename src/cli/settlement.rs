@@ -55,7 +55,9 @@ pub enum SettlementCommand {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
-    /// The window's netting and savings report: a table, or --json / --csv.
+    /// The window's netting and savings report: a table, or --json / --csv. Every format ends
+    /// with the journal's chain head when the report was generated (`journal chain head: seq N
+    /// <hex>`), to check later with `puente verify`.
     Report {
         window: u64,
         /// CSV (long format) instead of a table.

@@ -129,6 +129,14 @@ async fn simulate_close_run_report_confirm() {
     assert!(figures.participants.iter().all(|p| !p.saving_usd.is_empty()));
     let json: serde_json::Value = serde_json::from_str(&report.document).unwrap();
     assert_eq!(json["window_id"], usd.window_id);
+    // The report carries the journal's chain head when it was generated, in the response and
+    // in its documents.
+    let head = report.journal_chain_head.clone().expect("journal_chain_head");
+    assert!(head.seq > 0, "{head:?}");
+    assert_eq!(head.sha256.len(), 64, "{head:?}");
+    assert!(head.sha256.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')), "{head:?}");
+    assert_eq!(json["journal_chain_head"]["seq"], head.seq);
+    assert_eq!(json["journal_chain_head"]["sha256"], head.sha256.as_str());
 
     // Run the settlement (twice: settled exactly once).
     let run = settlement
@@ -195,12 +203,28 @@ async fn simulate_close_run_report_confirm() {
     // The CLI: report as table, CSV and JSON; run --out-dir writes the documents.
     let table = puente(&addr, &["settlement", "report", &usd.window_id.to_string()]);
     assert!(table.contains("netting efficiency"), "{table}");
+    // A later report (after the settlement run was journaled) has a head at least as far on.
+    let later_line = table.lines().find(|l| l.starts_with("journal chain head: seq ")).expect(&table);
+    let mut fields = later_line["journal chain head: seq ".len()..].split(' ');
+    let later_seq: u64 = fields.next().unwrap().parse().unwrap();
+    let later_hash = fields.next().unwrap();
+    assert!(later_seq >= head.seq, "{later_line} vs {head:?}");
+    assert_eq!(later_hash.len(), 64, "{later_line}");
+    let cli_json: serde_json::Value =
+        serde_json::from_str(&puente(&addr, &["--json", "settlement", "report", &usd.window_id.to_string()]))
+            .unwrap();
+    assert!(cli_json["journal_chain_head"]["seq"].as_u64().unwrap() >= later_seq, "{cli_json}");
+    assert_eq!(cli_json["journal_chain_head"]["sha256"].as_str().unwrap().len(), 64);
     let csv = puente(&addr, &["settlement", "report", &usd.window_id.to_string(), "--csv"]);
     assert!(csv.starts_with("section,participant,counterparty,currency,metric,value"));
+    assert!(csv.contains(",journal_chain_seq,") && csv.contains(",journal_chain_sha256,"), "{csv}");
     let out_dir = dir.path().join("out");
     puente(&addr, &["settlement", "run", &usd.window_id.to_string(), "--out-dir", out_dir.to_str().unwrap()]);
     let written = std::fs::read_to_string(out_dir.join("pacs009.xml")).unwrap();
     assert_eq!(written, payments.document, "documents are deterministic");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("report.json")).unwrap()).unwrap();
+    assert!(written["journal_chain_head"]["seq"].as_u64().unwrap() >= later_seq, "{written}");
 
     // Confirm every participant; the last confirmation settles the window; retries change
     // nothing.

@@ -335,6 +335,59 @@ impl Settlement {
     }
 }
 
+// ----- journal chain head in reports --------------------------------------------------------
+
+/// The journal's chain head (`Ledger::chain_head`) as reports carry it: settlement reports
+/// record it outside the data directory, so `puente verify` can later check the journal up to
+/// it (see ARCHITECTURE.md, "Durability").
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+struct ChainHead {
+    seq: u64,
+    /// Lower-case hex of the SHA-256 chain hash.
+    sha256: String,
+}
+
+/// A report document with the chain head added at the end (`journal_chain_head`).
+#[derive(serde::Serialize)]
+struct ReportWithHead<'a> {
+    #[serde(flatten)]
+    report: &'a SettlementReport,
+    journal_chain_head: &'a ChainHead,
+}
+
+impl ChainHead {
+    fn of(ledger: &Ledger) -> ChainHead {
+        let (seq, hash) = ledger.chain_head();
+        ChainHead { seq, sha256: puente_ledger::journal::chain_hex(&hash) }
+    }
+
+    /// The JSON report plus `"journal_chain_head": {"seq": N, "sha256": "<hex>"}`.
+    fn json(&self, report: &SettlementReport) -> Result<String, ApiError> {
+        serde_json::to_string_pretty(&ReportWithHead { report, journal_chain_head: self })
+            .map_err(|e| ApiError::invalid("format", e.to_string()))
+    }
+
+    /// The CSV report plus two `settlement` rows: `journal_chain_seq` and
+    /// `journal_chain_sha256`.
+    fn csv(&self, report: &SettlementReport) -> String {
+        let mut out = report.to_csv();
+        let code = report.currency.as_str();
+        out.push_str(&format!("settlement,,,{code},journal_chain_seq,{}\n", self.seq));
+        out.push_str(&format!("settlement,,,{code},journal_chain_sha256,{}\n", self.sha256));
+        out
+    }
+
+    /// The table plus a last line `journal chain head: seq N <hex>`.
+    fn table(&self, report: &SettlementReport, scale: u32) -> String {
+        let mut out = report.to_table(scale);
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&format!("journal chain head: seq {} {}\n", self.seq, self.sha256));
+        out
+    }
+}
+
 // ----- wire conversions ----------------------------------------------------------------------
 
 fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
@@ -806,19 +859,20 @@ impl SettlementService for SettlementApi {
         };
         check(violations)?;
         let report = self.settlement.report(window_id, rate).await?;
+        // Read after the report's state: the head covers at least what the report reflects.
+        let head = ChainHead::of(&self.settlement.ledger);
         let scale = scale(self.currencies(), report.currency);
         let document =
             match pb::ReportFormat::try_from(request.format).unwrap_or(pb::ReportFormat::Unspecified) {
                 pb::ReportFormat::Unspecified => String::new(),
-                pb::ReportFormat::Json => {
-                    report.to_json().map_err(|e| ApiError::invalid("format", e.to_string()))?
-                }
-                pb::ReportFormat::Csv => report.to_csv(),
-                pb::ReportFormat::Table => report.to_table(scale),
+                pb::ReportFormat::Json => head.json(&report)?,
+                pb::ReportFormat::Csv => head.csv(&report),
+                pb::ReportFormat::Table => head.table(&report, scale),
             };
         Ok(Response::new(pb::GetSettlementReportResponse {
             report: Some(report_out(&report, self.currencies())),
             document,
+            journal_chain_head: Some(pb::JournalChainHead { seq: head.seq, sha256: head.sha256 }),
         }))
     }
 
