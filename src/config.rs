@@ -225,3 +225,121 @@ mod tests {
         resolve(file, None, None, None).unwrap();
     }
 }
+
+/// Property targets for the config file parser: whatever the file holds, parsing and
+/// resolving it return a value or an error, never panic.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_and_resolve(text: &str) {
+        if let Ok(file) = toml::from_str::<FileConfig>(text) {
+            let _ = resolve(file, None, None, None);
+        }
+    }
+
+    /// The example config's meaningful lines.
+    fn example_lines() -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/puente.example.toml");
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// A TOML value, valid or odd, of any type.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u32>().prop_map(|n| n.to_string()),
+            Just(u64::MAX.to_string()),
+            prop::sample::select(vec![
+                "0",
+                "-1",
+                "1e400",
+                "nan",
+                "-inf",
+                "true",
+                "[]",
+                "{}",
+                "[{}]",
+                "\"\"",
+                "\"-1\"",
+                "\"0\"",
+                "\"1e30\"",
+                "\"79228162514264337593543950336\"",
+                "\"0.0000000000000000000000000001\"",
+                "\"24:00\"",
+                "\"-1:-1\"",
+                "\"23:59\"",
+                "\"17:\"",
+                "\"../../../etc/passwd\"",
+                "\"UTC\"",
+                "\"Etc/GMT+14\"",
+                "\"America/Mexico_City\"",
+                "\"USD\"",
+                "\"MXN\"",
+                "\"CAD\"",
+                "\"usd\"",
+                "\"Fedwire\"",
+                "\"Spei\"",
+                "\"AchDirectoMexico\"",
+                "\"[::1]:0\"",
+                "\"off\"",
+                "{ USD = 18446744073709551615 }",
+                "[{ from_minor = 0, spread_bps = 4294967295 }]",
+                "[{ base = \"USD\", quote = \"USD\" }]",
+                "[{ code = \"CAD\", scale = 4294967295 }]",
+            ])
+            .prop_map(str::to_owned),
+            "\\PC{0,12}".prop_map(|s| format!("{s:?}")),
+            "[0-9:.\\-]{0,8}".prop_map(|s| format!("\"{s}\"")),
+        ]
+    }
+
+    fn header() -> impl Strategy<Value = String> {
+        prop::sample::select(vec!["[fx]", "[settlement]", "[settlement.fees]", "[fx.pricing.segments.x]"])
+            .prop_map(str::to_owned)
+    }
+
+    /// The example with one to three lines dropped, given another value, or preceded by a
+    /// table header: mostly still TOML of the right shape, so `resolve` sees odd values.
+    fn mutated_example() -> impl Strategy<Value = String> {
+        let mutation = (any::<prop::sample::Index>(), 0u8..4, value(), header());
+        prop::collection::vec(mutation, 1..4).prop_map(|mutations| {
+            let mut lines = example_lines();
+            for (at, kind, value, header) in mutations {
+                let at = at.index(lines.len());
+                match kind {
+                    0 => lines[at].clear(),
+                    3 => lines.insert(at, header),
+                    _ => {
+                        let key = lines[at].split_once(" = ").map(|(key, _)| key.to_owned());
+                        lines[at] = match key {
+                            Some(key) => format!("{key} = {value}"),
+                            None => value,
+                        };
+                    }
+                }
+            }
+            lines.join("\n")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in prop_oneof![any::<String>(), "[a-z_\\[\\]{}=\"., 0-9\n]{0,200}"]) {
+            parse_and_resolve(&text);
+        }
+
+        #[test]
+        fn mutated_example_never_panics(text in mutated_example()) {
+            parse_and_resolve(&text);
+        }
+    }
+}

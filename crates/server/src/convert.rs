@@ -372,3 +372,292 @@ pub fn position_page_token(text: &str, violations: &mut Vec<Violation>) -> Optio
 pub fn position_token(position: u64) -> String {
     format!("p{position}")
 }
+
+/// Property targets for every parser of outside input in this module (the security issue's
+/// "a fuzz or property target for every parser"). Run with the normal test suite, briefly.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use puente_money::{AMOUNT_MAX_MINOR, Currency};
+
+    const CASES: u32 = 256;
+
+    /// USD and MXN (scale 2) plus currencies of scale 0 and the largest scale.
+    fn currencies() -> CurrencyTable {
+        let add = |table: CurrencyTable, code: &str, scale| {
+            table.with(Currency::new(CurrencyCode::parse(code).unwrap(), scale).unwrap()).unwrap()
+        };
+        add(add(CurrencyTable::default(), "JPY", 0), "XBT", puente_money::SCALE_MAX)
+    }
+
+    /// Text of any kind: unicode, control characters, and very long runs.
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            any::<String>(),
+            "\\PC{0,40}",
+            (any::<String>(), 1usize..5_000).prop_map(|(s, n)| s.repeat(n).chars().take(100_000).collect()),
+        ]
+    }
+
+    fn id_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            3 => any::<u128>().prop_map(format_id),
+            1 => any::<u128>().prop_map(|id| format!("{id:032x}")),
+            1 => any::<u128>().prop_map(|id| format_id(id).to_uppercase()),
+            1 => any::<u128>().prop_map(|id| format!("{{{}}}", format_id(id))),
+            1 => any::<u128>().prop_map(|id| format!("urn:uuid:{}", format_id(id))),
+            1 => "[0-9a-fA-F-]{0,40}",
+            2 => any_text(),
+        ]
+    }
+
+    fn amount_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => "-?[0-9]{0,20}(\\.[0-9]{0,8})?",
+            1 => "[0-9]{15,19}(\\.[0-9]{0,3})?",
+            1 => "[-+0-9.eE_, ]{0,12}",
+            1 => (1usize..10_000).prop_map(|n| "9".repeat(n)),
+            1 => (1usize..10_000).prop_map(|n| format!("0.{}", "0".repeat(n))),
+            2 => any_text(),
+        ]
+    }
+
+    fn currency_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec!["USD", "MXN", "JPY", "XBT", "CAD", "usd", "US", "USDX", ""])
+                .prop_map(str::to_owned),
+            1 => "[A-Z]{3}",
+            1 => "\\PC{3}",
+            1 => any_text(),
+        ]
+    }
+
+    fn metadata() -> impl Strategy<Value = std::collections::HashMap<String, String>> {
+        prop::collection::vec((any_text(), any_text()), 0..4).prop_map(|pairs| pairs.into_iter().collect())
+    }
+
+    fn money_in() -> impl Strategy<Value = Option<pb::Money>> {
+        prop::option::weighted(
+            0.9,
+            (currency_text(), amount_text())
+                .prop_map(|(currency_code, value)| pb::Money { currency_code, value }),
+        )
+    }
+
+    fn kind() -> impl Strategy<Value = i32> {
+        prop_oneof![4 => 0i32..6, 1 => any::<i32>()]
+    }
+
+    /// Mostly well-formed transfers (so the checks on accepted ones run often), and some
+    /// arbitrary ones.
+    fn transfer() -> impl Strategy<Value = pb::Transfer> {
+        prop_oneof![3 => well_formed_transfer(), 1 => arbitrary_transfer()]
+    }
+
+    fn optional_id() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), any::<u128>().prop_map(format_id)]
+    }
+
+    prop_compose! {
+        fn well_formed_transfer()(
+            id in any::<u128>().prop_map(format_id),
+            accounts in prop_oneof![
+                (any::<u128>(), any::<u128>()).prop_map(|(d, c)| (format_id(d), format_id(c))),
+                (optional_id(), optional_id()),
+            ],
+            pending_id in optional_id(),
+            currency_code in prop::sample::select(vec!["USD", "MXN", "JPY", "XBT"]).prop_map(str::to_owned),
+            value in prop_oneof![
+                3 => "[0-9]{1,18}(\\.[0-9]{1,6})?",
+                1 => Just(String::new()),
+                1 => amount_text(),
+            ],
+            kind in 1i32..=4,
+            rest in arbitrary_transfer(),
+        ) -> pb::Transfer {
+            pb::Transfer {
+                id,
+                debit_account_id: accounts.0,
+                credit_account_id: accounts.1,
+                pending_id,
+                amount: Some(pb::Money { currency_code, value }),
+                kind,
+                ..rest
+            }
+        }
+    }
+
+    prop_compose! {
+        fn arbitrary_transfer()(
+            ids in (id_text(), id_text(), id_text(), id_text()),
+            amount in money_in(),
+            kind in kind(),
+            flags in any::<(bool, bool)>(),
+            timeout_ms in any::<u64>(),
+            reference in any_text(),
+            metadata in metadata(),
+        ) -> pb::Transfer {
+            pb::Transfer {
+                id: ids.0,
+                debit_account_id: ids.1,
+                credit_account_id: ids.2,
+                pending_id: ids.3,
+                amount,
+                kind,
+                linked: flags.0,
+                post_on_expiry: flags.1,
+                timeout_ms,
+                reference,
+                metadata,
+                ..Default::default()
+            }
+        }
+    }
+
+    prop_compose! {
+        fn account_in()(
+            id in prop_oneof![3 => any::<u128>().prop_map(format_id), 1 => id_text()],
+            participant in any_text(),
+            currency_code in prop_oneof![
+                3 => prop::sample::select(vec!["USD", "MXN", "JPY", "XBT"]).prop_map(str::to_owned),
+                1 => currency_text(),
+            ],
+            flags in any::<(bool, bool)>(),
+            overdraft_limit in prop_oneof![Just(String::new()), "[0-9]{1,18}(\\.[0-9]{1,6})?", amount_text()],
+            holder_ref in any_text(),
+            metadata in metadata(),
+        ) -> pb::Account {
+            pb::Account {
+                id,
+                participant,
+                currency_code,
+                debits_must_not_exceed_credits: flags.0,
+                credits_must_not_exceed_debits: flags.1,
+                overdraft_limit,
+                holder_ref,
+                metadata,
+                ..Default::default()
+            }
+        }
+    }
+
+    /// An accepted amount is within the limit, and its formatted text parses back to it.
+    fn assert_amount_round_trips(table: &CurrencyTable, code: CurrencyCode, minor: u64) {
+        assert!(minor <= AMOUNT_MAX_MINOR, "{minor} above the maximum");
+        let currency = table.get(code).unwrap();
+        let text = currency.format_amount(minor as u128);
+        assert_eq!(currency.parse_amount(&text), Ok(minor), "{text:?} in {code}");
+    }
+
+    fn assert_id_round_trips(id: u128) {
+        let mut violations = Vec::new();
+        assert_eq!(parse_id(&format_id(id), "id", &mut violations), Some(id));
+        assert!(violations.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(CASES))]
+
+        #[test]
+        fn transfer_in_never_panics_and_accepts_only_valid_amounts(t in transfer(), index in 0usize..10_000) {
+            let table = currencies();
+            let mut violations = Vec::new();
+            let parsed = transfer_in(&t, index, &table, &mut violations);
+            let prefix = format!("transfers[{index}].");
+            prop_assert!(violations.iter().all(|v| v.field.starts_with(&prefix)), "{violations:?}");
+            if violations.is_empty() {
+                let money = t.amount.as_ref().expect("an accepted transfer has an amount");
+                prop_assert_eq!(table.lookup(&money.currency_code).map(|c| c.code), Ok(parsed.currency));
+                assert_amount_round_trips(&table, parsed.currency, parsed.amount_minor);
+                if !money.value.is_empty() {
+                    prop_assert_eq!(table.get(parsed.currency).unwrap().parse_amount(&money.value), Ok(parsed.amount_minor));
+                }
+                prop_assert!((1..=4).contains(&t.kind));
+                for id in [parsed.id, parsed.debit_account_id, parsed.credit_account_id, parsed.pending_id] {
+                    assert_id_round_trips(id);
+                }
+                prop_assert_eq!(parsed.timeout_ms, t.timeout_ms);
+                prop_assert_eq!(parsed.metadata.len(), t.metadata.len());
+            }
+        }
+
+        #[test]
+        fn new_account_never_panics_and_accepts_only_valid_limits(a in account_in(), index in 0usize..10_000) {
+            let table = currencies();
+            let mut violations = Vec::new();
+            let parsed = new_account(&a, index, &table, &mut violations);
+            let prefix = format!("accounts[{index}].");
+            prop_assert!(violations.iter().all(|v| v.field.starts_with(&prefix)), "{violations:?}");
+            if violations.is_empty() {
+                prop_assert_eq!(table.lookup(&a.currency_code).map(|c| c.code), Ok(parsed.currency));
+                assert_amount_round_trips(&table, parsed.currency, parsed.overdraft_limit_minor);
+                if !a.overdraft_limit.is_empty() {
+                    prop_assert_eq!(
+                        table.get(parsed.currency).unwrap().parse_amount(&a.overdraft_limit),
+                        Ok(parsed.overdraft_limit_minor)
+                    );
+                }
+                assert_id_round_trips(parsed.id);
+                prop_assert_eq!(&parsed.participant, &a.participant);
+            }
+        }
+
+        #[test]
+        fn parse_id_never_panics_and_round_trips(text in id_text(), id in any::<u128>()) {
+            let mut violations = Vec::new();
+            let parsed = parse_id(&text, "f", &mut violations);
+            // Some exactly when the text is a UUID; a violation exactly when it is not.
+            prop_assert_eq!(parsed.is_some() || text.is_empty(), violations.is_empty());
+            if let Some(parsed) = parsed {
+                assert_id_round_trips(parsed);
+            }
+            assert_id_round_trips(id);
+            let mut violations = Vec::new();
+            prop_assert_eq!(parse_id(&format!("{id:032x}"), "f", &mut violations), Some(id));
+            prop_assert_eq!(parse_id(&format_id(id).to_uppercase(), "f", &mut violations), Some(id));
+            prop_assert!(violations.is_empty());
+        }
+
+        #[test]
+        fn timestamp_ns_never_panics_and_round_trips(
+            ts in prop::option::of((any::<i64>(), prop_oneof![any::<i32>(), 0i32..1_000_000_000])),
+            ns in any::<u64>(),
+        ) {
+            let ts = ts.map(|(seconds, nanos)| prost_types::Timestamp { seconds, nanos });
+            let mut violations = Vec::new();
+            let parsed = timestamp_ns(&ts, "t", &mut violations);
+            prop_assert_eq!(parsed.is_some() || ts.is_none(), violations.is_empty());
+            if let Some(parsed) = parsed.filter(|ns| *ns != 0) {
+                prop_assert_eq!(timestamp(parsed), ts);
+            }
+            let mut violations = Vec::new();
+            let back = timestamp_ns(&timestamp(ns), "t", &mut violations);
+            prop_assert_eq!(back.unwrap_or(0), ns);
+            prop_assert!(violations.is_empty());
+        }
+
+        #[test]
+        fn page_size_never_panics(requested in prop_oneof![any::<i32>(), -2i32..1_003]) {
+            let mut violations = Vec::new();
+            let size = page_size(requested, "page_size", &mut violations);
+            prop_assert_eq!((1..=1000).contains(&size), violations.is_empty());
+            prop_assert_eq!(size == 0, !violations.is_empty());
+        }
+
+        #[test]
+        fn page_tokens_never_panic_and_round_trip(
+            text in prop_oneof![any_text(), "p[+-]?[0-9]{0,25}"],
+            position in any::<u64>(),
+        ) {
+            let mut violations = Vec::new();
+            let parsed = position_page_token(&text, &mut violations);
+            prop_assert_eq!(parsed.is_some() || text.is_empty(), violations.is_empty());
+            let _ = account_page_token(&text, &mut violations);
+            let mut violations = Vec::new();
+            prop_assert_eq!(position_page_token(&position_token(position), &mut violations), Some(position));
+            prop_assert!(violations.is_empty());
+        }
+    }
+}

@@ -98,3 +98,67 @@ mod tests {
         }
     }
 }
+
+/// Property targets for the bank-identifier validators (outside input from profiles).
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The ABA checksum written out from its definition, independent of `aba_check_digit`.
+    fn aba_checksum_holds(text: &str) -> bool {
+        let d: Vec<u32> = text.bytes().map(|b| u32::from(b - b'0')).collect();
+        (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8])) % 10 == 0
+    }
+
+    /// The CLABE check digit written out from its definition (Banxico: weights 3, 7, 1; each
+    /// product taken mod 10; check = (10 − sum mod 10) mod 10).
+    fn clabe_check_holds(text: &str) -> bool {
+        let d: Vec<u32> = text.bytes().map(|b| u32::from(b - b'0')).collect();
+        let weights = [3, 7, 1, 3, 7, 1, 3, 7, 1, 3, 7, 1, 3, 7, 1, 3, 7];
+        let sum: u32 = (0..17).map(|i| d[i] * weights[i] % 10).sum();
+        (10 - sum % 10) % 10 == d[17]
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9]{0,20}",
+            "[0-9 +\\-a]{8,19}",
+            "[A-Z0-9]{0,12}",
+            "\\PC{0,20}",
+            (any::<String>(), 1usize..2_000).prop_map(|(s, n)| s.repeat(n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn validators_never_panic_on_any_text(text in any_text()) {
+            let aba = aba_valid(&text);
+            let clabe = clabe_valid(&text);
+            let _ = bic_valid(&text);
+            prop_assert!(!aba || (text.len() == 9 && text.bytes().all(|b| b.is_ascii_digit())));
+            prop_assert!(!clabe || (text.len() == 18 && text.bytes().all(|b| b.is_ascii_digit())));
+            if let Some(clabe) = make_clabe(&text) {
+                prop_assert!(clabe_valid(&clabe) && clabe.starts_with(&text));
+            }
+            if let Some(aba) = make_aba(&text) {
+                prop_assert!(aba_valid(&aba) && aba.starts_with(&text));
+            }
+        }
+
+        #[test]
+        fn aba_accepted_exactly_when_the_weighted_checksum_holds(text in "[0-9]{9}") {
+            prop_assert_eq!(aba_valid(&text), aba_checksum_holds(&text), "{}", text);
+            prop_assert!(aba_checksum_holds(&make_aba(&text[..8]).unwrap()));
+        }
+
+        #[test]
+        fn clabe_accepted_exactly_when_the_check_digit_is_right(text in "[0-9]{18}") {
+            prop_assert_eq!(clabe_valid(&text), clabe_check_holds(&text), "{}", text);
+            prop_assert!(clabe_check_holds(&make_clabe(&text[..17]).unwrap()));
+        }
+    }
+}

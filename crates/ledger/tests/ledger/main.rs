@@ -1,4 +1,5 @@
 //! Integration tests of the ledger crate (one test target).
 
 mod durability;
+mod fuzz;
 mod model;
