@@ -1400,49 +1400,32 @@ mod tests {
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert_eq!(*seen.last().unwrap(), e.last_timestamp_ns());
     }
-}
 
-#[cfg(test)]
-mod auto_post_tests {
-    use super::*;
-    use crate::store::MemoryStore;
-    use puente_money::CurrencyCode;
-
-    fn account(id: AccountId) -> NewAccount {
-        NewAccount {
-            id,
-            participant: "p".into(),
-            currency: CurrencyCode::USD,
-            flags: AccountFlags::default(),
-            overdraft_limit_minor: 0,
-            holder_ref: String::new(),
-            metadata: Metadata::new(),
+    /// A fresh engine rebuilt by applying `ops` in order (what recovery does).
+    fn replay(ops: &[Op]) -> Engine {
+        let mut engine = Engine::new(CurrencyTable::default());
+        let mut sink = Output::default();
+        for op in ops.iter().cloned() {
+            engine.apply(op, &mut sink);
         }
+        engine
     }
 
     fn hold(id: TransferId, post_on_expiry: bool, timeout_ms: u64) -> Transfer {
-        Transfer {
-            id,
-            debit_account_id: 1,
-            credit_account_id: 2,
-            amount_minor: 500,
-            currency: CurrencyCode::USD,
-            flags: TransferFlags { pending: true, post_on_expiry, ..Default::default() },
-            pending_id: 0,
-            timeout_ms,
-            reference: String::new(),
-            metadata: Metadata::new(),
-        }
+        let mut t = pending(id, 1, 2, 500, timeout_ms);
+        t.flags.post_on_expiry = post_on_expiry;
+        t
     }
 
     #[test]
     fn post_on_expiry_posts_in_full_at_the_timeout() {
-        let store = MemoryStore::new();
         let mut engine = Engine::new(CurrencyTable::default());
         let mut out = Output::default();
-        engine.create_accounts(None, vec![account(1), account(2)], 1_000, &mut out);
-        let results = engine.create_transfers(&store, None, &[hold(10, true, 1)], 2_000, &mut out).unwrap();
-        assert_eq!(results[0].result, TransferResult::Ok);
+        let accounts =
+            vec![new_account(1, AccountFlags::default(), 0), new_account(2, AccountFlags::default(), 0)];
+        engine.create_accounts(None, accounts, 1_000, &mut out);
+        let results = engine.create_transfers(&NoStore, None, &[hold(10, true, 1)], 2_000, &mut out).unwrap();
+        assert_eq!(results[0].result, R::Ok);
         assert_eq!(engine.account(1).unwrap().debits_pending_minor, 500);
         // Before the timeout nothing happens; at it, the reservation posts.
         assert_eq!(engine.expire_due(2_000 + 999_999, &mut out), 0);
@@ -1454,84 +1437,40 @@ mod auto_post_tests {
         assert!(matches!(out.ops.last(), Some(Op::AutoPost { pending_id: 10, .. })));
         assert_eq!(out.entries.last().unwrap().kind, EntryKind::PostPending);
         engine.check_invariants().unwrap();
-        // Replay reproduces it.
-        let mut replayed = Engine::new(CurrencyTable::default());
-        let mut sink = Output::default();
-        for op in out.ops.clone() {
-            replayed.apply(op, &mut sink);
-        }
-        assert_eq!(replayed.account(1), engine.account(1));
+        assert_eq!(replay(&out.ops).account(1), engine.account(1));
     }
 
     #[test]
     fn post_on_expiry_needs_a_pending_timeout() {
-        let store = MemoryStore::new();
-        let mut engine = Engine::new(CurrencyTable::default());
-        let mut out = Output::default();
-        engine.create_accounts(None, vec![account(1), account(2)], 1_000, &mut out);
-        let mut no_timeout = hold(10, true, 0);
+        let mut engine = engine();
+        let no_timeout = hold(10, true, 0);
         let mut not_pending = hold(11, true, 5);
         not_pending.flags.pending = false;
-        no_timeout.flags.linked = false;
-        let results =
-            engine.create_transfers(&store, None, &[no_timeout, not_pending], 2_000, &mut out).unwrap();
-        assert!(results.iter().all(|r| r.result == TransferResult::PostOnExpiryRequiresPendingTimeout));
-    }
-}
-
-#[cfg(test)]
-mod close_tests {
-    use super::*;
-    use crate::store::MemoryStore;
-    use puente_money::CurrencyCode;
-
-    fn account(id: AccountId, participant: &str) -> NewAccount {
-        NewAccount {
-            id,
-            participant: participant.into(),
-            currency: CurrencyCode::USD,
-            flags: AccountFlags::default(),
-            overdraft_limit_minor: 0,
-            holder_ref: String::new(),
-            metadata: Metadata::new(),
-        }
+        let outcomes = run(&mut engine, &[no_timeout, not_pending], NOW + MS);
+        assert_eq!(results(&outcomes), [R::PostOnExpiryRequiresPendingTimeout; 2]);
     }
 
     #[test]
     fn closing_is_owner_checked_idempotent_and_replayed() {
-        let store = MemoryStore::new();
         let mut engine = Engine::new(CurrencyTable::default());
         let mut out = Output::default();
-        engine.create_accounts(None, vec![account(1, "a"), account(2, "a")], 1_000, &mut out);
+        let accounts =
+            vec![new_account(1, AccountFlags::default(), 0), new_account(2, AccountFlags::default(), 0)];
+        engine.create_accounts(None, accounts, 1_000, &mut out);
+        let owner = "bank-a";
         assert_eq!(
-            engine.close_account(Some("b"), 1, 2_000, &mut out).result,
+            engine.close_account(Some("bank-b"), 1, 2_000, &mut out).result,
             AccountResult::AccountNotFound
         );
         assert_eq!(engine.close_account(None, 9, 2_000, &mut out).result, AccountResult::AccountNotFound);
-        let closed = engine.close_account(Some("a"), 1, 2_000, &mut out);
+        let closed = engine.close_account(Some(owner), 1, 2_000, &mut out);
         assert_eq!((closed.result, closed.replayed), (AccountResult::Ok, false));
         assert!(closed.account.unwrap().closed);
         let again = engine.close_account(None, 1, 3_000, &mut out);
         assert_eq!((again.result, again.replayed), (AccountResult::Ok, true));
-        let t = Transfer {
-            id: 5,
-            debit_account_id: 2,
-            credit_account_id: 1,
-            amount_minor: 1,
-            currency: CurrencyCode::USD,
-            flags: TransferFlags::default(),
-            pending_id: 0,
-            timeout_ms: 0,
-            reference: String::new(),
-            metadata: Metadata::new(),
-        };
-        let results = engine.create_transfers(&store, None, &[t], 4_000, &mut out).unwrap();
-        assert_eq!(results[0].result, TransferResult::CreditAccountClosed);
-        let mut replayed = Engine::new(CurrencyTable::default());
-        let mut sink = Output::default();
-        for op in out.ops.clone() {
-            replayed.apply(op, &mut sink);
-        }
-        assert!(replayed.account(1).unwrap().closed);
+        let outcomes =
+            engine.create_transfers(&NoStore, None, &[transfer(5, 2, 1, 1)], 4_000, &mut out).unwrap();
+        assert_eq!(outcomes[0].result, R::CreditAccountClosed);
+        assert!(replay(&out.ops).account(1).unwrap().closed);
     }
 }
