@@ -275,13 +275,13 @@ async fn run(
 ) -> RunResult {
     if mode == Mode::Quote {
         // A fresh rate for every run (quotes refuse rates older than 60 s).
-        let mut client = Client::connect(addr).await.expect("connect");
+        let mut client = connect(addr).await;
         client.set_rate("USD", "MXN", "18.9125", "loadgen").await.expect("set rate");
     }
     // Every client has its own connection, opened before the clock starts.
     let mut connections = Vec::with_capacity(clients);
     for _ in 0..clients {
-        connections.push(Client::connect(addr).await.expect("connect"));
+        connections.push(connect(addr).await);
     }
     let commits_before = ledger.stats().commits.load(Ordering::Relaxed);
     let events_before = ledger.stats().events.load(Ordering::Relaxed);
@@ -322,7 +322,7 @@ async fn run(
 
 /// Opens the wallets and treasuries over gRPC and funds every wallet.
 async fn open_accounts(addr: &str, wallets_per_currency: usize) -> Book {
-    let mut client = Client::connect(addr).await.expect("connect");
+    let mut client = connect(addr).await;
     let mut wallets: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     let mut accounts = Vec::new();
     let mut treasuries = Vec::new();
@@ -443,10 +443,23 @@ fn main() {
         let desk = puente_server::fx_desk::FxDesk::open(ledger.clone(), dir.path(), Default::default())
             .await
             .expect("open the FX desk");
-        let extras = puente_server::Extras { fx: Some(Arc::new(desk)), ..Default::default() };
+        // Limits far above what this machine can send: the benchmark measures the server.
+        let limits = puente_server::auth::LimitsConfig {
+            requests_per_second: 10_000_000,
+            burst: 10_000_000,
+            concurrent_requests: 1_000_000,
+        };
+        let extras = puente_server::Extras { fx: Some(Arc::new(desk)), limits, ..Default::default() };
         let server = tokio::spawn(puente_server::serve_with(ledger.clone(), extras, listener, async {
             let _ = stopped.await;
         }));
+        let (_, key) = Client::connect(&addr)
+            .await
+            .expect("connect")
+            .bootstrap_operator("loadgen", "load generator")
+            .await
+            .expect("bootstrap the operator");
+        let _ = OPERATOR_KEY.set(key.key);
         eprintln!("loadgen: server on {addr}; opening {} wallets", args.wallets * 2);
         let setup = Instant::now();
         let book = Arc::new(open_accounts(&addr, args.wallets).await);
@@ -493,4 +506,13 @@ fn main() {
     });
     print_table(&results);
     drop(runtime);
+}
+
+/// The operator key the load generator bootstrapped (every client uses it).
+static OPERATOR_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A client with the operator's key.
+async fn connect(addr: &str) -> Client {
+    let key = OPERATOR_KEY.get().expect("bootstrapped");
+    Client::connect_with(addr, &puente_client::ConnectOptions::api_key(key)).await.expect("connect")
 }

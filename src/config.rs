@@ -30,6 +30,12 @@ pub struct FileConfig {
     pub fx: Option<FxFileConfig>,
     /// Settlement windows: cutoff schedule, report fees and rate.
     pub settlement: Option<SettlementFileConfig>,
+    /// Per-participant request limits [default: 2,000/s, burst 4,000, 256 in flight].
+    pub limits: Option<puente_server::auth::LimitsConfig>,
+    /// TLS: `cert_path`, `key_path` (PEM), and `client_ca_path` for mutual TLS [default: none].
+    pub tls: Option<puente_server::TlsFiles>,
+    /// Personal-data keyring file (mode 0600, outside the data directory) [default: none].
+    pub pii_key_file: Option<PathBuf>,
 }
 
 /// The `[settlement]` table.

@@ -32,6 +32,9 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import hashlib
+import os
+import secrets
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple, Union
@@ -43,6 +46,8 @@ try:
     from .gen.puente.v1 import fx_pb2_grpc as fx_pb_grpc
     from .gen.puente.v1 import ledger_pb2 as pb
     from .gen.puente.v1 import ledger_pb2_grpc as pb_grpc
+    from .gen.puente.v1 import participants_pb2 as participants_pb
+    from .gen.puente.v1 import participants_pb2_grpc as participants_pb_grpc
 except ImportError as error:  # pragma: no cover - a setup problem, not a runtime one
     raise ImportError(
         "puente_client's generated stubs are missing or stale: run "
@@ -51,6 +56,9 @@ except ImportError as error:  # pragma: no cover - a setup problem, not a runtim
     ) from error
 
 __all__ = [
+    "NewApiKey",
+    "new_api_key",
+    "participants_pb",
     "FX_SEGMENTS",
     "verify_quote",
     "fx_pb",
@@ -212,6 +220,27 @@ class RefusedError(Exception):
 # Values
 
 
+class NewApiKey(NamedTuple):
+    """A new API key made on this machine: send only `sha256_hex`; show `key` once."""
+
+    key_id: str
+    key: str
+    sha256_hex: str
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"NewApiKey(key_id={self.key_id!r}, key=[redacted])"
+
+    def proto(self) -> "participants_pb.NewApiKey":
+        return participants_pb.NewApiKey(key_id=self.key_id, key_sha256=self.sha256_hex)
+
+
+def new_api_key() -> NewApiKey:
+    """64 bits of key id and 256 bits of secret from the OS's CSPRNG, in Puente's key format."""
+    key_id = secrets.token_hex(8)
+    key = f"puente_{key_id}_{secrets.token_hex(32)}"
+    return NewApiKey(key_id, key, hashlib.sha256(key.encode()).hexdigest())
+
+
 def new_id() -> str:
     """A new random id (UUID v4 text) for an account or a transfer."""
     return str(uuid.uuid4())
@@ -369,10 +398,69 @@ def verify_quote(public_key: bytes, quote: "fx_pb.FxQuote") -> bool:
         return False
 
 
+class _BearerAuth(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <key>` to every call."""
+
+    def __init__(self, key: str) -> None:
+        self._header = ("authorization", f"Bearer {key.strip()}")
+
+    def __repr__(self) -> str:  # never show the key
+        return "_BearerAuth([redacted])"
+
+    def _details(self, details):
+        metadata = [*(details.metadata or []), self._header]
+        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(
+            details.method,
+            details.timeout,
+            metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        return continuation(self._details(details), request_iterator)
+
+
+class _Details(
+    NamedTuple(
+        "_Details",
+        [
+            ("method", str),
+            ("timeout", object),
+            ("metadata", object),
+            ("credentials", object),
+            ("wait_for_ready", object),
+            ("compression", object),
+        ],
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
 class PuenteClient:
     """A connection to a Puente server (one HTTP/2 channel). Use as a context manager or call
     `close()`. Every method takes an optional `timeout` in seconds (default: `timeout` given
-    here, 30 s)."""
+    here, 30 s).
+
+    Credentials: `api_key` (default: the `PUENTE_API_KEY` environment variable) is sent as
+    `authorization: Bearer <key>` on every call. For TLS give `root_certificates` (PEM bytes of
+    the CA); for mutual TLS also `private_key` and `certificate_chain`."""
 
     def __init__(
         self,
@@ -380,22 +468,39 @@ class PuenteClient:
         *,
         timeout: float | None = 30.0,
         channel: grpc.Channel | None = None,
+        api_key: str | None = None,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
         target = addr.split("://", 1)[1] if "://" in addr else addr
         self.addr = target
         self.timeout = timeout
         self._owns_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
-                ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
-            ],
-        )
+        options = [
+            ("grpc.max_send_message_length", MESSAGE_BYTES_MAX),
+            ("grpc.max_receive_message_length", MESSAGE_BYTES_MAX),
+        ]
+        if channel is None:
+            if root_certificates is not None or certificate_chain is not None:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=root_certificates,
+                    private_key=private_key,
+                    certificate_chain=certificate_chain,
+                )
+                channel = grpc.secure_channel(target, credentials, options=options)
+            else:
+                channel = grpc.insecure_channel(target, options=options)
+            key = api_key if api_key is not None else os.environ.get("PUENTE_API_KEY")
+            if key:
+                channel = grpc.intercept_channel(channel, _BearerAuth(key))
+        self.channel = channel
         #: The generated stub, for anything the wrapper does not cover.
         self.stub = pb_grpc.LedgerServiceStub(self.channel)
         #: The generated FX stub.
         self.fx_stub = fx_pb_grpc.FxServiceStub(self.channel)
+        #: The generated participant-administration stub.
+        self.participants_stub = participants_pb_grpc.ParticipantServiceStub(self.channel)
 
     def close(self) -> None:
         if self._owns_channel:
@@ -412,6 +517,24 @@ class PuenteClient:
             return method(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as error:
             raise PuenteError.from_rpc_error(error) from error
+
+    # ---- participants
+
+    def whoami(self, *, timeout: float | None = None) -> "participants_pb.GetCallerResponse":
+        """Who this client's credentials belong to."""
+        return self._call(self.participants_stub.GetCaller, participants_pb.GetCallerRequest(), timeout)
+
+    def create_participant(
+        self, participant_id: str, display_name: str = "", *, operator: bool = False, timeout: float | None = None
+    ) -> tuple["participants_pb.Participant", NewApiKey]:
+        """Registers a participant (operators only) and returns its first key: show it once."""
+        key = new_api_key()
+        role = participants_pb.ROLE_OPERATOR if operator else participants_pb.ROLE_PARTICIPANT
+        request = participants_pb.CreateParticipantRequest(
+            participant_id=participant_id, display_name=display_name, role=role, key=key.proto()
+        )
+        response = self._call(self.participants_stub.CreateParticipant, request, timeout)
+        return response.participant, key
 
     # ---- accounts
 

@@ -25,6 +25,8 @@ class Server:
         self.process = process
         self.addr = addr
         self.log = log
+        self.operator_key = ""
+        self.binary = Path()
 
 
 def _binary() -> Path:
@@ -92,7 +94,23 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         reap()
         pytest.fail(f"server did not start: {error}\n--- server log ---\n{_log_tail(log)}")
 
-    yield Server(process, addr, log)
+    # The first operator of the new ledger, through the CLI (the key goes to a 0600 file).
+    key_file = base / "operator.key"
+    bootstrap = subprocess.run(
+        [str(_binary()), "--server", addr, "participants", "bootstrap", "operator", "--key-file", str(key_file)],
+        capture_output=True,
+        timeout=STARTUP_SECONDS,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PUENTE_API_KEY")},
+    )
+    if bootstrap.returncode != 0:
+        process.kill()
+        process.wait()
+        reap()
+        pytest.fail(f"bootstrap failed: {bootstrap.stderr.decode(errors='replace')}")
+    server = Server(process, addr, log)
+    server.operator_key = key_file.read_text().strip()
+    server.binary = _binary()
+    yield server
 
     process.send_signal(signal.SIGTERM)
     try:
@@ -108,5 +126,5 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def client(server: Server):
-    with PuenteClient(server.addr, timeout=30) as client:
+    with PuenteClient(server.addr, timeout=30, api_key=server.operator_key) as client:
         yield client

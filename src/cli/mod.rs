@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use crate::config;
 
 mod fx;
+mod holders;
 mod ops;
+mod participants;
 mod settlement;
 mod simulate;
 
@@ -24,6 +26,22 @@ pub struct Args {
     /// Print JSON instead of tables (client commands).
     #[arg(long, global = true)]
     json: bool,
+    /// API key for client commands (`puente participants create` makes one). Prefer
+    /// PUENTE_API_KEY_FILE: a key on a command line is visible to other local users.
+    #[arg(long, global = true, env = "PUENTE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// File holding the API key (one line).
+    #[arg(long, global = true, env = "PUENTE_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify a TLS server; turns TLS on for client commands.
+    #[arg(long, global = true, env = "PUENTE_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --tls-key).
+    #[arg(long, global = true, env = "PUENTE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "PUENTE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +72,20 @@ enum Command {
     Settlement(settlement::SettlementCommand),
     /// Post a seeded, realistic corridor day through the API (demos, tests, benchmarks).
     Simulate(simulate::SimulateArgs),
+    /// Participants and their credentials: bootstrap, create, rotate and revoke keys, certificates.
+    #[command(subcommand)]
+    Participants(participants::ParticipantsCommand),
+    /// Who the configured credentials belong to.
+    Whoami,
+    /// Account holders: KYC tier and (encrypted) personal data; monthly usage.
+    #[command(subcommand)]
+    Holders(holders::HoldersCommand),
+    /// The KYC policy: UDI rate and US tiers (operators).
+    #[command(subcommand)]
+    Kyc(holders::KycCommand),
+    /// Personal-data encryption keys (AES-256-GCM): make one for the keyring file.
+    #[command(subcommand)]
+    PiiKey(holders::PiiKeyCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -77,6 +109,20 @@ struct ServeArgs {
     /// "off" [default: off].
     #[arg(long, env = "PUENTE_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "PUENTE_TLS_CERT_FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, env = "PUENTE_TLS_KEY_FILE")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "PUENTE_TLS_CLIENT_CA_FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Personal-data keyring file (lines `<key_id>:<64 hex>`, the first one active; mode 0600;
+    /// outside the data directory). Or PUENTE_PII_KEY with the same specs, comma-separated.
+    /// Without either, holder requests are refused.
+    #[arg(long, env = "PUENTE_PII_KEY_FILE")]
+    pii_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -234,29 +280,84 @@ impl From<ClientError> for CliError {
     }
 }
 
+/// The client side of the connection: the API key and TLS files from flags or environment.
+fn connect_options(args: &Args) -> Result<puente_client::ConnectOptions, CliError> {
+    let api_key = match (&args.api_key, &args.api_key_file) {
+        (Some(key), _) => Some(key.trim().to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("--api-key-file {}: {e}", path.display())))?;
+            Some(text.trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    let read = |path: &PathBuf, flag: &str| {
+        std::fs::read(path).map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
+    };
+    let tls = match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+        (None, None, None) => None,
+        (ca, cert, key) => {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            if let Some(ca) = ca {
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(read(ca, "--tls-ca")?));
+            }
+            match (cert, key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(tonic::transport::Identity::from_pem(
+                        read(cert, "--tls-cert")?,
+                        read(key, "--tls-key")?,
+                    ));
+                }
+                (None, None) => {}
+                _ => return Err(CliError::Usage("--tls-cert and --tls-key go together".into())),
+            }
+            Some(tls)
+        }
+    };
+    Ok(puente_client::ConnectOptions { api_key, tls })
+}
+
 pub async fn run(args: Args) -> Result<(), CliError> {
+    let options = connect_options(&args)?;
+    let out = Output { json: args.json };
     match args.command {
         Command::Serve(serve) => run_server(serve).await,
-        Command::Ops(command) => ops::run(command, &args.server, args.json).await,
+        Command::Ops(command) => ops::run(command, &args.server, &options, args.json).await,
         Command::Settlement(command) => {
-            let mut client = settlement::connect(&args.server).await?;
-            settlement::run(&mut client, command, &Output { json: args.json }).await
+            let mut client = settlement::connect(&args.server, &options).await?;
+            settlement::run(&mut client, command, &out).await
         }
         Command::Simulate(simulate) => {
-            let mut client = Client::connect(&args.server).await?;
-            let mut settlement = settlement::connect(&args.server).await?;
-            simulate::run(&mut client, &mut settlement, simulate, &Output { json: args.json }).await
+            let mut client = Client::connect_with(&args.server, &options).await?;
+            let mut settlement = settlement::connect(&args.server, &options).await?;
+            simulate::run(&mut client, &mut settlement, simulate, &out).await
+        }
+        Command::Participants(command) => {
+            let mut client = Client::connect_with(&args.server, &options).await?;
+            participants::run(&mut client, command, &out).await
+        }
+        Command::PiiKey(command) => holders::pii_key(command),
+        Command::Holders(command) => {
+            let mut client = Client::connect_with(&args.server, &options).await?;
+            holders::holders(&mut client, command, &out).await
+        }
+        Command::Kyc(command) => {
+            let mut client = Client::connect_with(&args.server, &options).await?;
+            holders::kyc(&mut client, command, &out).await
+        }
+        Command::Whoami => {
+            let mut client = Client::connect_with(&args.server, &options).await?;
+            participants::whoami(&mut client, &out).await
         }
         command => {
-            let mut client = Client::connect(&args.server).await?;
-            let out = Output { json: args.json };
+            let mut client = Client::connect_with(&args.server, &options).await?;
             match command {
                 Command::Accounts(c) => accounts(&mut client, c, &out).await,
                 Command::Transfers(c) => transfers(&mut client, c, &out).await,
                 Command::Statement(s) => statement(&mut client, s, &out).await,
                 Command::Rates(c) => fx::rates(&mut client, c, &out).await,
                 Command::Fx(c) => fx::fx(&mut client, c, &out).await,
-                Command::Serve(_) | Command::Ops(_) | Command::Settlement(_) | Command::Simulate(_) => Ok(()),
+                _ => Ok(()),
             }
         }
     }
@@ -268,19 +369,61 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         None => config::FileConfig::default(),
     };
     let metrics_listen = config::metrics_listen(args.metrics_listen, file.metrics_listen.clone())?;
+    let limits = file.limits.unwrap_or_default();
+    let file_pii_key_file = file.pii_key_file.clone();
+    limits.validate().map_err(CliError::Usage)?;
+    let tls = match (args.tls_cert, args.tls_key, args.tls_client_ca) {
+        (None, None, None) => file.tls.clone(),
+        (Some(cert_path), Some(key_path), client_ca_path) => {
+            Some(puente_server::TlsFiles { cert_path, key_path, client_ca_path })
+        }
+        _ => {
+            return Err(CliError::Usage(
+                "--tls-cert and --tls-key go together (--tls-client-ca needs both)".into(),
+            ));
+        }
+    };
     let resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
     init_logging(&resolved.log_format)?;
     let ledger = puente_ledger::LedgerConfig {
-        data_dir: resolved.data_dir,
+        data_dir: resolved.data_dir.clone(),
         currencies: resolved.currencies,
         rebuild_index: args.rebuild_index,
     };
+    let pii_key_file = args.pii_key_file.or(file_pii_key_file);
+    let pii_keyring = match (pii_key_file, std::env::var("PUENTE_PII_KEY").ok()) {
+        (Some(_), Some(_)) => {
+            return Err(CliError::Usage(
+                "give the personal-data key once: a key file or PUENTE_PII_KEY, not both".into(),
+            ));
+        }
+        (Some(path), None) => Some(
+            puente_identity::pii::Keyring::from_file(&path, &resolved.data_dir)
+                .map_err(|e| CliError::Usage(format!("personal-data key file {}: {e}", path.display())))?,
+        ),
+        (None, Some(value)) => Some(
+            puente_identity::pii::Keyring::from_env_value(&value)
+                .map_err(|e| CliError::Usage(format!("PUENTE_PII_KEY: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    match &pii_keyring {
+        Some(keyring) => {
+            tracing::info!(active_key_id = keyring.active_key_id(), key_ids = ?keyring.key_ids(), "personal-data keyring loaded")
+        }
+        None => tracing::warn!(
+            "no personal-data key (--pii-key-file or PUENTE_PII_KEY): holder requests are refused"
+        ),
+    }
     let config = puente_server::ServerConfig {
         listen: resolved.listen,
         ledger,
         fx: resolved.fx,
         metrics_listen,
         settlement: resolved.settlement,
+        limits,
+        tls,
+        pii_keyring: pii_keyring.map(std::sync::Arc::new),
     };
     puente_server::run(config, shutdown_signal()).await?;
     Ok(())

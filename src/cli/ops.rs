@@ -99,10 +99,15 @@ pub struct VerifyArgs {
     config: Option<PathBuf>,
 }
 
-pub async fn run(command: OpsCommand, server: &str, json: bool) -> Result<(), CliError> {
+pub async fn run(
+    command: OpsCommand,
+    server: &str,
+    options: &puente_client::ConnectOptions,
+    json: bool,
+) -> Result<(), CliError> {
     let out = Output { json };
     match command {
-        OpsCommand::Status(args) => status(server, args, &out).await,
+        OpsCommand::Status(args) => status(server, options, args, &out).await,
         OpsCommand::Backup(args) => backup(args, &out),
         OpsCommand::Restore(args) => restore(args, &out).await,
         OpsCommand::Verify(args) => verify(args, &out).await,
@@ -115,9 +120,17 @@ fn ops_error(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> 
 
 // ---- status ---------------------------------------------------------------------------------
 
-async fn status(server: &str, args: StatusArgs, out: &Output) -> Result<(), CliError> {
+async fn status(
+    server: &str,
+    options: &puente_client::ConnectOptions,
+    args: StatusArgs,
+    out: &Output,
+) -> Result<(), CliError> {
     let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
-    let (overall, ledger) = match health(server, timeout).await {
+    let (overall, ledger) = match tokio::time::timeout(timeout, health(server, options))
+        .await
+        .unwrap_or_else(|_| Err("timed out".into()))
+    {
         Ok(statuses) => statuses,
         Err(error) => (format!("UNREACHABLE ({error})"), String::new()),
     };
@@ -274,14 +287,11 @@ fn human_bytes(bytes: u64) -> String {
 }
 
 /// The health of the whole server ("") and of the LedgerService.
-async fn health(server: &str, timeout: Duration) -> Result<(String, String), String> {
+async fn health(server: &str, options: &puente_client::ConnectOptions) -> Result<(String, String), String> {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-        .map_err(|e| format!("bad address {server:?}: {e}"))?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let channel = endpoint.connect().await.map_err(|e| format!("cannot connect: {e}"))?;
+    let channel =
+        puente_client::channel(server, options).await.map_err(|e| format!("cannot connect: {e}"))?;
     let mut client = HealthClient::new(channel);
     let mut statuses = Vec::new();
     for service in ["", "puente.v1.LedgerService"] {

@@ -8,11 +8,11 @@ use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 use puente_client::{ClientError, pb};
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use super::{CliError, Output, time_text};
 
-pub type SettlementClient = pb::settlement_service_client::SettlementServiceClient<Channel>;
+pub type SettlementClient =
+    pb::settlement_service_client::SettlementServiceClient<puente_client::AuthChannel>;
 
 /// Windows with more participants than this get a progress bar while their files are written.
 const PROGRESS_PARTICIPANTS_MIN: usize = 8;
@@ -133,13 +133,11 @@ pub struct ProfileArgs {
 }
 
 /// Connects to the settlement service.
-pub async fn connect(server: &str) -> Result<SettlementClient, CliError> {
-    let url = if server.contains("://") { server.to_owned() } else { format!("http://{server}") };
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| CliError::Usage(format!("--server {server}: {e}")))?
-        .connect()
-        .await
-        .map_err(|e| CliError::Client(format!("cannot connect to {server}: {e}")))?;
+pub async fn connect(
+    server: &str,
+    options: &puente_client::ConnectOptions,
+) -> Result<SettlementClient, CliError> {
+    let channel = puente_client::channel(server, options).await?;
     Ok(SettlementClient::new(channel)
         .max_decoding_message_size(puente_client::MESSAGE_BYTES_MAX)
         .max_encoding_message_size(puente_client::MESSAGE_BYTES_MAX))

@@ -6,5 +6,6 @@ mod crash;
 mod deploy;
 mod fx;
 mod ops;
+mod security;
 mod settlement;
 mod support;

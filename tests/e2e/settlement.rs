@@ -9,15 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use puente_client::{Client, NewAccount, NewTransfer, pb};
-use tonic::transport::Channel;
+use puente_client::{NewAccount, NewTransfer, pb};
 
 use crate::support::{Server, minor, temp_dir};
 
-type SettlementClient = pb::settlement_service_client::SettlementServiceClient<Channel>;
+type SettlementClient = pb::settlement_service_client::SettlementServiceClient<puente_client::AuthChannel>;
 
 async fn settlement_client(addr: &str) -> SettlementClient {
-    SettlementClient::connect(format!("http://{addr}")).await.expect("connect")
+    crate::support::operator_client(addr).await.settlement()
 }
 
 /// Validates `xml` against `../shared/iso20022/<xsd>` with xmllint (required: scripts/ci-deps
@@ -37,8 +36,13 @@ fn validate_xml(xml: &str, xsd: &str, dir: &Path, name: &str) {
 }
 
 fn puente(addr: &str, args: &[&str]) -> String {
-    let output =
-        Command::new(env!("CARGO_BIN_EXE_puente")).arg("--server").arg(addr).args(args).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_puente"))
+        .arg("--server")
+        .arg(addr)
+        .env("PUENTE_API_KEY_FILE", crate::support::key_file_for(addr))
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "puente {args:?} failed:\n{}\n{}",
@@ -410,6 +414,7 @@ impl PausedServer {
             }
         };
         std::thread::spawn(move || for _ in lines {});
+        crate::support::bootstrap(&addr, data).expect("bootstrap");
         PausedServer { child, addr, log: log.to_owned() }
     }
 
@@ -506,7 +511,7 @@ async fn sigkill_in_the_middle_of_a_settlement_run_settles_exactly_once() {
 
 /// The posted balances of the participants' USD settlement accounts.
 async fn balances(addr: &str, participants: &[String]) -> BTreeMap<String, i128> {
-    let mut ledger = Client::connect(addr).await.unwrap();
+    let mut ledger = crate::support::operator_client(addr).await;
     let mut out = BTreeMap::new();
     for p in participants {
         let account = ledger.get_account(&sim_account(p, "USD", "settlement")).await.unwrap();

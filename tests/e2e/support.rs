@@ -6,7 +6,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use puente_client::{Client, NewAccount, pb};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use puente_client::{Client, ConnectOptions, NewAccount, pb};
 
 /// How long a server may take to recover and listen.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -26,6 +29,11 @@ impl Server {
 
     /// Starts the server; on failure returns what it wrote to stderr.
     pub fn try_start(data_dir: &Path, extra: &[&str]) -> Result<Server, String> {
+        Server::try_start_with(data_dir, extra, &[])
+    }
+
+    /// Starts the server; `client_args` go to the bootstrap CLI call (e.g. TLS files).
+    pub fn try_start_with(data_dir: &Path, extra: &[&str], client_args: &[&str]) -> Result<Server, String> {
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -53,7 +61,9 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(20)) {
-                return Ok(Server { child: Some(child), addr, data_dir: data_dir.to_owned() });
+                let server = Server { child: Some(child), addr, data_dir: data_dir.to_owned() };
+                bootstrap_with(&server.addr, data_dir, client_args)?;
+                return Ok(server);
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -66,7 +76,14 @@ impl Server {
         }
     }
 
+    /// A client with the operator's key.
     pub async fn client(&self) -> Client {
+        operator_client(&self.addr).await
+    }
+
+    /// A client without credentials.
+    #[allow(dead_code)]
+    pub async fn anonymous(&self) -> Client {
         Client::connect(&self.addr).await.expect("connect")
     }
 
@@ -182,4 +199,60 @@ where
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Where a test server's operator key lives: beside its data directory (never inside it).
+pub fn operator_key_file(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("operator-key")
+}
+
+fn keys() -> &'static Mutex<HashMap<String, PathBuf>> {
+    static KEYS: std::sync::OnceLock<Mutex<HashMap<String, PathBuf>>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Bootstraps the operator of a new ledger through the CLI (`puente participants bootstrap`),
+/// or reuses the key of an earlier run over the same data directory.
+pub fn bootstrap(addr: &str, data_dir: &Path) -> Result<PathBuf, String> {
+    bootstrap_with(addr, data_dir, &[])
+}
+
+fn bootstrap_with(addr: &str, data_dir: &Path, client_args: &[&str]) -> Result<PathBuf, String> {
+    let key_file = operator_key_file(data_dir);
+    if !key_file.exists() {
+        let output = Command::new(env!("CARGO_BIN_EXE_puente"))
+            .args(client_args)
+            .args(["--server", addr, "participants", "bootstrap", "operator", "--key-file"])
+            .arg(&key_file)
+            .env_remove("PUENTE_API_KEY")
+            .env_remove("PUENTE_API_KEY_FILE")
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(format!("bootstrap failed: {}", String::from_utf8_lossy(&output.stderr)));
+        }
+    }
+    keys().lock().unwrap().insert(addr.to_owned(), key_file.clone());
+    Ok(key_file)
+}
+
+/// The operator key file of the test server at `addr`.
+pub fn key_file_for(addr: &str) -> PathBuf {
+    keys().lock().unwrap().get(addr).cloned().unwrap_or_else(|| panic!("no operator key for {addr}"))
+}
+
+/// The operator key of the test server at `addr`.
+pub fn operator_key(addr: &str) -> String {
+    std::fs::read_to_string(key_file_for(addr)).unwrap().trim().to_owned()
+}
+
+/// A client of the server at `addr` with its operator's key.
+pub async fn operator_client(addr: &str) -> Client {
+    Client::connect_with(addr, &ConnectOptions::api_key(&operator_key(addr))).await.expect("connect")
+}
+
+/// A client with the given key.
+#[allow(dead_code)]
+pub async fn client_with_key(addr: &str, key: &str) -> Client {
+    Client::connect_with(addr, &ConnectOptions::api_key(key)).await.expect("connect")
 }

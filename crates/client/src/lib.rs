@@ -17,8 +17,12 @@ use std::collections::HashMap;
 
 use pb::fx_service_client::FxServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
+use pb::participant_service_client::ParticipantServiceClient;
+use pb::settlement_service_client::SettlementServiceClient;
 pub use puente_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt;
 
 /// Largest message the client accepts (matches the server's limit).
@@ -28,6 +32,9 @@ pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub enum ClientError {
     #[error("cannot connect to {addr}: {source}")]
     Connect { addr: String, source: tonic::transport::Error },
+    /// An API key that cannot be sent, or no randomness to make one.
+    #[error("API key: {0}")]
+    InvalidKey(&'static str),
     /// The server answered with an error status. `reason` is the google.rpc.ErrorInfo reason
     /// (e.g. "INVALID_FIELD", "ACCOUNT_NOT_FOUND"); `violations` the BadRequest fields.
     #[error("{code:?}: {message}")]
@@ -43,7 +50,7 @@ impl ClientError {
         match self {
             ClientError::Status { reason, .. } => reason.as_deref(),
             ClientError::Refused { code } => Some(code),
-            ClientError::Connect { .. } => None,
+            ClientError::Connect { .. } | ClientError::InvalidKey(_) => None,
         }
     }
 }
@@ -184,8 +191,113 @@ impl NewTransfer {
 /// A connection to a Puente server. Cheap to clone (one HTTP/2 channel).
 #[derive(Clone)]
 pub struct Client {
-    inner: LedgerServiceClient<Channel>,
-    fx: FxServiceClient<Channel>,
+    inner: LedgerServiceClient<AuthChannel>,
+    fx: FxServiceClient<AuthChannel>,
+    channel: AuthChannel,
+}
+
+/// A channel that sends the caller's API key with every request. Any generated stub takes it:
+/// `SettlementServiceClient::new(channel)`.
+pub type AuthChannel = InterceptedService<Channel, BearerAuth>;
+
+/// Adds `authorization: Bearer <key>` to every request (nothing when there is no key).
+#[derive(Clone, Default)]
+pub struct BearerAuth(Option<MetadataValue<Ascii>>);
+
+impl std::fmt::Debug for BearerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "BearerAuth([redacted])" } else { "BearerAuth(none)" })
+    }
+}
+
+impl tonic::service::Interceptor for BearerAuth {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// How to connect: the API key to send, and TLS (mutual when it carries a client identity).
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    pub api_key: Option<String>,
+    pub tls: Option<ClientTlsConfig>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ConnectOptions {
+    pub fn api_key(key: &str) -> ConnectOptions {
+        ConnectOptions { api_key: Some(key.to_owned()), tls: None }
+    }
+}
+
+/// Opens a channel to `addr` ("127.0.0.1:50051", "http://host:port" or "https://host:port").
+pub async fn channel(addr: &str, options: &ConnectOptions) -> Result<AuthChannel, ClientError> {
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
+    let uri = if addr.contains("://") { addr.to_owned() } else { format!("{scheme}://{addr}") };
+    let mut endpoint = Endpoint::from_shared(uri)
+        .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?
+        .tcp_nodelay(true);
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
+    }
+    let channel =
+        endpoint.connect().await.map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
+    let auth = match &options.api_key {
+        Some(key) => Some(
+            MetadataValue::try_from(format!("Bearer {}", key.trim()))
+                .map_err(|_| ClientError::InvalidKey("an API key is printable ASCII"))?,
+        ),
+        None => None,
+    };
+    Ok(InterceptedService::new(channel, BearerAuth(auth)))
+}
+
+/// A new API key, made on this machine: only `sha256_hex` goes to the server; show `key` once.
+#[derive(Clone)]
+pub struct NewApiKey {
+    pub key_id: String,
+    /// `puente_<key_id>_<64 hex digits>`: the secret. Never log it.
+    pub key: String,
+    pub sha256_hex: String,
+}
+
+impl std::fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewApiKey").field("key_id", &self.key_id).field("key", &"[redacted]").finish()
+    }
+}
+
+impl NewApiKey {
+    /// 64 bits of key id and 256 bits of secret from the system's CSPRNG.
+    pub fn generate() -> Result<NewApiKey, ClientError> {
+        use ring::rand::SecureRandom;
+        let rng = ring::rand::SystemRandom::new();
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        rng.fill(&mut id).map_err(|_| ClientError::InvalidKey("no randomness"))?;
+        rng.fill(&mut secret).map_err(|_| ClientError::InvalidKey("no randomness"))?;
+        let key_id = hex::encode(id);
+        let key = format!("puente_{key_id}_{}", hex::encode(secret));
+        let sha256_hex = hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes()));
+        Ok(NewApiKey { key_id, key, sha256_hex })
+    }
+
+    pub fn proto(&self) -> pb::NewApiKey {
+        pb::NewApiKey { key_id: self.key_id.clone(), key_sha256: self.sha256_hex.clone() }
+    }
 }
 
 /// Verifies a quote's Ed25519 signature over its canonical bytes, offline, with the key from
@@ -206,26 +318,125 @@ pub enum Fixed<'a> {
 }
 
 impl Client {
-    /// Connects to `addr` ("127.0.0.1:50051" or "http://host:port").
+    /// Connects to `addr` ("127.0.0.1:50051" or "http://host:port") without credentials
+    /// (only health, reflection and bootstrap answer; see `connect_with`).
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let uri = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?
-            .tcp_nodelay(true);
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|source| ClientError::Connect { addr: addr.to_owned(), source })?;
-        Ok(Client {
+        Client::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects with an API key: `Client::connect_with(addr, &ConnectOptions::api_key(&key))`.
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Client, ClientError> {
+        Ok(Client::from_channel(channel(addr, options).await?))
+    }
+
+    pub fn from_channel(channel: AuthChannel) -> Client {
+        Client {
             inner: LedgerServiceClient::new(channel.clone())
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX),
-            fx: FxServiceClient::new(channel),
-        })
+            fx: FxServiceClient::new(channel.clone()),
+            channel,
+        }
+    }
+
+    /// The channel (with this client's credentials), for other generated stubs.
+    pub fn channel(&self) -> AuthChannel {
+        self.channel.clone()
+    }
+
+    pub fn participants(&self) -> ParticipantServiceClient<AuthChannel> {
+        ParticipantServiceClient::new(self.channel.clone())
+    }
+
+    pub fn settlement(&self) -> SettlementServiceClient<AuthChannel> {
+        SettlementServiceClient::new(self.channel.clone())
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// Registers the first operator of a new ledger (from loopback, while there is none) and
+    /// returns its new key (show it once).
+    pub async fn bootstrap_operator(
+        &mut self,
+        participant_id: &str,
+        display_name: &str,
+    ) -> Result<(pb::Participant, NewApiKey), ClientError> {
+        let key = NewApiKey::generate()?;
+        let response = self
+            .participants()
+            .bootstrap_operator(pb::BootstrapOperatorRequest {
+                participant_id: participant_id.to_owned(),
+                display_name: display_name.to_owned(),
+                key: Some(key.proto()),
+            })
+            .await?
+            .into_inner();
+        Ok((response.participant.unwrap_or_default(), key))
+    }
+
+    /// Registers a participant (operators only) and returns its first key (show it once).
+    pub async fn create_participant(
+        &mut self,
+        participant_id: &str,
+        display_name: &str,
+        role: pb::Role,
+    ) -> Result<(pb::Participant, NewApiKey), ClientError> {
+        let key = NewApiKey::generate()?;
+        let response = self
+            .participants()
+            .create_participant(pb::CreateParticipantRequest {
+                participant_id: participant_id.to_owned(),
+                display_name: display_name.to_owned(),
+                role: role as i32,
+                key: Some(key.proto()),
+            })
+            .await?
+            .into_inner();
+        Ok((response.participant.unwrap_or_default(), key))
+    }
+
+    /// Issues a new key; with `revoke_others`, every other key of the participant stops working.
+    pub async fn rotate_key(
+        &mut self,
+        participant_id: &str,
+        revoke_others: bool,
+    ) -> Result<(pb::Participant, NewApiKey), ClientError> {
+        let key = NewApiKey::generate()?;
+        let response = self
+            .participants()
+            .issue_api_key(pb::IssueApiKeyRequest {
+                participant_id: participant_id.to_owned(),
+                key: Some(key.proto()),
+                revoke_other_keys: revoke_others,
+            })
+            .await?
+            .into_inner();
+        Ok((response.participant.unwrap_or_default(), key))
+    }
+
+    pub async fn revoke_key(
+        &mut self,
+        participant_id: &str,
+        key_id: &str,
+    ) -> Result<pb::Participant, ClientError> {
+        let response = self
+            .participants()
+            .revoke_api_key(pb::RevokeApiKeyRequest {
+                participant_id: participant_id.to_owned(),
+                key_id: key_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(response.participant.unwrap_or_default())
+    }
+
+    /// Who this client's credentials belong to.
+    pub async fn whoami(&mut self) -> Result<pb::GetCallerResponse, ClientError> {
+        Ok(self.participants().get_caller(pb::GetCallerRequest {}).await?.into_inner())
     }
 
     /// The generated stub, for anything this wrapper does not cover.
-    pub fn raw(&mut self) -> &mut LedgerServiceClient<Channel> {
+    pub fn raw(&mut self) -> &mut LedgerServiceClient<AuthChannel> {
         &mut self.inner
     }
 
@@ -322,7 +533,7 @@ impl Client {
 
 impl Client {
     /// The FX stub, for anything this wrapper does not cover.
-    pub fn raw_fx(&mut self) -> &mut FxServiceClient<Channel> {
+    pub fn raw_fx(&mut self) -> &mut FxServiceClient<AuthChannel> {
         &mut self.fx
     }
 

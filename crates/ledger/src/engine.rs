@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::*;
 
+pub mod holders;
+pub mod identity;
 pub mod settlement;
 
 use settlement::{SettlementState, SettlementUndo};
@@ -69,6 +71,44 @@ pub enum Op {
     /// An account was closed: it takes no new transfers (its balances stay readable).
     CloseAccount {
         account_id: AccountId,
+        timestamp_ns: u64,
+    },
+    /// A participant was registered (see `engine::identity`).
+    RegisterParticipant {
+        id: String,
+        name: String,
+        role: identity::Role,
+        timestamp_ns: u64,
+    },
+    /// An API key (its SHA-256 only) was issued to a participant.
+    AddApiKey {
+        participant: String,
+        key_id: String,
+        key_sha256: identity::Digest,
+        timestamp_ns: u64,
+    },
+    /// An API key was revoked: it authenticates nobody from now on.
+    RevokeApiKey {
+        participant: String,
+        key_id: String,
+        timestamp_ns: u64,
+    },
+    /// A client certificate (its SHA-256 over DER) now authenticates a participant (mTLS).
+    BindCertificate {
+        participant: String,
+        cert_sha256: identity::Digest,
+        timestamp_ns: u64,
+    },
+    UnbindCertificate {
+        participant: String,
+        cert_sha256: identity::Digest,
+        timestamp_ns: u64,
+    },
+    /// An account holder was registered (personal data sealed; see `engine::holders`).
+    RegisterHolder(Box<holders::Holder>),
+    /// The KYC policy (UDI rate, US tiers) in force from now on.
+    SetKycPolicy {
+        policy: puente_identity::kyc::KycPolicy,
         timestamp_ns: u64,
     },
 }
@@ -159,6 +199,7 @@ enum Undo {
     ExpiryRemoved(u64, TransferId),
     Recent(TransferId),
     Settlement(SettlementUndo),
+    KycUsage((String, String), Option<puente_identity::kyc::MonthlyUsage>),
 }
 
 pub struct Engine {
@@ -171,6 +212,8 @@ pub struct Engine {
     last_timestamp_ns: u64,
     undo: Option<Vec<Undo>>,
     settlement: SettlementState,
+    identity: identity::IdentityState,
+    holders: holders::HolderState,
 }
 
 impl Engine {
@@ -184,6 +227,8 @@ impl Engine {
             last_timestamp_ns: 0,
             undo: None,
             settlement: SettlementState::default(),
+            identity: identity::IdentityState::default(),
+            holders: holders::HolderState::default(),
         }
     }
 
@@ -465,6 +510,7 @@ impl Engine {
                     self.recent.remove(&id);
                 }
                 Undo::Settlement(step) => self.settlement_rollback(step),
+                Undo::KycUsage(key, previous) => self.undo_kyc_usage(key, previous),
             }
         }
         out.ops.truncate(ops_mark);
@@ -639,6 +685,13 @@ impl Engine {
                     TransferResult::PendingTransferNotFound
                 }));
             };
+            // Another participant's pending transfer does not exist for this caller.
+            if let Some(actor) = actor {
+                let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == actor);
+                if !owned {
+                    return Ok(Err(TransferResult::PendingTransferNotFound));
+                }
+            }
             match p.state {
                 PendingState::Pending => {}
                 PendingState::Posted => return Ok(Err(TransferResult::PendingTransferAlreadyPosted)),
@@ -656,12 +709,6 @@ impl Engine {
             }
             if t.currency != p.currency {
                 return Ok(Err(TransferResult::PendingTransferHasDifferentCurrency));
-            }
-            if let Some(actor) = actor {
-                let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == actor);
-                if !owned {
-                    return Ok(Err(TransferResult::DebitAccountNotOwned));
-                }
             }
             let amount_minor = if t.flags.void_pending {
                 if t.amount_minor != 0 && t.amount_minor != p.amount_minor {
@@ -687,8 +734,9 @@ impl Engine {
         let Some(credit) = self.accounts.get(&t.credit_account_id) else {
             return Ok(Err(TransferResult::CreditAccountNotFound));
         };
+        // Another participant's account does not exist for this caller (existence must not leak).
         if actor.is_some_and(|a| a != debit.participant) {
-            return Ok(Err(TransferResult::DebitAccountNotOwned));
+            return Ok(Err(TransferResult::DebitAccountNotFound));
         }
         if debit.currency != credit.currency {
             return Ok(Err(TransferResult::AccountsMustHaveSameCurrency));
@@ -718,6 +766,12 @@ impl Engine {
             return Ok(Err(TransferResult::ExceedsDebits));
         }
         if let Err(result) = self.check_net_debit_cap(t) {
+            return Ok(Err(result));
+        }
+        // The credited account's holder: its KYC tier's monthly and balance limits.
+        if let Err(result) =
+            self.check_kyc_credit(t.credit_account_id, t.amount_minor, now_ns.max(self.last_timestamp_ns + 1))
+        {
             return Ok(Err(result));
         }
         Ok(Ok(Effect {
@@ -809,6 +863,7 @@ impl Engine {
                 let kind;
                 if t.flags.pending {
                     kind = EntryKind::Pending;
+                    self.count_kyc_credit(e.credit_account_id, e.amount_minor, ts);
                     self.update(e.debit_account_id, |a| a.debits_pending_minor += amount);
                     self.update(e.credit_account_id, |a| a.credits_pending_minor += amount);
                     self.save_pending(t.id);
@@ -880,6 +935,7 @@ impl Engine {
                     );
                 } else {
                     kind = EntryKind::Posted;
+                    self.count_kyc_credit(e.credit_account_id, e.amount_minor, ts);
                     self.update(e.debit_account_id, |a| a.debits_posted_minor += amount);
                     self.update(e.credit_account_id, |a| a.credits_posted_minor += amount);
                     self.settlement_on_posted(
@@ -959,6 +1015,12 @@ impl Engine {
             | Op::WindowTransition { .. }
             | Op::SettleWindow { .. }
             | Op::ConfirmSettlement { .. } => self.apply_settlement(&op),
+            Op::RegisterParticipant { .. }
+            | Op::AddApiKey { .. }
+            | Op::RevokeApiKey { .. }
+            | Op::BindCertificate { .. }
+            | Op::UnbindCertificate { .. } => self.apply_identity(&op),
+            Op::RegisterHolder(_) | Op::SetKycPolicy { .. } => self.apply_holder(&op),
         }
         out.ops.push(op);
     }

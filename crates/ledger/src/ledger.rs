@@ -5,15 +5,17 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use puente_money::CurrencyTable;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::LedgerError;
+use crate::engine::holders::{HolderRequest, HolderResult};
+use crate::engine::identity::{Credentials, IdentityRequest, IdentityResult};
 use crate::engine::settlement::{SettlementRequest, SettlementResult};
-use crate::engine::{Engine, Entry, Output, Prior, TransferLookup};
+use crate::engine::{Engine, Entry, Op, Output, Prior, TransferLookup};
 use crate::journal::{ChainHash, Journal, JournalEntry};
 use crate::store::{SledStore, Store};
 use crate::types::*;
@@ -61,6 +63,10 @@ enum Command {
         request: Box<SettlementRequest>,
         reply: oneshot::Sender<Result<SettlementResult, LedgerError>>,
     },
+    /// Participants, keys and certificates (see `engine::identity`).
+    Identity { request: Box<IdentityRequest>, reply: oneshot::Sender<Result<IdentityResult, LedgerError>> },
+    /// Account holders and the KYC policy (see `engine::holders`).
+    Holder { request: Box<HolderRequest>, reply: oneshot::Sender<Result<HolderResult, LedgerError>> },
 }
 
 impl Command {
@@ -68,7 +74,10 @@ impl Command {
         match self {
             Command::CreateAccounts { batch, .. } => batch.len(),
             Command::CreateTransfers { batch, .. } => batch.len(),
-            Command::Settlement { .. } | Command::CloseAccount { .. } => 1,
+            Command::Settlement { .. }
+            | Command::CloseAccount { .. }
+            | Command::Identity { .. }
+            | Command::Holder { .. } => 1,
         }
     }
 }
@@ -126,6 +135,8 @@ pub struct Ledger {
     /// The journal's chain head (sequence, hash of that record), set by the writer once each
     /// record is durable.
     chain_head: Arc<Mutex<(u64, ChainHash)>>,
+    /// Live credentials, replaced by the writer after every commit that changes them.
+    credentials: Arc<RwLock<Arc<Credentials>>>,
 }
 
 pub fn now_ns() -> u64 {
@@ -196,7 +207,9 @@ impl Ledger {
         let writer_stats = Arc::new(WriterStats::default());
         writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
         let chain_head = Arc::new(Mutex::new(journal.chain_head()));
+        let credentials = Arc::new(RwLock::new(Arc::new(engine.identity().credentials())));
         let writer = Writer {
+            credentials: credentials.clone(),
             engine,
             journal,
             store: store.clone(),
@@ -217,6 +230,7 @@ impl Ledger {
             recovery,
             data_dir: config.data_dir,
             chain_head,
+            credentials,
         })
     }
 
@@ -288,6 +302,25 @@ impl Ledger {
         let (reply, response) = oneshot::channel();
         self.send(Command::Settlement { request: Box::new(request), reply }).await?;
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// A participant-registry command or read, run by the writer like `settlement`.
+    pub async fn identity(&self, request: IdentityRequest) -> Result<IdentityResult, LedgerError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Identity { request: Box::new(request), reply }).await?;
+        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// An account-holder command or read, run by the writer like `settlement`.
+    pub async fn holders(&self, request: HolderRequest) -> Result<HolderResult, LedgerError> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Holder { request: Box::new(request), reply }).await?;
+        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
+    }
+
+    /// The credentials in force (a snapshot; cheap to call on every request).
+    pub fn credentials(&self) -> Arc<Credentials> {
+        self.credentials.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     async fn send(&self, command: Command) -> Result<(), LedgerError> {
@@ -466,6 +499,7 @@ struct Writer {
     healthy: Arc<AtomicBool>,
     stats: Arc<WriterStats>,
     chain_head: Arc<Mutex<(u64, ChainHash)>>,
+    credentials: Arc<RwLock<Arc<Credentials>>>,
 }
 
 enum Reply {
@@ -479,6 +513,8 @@ enum Reply {
         Result<Vec<TransferOutcome>, LedgerError>,
     ),
     Settlement(oneshot::Sender<Result<SettlementResult, LedgerError>>, Result<SettlementResult, LedgerError>),
+    Identity(oneshot::Sender<Result<IdentityResult, LedgerError>>, IdentityResult),
+    Holder(oneshot::Sender<Result<HolderResult, LedgerError>>, HolderResult),
 }
 
 impl Writer {
@@ -561,6 +597,14 @@ impl Writer {
                     let result = self.engine.settlement_command(self.store.as_ref(), *request, now, out);
                     replies.push(Reply::Settlement(reply, result));
                 }
+                Command::Identity { request, reply } => {
+                    let result = self.engine.identity_command(*request, now, out);
+                    replies.push(Reply::Identity(reply, result));
+                }
+                Command::Holder { request, reply } => {
+                    let result = self.engine.holder_command(*request, now, out);
+                    replies.push(Reply::Holder(reply, result));
+                }
             }
         }
         if !out.is_empty() {
@@ -577,6 +621,8 @@ impl Writer {
                         Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
                         Reply::Settlement(tx, _) => drop(tx.send(Err(error))),
                         Reply::Close(tx, _) => drop(tx.send(Err(error))),
+                        Reply::Identity(tx, _) => drop(tx.send(Err(error))),
+                        Reply::Holder(tx, _) => drop(tx.send(Err(error))),
                     }
                 }
                 return;
@@ -588,6 +634,8 @@ impl Writer {
                 Reply::Transfers(tx, result) => drop(tx.send(result)),
                 Reply::Settlement(tx, result) => drop(tx.send(result)),
                 Reply::Close(tx, result) => drop(tx.send(result)),
+                Reply::Identity(tx, result) => drop(tx.send(Ok(result))),
+                Reply::Holder(tx, result) => drop(tx.send(Ok(result))),
             }
         }
     }
@@ -605,6 +653,19 @@ impl Writer {
         let accounts = touched(&self.engine, &mut out.touched_accounts);
         self.store.apply(seq, out, &accounts)?;
         self.engine.store_caught_up();
+        if out.ops.iter().any(|op| {
+            matches!(
+                op,
+                Op::RegisterParticipant { .. }
+                    | Op::AddApiKey { .. }
+                    | Op::RevokeApiKey { .. }
+                    | Op::BindCertificate { .. }
+                    | Op::UnbindCertificate { .. }
+            )
+        }) {
+            let credentials = Arc::new(self.engine.identity().credentials());
+            *self.credentials.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = credentials;
+        }
         let committed: Vec<TransferRecord> = out
             .ops
             .iter()
@@ -640,5 +701,7 @@ fn fail_command(command: Command, error: LedgerError) {
         Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
         Command::Settlement { reply, .. } => drop(reply.send(Err(error))),
         Command::CloseAccount { reply, .. } => drop(reply.send(Err(error))),
+        Command::Identity { reply, .. } => drop(reply.send(Err(error))),
+        Command::Holder { reply, .. } => drop(reply.send(Err(error))),
     }
 }

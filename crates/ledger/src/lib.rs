@@ -13,6 +13,8 @@ pub mod ledger;
 pub mod store;
 pub mod types;
 
+pub use engine::holders;
+pub use engine::identity;
 pub use engine::settlement;
 pub use engine::{Engine, Entry, EntryKind, Op, Output, Prior};
 pub use ledger::{Ledger, LedgerConfig, RecoveryReport, now_ns};

@@ -274,6 +274,8 @@ result_enum!(
         OverflowsBalance => "OVERFLOWS_BALANCE",
         NetDebitCapExceeded => "NET_DEBIT_CAP_EXCEEDED",
         HubAccountReserved => "HUB_ACCOUNT_RESERVED",
+        KycLimitExceeded => "KYC_LIMIT_EXCEEDED",
+        KycCurrencyNotCovered => "KYC_CURRENCY_NOT_COVERED",
     }
 );
 
@@ -305,6 +307,8 @@ impl TransferResult {
                 | OverflowsBalance
                 | NetDebitCapExceeded
                 | HubAccountReserved
+                | KycLimitExceeded
+                | KycCurrencyNotCovered
         )
     }
 }

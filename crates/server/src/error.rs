@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use puente_fx::FxError;
 use puente_ledger::LedgerError;
+use puente_ledger::holders::HolderRefusal;
+use puente_ledger::identity::IdentityRefusal;
 
 use crate::fx_desk::DeskError;
 use tonic::{Code, Status};
@@ -41,6 +43,27 @@ pub enum ApiError {
     Fx(#[from] DeskError),
     #[error(transparent)]
     Settlement(#[from] puente_ledger::settlement::SettlementRefusal),
+    #[error(transparent)]
+    Identity(#[from] puente_ledger::identity::IdentityRefusal),
+    /// No credentials, or unknown or revoked ones. The text never includes a key.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// Authenticated, but the role does not allow the method.
+    #[error("permission denied: {0}")]
+    PermissionDenied(&'static str),
+    #[error(transparent)]
+    Holder(#[from] puente_ledger::holders::HolderRefusal),
+    /// Holder requests need the personal-data key, which this server was not given.
+    #[error(
+        "personal data cannot be stored or read: the server has no personal-data key (pii_key_file or PUENTE_PII_KEY)"
+    )]
+    PiiKeyMissing,
+    /// Sealed personal data could not be opened (a key was rotated out) or sealed.
+    #[error("personal data could not be sealed or opened with the configured keys")]
+    PiiSealing,
+    /// The caller's rate or concurrency limit: retry after `retry_after_ms`.
+    #[error("too many requests ({limit}); retry after {retry_after_ms} ms")]
+    RateLimited { limit: &'static str, retry_after_ms: u64 },
 }
 
 impl From<FxError> for ApiError {
@@ -90,6 +113,42 @@ fn fx_code_and_reason(error: &DeskError) -> (Code, &'static str) {
     }
 }
 
+fn identity_code_and_reason(error: &IdentityRefusal) -> (Code, &'static str) {
+    match error {
+        IdentityRefusal::Invalid { .. } | IdentityRefusal::BootstrapNeedsOperator => {
+            (Code::InvalidArgument, "INVALID_FIELD")
+        }
+        IdentityRefusal::NotFound(_) => (Code::NotFound, "PARTICIPANT_NOT_FOUND"),
+        IdentityRefusal::ExistsWithDifferent { field: "role", .. } => {
+            (Code::AlreadyExists, "PARTICIPANT_EXISTS_WITH_DIFFERENT_ROLE")
+        }
+        IdentityRefusal::ExistsWithDifferent { field: "display_name", .. } => {
+            (Code::AlreadyExists, "PARTICIPANT_EXISTS_WITH_DIFFERENT_DISPLAY_NAME")
+        }
+        IdentityRefusal::ExistsWithDifferent { .. } => {
+            (Code::AlreadyExists, "PARTICIPANT_EXISTS_WITH_DIFFERENT_KEY")
+        }
+        IdentityRefusal::KeyIdTaken(_) => (Code::AlreadyExists, "KEY_ID_TAKEN"),
+        IdentityRefusal::KeyNotFound { .. } => (Code::NotFound, "KEY_NOT_FOUND"),
+        IdentityRefusal::BootstrapOver => (Code::PermissionDenied, "BOOTSTRAP_CLOSED"),
+        IdentityRefusal::CertificateTaken => (Code::AlreadyExists, "CERTIFICATE_TAKEN"),
+        IdentityRefusal::LimitReached(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
+    }
+}
+
+fn holder_code_and_reason(error: &HolderRefusal) -> (Code, &'static str) {
+    match error {
+        HolderRefusal::Invalid { .. } => (Code::InvalidArgument, "INVALID_FIELD"),
+        HolderRefusal::NotFound(_) => (Code::NotFound, "HOLDER_NOT_FOUND"),
+        HolderRefusal::ExistsWithDifferent { .. } => {
+            (Code::AlreadyExists, "HOLDER_EXISTS_WITH_DIFFERENT_FIELDS")
+        }
+        HolderRefusal::PolicyNotSet => (Code::FailedPrecondition, "KYC_POLICY_NOT_SET"),
+        HolderRefusal::Kyc(_) => (Code::InvalidArgument, "INVALID_KYC_POLICY"),
+        HolderRefusal::LimitReached => (Code::ResourceExhausted, "LIMIT_REACHED"),
+    }
+}
+
 fn ledger_code_and_reason(error: &LedgerError) -> (Code, &'static str) {
     match error {
         LedgerError::InvalidBatch(_) => (Code::InvalidArgument, "INVALID_BATCH"),
@@ -114,6 +173,13 @@ impl ApiError {
             ApiError::Ledger(e) => ledger_code_and_reason(e),
             ApiError::Fx(e) => fx_code_and_reason(e),
             ApiError::Settlement(e) => crate::settlement_service::code_and_reason(e),
+            ApiError::Identity(e) => identity_code_and_reason(e),
+            ApiError::Holder(e) => holder_code_and_reason(e),
+            ApiError::PiiKeyMissing => (Code::FailedPrecondition, "PII_KEY_NOT_CONFIGURED"),
+            ApiError::PiiSealing => (Code::Internal, "PII_UNREADABLE"),
+            ApiError::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
+            ApiError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
+            ApiError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
         }
     }
 }
@@ -136,7 +202,25 @@ impl From<ApiError> for Status {
                 metadata.insert("resource".to_owned(), (*resource).to_owned());
                 metadata.insert("id".to_owned(), id.clone());
             }
-            ApiError::Ledger(_) | ApiError::Fx(_) | ApiError::Refused(_) => {}
+            ApiError::Holder(HolderRefusal::Invalid { field, reason }) => {
+                details.add_bad_request_violation(*field, reason.clone());
+            }
+            ApiError::Identity(IdentityRefusal::Invalid { field, reason }) => {
+                details.add_bad_request_violation(*field, reason.clone());
+            }
+            ApiError::RateLimited { limit, retry_after_ms } => {
+                metadata.insert("limit".to_owned(), (*limit).to_owned());
+                details.set_retry_info(Some(std::time::Duration::from_millis(*retry_after_ms)));
+            }
+            ApiError::Ledger(_)
+            | ApiError::Fx(_)
+            | ApiError::Refused(_)
+            | ApiError::Identity(_)
+            | ApiError::Holder(_)
+            | ApiError::PiiKeyMissing
+            | ApiError::PiiSealing
+            | ApiError::Unauthenticated(_)
+            | ApiError::PermissionDenied(_) => {}
             ApiError::Settlement(e) => crate::settlement_service::add_details(e, &mut details, &mut metadata),
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);

@@ -16,6 +16,7 @@ use puente_fx::{
     FxError, Pair, Pricer, PricingConfig, Quote, QuoteRequest, QuoteSigner, RateBook, Segment,
     check_executable, generate_quote_id, verify_quote,
 };
+use puente_ledger::identity::Caller;
 use puente_ledger::{
     Account, AccountFlags, AccountId, Ledger, LedgerError, Metadata, NewAccount, PendingState, Prior,
     Transfer, TransferFlags, TransferId, TransferResult,
@@ -349,6 +350,7 @@ impl FxDesk {
     /// Executes a signed quote (idempotent per execution id).
     pub async fn execute(
         &self,
+        caller: &Caller,
         canonical: &[u8],
         signature: &[u8],
         source: AccountId,
@@ -362,6 +364,10 @@ impl FxDesk {
             .map_err(|_| FxError::InvalidSignature)?;
         let quote = Quote::from_canonical_bytes(canonical)?;
         verify_quote(&self.public_key(), &quote, signature)?;
+        // Another participant's quote is not found, even when its holder passes it on.
+        if !caller.may_see(&quote.participant) {
+            return Err(DeskError::QuoteNotFound(uuid::Uuid::from_bytes(quote.id).to_string()));
+        }
         let execution = uuid::Uuid::from_u128(execution_id).to_string();
         let first_leg = leg_id(&quote.id, 1);
         // A retry of this execution returns the first outcome, even after the quote expired.
@@ -386,6 +392,12 @@ impl FxDesk {
         }
         check_executable(&quote, now_ms())?;
         let source_account = self.account(source, "source")?;
+        if caller.scope().is_some_and(|own| source_account.participant != own) {
+            return Err(DeskError::AccountNotFound {
+                which: "source",
+                id: uuid::Uuid::from_u128(source).to_string(),
+            });
+        }
         if source_account.participant != quote.participant {
             return Err(DeskError::ParticipantMismatch {
                 quote_participant: quote.participant.clone(),
@@ -503,7 +515,11 @@ impl FxDesk {
     /// Cancels a held remittance: voids every leg (one linked chain). Returns the refunded
     /// total (in the sell currency, as (currency, minor units)) and whether it was already
     /// cancelled. Works from the ledger alone (the durable record), not the quote store.
-    pub async fn cancel(&self, quote_id: &[u8; 16]) -> Result<(CurrencyCode, u64, bool), DeskError> {
+    pub async fn cancel(
+        &self,
+        caller: &Caller,
+        quote_id: &[u8; 16],
+    ) -> Result<(CurrencyCode, u64, bool), DeskError> {
         let quote_uuid = uuid::Uuid::from_bytes(*quote_id).to_string();
         let mut legs = Vec::new();
         for n in 1..=4u8 {
@@ -514,6 +530,13 @@ impl FxDesk {
         let Some(first) = legs.first().cloned() else {
             return Err(DeskError::ExecutionNotFound(quote_uuid));
         };
+        // Only the paying participant (or an operator) may cancel; to anyone else it does not exist.
+        if let Some(own) = caller.scope() {
+            let payer = self.ledger.get_account(first.effect.debit_account_id)?;
+            if payer.is_none_or(|a| a.participant != own) {
+                return Err(DeskError::ExecutionNotFound(quote_uuid));
+            }
+        }
         if !first.transfer.flags.pending {
             return Err(DeskError::NotCancellable);
         }

@@ -11,9 +11,10 @@ use rust_decimal::Decimal;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth;
 use crate::convert::{self, timestamp};
 use crate::error::{ApiError, Violation};
-use crate::fx_desk::{FxDesk, PendingOrPosted, StoredRate, now_ms};
+use crate::fx_desk::{DeskError, FxDesk, PendingOrPosted, StoredRate, now_ms};
 
 /// Most updates one StreamRates call applies.
 pub const RATE_STREAM_UPDATES_MAX: u64 = 10_000_000;
@@ -231,7 +232,16 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::GetQuoteRequest>,
     ) -> Result<Response<pb::GetQuoteResponse>, Status> {
-        let r = request.into_inner();
+        let caller = auth::caller(&request)?;
+        let mut r = request.into_inner();
+        // A participant quotes for itself (empty means itself); naming another is NOT_FOUND.
+        if !caller.is_operator() {
+            if r.participant.is_empty() {
+                r.participant = caller.participant.clone();
+            } else if r.participant != caller.participant {
+                return Err(ApiError::NotFound { resource: "participant", id: r.participant }.into());
+            }
+        }
         let currencies = self.desk.currencies();
         let mut violations = Vec::new();
         if !puente_ledger::participant_valid(&r.participant) {
@@ -286,10 +296,14 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::GetQuoteByIdRequest>,
     ) -> Result<Response<pb::GetQuoteByIdResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let mut violations = Vec::new();
         let id = quote_id(&request.get_ref().id, "id", &mut violations);
         check(violations)?;
         let (quote, signature) = self.desk.get_quote(&id).map_err(ApiError::from)?;
+        if !caller.may_see(&quote.participant) {
+            return Err(ApiError::from(DeskError::QuoteNotFound(request.get_ref().id.clone())).into());
+        }
         Ok(Response::new(pb::GetQuoteByIdResponse {
             quote: Some(quote_out(&quote, &signature, self.desk.currencies())?),
         }))
@@ -299,7 +313,19 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::ListQuotesRequest>,
     ) -> Result<Response<pb::ListQuotesResponse>, Status> {
-        let r = request.into_inner();
+        let caller = auth::caller(&request)?;
+        let mut r = request.into_inner();
+        // A participant lists its own quotes; naming another lists nothing.
+        if !caller.is_operator() {
+            if r.participant.is_empty() {
+                r.participant = caller.participant.clone();
+            } else if r.participant != caller.participant {
+                return Ok(Response::new(pb::ListQuotesResponse {
+                    quotes: vec![],
+                    next_page_token: String::new(),
+                }));
+            }
+        }
         let mut violations = Vec::new();
         let page_size = convert::page_size(r.page_size, "page_size", &mut violations);
         let after = if r.page_token.is_empty() {
@@ -335,6 +361,7 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::ExecuteQuoteRequest>,
     ) -> Result<Response<pb::ExecuteQuoteResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let r = request.into_inner();
         let mut violations = Vec::new();
         if r.canonical.is_empty() {
@@ -350,7 +377,7 @@ impl FxService for FxApi {
         check(violations)?;
         let execution = self
             .desk
-            .execute(&r.canonical, &r.signature, source, destination, execution_id)
+            .execute(&caller, &r.canonical, &r.signature, source, destination, execution_id)
             .await
             .map_err(ApiError::from)?;
         Ok(Response::new(pb::ExecuteQuoteResponse {
@@ -374,10 +401,11 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::CancelTransferRequest>,
     ) -> Result<Response<pb::CancelTransferResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let mut violations = Vec::new();
         let id = quote_id(&request.get_ref().quote_id, "quote_id", &mut violations);
         check(violations)?;
-        let (currency, refunded, replayed) = self.desk.cancel(&id).await.map_err(ApiError::from)?;
+        let (currency, refunded, replayed) = self.desk.cancel(&caller, &id).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::CancelTransferResponse {
             refunded: money(self.desk.currencies(), currency, refunded),
             replayed,

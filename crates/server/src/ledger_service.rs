@@ -9,8 +9,10 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use crate::auth;
 use crate::convert::{self, timestamp};
 use crate::error::ApiError;
+use puente_ledger::identity::Caller;
 
 /// Rows read from the store per step of the transfer feed.
 const FEED_PAGE_ROWS: usize = PAGE_SIZE_MAX;
@@ -30,6 +32,43 @@ impl LedgerApi {
     }
 }
 
+/// Most account owners a participant's feed remembers.
+const FEED_OWNER_CACHE_MAX: usize = 100_000;
+
+/// The ledger's ownership scope for a caller (`None`: an operator, everything).
+fn actor(caller: &Caller) -> Option<String> {
+    caller.scope().map(str::to_owned)
+}
+
+impl LedgerApi {
+    /// The account, if it exists and the caller may see it; otherwise NOT_FOUND (the same
+    /// answer either way, so another participant's account does not leak).
+    fn visible_account(
+        &self,
+        caller: &Caller,
+        id: puente_ledger::AccountId,
+        id_text: &str,
+    ) -> Result<puente_ledger::Account, ApiError> {
+        match self.ledger.get_account(id)? {
+            Some(account) if caller.may_see(&account.participant) => Ok(account),
+            _ => Err(ApiError::NotFound { resource: "account", id: id_text.to_owned() }),
+        }
+    }
+
+    /// A transfer is visible to the owner of either of its accounts.
+    fn may_see_transfer(
+        &self,
+        caller: &Caller,
+        debit: puente_ledger::AccountId,
+        credit: puente_ledger::AccountId,
+    ) -> bool {
+        let Some(own) = caller.scope() else { return true };
+        [debit, credit]
+            .into_iter()
+            .any(|id| self.ledger.get_account(id).ok().flatten().is_some_and(|a| a.participant == own))
+    }
+}
+
 fn check(violations: Vec<crate::error::Violation>) -> Result<(), ApiError> {
     if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
 }
@@ -42,6 +81,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::CreateAccountsRequest>,
     ) -> Result<Response<pb::CreateAccountsResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let currencies = self.ledger.currencies();
         let mut violations = Vec::new();
@@ -53,8 +93,12 @@ impl LedgerService for LedgerApi {
             .collect();
         check(violations)?;
         let span = tracing::info_span!("create_accounts", count = batch.len());
-        let outcomes =
-            self.ledger.create_accounts(None, batch).instrument(span).await.map_err(ApiError::from)?;
+        let outcomes = self
+            .ledger
+            .create_accounts(actor(&caller), batch)
+            .instrument(span)
+            .await
+            .map_err(ApiError::from)?;
         let results = outcomes
             .into_iter()
             .enumerate()
@@ -72,12 +116,12 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
-        let account = self.ledger.get_account(id).map_err(ApiError::from)?;
-        let account = account.ok_or(ApiError::NotFound { resource: "account", id: request.id })?;
+        let account = self.visible_account(&caller, id, &request.id)?;
         Ok(Response::new(pb::GetAccountResponse {
             account: Some(convert::account(&account, self.ledger.currencies())),
         }))
@@ -87,12 +131,14 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::CloseAccountRequest>,
     ) -> Result<Response<pb::CloseAccountResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
         let span = tracing::info_span!("close_account", account_id = %request.id);
-        let outcome = self.ledger.close_account(None, id).instrument(span).await.map_err(ApiError::from)?;
+        let outcome =
+            self.ledger.close_account(actor(&caller), id).instrument(span).await.map_err(ApiError::from)?;
         match (outcome.result, outcome.account) {
             (AccountResult::Ok, Some(account)) => Ok(Response::new(pb::CloseAccountResponse {
                 account: Some(convert::account(&account, self.ledger.currencies())),
@@ -109,12 +155,24 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
         let after = convert::account_page_token(&request.page_token, &mut violations);
         check(violations)?;
         let participant = (!request.participant.is_empty()).then_some(request.participant.as_str());
+        // A participant lists its own accounts; naming another lists nothing (as if it had none).
+        let participant = match caller.scope() {
+            None => participant,
+            Some(own) if participant.is_none_or(|p| p == own) => Some(own),
+            Some(_) => {
+                return Ok(Response::new(pb::ListAccountsResponse {
+                    accounts: vec![],
+                    next_page_token: String::new(),
+                }));
+            }
+        };
         let accounts = self.ledger.list_accounts(participant, after, page_size).map_err(ApiError::from)?;
         let next_page_token = match accounts.last() {
             Some(last) if accounts.len() == page_size => convert::format_id(last.id),
@@ -131,6 +189,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::CreateTransfersRequest>,
     ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let currencies = self.ledger.currencies();
         let mut violations = Vec::new();
@@ -145,7 +204,7 @@ impl LedgerService for LedgerApi {
         let span = tracing::info_span!("create_transfers", count = batch.len(), transfer_id = %first_id);
         let outcomes = self
             .ledger
-            .create_transfers(None, batch.clone())
+            .create_transfers(actor(&caller), batch.clone())
             .instrument(span.clone())
             .await
             .map_err(ApiError::from)?;
@@ -174,12 +233,17 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetTransferRequest>,
     ) -> Result<Response<pb::GetTransferResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
         let prior = self.ledger.get_transfer(id).map_err(ApiError::from)?;
-        let prior = prior.ok_or(ApiError::NotFound { resource: "transfer", id: request.id })?;
+        let prior = prior
+            .filter(|p| {
+                self.may_see_transfer(&caller, p.transfer().debit_account_id, p.transfer().credit_account_id)
+            })
+            .ok_or(ApiError::NotFound { resource: "transfer", id: request.id })?;
         let pending_state = match &prior {
             Prior::Committed(r) if r.transfer.flags.pending => {
                 self.ledger.pending_state(id).map_err(ApiError::from)?
@@ -195,6 +259,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ListTransfersRequest>,
     ) -> Result<Response<pb::ListTransfersResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let account_id = convert::required_id(&request.account_id, "account_id", &mut violations);
@@ -214,7 +279,12 @@ impl LedgerService for LedgerApi {
         let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
         let cursor = convert::position_page_token(&request.page_token, &mut violations);
         check(violations)?;
-        if self.ledger.get_account(account_id).map_err(ApiError::from)?.is_none() {
+        if self
+            .ledger
+            .get_account(account_id)
+            .map_err(ApiError::from)?
+            .is_none_or(|a| !caller.may_see(&a.participant))
+        {
             return Err(ApiError::NotFound { resource: "account", id: request.account_id }.into());
         }
         let entries = self
@@ -248,6 +318,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetAccountStatementRequest>,
     ) -> Result<Response<pb::GetAccountStatementResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let account_id = convert::required_id(&request.account_id, "account_id", &mut violations);
@@ -257,8 +328,7 @@ impl LedgerService for LedgerApi {
         let cursor = convert::position_page_token(&request.page_token, &mut violations);
         check(violations)?;
         let ledger = &self.ledger;
-        let account = ledger.get_account(account_id).map_err(ApiError::from)?;
-        let account = account.ok_or(ApiError::NotFound { resource: "account", id: request.account_id })?;
+        let account = self.visible_account(&caller, account_id, &request.account_id)?;
         let start = cursor.map(|c| c + 1).unwrap_or(from_ns).max(from_ns);
         // The opening balance is the running balance of the last entry before the page.
         let before = ledger.account_entries(account_id, 0, start, true, None, 1).map_err(ApiError::from)?;
@@ -287,6 +357,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::StreamTransfersRequest>,
     ) -> Result<Response<Self::StreamTransfersStream>, Status> {
+        let caller = auth::caller(&request)?;
         let after = request.into_inner().after_position;
         let ledger = self.ledger.clone();
         let mut shutdown = self.shutdown.clone();
@@ -294,7 +365,7 @@ impl LedgerService for LedgerApi {
         tokio::spawn(
             async move {
                 tokio::select! {
-                    result = feed(ledger, after, &tx) => {
+                    result = feed(ledger, caller, after, &tx) => {
                         if let Err(status) = result {
                             let _ = tx.send(Err(status)).await;
                         }
@@ -324,9 +395,34 @@ type FeedSender = tokio::sync::mpsc::Sender<Result<pb::StreamTransfersResponse, 
 
 /// Catch up from the store, then follow live commits; on lag, catch up from the store again.
 /// Ends when the client goes away.
-async fn feed(ledger: Ledger, mut position: u64, tx: &FeedSender) -> Result<(), Status> {
+async fn feed(ledger: Ledger, caller: Caller, mut position: u64, tx: &FeedSender) -> Result<(), Status> {
     use tokio::sync::broadcast::error::RecvError;
     let currencies = ledger.currencies().clone();
+    // A participant's feed carries only transfers touching its own accounts (accounts never
+    // change owner, so what was looked up once stays true).
+    let mut owned: std::collections::HashMap<puente_ledger::AccountId, bool> =
+        std::collections::HashMap::new();
+    let mut visible = |record: &puente_ledger::TransferRecord| -> Result<bool, Status> {
+        let Some(own) = caller.scope() else { return Ok(true) };
+        for id in [record.effect.debit_account_id, record.effect.credit_account_id] {
+            let mine = match owned.get(&id) {
+                Some(mine) => *mine,
+                None => {
+                    let mine =
+                        ledger.get_account(id).map_err(ApiError::from)?.is_some_and(|a| a.participant == own);
+                    if owned.len() >= FEED_OWNER_CACHE_MAX {
+                        owned.clear();
+                    }
+                    owned.insert(id, mine);
+                    mine
+                }
+            };
+            if mine {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
     let send = |record: &puente_ledger::TransferRecord| {
         let transfer = convert::transfer_out(record, None, &currencies);
         pb::StreamTransfersResponse { transfer: Some(transfer) }
@@ -338,6 +434,10 @@ async fn feed(ledger: Ledger, mut position: u64, tx: &FeedSender) -> Result<(), 
             let page = ledger.transfers_after(position, FEED_PAGE_ROWS).map_err(ApiError::from)?;
             let done = page.len() < FEED_PAGE_ROWS;
             for record in &page {
+                if !visible(record)? {
+                    position = record.timestamp_ns;
+                    continue;
+                }
                 if tx.send(Ok(send(record))).await.is_err() {
                     return Ok(());
                 }
@@ -352,6 +452,10 @@ async fn feed(ledger: Ledger, mut position: u64, tx: &FeedSender) -> Result<(), 
                 Ok(group) => {
                     for record in group.iter() {
                         if record.timestamp_ns <= position {
+                            continue;
+                        }
+                        if !visible(record)? {
+                            position = record.timestamp_ns;
                             continue;
                         }
                         if tx.send(Ok(send(record))).await.is_err() {

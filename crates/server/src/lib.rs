@@ -1,12 +1,15 @@
 //! Puente's gRPC server: the LedgerService, the standard health service, server reflection
 //! (v1 and v1alpha), request limits and tracing spans with request ids.
 
+pub mod auth;
 pub mod convert;
 pub mod error;
 pub mod fx_desk;
 pub mod fx_service;
+pub mod holder_service;
 pub mod ledger_service;
 pub mod metrics;
+pub mod participant_service;
 pub mod settlement_service;
 
 use std::future::Future;
@@ -43,6 +46,35 @@ pub enum ServerError {
     Metrics(String),
     #[error("FX desk: {0}")]
     Fx(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Where the server's TLS material is (PEM files). With `client_ca_path`, clients must present
+/// a certificate signed by that CA (mutual TLS); a certificate bound to a participant
+/// (`puente participants bind-cert`) then authenticates without an API key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_path: std::path::PathBuf,
+    pub key_path: std::path::PathBuf,
+    #[serde(default)]
+    pub client_ca_path: Option<std::path::PathBuf>,
+}
+
+impl TlsFiles {
+    /// Reads the PEM files into tonic's TLS configuration.
+    pub fn load(&self) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|e| ServerError::Tls(format!("cannot read {}: {e}", path.display())))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(&self.cert_path)?, read(&self.key_path)?);
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = &self.client_ca_path {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        Ok(config)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +86,12 @@ pub struct ServerConfig {
     pub fx: fx_desk::FxConfig,
     /// Settlement windows: fees for the savings report, the cutoff schedule.
     pub settlement: settlement_service::SettlementConfig,
+    /// Per-participant rate and concurrency limits.
+    pub limits: auth::LimitsConfig,
+    /// TLS (and mutual TLS); `None`: plaintext (loopback or behind a TLS-terminating proxy).
+    pub tls: Option<TlsFiles>,
+    /// The personal-data keyring (AES-256-GCM); `None`: holder requests are refused.
+    pub pii_keyring: Option<std::sync::Arc<puente_identity::pii::Keyring>>,
 }
 
 /// Services beyond the ledger, each optional (tests and benchmarks may serve the ledger alone).
@@ -62,11 +100,16 @@ pub struct Extras {
     pub fx: Option<std::sync::Arc<fx_desk::FxDesk>>,
     /// The settlement service is always served; this configures it.
     pub settlement: settlement_service::SettlementConfig,
+    pub limits: auth::LimitsConfig,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub pii_keyring: Option<std::sync::Arc<puente_identity::pii::Keyring>>,
 }
 
 /// Opens the ledger (recovery), binds, prints `listening on ADDR` on stdout, and serves until
 /// `shutdown` resolves; then stops accepting, finishes in-flight requests and returns.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
+    config.limits.validate().map_err(ServerError::Tls)?;
     let ledger_config = config.ledger.clone();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(ledger_config))
         .await
@@ -94,7 +137,13 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let desk = fx_desk::FxDesk::open(ledger.clone(), &config.ledger.data_dir, config.fx.clone())
         .await
         .map_err(|e| ServerError::Fx(e.to_string()))?;
-    let extras = Extras { fx: Some(std::sync::Arc::new(desk)), settlement: config.settlement.clone() };
+    let extras = Extras {
+        fx: Some(std::sync::Arc::new(desk)),
+        settlement: config.settlement.clone(),
+        limits: config.limits,
+        tls,
+        pii_keyring: config.pii_keyring.clone(),
+    };
     let result = serve_with(ledger, extras, listener, shutdown).await;
     if let Some(task) = metrics_task {
         task.abort();
@@ -172,7 +221,11 @@ pub async fn serve_with(
         })
     };
 
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = extras.tls.clone() {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION_MAX)
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .tcp_nodelay(true)
@@ -184,13 +237,27 @@ pub async fn serve_with(
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(64).collect::<String>())
                 .unwrap_or_default();
-            tracing::info_span!("grpc", method = %request.uri().path(), request_id = %request_id)
+            tracing::info_span!(
+                "grpc",
+                method = %request.uri().path(),
+                request_id = %request_id,
+                participant = tracing::field::Empty,
+                key_id = tracing::field::Empty,
+            )
         })
         .layer(metrics::GrpcMetricsLayer)
+        .layer(auth::AuthLayer::new(ledger.clone(), extras.limits))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ledger_service)
+        .add_service(pb::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
+            ledger.clone(),
+            extras.pii_keyring.clone(),
+        )))
+        .add_service(pb::participant_service_server::ParticipantServiceServer::new(
+            participant_service::ParticipantApi::new(ledger.clone()),
+        ))
         .add_service(pb::settlement_service_server::SettlementServiceServer::new(
             settlement_service::SettlementApi::new(settlement),
         ))

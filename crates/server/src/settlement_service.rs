@@ -23,6 +23,7 @@ use rust_decimal::Decimal;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::ErrorDetails;
 
+use crate::auth;
 use crate::convert::{self, format_id, timestamp};
 use crate::error::{ApiError, Violation};
 
@@ -702,7 +703,8 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::GetParticipantProfileRequest>,
     ) -> Result<Response<pb::GetParticipantProfileResponse>, Status> {
-        let participant = request.into_inner().participant;
+        let caller = auth::caller(&request)?;
+        let participant = own_participant(&caller, request.into_inner().participant)?;
         if participant.is_empty() {
             return Err(ApiError::invalid("participant", "required").into());
         }
@@ -776,10 +778,15 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::GetWindowRequest>,
     ) -> Result<Response<pb::GetWindowResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.into_inner().window_id, &mut violations);
         check(violations)?;
-        let window = self.settlement.get_window(window_id, false).await?;
+        let mut window = self.settlement.get_window(window_id, false).await?;
+        // A participant sees the window and its own position only.
+        if let Some(own) = caller.scope() {
+            window.positions.retain(|p| p.participant == own);
+        }
         Ok(Response::new(pb::GetWindowResponse {
             window: Some(window_out(&window, self.currencies(), true)),
         }))
@@ -923,7 +930,9 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::GetSettlementStatementRequest>,
     ) -> Result<Response<pb::GetSettlementStatementResponse>, Status> {
-        let request = request.into_inner();
+        let caller = auth::caller(&request)?;
+        let mut request = request.into_inner();
+        request.participant = own_participant(&caller, request.participant)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
         if request.participant.is_empty() {
@@ -1004,20 +1013,35 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::ConfirmSettlementRequest>,
     ) -> Result<Response<pb::ConfirmSettlementResponse>, Status> {
-        let request = request.into_inner();
+        let caller = auth::caller(&request)?;
+        let mut request = request.into_inner();
+        request.participant = own_participant(&caller, request.participant)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
         if request.participant.is_empty() {
             violations.push(Violation::new("participant", "required"));
         }
         check(violations)?;
-        let (window, changed) = self
+        let (mut window, changed) = self
             .settlement
             .window(SettlementRequest::Confirm { window_id, participant: request.participant })
             .await?;
+        if let Some(own) = caller.scope() {
+            window.positions.retain(|p| p.participant == own);
+        }
         Ok(Response::new(pb::ConfirmSettlementResponse {
             window: Some(window_out(&window, self.currencies(), true)),
             changed,
         }))
+    }
+}
+
+/// The participant a settlement request names, as the caller may name it: an operator names
+/// anyone; a participant names itself (empty means itself), and another is NOT_FOUND.
+fn own_participant(caller: &puente_ledger::identity::Caller, named: String) -> Result<String, ApiError> {
+    match caller.scope() {
+        None => Ok(named),
+        Some(own) if named.is_empty() || named == own => Ok(own.to_owned()),
+        Some(_) => Err(ApiError::NotFound { resource: "participant", id: named }),
     }
 }

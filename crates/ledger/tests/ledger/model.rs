@@ -515,6 +515,11 @@ impl Model {
                     R::PendingTransferNotFound
                 });
             };
+            if let Some(actor) = actor
+                && s.accounts[&p.debit].participant != actor
+            {
+                return Err(R::PendingTransferNotFound);
+            }
             match p.state {
                 PendingState::Posted => return Err(R::PendingTransferAlreadyPosted),
                 PendingState::Voided => return Err(R::PendingTransferAlreadyVoided),
@@ -533,11 +538,6 @@ impl Model {
             if t.currency != p.currency {
                 return Err(R::PendingTransferHasDifferentCurrency);
             }
-            if let Some(actor) = actor
-                && s.accounts[&p.debit].participant != actor
-            {
-                return Err(R::DebitAccountNotOwned);
-            }
             let amount = if t.flags.void_pending {
                 if t.amount_minor != 0 && t.amount_minor != p.amount {
                     return Err(R::ExceedsPendingTransferAmount);
@@ -555,7 +555,7 @@ impl Model {
         let debit = s.accounts.get(&t.debit_account_id).ok_or(R::DebitAccountNotFound)?;
         let credit = s.accounts.get(&t.credit_account_id).ok_or(R::CreditAccountNotFound)?;
         if actor.is_some_and(|a| a != debit.participant) {
-            return Err(R::DebitAccountNotOwned);
+            return Err(R::DebitAccountNotFound);
         }
         if debit.currency != credit.currency {
             return Err(R::AccountsMustHaveSameCurrency);

@@ -1,0 +1,315 @@
+//! Account holders (a participant's customers) with a KYC tier, and the monthly limits their
+//! tier puts on the accounts they hold.
+//!
+//! A holder is registered by its participant with a client-chosen id; an account belongs to a
+//! holder when its `holder_ref` equals that id (same participant). The engine never sees
+//! personal data in clear: names, addresses, account numbers and RFCs arrive sealed
+//! (AES-256-GCM, by the server) and are stored and journaled as ciphertext.
+//!
+//! Limits (`puente_identity::kyc`): a tier covers one currency (Mexican levels: MXN, in UDIs at
+//! the policy's UDI rate; US tiers: USD, by configuration). Every credit to a holder's account
+//! counts towards the holder's calendar month (UTC) when the transfer is created (a pending
+//! credit counts at once, a later post does not count again, a void or expiry does not give the
+//! room back: the count is of what was accepted). A credit over the monthly limit, or one that
+//! would lift the account's balance over the tier's balance cap, is refused with
+//! `KYC_LIMIT_EXCEEDED`; credits in another currency to an account of a limited holder are
+//! refused with `KYC_CURRENCY_NOT_COVERED`. The policy (UDI rate, US tiers) is journaled state,
+//! so replay makes the same decisions.
+
+use std::collections::{BTreeMap, HashMap};
+
+use puente_identity::kyc::{KycPolicy, MonthlyUsage, Tier, TierLimits, month_of};
+use serde::{Deserialize, Serialize};
+
+use super::{Engine, Op, Output, Undo};
+use crate::types::{AccountId, participant_valid};
+
+/// Most holders on one ledger (they live in memory, with their sealed fields: ~1 KiB each).
+pub const HOLDERS_MAX: usize = 1_000_000;
+/// Longest holder id, in bytes.
+pub const HOLDER_ID_LEN_MAX: usize = 64;
+/// Largest sealed personal-data field, in bytes.
+pub const SEALED_FIELD_LEN_MAX: usize = puente_identity::pii::SEALED_LEN_MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HolderKind {
+    Individual,
+    Business,
+}
+
+/// Personal data, each field sealed by the server (empty: not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedPii {
+    pub full_name: Vec<u8>,
+    pub address: Vec<u8>,
+    pub clabe: Vec<u8>,
+    pub account_number: Vec<u8>,
+    pub routing_number: Vec<u8>,
+    pub rfc: Vec<u8>,
+}
+
+impl SealedPii {
+    fn fields(&self) -> [&Vec<u8>; 6] {
+        [&self.full_name, &self.address, &self.clabe, &self.account_number, &self.routing_number, &self.rfc]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub participant: String,
+    pub id: String,
+    pub kind: HolderKind,
+    /// ISO 3166 alpha-2: "MX" or "US".
+    pub country: String,
+    pub tier: Tier,
+    pub pii: SealedPii,
+    pub created_at_ns: u64,
+}
+
+/// Registry requests (run by the single writer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderRequest {
+    /// Registers a holder; idempotent per (participant, id): the same content again is a
+    /// retry, other content is refused. (Sealed fields differ on every sealing, so a retry is
+    /// judged on kind, country and tier; the first registration's data stands.)
+    Create(Box<Holder>),
+    Get {
+        participant: String,
+        id: String,
+    },
+    List {
+        participant: Option<String>,
+        after: Option<(String, String)>,
+        limit: usize,
+    },
+    Usage {
+        participant: String,
+        id: String,
+    },
+    SetPolicy(KycPolicy),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderResponse {
+    Holder { holder: Box<Holder>, created: bool },
+    Holders(Vec<Holder>),
+    Usage { holder: Box<Holder>, limits: Option<TierLimits>, usage: MonthlyUsage, month: u32 },
+    Policy(KycPolicy),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HolderRefusal {
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("holder {0} not found")]
+    NotFound(String),
+    #[error("holder {id} exists with a different {field}")]
+    ExistsWithDifferent { id: String, field: &'static str },
+    #[error("no KYC policy is set: an operator sets one (UDI rate, US tiers) before holders get tiers")]
+    PolicyNotSet,
+    #[error("{0}")]
+    Kyc(String),
+    #[error("the ledger holds its most holders")]
+    LimitReached,
+}
+
+pub type HolderResult = Result<HolderResponse, HolderRefusal>;
+
+#[derive(Debug, Clone, Default)]
+pub struct HolderState {
+    holders: BTreeMap<(String, String), Holder>,
+    usage: HashMap<(String, String), MonthlyUsage>,
+    policy: Option<KycPolicy>,
+}
+
+impl HolderState {
+    pub fn policy(&self) -> Option<&KycPolicy> {
+        self.policy.as_ref()
+    }
+}
+
+/// What one credit to a limited holder's account does to its count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct KycCredit {
+    key: (String, String),
+    usage: MonthlyUsage,
+}
+
+impl Engine {
+    pub fn holders(&self) -> &HolderState {
+        &self.holders
+    }
+
+    /// The holder of an account and its tier's limits, when the account has a registered holder
+    /// and a policy is set.
+    fn account_limits(&self, account_id: AccountId) -> Option<((String, String), TierLimits)> {
+        let account = self.accounts.get(&account_id)?;
+        if account.holder_ref.is_empty() {
+            return None;
+        }
+        let key = (account.participant.clone(), account.holder_ref.clone());
+        let holder = self.holders.holders.get(&key)?;
+        let limits = self.holders.policy.as_ref()?.limits(&holder.tier).ok()?;
+        Some((key, limits))
+    }
+
+    /// Checks a credit of `amount_minor` to `account_id` at `timestamp_ns` against its holder's
+    /// tier. `Ok(None)`: no limit applies.
+    pub(super) fn check_kyc_credit(
+        &self,
+        account_id: AccountId,
+        amount_minor: u64,
+        timestamp_ns: u64,
+    ) -> Result<Option<KycCredit>, crate::TransferResult> {
+        let Some((key, limits)) = self.account_limits(account_id) else { return Ok(None) };
+        if limits.monthly_credit_limit_minor.is_none() && limits.balance_limit_minor.is_none() {
+            return Ok(None);
+        }
+        let Some(account) = self.accounts.get(&account_id) else { return Ok(None) };
+        let currency = self.currencies.get(account.currency).map(|c| c.code.to_string()).unwrap_or_default();
+        if currency != limits.currency {
+            return Err(crate::TransferResult::KycCurrencyNotCovered);
+        }
+        let balance_after = account.credits_posted_minor as i128 + account.credits_pending_minor as i128
+            - account.debits_posted_minor as i128
+            + amount_minor as i128;
+        let current = self.holders.usage.get(&key).copied().unwrap_or_default();
+        let usage = current
+            .check_credit(month_of(timestamp_ns), amount_minor, &limits, balance_after)
+            .map_err(|_| crate::TransferResult::KycLimitExceeded)?;
+        Ok(Some(KycCredit { key, usage }))
+    }
+
+    /// Counts a committed credit (live and replay): the same computation as the check.
+    pub(super) fn count_kyc_credit(&mut self, account_id: AccountId, amount_minor: u64, timestamp_ns: u64) {
+        let Some((key, _)) = self.account_limits(account_id) else { return };
+        let month = month_of(timestamp_ns);
+        let previous = self.holders.usage.get(&key).copied();
+        let current = previous.unwrap_or_default();
+        let usage = if current.month == month {
+            MonthlyUsage { month, credited_minor: current.credited_minor.saturating_add(amount_minor) }
+        } else {
+            MonthlyUsage { month, credited_minor: amount_minor }
+        };
+        self.holders.usage.insert(key.clone(), usage);
+        self.note(Undo::KycUsage(key, previous));
+    }
+
+    pub(super) fn undo_kyc_usage(&mut self, key: (String, String), previous: Option<MonthlyUsage>) {
+        match previous {
+            Some(usage) => self.holders.usage.insert(key, usage),
+            None => self.holders.usage.remove(&key),
+        };
+    }
+
+    /// Runs one holder command; ops go to `out`.
+    pub fn holder_command(&mut self, request: HolderRequest, now_ns: u64, out: &mut Output) -> HolderResult {
+        let timestamp_ns = now_ns.max(self.last_timestamp_ns + 1);
+        match request {
+            HolderRequest::SetPolicy(policy) => {
+                policy.validate().map_err(|e| HolderRefusal::Kyc(e.to_string()))?;
+                if self.holders.policy.as_ref() != Some(&policy) {
+                    self.apply(Op::SetKycPolicy { policy: policy.clone(), timestamp_ns }, out);
+                }
+                Ok(HolderResponse::Policy(policy))
+            }
+            HolderRequest::Get { participant, id } => {
+                let holder = self.holders.holders.get(&(participant, id.clone()));
+                let holder = holder.ok_or(HolderRefusal::NotFound(id))?;
+                Ok(HolderResponse::Holder { holder: Box::new(holder.clone()), created: false })
+            }
+            HolderRequest::Usage { participant, id } => {
+                let key = (participant, id.clone());
+                let holder = self.holders.holders.get(&key).ok_or(HolderRefusal::NotFound(id))?;
+                let limits = self.holders.policy.as_ref().and_then(|p| p.limits(&holder.tier).ok());
+                let month = month_of(timestamp_ns);
+                let usage = self
+                    .holders
+                    .usage
+                    .get(&key)
+                    .copied()
+                    .filter(|u| u.month == month)
+                    .unwrap_or(MonthlyUsage { month, credited_minor: 0 });
+                Ok(HolderResponse::Usage { holder: Box::new(holder.clone()), limits, usage, month })
+            }
+            HolderRequest::List { participant, after, limit } => {
+                let start = after.map(|(p, id)| (p, format!("{id}\0"))).unwrap_or_default();
+                let holders = self
+                    .holders
+                    .holders
+                    .range(start..)
+                    .map(|(_, h)| h)
+                    .filter(|h| participant.as_deref().is_none_or(|p| h.participant == p))
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                Ok(HolderResponse::Holders(holders))
+            }
+            HolderRequest::Create(mut holder) => {
+                let invalid =
+                    |field, reason: &str| Err(HolderRefusal::Invalid { field, reason: reason.to_owned() });
+                if !participant_valid(&holder.participant) {
+                    return invalid("participant", "not a valid participant id");
+                }
+                if holder.id.is_empty()
+                    || holder.id.len() > HOLDER_ID_LEN_MAX
+                    || !holder.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return invalid("holder_id", "1 to 64 of [A-Za-z0-9._-]");
+                }
+                if !matches!(holder.country.as_str(), "MX" | "US") {
+                    return invalid("country", "MX or US");
+                }
+                if holder.pii.fields().iter().any(|f| f.len() > SEALED_FIELD_LEN_MAX) {
+                    return invalid("pii", "a field is too long");
+                }
+                let Some(policy) = &self.holders.policy else { return Err(HolderRefusal::PolicyNotSet) };
+                if let Err(e) = policy.limits(&holder.tier) {
+                    return Err(HolderRefusal::Invalid { field: "tier", reason: e.to_string() });
+                }
+                let key = (holder.participant.clone(), holder.id.clone());
+                if let Some(existing) = self.holders.holders.get(&key) {
+                    let different = if existing.kind != holder.kind {
+                        Some("kind")
+                    } else if existing.country != holder.country {
+                        Some("country")
+                    } else if existing.tier != holder.tier {
+                        Some("tier")
+                    } else {
+                        None
+                    };
+                    return match different {
+                        Some(field) => {
+                            Err(HolderRefusal::ExistsWithDifferent { id: holder.id.clone(), field })
+                        }
+                        None => {
+                            Ok(HolderResponse::Holder { holder: Box::new(existing.clone()), created: false })
+                        }
+                    };
+                }
+                if self.holders.holders.len() >= HOLDERS_MAX {
+                    return Err(HolderRefusal::LimitReached);
+                }
+                holder.created_at_ns = timestamp_ns;
+                self.apply(Op::RegisterHolder(holder.clone()), out);
+                Ok(HolderResponse::Holder { holder, created: true })
+            }
+        }
+    }
+
+    pub(super) fn apply_holder(&mut self, op: &Op) {
+        match op {
+            Op::RegisterHolder(holder) => {
+                let key = (holder.participant.clone(), holder.id.clone());
+                assert!(
+                    !self.holders.holders.contains_key(&key),
+                    "journal: holder {} registered twice",
+                    holder.id
+                );
+                self.holders.holders.insert(key, (**holder).clone());
+            }
+            Op::SetKycPolicy { policy, .. } => self.holders.policy = Some(policy.clone()),
+            _ => unreachable!("not a holder op"),
+        }
+    }
+}

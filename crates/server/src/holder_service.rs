@@ -1,0 +1,417 @@
+//! `puente.v1.HolderService`: account holders with a KYC tier and sealed personal data.
+//!
+//! Personal data is validated here (CLABE and ABA by check digit, RFC by format), sealed with
+//! AES-256-GCM (`puente_identity::pii::Keyring`) bound to (participant, holder, field), and only
+//! then handed to the ledger, which journals ciphertext. It is never logged: tracing fields
+//! carry the holder id only, and errors name the field, never its value.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pb::holder_service_server::HolderService;
+use puente_identity::kyc::{KycPolicy, Tier, UsTierLimits};
+use puente_identity::pii::Keyring;
+use puente_ledger::Ledger;
+use puente_ledger::holders::{Holder, HolderKind, HolderRequest, HolderResponse, SealedPii};
+use puente_ledger::identity::Caller;
+use puente_proto::v1 as pb;
+use rust_decimal::Decimal;
+use tonic::{Request, Response, Status};
+
+use crate::auth;
+use crate::convert::{self, timestamp};
+use crate::error::{ApiError, Violation};
+
+/// Longest plaintext of one personal-data field, in bytes.
+pub const PII_FIELD_LEN_MAX: usize = 512;
+
+pub struct HolderApi {
+    ledger: Ledger,
+    keyring: Option<Arc<Keyring>>,
+}
+
+impl HolderApi {
+    pub fn new(ledger: Ledger, keyring: Option<Arc<Keyring>>) -> HolderApi {
+        HolderApi { ledger, keyring }
+    }
+
+    fn keyring(&self) -> Result<&Keyring, ApiError> {
+        self.keyring.as_deref().ok_or(ApiError::PiiKeyMissing)
+    }
+
+    async fn run(&self, request: HolderRequest) -> Result<HolderResponse, ApiError> {
+        Ok(self.ledger.holders(request).await??)
+    }
+}
+
+fn aad(participant: &str, holder_id: &str, field: &str) -> Vec<u8> {
+    format!("puente/holder/{participant}/{holder_id}/{field}").into_bytes()
+}
+
+/// The participant a request names, as the caller may name it (see settlement's rule).
+fn named(caller: &Caller, participant: &str) -> Result<String, ApiError> {
+    match caller.scope() {
+        None if participant.is_empty() => Err(ApiError::invalid("participant", "required for operators")),
+        None => Ok(participant.to_owned()),
+        Some(own) if participant.is_empty() || participant == own => Ok(own.to_owned()),
+        Some(_) => Err(ApiError::NotFound { resource: "participant", id: participant.to_owned() }),
+    }
+}
+
+fn kind_in(kind: i32) -> Option<HolderKind> {
+    match pb::HolderKind::try_from(kind) {
+        Ok(pb::HolderKind::Individual) => Some(HolderKind::Individual),
+        Ok(pb::HolderKind::Business) => Some(HolderKind::Business),
+        _ => None,
+    }
+}
+
+fn kind_out(kind: HolderKind) -> pb::HolderKind {
+    match kind {
+        HolderKind::Individual => pb::HolderKind::Individual,
+        HolderKind::Business => pb::HolderKind::Business,
+    }
+}
+
+/// Validates the personal data (field by field; values never appear in the violations).
+fn validate_pii(pii: &pb::HolderPersonalData, kind: Option<HolderKind>, violations: &mut Vec<Violation>) {
+    let field = |name: &str| format!("holder.personal_data.{name}");
+    for (name, value) in [
+        ("full_name", &pii.full_name),
+        ("address", &pii.address),
+        ("clabe", &pii.clabe),
+        ("account_number", &pii.account_number),
+        ("routing_number", &pii.routing_number),
+        ("rfc", &pii.rfc),
+    ] {
+        if value.len() > PII_FIELD_LEN_MAX || value.chars().any(char::is_control) {
+            violations.push(Violation::new(
+                field(name),
+                format!("at most {PII_FIELD_LEN_MAX} bytes, no control characters"),
+            ));
+        }
+    }
+    if !pii.clabe.is_empty() && !puente_settlement::ids::clabe_valid(&pii.clabe) {
+        violations.push(Violation::new(field("clabe"), "not a CLABE: 18 digits with a valid check digit"));
+    }
+    if !pii.routing_number.is_empty() && !puente_settlement::ids::aba_valid(&pii.routing_number) {
+        violations.push(Violation::new(
+            field("routing_number"),
+            "not an ABA routing number: 9 digits with a valid check digit",
+        ));
+    }
+    let account_number = &pii.account_number;
+    if !account_number.is_empty()
+        && (!(4..=17).contains(&account_number.len()) || !account_number.bytes().all(|b| b.is_ascii_digit()))
+    {
+        violations.push(Violation::new(field("account_number"), "4 to 17 digits"));
+    }
+    if !pii.rfc.is_empty() {
+        match puente_identity::rfc::Rfc::parse(&pii.rfc) {
+            Ok(rfc) => {
+                let expected = match kind {
+                    Some(HolderKind::Business) => Some(puente_identity::rfc::RfcKind::Moral),
+                    Some(HolderKind::Individual) => Some(puente_identity::rfc::RfcKind::Fisica),
+                    None => None,
+                };
+                if expected.is_some_and(|k| k != rfc.kind()) {
+                    violations.push(Violation::new(
+                        field("rfc"),
+                        "a business RFC has 12 characters, an individual's 13",
+                    ));
+                }
+            }
+            Err(e) => violations.push(Violation::new(field("rfc"), e.to_string())),
+        }
+    }
+}
+
+impl HolderApi {
+    fn seal(&self, participant: &str, id: &str, pii: &pb::HolderPersonalData) -> Result<SealedPii, ApiError> {
+        let keyring = self.keyring()?;
+        let seal = |name: &str, value: &str| -> Result<Vec<u8>, ApiError> {
+            if value.is_empty() {
+                return Ok(Vec::new());
+            }
+            keyring.seal(&aad(participant, id, name), value.as_bytes()).map_err(|_| ApiError::PiiSealing)
+        };
+        let rfc = if pii.rfc.is_empty() {
+            String::new()
+        } else {
+            puente_identity::rfc::Rfc::parse(&pii.rfc).map(|r| r.as_str().to_owned()).unwrap_or_default()
+        };
+        Ok(SealedPii {
+            full_name: seal("full_name", &pii.full_name)?,
+            address: seal("address", &pii.address)?,
+            clabe: seal("clabe", &pii.clabe)?,
+            account_number: seal("account_number", &pii.account_number)?,
+            routing_number: seal("routing_number", &pii.routing_number)?,
+            rfc: seal("rfc", &rfc)?,
+        })
+    }
+
+    fn open(&self, holder: &Holder) -> Result<pb::HolderPersonalData, ApiError> {
+        let keyring = self.keyring()?;
+        let open = |name: &str, sealed: &[u8]| -> Result<String, ApiError> {
+            if sealed.is_empty() {
+                return Ok(String::new());
+            }
+            let plain = keyring
+                .open(&aad(&holder.participant, &holder.id, name), sealed)
+                .map_err(|_| ApiError::PiiSealing)?;
+            String::from_utf8(plain).map_err(|_| ApiError::PiiSealing)
+        };
+        let p = &holder.pii;
+        Ok(pb::HolderPersonalData {
+            full_name: open("full_name", &p.full_name)?,
+            address: open("address", &p.address)?,
+            clabe: open("clabe", &p.clabe)?,
+            account_number: open("account_number", &p.account_number)?,
+            routing_number: open("routing_number", &p.routing_number)?,
+            rfc: open("rfc", &p.rfc)?,
+        })
+    }
+}
+
+fn holder_out(holder: &Holder, personal_data: Option<pb::HolderPersonalData>) -> pb::Holder {
+    pb::Holder {
+        participant: holder.participant.clone(),
+        holder_id: holder.id.clone(),
+        kind: kind_out(holder.kind) as i32,
+        country: holder.country.clone(),
+        kyc_tier: holder.tier.as_str().to_owned(),
+        personal_data,
+        create_time: timestamp(holder.created_at_ns),
+    }
+}
+
+fn usd_minor(text: &str, field: String, violations: &mut Vec<Violation>) -> Option<u64> {
+    if text.is_empty() {
+        return None;
+    }
+    match puente_money::CurrencyTable::default().lookup("USD").and_then(|usd| usd.parse_amount(text)) {
+        Ok(minor) => Some(minor),
+        Err(e) => {
+            violations.push(Violation::new(field, e.to_string()));
+            None
+        }
+    }
+}
+
+fn minor_text(currency: &str, minor: Option<u64>) -> String {
+    let Some(minor) = minor else { return String::new() };
+    puente_money::CurrencyTable::default()
+        .lookup(currency)
+        .map(|c| c.format_amount(minor as u128))
+        .unwrap_or_default()
+}
+
+fn policy_out(policy: &KycPolicy) -> pb::SetKycPolicyResponse {
+    pb::SetKycPolicyResponse {
+        udi_rate: policy.udi_rate.to_string(),
+        us_tiers: policy
+            .us_tiers
+            .iter()
+            .map(|(name, limits)| pb::UsTier {
+                name: name.clone(),
+                monthly_credit_limit: minor_text("USD", limits.monthly_credit_limit_minor),
+                balance_limit: minor_text("USD", limits.balance_limit_minor),
+            })
+            .collect(),
+    }
+}
+
+fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
+    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
+}
+
+#[tonic::async_trait]
+impl HolderService for HolderApi {
+    async fn create_holder(
+        &self,
+        request: Request<pb::CreateHolderRequest>,
+    ) -> Result<Response<pb::CreateHolderResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let holder = request.into_inner().holder.unwrap_or_default();
+        let participant = named(&caller, &holder.participant)?;
+        let mut violations = Vec::new();
+        let kind = kind_in(holder.kind);
+        if kind.is_none() {
+            violations.push(Violation::new("holder.kind", "HOLDER_KIND_INDIVIDUAL or HOLDER_KIND_BUSINESS"));
+        }
+        let tier = match Tier::parse(&holder.kyc_tier) {
+            Ok(tier) => Some(tier),
+            Err(e) => {
+                violations.push(Violation::new("holder.kyc_tier", e.to_string()));
+                None
+            }
+        };
+        let pii = holder.personal_data.clone().unwrap_or_default();
+        validate_pii(&pii, kind, &mut violations);
+        check(violations)?;
+        let (Some(kind), Some(tier)) = (kind, tier) else {
+            return Err(ApiError::invalid("holder", "kind and kyc_tier are required").into());
+        };
+        let sealed = self.seal(&participant, &holder.holder_id, &pii)?;
+        let span = tracing::info_span!("create_holder", holder_id = %holder.holder_id, tier = tier.as_str());
+        let _enter = span.enter();
+        let request = HolderRequest::Create(Box::new(Holder {
+            participant,
+            id: holder.holder_id,
+            kind,
+            country: holder.country,
+            tier,
+            pii: sealed,
+            created_at_ns: 0,
+        }));
+        drop(_enter);
+        match self.run(request).await? {
+            HolderResponse::Holder { holder, created } => {
+                let personal_data = self.open(&holder)?;
+                Ok(Response::new(pb::CreateHolderResponse {
+                    holder: Some(holder_out(&holder, Some(personal_data))),
+                    created,
+                }))
+            }
+            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
+        }
+    }
+
+    async fn get_holder(
+        &self,
+        request: Request<pb::GetHolderRequest>,
+    ) -> Result<Response<pb::GetHolderResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = request.into_inner();
+        let participant = named(&caller, &r.participant)?;
+        match self.run(HolderRequest::Get { participant, id: r.holder_id }).await? {
+            HolderResponse::Holder { holder, .. } => {
+                let personal_data = self.open(&holder)?;
+                Ok(Response::new(pb::GetHolderResponse {
+                    holder: Some(holder_out(&holder, Some(personal_data))),
+                }))
+            }
+            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
+        }
+    }
+
+    async fn list_holders(
+        &self,
+        request: Request<pb::ListHoldersRequest>,
+    ) -> Result<Response<pb::ListHoldersResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = request.into_inner();
+        let mut violations = Vec::new();
+        let page_size = convert::page_size(r.page_size, "page_size", &mut violations);
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            match r.page_token.split_once('/') {
+                Some((p, id)) => Some((p.to_owned(), id.to_owned())),
+                None => {
+                    violations.push(Violation::new("page_token", "not a token from a previous response"));
+                    None
+                }
+            }
+        };
+        check(violations)?;
+        let participant = match caller.scope() {
+            None => (!r.participant.is_empty()).then(|| r.participant.clone()),
+            Some(own) if r.participant.is_empty() || r.participant == own => Some(own.to_owned()),
+            Some(_) => return Ok(Response::new(pb::ListHoldersResponse::default())),
+        };
+        match self.run(HolderRequest::List { participant, after, limit: page_size }).await? {
+            HolderResponse::Holders(holders) => {
+                let next_page_token = match holders.last() {
+                    Some(last) if holders.len() == page_size => format!("{}/{}", last.participant, last.id),
+                    _ => String::new(),
+                };
+                Ok(Response::new(pb::ListHoldersResponse {
+                    holders: holders.iter().map(|h| holder_out(h, None)).collect(),
+                    next_page_token,
+                }))
+            }
+            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
+        }
+    }
+
+    async fn get_holder_usage(
+        &self,
+        request: Request<pb::GetHolderUsageRequest>,
+    ) -> Result<Response<pb::GetHolderUsageResponse>, Status> {
+        let caller = auth::caller(&request)?;
+        let r = request.into_inner();
+        let participant = named(&caller, &r.participant)?;
+        match self.run(HolderRequest::Usage { participant, id: r.holder_id }).await? {
+            HolderResponse::Usage { holder, limits, usage, month } => {
+                let currency = limits.map(|l| l.currency).unwrap_or("");
+                Ok(Response::new(pb::GetHolderUsageResponse {
+                    kyc_tier: holder.tier.as_str().to_owned(),
+                    currency_code: currency.to_owned(),
+                    month,
+                    credited: minor_text(
+                        if currency.is_empty() { "USD" } else { currency },
+                        Some(usage.credited_minor),
+                    ),
+                    monthly_credit_limit: minor_text(
+                        currency,
+                        limits.and_then(|l| l.monthly_credit_limit_minor),
+                    ),
+                    balance_limit: minor_text(currency, limits.and_then(|l| l.balance_limit_minor)),
+                }))
+            }
+            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
+        }
+    }
+
+    async fn set_kyc_policy(
+        &self,
+        request: Request<pb::SetKycPolicyRequest>,
+    ) -> Result<Response<pb::SetKycPolicyResponse>, Status> {
+        let r = request.into_inner();
+        let mut violations = Vec::new();
+        let udi_rate = r.udi_rate.parse::<Decimal>().ok();
+        let mut us_tiers = BTreeMap::new();
+        for (i, tier) in r.us_tiers.iter().enumerate() {
+            let limits = UsTierLimits {
+                monthly_credit_limit_minor: usd_minor(
+                    &tier.monthly_credit_limit,
+                    format!("us_tiers[{i}].monthly_credit_limit"),
+                    &mut violations,
+                ),
+                balance_limit_minor: usd_minor(
+                    &tier.balance_limit,
+                    format!("us_tiers[{i}].balance_limit"),
+                    &mut violations,
+                ),
+            };
+            us_tiers.insert(tier.name.clone(), limits);
+        }
+        let policy = match udi_rate.map(KycPolicy::new) {
+            Some(Ok(mut policy)) => {
+                policy.us_tiers = us_tiers;
+                if let Err(e) = policy.validate() {
+                    violations.push(Violation::new("us_tiers", e.to_string()));
+                }
+                Some(policy)
+            }
+            Some(Err(e)) => {
+                violations.push(Violation::new("udi_rate", e.to_string()));
+                None
+            }
+            None => {
+                violations.push(Violation::new("udi_rate", "a positive decimal, e.g. \"8.70\""));
+                None
+            }
+        };
+        check(violations)?;
+        let Some(policy) = policy else { return Err(ApiError::invalid("udi_rate", "required").into()) };
+        match self.run(HolderRequest::SetPolicy(policy)).await? {
+            HolderResponse::Policy(policy) => {
+                tracing::info!(udi_rate = %policy.udi_rate, us_tiers = policy.us_tiers.len(), "KYC policy set");
+                Ok(Response::new(policy_out(&policy)))
+            }
+            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
+        }
+    }
+}
