@@ -13,7 +13,6 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use puente_ledger::Ledger;
@@ -217,20 +216,31 @@ fn peer_certificate<B>(request: &http::Request<B>) -> Option<Digest> {
     Some(out)
 }
 
+/// The API key in an `authorization` header value (`Bearer <key>`), trimmed. Outside input:
+/// any bytes give a key or an error, never a panic (property-tested below).
+pub fn bearer_key(value: &[u8]) -> Result<&str, ApiError> {
+    if value.len() > AUTHORIZATION_LEN_MAX {
+        return Err(ApiError::Unauthenticated("the authorization header is too long"));
+    }
+    let text = std::str::from_utf8(value)
+        .map_err(|_| ApiError::Unauthenticated("the authorization header is not text"))?;
+    let Some(key) = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")) else {
+        return Err(ApiError::Unauthenticated("use `authorization: Bearer <api key>`"));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(ApiError::Unauthenticated("an empty API key"));
+    }
+    Ok(key)
+}
+
 /// Finds the caller of `request` (without deciding whether it may call the method).
 fn authenticate<B>(ledger: &Ledger, request: &http::Request<B>) -> Result<Caller, ApiError> {
     let credentials = ledger.credentials();
     if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
-        if value.len() > AUTHORIZATION_LEN_MAX {
-            return Err(ApiError::Unauthenticated("the authorization header is too long"));
-        }
-        let text =
-            value.to_str().map_err(|_| ApiError::Unauthenticated("the authorization header is not text"))?;
-        let Some(key) = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")) else {
-            return Err(ApiError::Unauthenticated("use `authorization: Bearer <api key>`"));
-        };
+        let key = bearer_key(value.as_bytes())?;
         return credentials
-            .by_key(&key_digest(key.trim()))
+            .by_key(&key_digest(key))
             .cloned()
             .ok_or(ApiError::Unauthenticated("unknown or revoked API key"));
     }
@@ -348,8 +358,16 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, ApiError> {
         .ok_or(ApiError::Unauthenticated("no credentials: send `authorization: Bearer <api key>`"))
 }
 
-/// How long clients are told to wait after a concurrency refusal.
-pub const CONCURRENCY_RETRY: Duration = Duration::from_millis(10);
+/// The participant a request names, as the caller may name it: an operator names anyone (empty
+/// stays empty: "all" or "required", the handler decides); a participant names itself (empty
+/// means itself), and naming another is NOT_FOUND, as if it did not exist.
+pub fn named_participant(caller: &Caller, named: &str) -> Result<String, ApiError> {
+    match caller.scope() {
+        None => Ok(named.to_owned()),
+        Some(own) if named.is_empty() || named == own => Ok(own.to_owned()),
+        Some(_) => Err(ApiError::NotFound { resource: "participant", id: named.to_owned() }),
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -361,6 +379,22 @@ mod tests {
         assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Public);
         assert_eq!(access("/puente.v1.FxService/SetRates"), Access::Operator);
         assert_eq!(access("/puente.v1.LedgerService/GetAccount"), Access::Authenticated);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_authorization_header_gives_a_key_or_an_error(value in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            if let Ok(key) = bearer_key(&value) {
+                proptest::prop_assert!(!key.is_empty() && value.len() <= AUTHORIZATION_LEN_MAX);
+                proptest::prop_assert!(value.starts_with(b"Bearer ") || value.starts_with(b"bearer "));
+            }
+        }
+
+        #[test]
+        fn a_well_formed_header_gives_its_key(key in "[a-z0-9_]{1,200}") {
+            let header = format!("Bearer {key}");
+            proptest::prop_assert_eq!(bearer_key(header.as_bytes()).ok(), Some(key.as_str()));
+        }
     }
 
     #[test]

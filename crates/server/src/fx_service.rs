@@ -235,13 +235,7 @@ impl FxService for FxApi {
         let caller = auth::caller(&request)?;
         let mut r = request.into_inner();
         // A participant quotes for itself (empty means itself); naming another is NOT_FOUND.
-        if !caller.is_operator() {
-            if r.participant.is_empty() {
-                r.participant = caller.participant.clone();
-            } else if r.participant != caller.participant {
-                return Err(ApiError::NotFound { resource: "participant", id: r.participant }.into());
-            }
-        }
+        r.participant = auth::named_participant(&caller, &r.participant)?;
         let currencies = self.desk.currencies();
         let mut violations = Vec::new();
         if !puente_ledger::participant_valid(&r.participant) {
@@ -316,16 +310,10 @@ impl FxService for FxApi {
         let caller = auth::caller(&request)?;
         let mut r = request.into_inner();
         // A participant lists its own quotes; naming another lists nothing.
-        if !caller.is_operator() {
-            if r.participant.is_empty() {
-                r.participant = caller.participant.clone();
-            } else if r.participant != caller.participant {
-                return Ok(Response::new(pb::ListQuotesResponse {
-                    quotes: vec![],
-                    next_page_token: String::new(),
-                }));
-            }
-        }
+        let Ok(participant) = auth::named_participant(&caller, &r.participant) else {
+            return Ok(Response::new(pb::ListQuotesResponse::default()));
+        };
+        r.participant = participant;
         let mut violations = Vec::new();
         let page_size = convert::page_size(r.page_size, "page_size", &mut violations);
         let after = if r.page_token.is_empty() {

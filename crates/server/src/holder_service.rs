@@ -48,14 +48,13 @@ fn aad(participant: &str, holder_id: &str, field: &str) -> Vec<u8> {
     format!("puente/holder/{participant}/{holder_id}/{field}").into_bytes()
 }
 
-/// The participant a request names, as the caller may name it (see settlement's rule).
+/// The participant a request names (`auth::named_participant`); operators must name one.
 fn named(caller: &Caller, participant: &str) -> Result<String, ApiError> {
-    match caller.scope() {
-        None if participant.is_empty() => Err(ApiError::invalid("participant", "required for operators")),
-        None => Ok(participant.to_owned()),
-        Some(own) if participant.is_empty() || participant == own => Ok(own.to_owned()),
-        Some(_) => Err(ApiError::NotFound { resource: "participant", id: participant.to_owned() }),
+    let named = auth::named_participant(caller, participant)?;
+    if named.is_empty() {
+        return Err(ApiError::invalid("participant", "required for operators"));
     }
+    Ok(named)
 }
 
 fn kind_in(kind: i32) -> Option<HolderKind> {
@@ -315,11 +314,11 @@ impl HolderService for HolderApi {
             }
         };
         check(violations)?;
-        let participant = match caller.scope() {
-            None => (!r.participant.is_empty()).then(|| r.participant.clone()),
-            Some(own) if r.participant.is_empty() || r.participant == own => Some(own.to_owned()),
-            Some(_) => return Ok(Response::new(pb::ListHoldersResponse::default())),
+        // Naming another participant lists nothing (as if it had no holders).
+        let Ok(participant) = auth::named_participant(&caller, &r.participant) else {
+            return Ok(Response::new(pb::ListHoldersResponse::default()));
         };
+        let participant = (!participant.is_empty()).then_some(participant);
         match self.run(HolderRequest::List { participant, after, limit: page_size }).await? {
             HolderResponse::Holders(holders) => {
                 let next_page_token = match holders.last() {

@@ -161,18 +161,11 @@ impl LedgerService for LedgerApi {
         let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
         let after = convert::account_page_token(&request.page_token, &mut violations);
         check(violations)?;
-        let participant = (!request.participant.is_empty()).then_some(request.participant.as_str());
         // A participant lists its own accounts; naming another lists nothing (as if it had none).
-        let participant = match caller.scope() {
-            None => participant,
-            Some(own) if participant.is_none_or(|p| p == own) => Some(own),
-            Some(_) => {
-                return Ok(Response::new(pb::ListAccountsResponse {
-                    accounts: vec![],
-                    next_page_token: String::new(),
-                }));
-            }
+        let Ok(participant) = auth::named_participant(&caller, &request.participant) else {
+            return Ok(Response::new(pb::ListAccountsResponse::default()));
         };
+        let participant = (!participant.is_empty()).then_some(participant.as_str());
         let accounts = self.ledger.list_accounts(participant, after, page_size).map_err(ApiError::from)?;
         let next_page_token = match accounts.last() {
             Some(last) if accounts.len() == page_size => convert::format_id(last.id),

@@ -1036,12 +1036,6 @@ impl SettlementService for SettlementApi {
     }
 }
 
-/// The participant a settlement request names, as the caller may name it: an operator names
-/// anyone; a participant names itself (empty means itself), and another is NOT_FOUND.
 fn own_participant(caller: &puente_ledger::identity::Caller, named: String) -> Result<String, ApiError> {
-    match caller.scope() {
-        None => Ok(named),
-        Some(own) if named.is_empty() || named == own => Ok(own.to_owned()),
-        Some(_) => Err(ApiError::NotFound { resource: "participant", id: named }),
-    }
+    auth::named_participant(caller, &named)
 }
