@@ -97,6 +97,11 @@ pub struct VerifyArgs {
     /// TOML config file, for the currencies the store uses beyond USD and MXN.
     #[arg(long, env = "PUENTE_CONFIG")]
     config: Option<PathBuf>,
+    /// A chain head recorded earlier, outside the data directory, as SEQ:SHA256 (e.g. from a
+    /// settlement report, a backup manifest or an earlier `verify`): the journal must still hold
+    /// that record with that hash, so a rewritten or shortened journal is caught.
+    #[arg(long, value_name = "SEQ:SHA256")]
+    expect_head: Option<String>,
 }
 
 pub async fn run(
@@ -809,12 +814,69 @@ async fn verify(args: VerifyArgs, out: &Output) -> Result<(), CliError> {
             (format!("store {}", dir.display()), journal, None)
         }
     };
+    let expected = args.expect_head.as_deref().map(parse_head).transpose()?;
     let replay = replay(&journal, currencies, &what).await?;
     if let Some(manifest) = &manifest {
         check_replay_against_manifest(&what, manifest, &replay)?;
     }
-    out.print(replay_json(&what, &replay), || replay_text(&what, &replay));
+    if let Some((seq, hash)) = &expected {
+        check_expected_head(&what, &journal, &replay, *seq, hash)?;
+    }
+    let mut value = replay_json(&what, &replay);
+    if let Some((seq, hash)) = &expected {
+        value["expected_head"] = json!({ "seq": seq, "sha256": hash, "matches": true });
+    }
+    out.print(value, || {
+        let mut text = replay_text(&what, &replay);
+        if let Some((seq, hash)) = &expected {
+            text.push_str(&format!("OK: journal record {seq} still has the recorded chain hash {hash}\n"));
+        }
+        text
+    });
     Ok(())
+}
+
+/// `SEQ:SHA256` (64 lower- or upper-case hex digits).
+fn parse_head(text: &str) -> Result<(u64, String), CliError> {
+    let usage =
+        || CliError::Usage(format!("--expect-head {text:?}: expected SEQ:SHA256, e.g. 42:9f86d0...(64 hex)"));
+    let (seq, hash) = text.split_once(':').ok_or_else(usage)?;
+    let seq: u64 = seq.trim().parse().map_err(|_| usage())?;
+    let hash = hash.trim().to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(usage());
+    }
+    Ok((seq, hash))
+}
+
+/// The verified journal still holds record `seq` with the recorded chain hash.
+fn check_expected_head(
+    what: &str,
+    journal: &Path,
+    replay: &Replay,
+    seq: u64,
+    hash: &str,
+) -> Result<(), CliError> {
+    if seq > replay.chain_head_seq {
+        return Err(CliError::Ops(format!(
+            "{what} does NOT match the recorded head: it ends at record {}, before the recorded record {seq} \
+             (records were removed)",
+            replay.chain_head_seq
+        )));
+    }
+    if seq == 0 {
+        return Ok(());
+    }
+    let stored = puente_ledger::journal::chain_hash_at(journal, seq)
+        .map_err(|e| CliError::Ops(format!("{what}: reading record {seq}: {e}")))?;
+    match stored.map(|h| puente_ledger::journal::chain_hex(&h)) {
+        Some(actual) if actual == hash => Ok(()),
+        Some(actual) => Err(CliError::Ops(format!(
+            "{what} does NOT match the recorded head: record {seq} has chain hash {actual}, the recorded \
+             head says {hash} (the journal was rewritten up to or before record {seq})"
+        ))),
+        None => Err(CliError::Ops(format!("{what} has no record {seq}"))),
+    }
 }
 
 async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {

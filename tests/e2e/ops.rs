@@ -307,6 +307,23 @@ async fn a_damaged_backup_fails_verify_and_restore_with_the_reason() {
     assert_eq!(std::fs::read(data.join("journal.log")).unwrap(), journal_before);
     assert_eq!(listing(&data), files_before);
 
+    // A head recorded outside the store: it matches now; a rewritten journal does not.
+    let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&data), "--json"]).await;
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let head =
+        format!("{}:{}", report["chain_head"]["seq"], report["chain_head"]["sha256"].as_str().unwrap());
+    let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&data), "--expect-head", &head]).await;
+    assert!(ok && stdout.contains("still has the recorded chain hash"), "{stdout}{stderr}");
+    let forged_hash = format!("{}:{}", report["chain_head"]["seq"], "ab".repeat(32));
+    let (ok, _, stderr) =
+        puente(&["verify", "--data-dir", &text(&data), "--expect-head", &forged_hash]).await;
+    assert!(!ok && stderr.contains("does NOT match the recorded head"), "{stderr}");
+    // A journal cut back to an earlier record (a whole, self-consistent prefix) is caught.
+    let ahead = format!("{}:{}", report["chain_head"]["seq"].as_u64().unwrap() + 1, "00".repeat(32));
+    let (ok, _, stderr) = puente(&["verify", "--data-dir", &text(&data), "--expect-head", &ahead]).await;
+    assert!(!ok && stderr.contains("records were removed"), "{stderr}");
+
     let backup = dir.path().join("backup");
     let (ok, _, stderr) = puente(&["backup", "--data-dir", &text(&data), "--out", &text(&backup)]).await;
     assert!(ok, "{stderr}");

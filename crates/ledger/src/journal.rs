@@ -338,6 +338,33 @@ fn check_record(
     Ok(entry)
 }
 
+/// The chain hash stored with record `seq`, or `None` when the journal has no such intact
+/// record. It reads stored hashes without recomputing them: call it on a journal that an open
+/// (or `copy_intact_prefix`) has just verified, to compare with a head recorded elsewhere.
+pub fn chain_hash_at(path: &Path, seq: u64) -> Result<Option<ChainHash>, LedgerError> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0u8; HEADER_BYTES];
+    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(corrupt(path, 0, "not a Puente journal (bad magic)"));
+    }
+    let mut offset = HEADER_BYTES as u64;
+    let mut payload = Vec::new();
+    while offset < file_len {
+        let Ok((record_len, stored)) = read_record(&mut reader, file_len - offset, &mut payload) else {
+            return Ok(None);
+        };
+        // bincode puts `seq` first, as a little-endian u64.
+        let record_seq = payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+        if record_seq == Some(seq) {
+            return Ok(Some(stored));
+        }
+        offset += record_len;
+    }
+    Ok(None)
+}
+
 /// Reads one record: its length and stored chain hash, its payload into `payload`.
 fn read_record(
     reader: &mut impl Read,
