@@ -414,3 +414,61 @@ impl HolderService for HolderApi {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn pii(clabe: &str, routing: &str, account: &str, rfc: &str) -> pb::HolderPersonalData {
+        pb::HolderPersonalData {
+            full_name: "Ana".into(),
+            clabe: clabe.into(),
+            routing_number: routing.into(),
+            account_number: account.into(),
+            rfc: rfc.into(),
+            ..Default::default()
+        }
+    }
+
+    fn fields(data: &pb::HolderPersonalData, kind: HolderKind) -> Vec<String> {
+        let mut violations = Vec::new();
+        validate_pii(data, Some(kind), &mut violations);
+        violations.into_iter().map(|v| v.field).collect()
+    }
+
+    #[test]
+    fn identifiers_are_checked_by_check_digit_and_format() {
+        let ok = pii("032180000118359719", "021000021", "12345678", "GODE561231GR8");
+        assert!(fields(&ok, HolderKind::Individual).is_empty());
+        let bad = pii("032180000118359718", "021000022", "12a", "ABC010101AB1");
+        assert_eq!(
+            fields(&bad, HolderKind::Individual),
+            [
+                "holder.personal_data.clabe",
+                "holder.personal_data.routing_number",
+                "holder.personal_data.account_number",
+                "holder.personal_data.rfc"
+            ]
+        );
+        // A business RFC (12 characters) fits a business.
+        assert!(fields(&pii("", "", "", "ABC010101AB1"), HolderKind::Business).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn any_personal_data_is_validated_without_panicking_or_echoing_it(
+            clabe in "\\PC{0,40}", routing in "[0-9]{0,12}", account in "\\PC{0,20}", rfc in "\\PC{0,20}",
+        ) {
+            let data = pii(&clabe, &routing, &account, &rfc);
+            let mut violations = Vec::new();
+            validate_pii(&data, Some(HolderKind::Individual), &mut violations);
+            for v in violations {
+                for value in [&clabe, &account, &rfc] {
+                    prop_assert!(value.len() < 4 || !v.description.contains(value.as_str()), "{} echoed", v.field);
+                }
+            }
+        }
+    }
+}

@@ -313,3 +313,241 @@ impl Engine {
         }
     }
 }
+
+impl HolderState {
+    /// A holder's count for its latest month (tests, operations).
+    pub fn usage(&self, participant: &str, id: &str) -> Option<MonthlyUsage> {
+        self.usage.get(&(participant.to_owned(), id.to_owned())).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+    use puente_money::{CurrencyCode, CurrencyTable};
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::engine::{Prior, TransferLookup};
+    use crate::types::*;
+
+    struct NoStore;
+
+    impl TransferLookup for NoStore {
+        fn lookup_transfer(&self, _id: TransferId) -> Result<Option<Prior>, crate::LedgerError> {
+            Ok(None)
+        }
+    }
+
+    /// 2026-01-01T00:00:00Z.
+    const JAN_2026_NS: u64 = 1_767_225_600 * 1_000_000_000;
+    const DAY_NS: u64 = 86_400 * 1_000_000_000;
+    const FUNDING: AccountId = 1;
+    const FUNDING_USD: AccountId = 5;
+    /// (account, holder): a Nivel 1 and a Nivel 2 MXN account, and a USD account of the Nivel 1
+    /// holder.
+    const N1: AccountId = 2;
+    const N2: AccountId = 3;
+    const N1_USD: AccountId = 4;
+    const MISSING: AccountId = 99;
+
+    fn account(id: AccountId, currency: CurrencyCode, holder: &str) -> NewAccount {
+        NewAccount {
+            id,
+            participant: "fintech".into(),
+            currency,
+            flags: AccountFlags::default(),
+            overdraft_limit_minor: 0,
+            holder_ref: holder.into(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    fn holder(id: &str, tier: Tier) -> HolderRequest {
+        HolderRequest::Create(Box::new(Holder {
+            participant: "fintech".into(),
+            id: id.into(),
+            kind: HolderKind::Individual,
+            country: "MX".into(),
+            tier,
+            pii: SealedPii::default(),
+            created_at_ns: 0,
+        }))
+    }
+
+    fn transfer(
+        id: TransferId,
+        debit: AccountId,
+        credit: AccountId,
+        amount: u64,
+        currency: CurrencyCode,
+    ) -> Transfer {
+        Transfer {
+            id,
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount_minor: amount,
+            currency,
+            flags: TransferFlags::default(),
+            pending_id: 0,
+            timeout_ms: 0,
+            reference: String::new(),
+            metadata: Metadata::new(),
+        }
+    }
+
+    /// An engine with the policy (1 UDI = MXN 8.70), two holders and their accounts.
+    fn setup(out: &mut Output) -> Engine {
+        let mut e = Engine::new(CurrencyTable::default());
+        let policy = KycPolicy::new(Decimal::new(870, 2)).unwrap();
+        e.holder_command(HolderRequest::SetPolicy(policy), JAN_2026_NS, out).unwrap();
+        e.holder_command(holder("ana", Tier::MxNivel1), JAN_2026_NS, out).unwrap();
+        e.holder_command(holder("luis", Tier::MxNivel2), JAN_2026_NS, out).unwrap();
+        let accounts = vec![
+            account(FUNDING, CurrencyCode::MXN, ""),
+            account(N1, CurrencyCode::MXN, "ana"),
+            account(N2, CurrencyCode::MXN, "luis"),
+            account(N1_USD, CurrencyCode::USD, "ana"),
+            account(FUNDING_USD, CurrencyCode::USD, ""),
+        ];
+        let outcomes = e.create_accounts(None, accounts, JAN_2026_NS, out);
+        assert!(outcomes.iter().all(|o| o.result == AccountResult::Ok));
+        e
+    }
+
+    #[test]
+    fn holders_need_a_policy_and_a_known_tier_and_retries_are_idempotent() {
+        let mut out = Output::default();
+        let mut e = Engine::new(CurrencyTable::default());
+        assert_eq!(
+            e.holder_command(holder("ana", Tier::MxNivel1), 1, &mut out),
+            Err(HolderRefusal::PolicyNotSet)
+        );
+        let policy = KycPolicy::new(Decimal::new(870, 2)).unwrap();
+        e.holder_command(HolderRequest::SetPolicy(policy), 1, &mut out).unwrap();
+        let unknown = holder("ana", Tier::Us("US_GOLD".into()));
+        assert!(matches!(
+            e.holder_command(unknown, 2, &mut out),
+            Err(HolderRefusal::Invalid { field: "tier", .. })
+        ));
+        let first = e.holder_command(holder("ana", Tier::MxNivel1), 3, &mut out).unwrap();
+        assert!(matches!(first, HolderResponse::Holder { created: true, .. }));
+        let retry = e.holder_command(holder("ana", Tier::MxNivel1), 4, &mut out).unwrap();
+        assert!(matches!(retry, HolderResponse::Holder { created: false, .. }));
+        assert_eq!(
+            e.holder_command(holder("ana", Tier::MxNivel2), 5, &mut out),
+            Err(HolderRefusal::ExistsWithDifferent { id: "ana".into(), field: "tier" })
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Credit an account from its funding account.
+        Credit { to: AccountId, amount_minor: u64 },
+        /// The same credit linked with a transfer that fails: the chain changes nothing.
+        FailedChain { to: AccountId, amount_minor: u64 },
+        /// Pay back to the funding account (lowers the balance, not the month's count).
+        Withdraw { from: AccountId, amount_minor: u64 },
+        /// Move the clock on by this many days.
+        Wait { days: u64 },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let account = prop::sample::select(vec![N1, N2, N1_USD]);
+        prop_oneof![
+            4 => (account.clone(), 1..300_000u64).prop_map(|(to, amount_minor)| Step::Credit { to, amount_minor }),
+            1 => (account.clone(), 1..300_000u64).prop_map(|(to, amount_minor)| Step::FailedChain { to, amount_minor }),
+            1 => (prop::sample::select(vec![N1, N2]), 1..300_000u64)
+                .prop_map(|(from, amount_minor)| Step::Withdraw { from, amount_minor }),
+            1 => (1..40u64).prop_map(|days| Step::Wait { days }),
+        ]
+    }
+
+    /// What the reference model expects for a credit: the limits written out again by hand.
+    fn expected(
+        month_used: &HashMap<(AccountId, u32), u64>,
+        balance: &HashMap<AccountId, i128>,
+        to: AccountId,
+        amount: u64,
+        month: u32,
+    ) -> TransferResult {
+        if to == N1_USD {
+            return TransferResult::KycCurrencyNotCovered;
+        }
+        // 750 UDIs (N1) and 3,000 UDIs (N2) at MXN 8.70; the N1 balance cap is 1,000 UDIs.
+        let monthly: u64 = if to == N1 { 652_500 } else { 2_610_000 };
+        let used = month_used.get(&(to, month)).copied().unwrap_or(0);
+        let over_month = used + amount > monthly;
+        let over_cap = to == N1 && balance.get(&to).copied().unwrap_or(0) + amount as i128 > 870_000;
+        if over_month || over_cap { TransferResult::KycLimitExceeded } else { TransferResult::Ok }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn monthly_counts_match_a_reference_model_and_survive_replay(steps in prop::collection::vec(step(), 1..60)) {
+            let mut out = Output::default();
+            let mut e = setup(&mut out);
+            let mut now = JAN_2026_NS + 1_000;
+            let mut id: TransferId = 1_000;
+            let mut month_used: HashMap<(AccountId, u32), u64> = HashMap::new();
+            let mut balance: HashMap<AccountId, i128> = HashMap::new();
+            for step in steps {
+                id += 2;
+                now += 1_000;
+                let month = month_of(now);
+                match step {
+                    Step::Wait { days } => now += days * DAY_NS,
+                    Step::Credit { to, amount_minor } => {
+                        let (funding, currency) =
+                            if to == N1_USD { (FUNDING_USD, CurrencyCode::USD) } else { (FUNDING, CurrencyCode::MXN) };
+                        let want = expected(&month_used, &balance, to, amount_minor, month);
+                        let got = e.create_transfers(&NoStore, None, &[transfer(id, funding, to, amount_minor, currency)], now, &mut out).unwrap();
+                        prop_assert_eq!(got[0].result, want);
+                        if want == TransferResult::Ok {
+                            *month_used.entry((to, month)).or_default() += amount_minor;
+                            *balance.entry(to).or_default() += amount_minor as i128;
+                        }
+                    }
+                    Step::FailedChain { to, amount_minor } => {
+                        let (funding, currency) =
+                            if to == N1_USD { (FUNDING_USD, CurrencyCode::USD) } else { (FUNDING, CurrencyCode::MXN) };
+                        let mut first = transfer(id, funding, to, amount_minor, currency);
+                        first.flags.linked = true;
+                        let broken = transfer(id + 1, funding, MISSING, 1, currency);
+                        let got = e.create_transfers(&NoStore, None, &[first, broken], now, &mut out).unwrap();
+                        prop_assert!(got.iter().all(|o| !o.result.is_ok()));
+                    }
+                    Step::Withdraw { from, amount_minor } => {
+                        let available = balance.get(&from).copied().unwrap_or(0);
+                        let amount = amount_minor.min(available.max(0) as u64);
+                        if amount > 0 {
+                            let got = e.create_transfers(&NoStore, None, &[transfer(id, from, FUNDING, amount, CurrencyCode::MXN)], now, &mut out).unwrap();
+                            prop_assert_eq!(got[0].result, TransferResult::Ok);
+                            *balance.entry(from).or_default() -= amount as i128;
+                        }
+                    }
+                }
+                // The engine's count for the current month equals the model's.
+                for (account, holder) in [(N1, "ana"), (N2, "luis")] {
+                    let month = month_of(now);
+                    let counted = e.holders().usage("fintech", holder).filter(|u| u.month == month).map_or(0, |u| u.credited_minor);
+                    let model = month_used.get(&(account, month)).copied().unwrap_or(0);
+                    prop_assert_eq!(counted, model);
+                }
+            }
+            // Replay rebuilds the same counts.
+            let mut replayed = Engine::new(CurrencyTable::default());
+            let mut sink = Output::default();
+            for op in out.ops.clone() {
+                replayed.apply(op, &mut sink);
+            }
+            for holder in ["ana", "luis"] {
+                prop_assert_eq!(replayed.holders().usage("fintech", holder), e.holders().usage("fintech", holder));
+            }
+        }
+    }
+}
