@@ -1,13 +1,14 @@
 //! A remittance app's flow: set a rate (operator), quote "send exactly USD 200", show the
 //! Regulation E disclosure, verify the quote's signature offline, execute it, and look at the
 //! balances and the house's exposure. Run against a server:
-//! `cargo run -p puente-client --example fx -- 127.0.0.1:50051`
-use puente_client::{Client, Fixed, NewAccount, NewTransfer, new_id, pb, verify_quote};
+//! `PUENTE_API_KEY_FILE=~/.puente/operator.key cargo run -p puente-client --example fx -- 127.0.0.1:50051`
+//! (an operator's key: see `puente participants bootstrap`).
+use puente_client::{Client, ConnectOptions, Fixed, NewAccount, NewTransfer, new_id, pb, verify_quote};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50051".to_owned());
-    let mut client = Client::connect(&addr).await?;
+    let mut client = Client::connect_with(&addr, &ConnectOptions::api_key(&api_key()?)).await?;
     // Operator: the mid-market rate (in production a feed streams these).
     client.set_rate("USD", "MXN", "18.9125", "example").await?;
 
@@ -43,4 +44,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// The key from PUENTE_API_KEY_FILE (preferred) or PUENTE_API_KEY.
+fn api_key() -> Result<String, Box<dyn std::error::Error>> {
+    if let Ok(path) = std::env::var("PUENTE_API_KEY_FILE") {
+        return Ok(std::fs::read_to_string(path)?.trim().to_owned());
+    }
+    Ok(std::env::var("PUENTE_API_KEY").map_err(|_| "set PUENTE_API_KEY_FILE or PUENTE_API_KEY")?)
 }

@@ -1,12 +1,13 @@
 //! Opens two wallets, funds one from a participant's settlement account, moves money with a
 //! two-phase transfer, and prints the statement. Run against a server:
-//! `cargo run -p puente-client --example quickstart -- 127.0.0.1:50051`
-use puente_client::{Client, NewAccount, NewTransfer, pb};
+//! `PUENTE_API_KEY_FILE=~/.puente/operator.key cargo run -p puente-client --example quickstart -- 127.0.0.1:50051`
+//! (an operator's key: see `puente participants bootstrap`).
+use puente_client::{Client, ConnectOptions, NewAccount, NewTransfer, pb};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50051".to_owned());
-    let mut client = Client::connect(&addr).await?;
+    let mut client = Client::connect_with(&addr, &ConnectOptions::api_key(&api_key()?)).await?;
     let settlement =
         client.create_account(NewAccount::new("fintech-a", "USD").holder_ref("settlement")).await?;
     let alice =
@@ -39,4 +40,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     Ok(())
+}
+
+/// The key from PUENTE_API_KEY_FILE (preferred) or PUENTE_API_KEY.
+fn api_key() -> Result<String, Box<dyn std::error::Error>> {
+    if let Ok(path) = std::env::var("PUENTE_API_KEY_FILE") {
+        return Ok(std::fs::read_to_string(path)?.trim().to_owned());
+    }
+    Ok(std::env::var("PUENTE_API_KEY").map_err(|_| "set PUENTE_API_KEY_FILE or PUENTE_API_KEY")?)
 }
