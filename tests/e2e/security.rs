@@ -584,6 +584,19 @@ async fn holders_personal_data_is_encrypted_at_rest_and_kyc_tiers_limit_monthly_
         .get_holder(pb::GetHolderRequest { participant: String::new(), holder_id: "ana".into() })
         .await;
     assert_eq!(other.unwrap_err().code(), Code::NotFound);
+    let usage = pb::GetHolderUsageRequest { participant: "fintech-a".into(), holder_id: "ana".into() };
+    assert_eq!(b_holders.get_holder_usage(usage).await.unwrap_err().code(), Code::NotFound);
+    let listed = b_holders
+        .list_holders(pb::ListHoldersRequest { participant: "fintech-a".into(), ..Default::default() });
+    assert!(listed.await.unwrap().into_inner().holders.is_empty());
+    let own = a_holders.list_holders(pb::ListHoldersRequest::default()).await.unwrap().into_inner().holders;
+    assert_eq!(own.len(), 1);
+    assert!(own[0].personal_data.is_none(), "lists carry no personal data");
+    // A retry of the registration is idempotent; a different tier is refused.
+    let retry = a_holders.create_holder(holder("ana", "MX_NIVEL_1", ana.clone())).await.unwrap().into_inner();
+    assert!(!retry.created);
+    let changed = a_holders.create_holder(holder("ana", "MX_NIVEL_2", ana.clone())).await.unwrap_err();
+    assert_eq!(changed.code(), Code::AlreadyExists);
 
     // Nivel 1: 750 UDIs a month at 8.70 = MXN 6,525.00.
     let mut a = a;
