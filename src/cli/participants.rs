@@ -70,8 +70,9 @@ pub enum ParticipantsCommand {
 pub async fn run(client: &mut Client, command: ParticipantsCommand, out: &Output) -> Result<(), CliError> {
     match command {
         ParticipantsCommand::Bootstrap { id, name, key_file } => {
+            let file = SecretFile::create(key_file.as_deref())?;
             let (participant, key) = client.bootstrap_operator(&id, &name).await?;
-            show_new_key(&participant, &key, key_file.as_deref(), out)
+            show_new_key(&participant, &key, file, out)
         }
         ParticipantsCommand::Create { id, name, role, key_file } => {
             let role = match role.as_str() {
@@ -83,8 +84,9 @@ pub async fn run(client: &mut Client, command: ParticipantsCommand, out: &Output
                     )));
                 }
             };
+            let file = SecretFile::create(key_file.as_deref())?;
             let (participant, key) = client.create_participant(&id, &name, role).await?;
-            show_new_key(&participant, &key, key_file.as_deref(), out)
+            show_new_key(&participant, &key, file, out)
         }
         ParticipantsCommand::Get { id } => {
             let response = client
@@ -110,8 +112,9 @@ pub async fn run(client: &mut Client, command: ParticipantsCommand, out: &Output
             Ok(())
         }
         ParticipantsCommand::RotateKey { id, keep_old_keys, key_file } => {
+            let file = SecretFile::create(key_file.as_deref())?;
             let (participant, key) = client.rotate_key(&id, !keep_old_keys).await?;
-            show_new_key(&participant, &key, key_file.as_deref(), out)
+            show_new_key(&participant, &key, file, out)
         }
         ParticipantsCommand::RevokeKey { id, key_id } => {
             let p = client.revoke_key(&id, &key_id).await?;
@@ -178,11 +181,13 @@ fn role_name(role: i32) -> &'static str {
 fn show_new_key(
     participant: &pb::Participant,
     key: &NewApiKey,
-    key_file: Option<&Path>,
+    file: Option<SecretFile>,
     out: &Output,
 ) -> Result<(), CliError> {
-    if let Some(path) = key_file {
-        write_secret(path, &key.key)?;
+    let key_file = file.as_ref().map(|f| f.path.clone());
+    let key_file = key_file.as_deref();
+    if let Some(file) = file {
+        file.write(&key.key)?;
     }
     let shown = if key_file.is_some() { Value::Null } else { Value::String(key.key.clone()) };
     let mut value = participant_json(participant);
@@ -208,21 +213,45 @@ fn show_new_key(
     Ok(())
 }
 
-/// Creates `path` with mode 0600 (never readable by others, even for a moment).
-fn write_secret(path: &Path, secret: &str) -> Result<(), CliError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+/// A key file made *before* the server is asked for anything (so a bad path never loses a
+/// key the server already registered): created empty with mode 0600 (never readable by others,
+/// even for a moment), filled once the key exists, removed if the call fails.
+struct SecretFile {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl SecretFile {
+    fn create(path: Option<&Path>) -> Result<Option<SecretFile>, CliError> {
+        let Some(path) = path else { return Ok(None) };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(|e| {
+            CliError::Usage(format!("--key-file {}: {e} (it must not exist yet)", path.display()))
+        })?;
+        Ok(Some(SecretFile { path: path.to_owned(), file: Some(file) }))
     }
-    let mut file = options.open(path).map_err(|e| {
-        CliError::Usage(format!("--key-file {}: {e} (it must not exist yet)", path.display()))
-    })?;
-    writeln!(file, "{secret}")
-        .and_then(|_| file.sync_all())
-        .map_err(|e| CliError::Usage(format!("--key-file: {e}")))
+
+    fn write(mut self, secret: &str) -> Result<(), CliError> {
+        let Some(mut file) = self.file.take() else { return Ok(()) };
+        writeln!(file, "{secret}")
+            .and_then(|_| file.sync_all())
+            .map_err(|e| CliError::Usage(format!("--key-file {}: {e}", self.path.display())))
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        // Still unwritten: the server call failed; leave no empty key file behind.
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// SHA-256 (hex) of the first certificate in a PEM file, over its DER bytes.

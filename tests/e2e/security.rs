@@ -405,6 +405,15 @@ async fn keys_rotate_and_revoke_through_the_cli_and_bootstrap_happens_once() {
         let value: serde_json::Value = serde_json::from_str(stdout).unwrap();
         value["api_key"].as_str().unwrap().to_owned()
     };
+    // A key file that cannot be written is refused before the server registers anything.
+    let taken = dir.path().join("taken.key");
+    std::fs::write(&taken, "keep me").unwrap();
+    let (ok, _, stderr) =
+        cli(&["participants", "create", "fintech-d", "--key-file", taken.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("must not exist yet"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "keep me");
+    let (ok, _, stderr) = cli(&["participants", "get", "fintech-d"]);
+    assert!(!ok && stderr.contains("PARTICIPANT_NOT_FOUND"), "{stderr}");
     let (ok, stdout, stderr) = cli(&["participants", "create", "fintech-c", "--name", "C", "--json"]);
     assert!(ok, "{stderr}");
     let first = key_of(&stdout);
