@@ -365,13 +365,16 @@ async fn another_participants_resources_do_not_exist() {
         settlement.get_window(pb::GetWindowRequest { window_id: usd.window_id }).await.unwrap().into_inner();
     let positions = window.window.unwrap().positions;
     assert!(!positions.is_empty() && positions.iter().all(|p| p.participant == "fintech-b"), "{positions:?}");
+    // The network's totals are for operators.
+    assert!(usd.gross_value.is_none() && usd.obligation_count == 0, "{usd:?}");
     let mut operator_view = w.operator.settlement();
     let full = operator_view
         .get_window(pb::GetWindowRequest { window_id: usd.window_id })
         .await
         .unwrap()
         .into_inner();
-    assert!(full.window.unwrap().positions.iter().any(|p| p.participant == "fintech-a"));
+    let full = full.window.unwrap();
+    assert!(full.positions.iter().any(|p| p.participant == "fintech-a") && full.gross_value.is_some());
 
     // Nothing changed but remembered failures (the journal grows by those, balances do not).
     let after = snapshot(&mut w.operator, &data, PARTICIPANTS).await;

@@ -737,6 +737,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::ListWindowsRequest>,
     ) -> Result<Response<pb::ListWindowsResponse>, Status> {
+        let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
         let currency =
@@ -769,7 +770,10 @@ impl SettlementService for SettlementApi {
             _ => String::new(),
         };
         Ok(Response::new(pb::ListWindowsResponse {
-            windows: windows.iter().map(|w| window_out(w, self.currencies(), false)).collect(),
+            windows: windows
+                .iter()
+                .map(|w| window_for(&caller, window_out(w, self.currencies(), false)))
+                .collect(),
             next_page_token,
         }))
     }
@@ -788,7 +792,7 @@ impl SettlementService for SettlementApi {
             window.positions.retain(|p| p.participant == own);
         }
         Ok(Response::new(pb::GetWindowResponse {
-            window: Some(window_out(&window, self.currencies(), true)),
+            window: Some(window_for(&caller, window_out(&window, self.currencies(), true))),
         }))
     }
 
@@ -1030,10 +1034,30 @@ impl SettlementService for SettlementApi {
             window.positions.retain(|p| p.participant == own);
         }
         Ok(Response::new(pb::ConfirmSettlementResponse {
-            window: Some(window_out(&window, self.currencies(), true)),
+            window: Some(window_for(&caller, window_out(&window, self.currencies(), true))),
             changed,
         }))
     }
+}
+
+/// What a caller may see of a window: operators everything; a participant the window's
+/// schedule and state and its own position, but not the network's totals, the ledger
+/// positions of other participants' obligations, or a failure reason (which may name others).
+fn window_for(
+    caller: &puente_ledger::identity::Caller,
+    mut window: pb::SettlementWindow,
+) -> pb::SettlementWindow {
+    if let Some(own) = caller.scope() {
+        window.positions.retain(|p| p.participant == own);
+        window.obligation_count = 0;
+        window.gross_value = None;
+        window.first_position = 0;
+        window.last_position = 0;
+        if !window.reason.is_empty() {
+            window.reason = "see the operator".to_owned();
+        }
+    }
+    window
 }
 
 fn own_participant(caller: &puente_ledger::identity::Caller, named: String) -> Result<String, ApiError> {
