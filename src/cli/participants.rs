@@ -224,6 +224,19 @@ struct SecretFile {
 impl SecretFile {
     fn create(path: Option<&Path>) -> Result<Option<SecretFile>, CliError> {
         let Some(path) = path else { return Ok(None) };
+        // A missing parent (e.g. ~/.puente) is made private to the user.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder.create(parent).map_err(|e| {
+                CliError::Usage(format!("--key-file: cannot create {}: {e}", parent.display()))
+            })?;
+        }
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]

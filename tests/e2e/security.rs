@@ -265,6 +265,13 @@ async fn every_rpc_refuses_missing_wrong_revoked_credentials_and_the_wrong_role(
         before,
         "a refused call changed something"
     );
+    // The log names the refused key by its id, never by its secret.
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    let (revoked_id, revoked_secret) = w.revoked_key["puente_".len()..].split_once('_').unwrap();
+    assert!(log.contains(&format!("presented_key_id={revoked_id}")), "refusals are logged with the key id");
+    for secret in [revoked_secret, w.a_key.rsplit('_').next().unwrap()] {
+        assert!(!log.contains(secret), "a key's secret reached the log");
+    }
 
     // The typed client gets the reason too.
     let mut anonymous = w.server.anonymous().await;

@@ -274,7 +274,20 @@ fn admit<B>(
             Ok(None)
         }
         access => {
-            let caller = authenticate(ledger, request)?;
+            let caller = authenticate(ledger, request).inspect_err(|error| {
+                // Who knocked, never with what: the key id part of a presented key (not secret)
+                // tells an operator which revoked or mistyped key a client still sends.
+                let key_id = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| bearer_key(v.as_bytes()).ok())
+                    .and_then(|key| key.strip_prefix("puente_"))
+                    .and_then(|rest| rest.split_once('_'))
+                    .map(|(id, _)| id.chars().take(32).collect::<String>())
+                    .unwrap_or_default();
+                let peer = remote_addr(request).map(|a| a.to_string()).unwrap_or_default();
+                tracing::info!(%peer, presented_key_id = %key_id, %error, "request refused");
+            })?;
             let span = tracing::Span::current();
             span.record("participant", caller.participant.as_str());
             if let Some(key_id) = &caller.key_id {
