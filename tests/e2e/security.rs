@@ -317,6 +317,12 @@ async fn another_participants_resources_do_not_exist() {
     assert_eq!(refused(post[0].clone()), "PENDING_TRANSFER_NOT_FOUND");
     let opened = b.create_accounts(vec![NewAccount::new("fintech-a", "USD").0]).await.unwrap();
     assert_eq!(opened[0].code, "PARTICIPANT_INVALID");
+    // Reusing the id of A's account or transfer says only that the id is taken, nothing of
+    // what it holds (no EXISTS_WITH_DIFFERENT_<FIELD> probing).
+    let reused = b.create_accounts(vec![NewAccount::new("fintech-b", "USD").id(&w.a_usd).0]).await.unwrap();
+    assert_eq!(reused[0].code, "ID_ALREADY_USED");
+    let probe = NewTransfer::new(&w.b_usd, &w.a_usd, "USD", "10.00").id(&w.a_transfer).0;
+    assert_eq!(b.create_transfers(vec![probe]).await.unwrap()[0].code, "ID_ALREADY_USED");
     // The feed carries only B's transfers: read up to B's last one and look at what came.
     let mut feed = b.stream_transfers(0).await.unwrap();
     let mut seen = Vec::new();

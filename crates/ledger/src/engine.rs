@@ -286,6 +286,15 @@ impl Engine {
                 continue;
             }
             if let Some(existing) = self.accounts.get(&new.id) {
+                // Another participant's account: the id is taken, and nothing more is said.
+                if actor.is_some_and(|a| a != existing.participant) {
+                    outcomes.push(AccountOutcome {
+                        result: AccountResult::IdAlreadyUsed,
+                        replayed: false,
+                        account: None,
+                    });
+                    continue;
+                }
                 let result = compare_account(existing, &new);
                 let account = (result == AccountResult::Ok).then(|| existing.clone());
                 outcomes.push(AccountOutcome { result, replayed: result == AccountResult::Ok, account });
@@ -550,6 +559,14 @@ impl Engine {
             None => lookup.lookup_transfer(transfer.id)?,
         };
         if let Some(prior) = prior {
+            // A committed transfer that touches none of the caller's accounts was never the
+            // caller's: its id is taken, and nothing of it (fields, outcome) is said.
+            if let (Some(actor), Prior::Committed(record)) = (actor, &prior) {
+                let owns = |id: &AccountId| self.accounts.get(id).is_some_and(|a| a.participant == actor);
+                if !owns(&record.effect.debit_account_id) && !owns(&record.effect.credit_account_id) {
+                    return Ok(fail(TransferResult::IdAlreadyUsed));
+                }
+            }
             let result = compare_transfer(prior.transfer(), transfer);
             if result != TransferResult::Ok {
                 return Ok(fail(result));

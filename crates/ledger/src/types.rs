@@ -218,6 +218,7 @@ result_enum!(
         AccountNotFound => "ACCOUNT_NOT_FOUND",
         AccountHasPendingTransfers => "ACCOUNT_HAS_PENDING_TRANSFERS",
         AccountReserved => "ACCOUNT_RESERVED",
+        IdAlreadyUsed => "ID_ALREADY_USED",
     }
 );
 
@@ -276,6 +277,7 @@ result_enum!(
         HubAccountReserved => "HUB_ACCOUNT_RESERVED",
         KycLimitExceeded => "KYC_LIMIT_EXCEEDED",
         KycCurrencyNotCovered => "KYC_CURRENCY_NOT_COVERED",
+        IdAlreadyUsed => "ID_ALREADY_USED",
     }
 );
 

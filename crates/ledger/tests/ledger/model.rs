@@ -592,6 +592,13 @@ impl Model {
             return (r, false, 0);
         }
         if let Some(seen) = self.state.seen.get(&t.id) {
+            // Another participant's committed transfer: only "the id is taken".
+            if let (Some(actor), Some((debit, credit, _))) = (actor, seen.effect) {
+                let owns = |id: u128| self.state.accounts.get(&id).is_some_and(|a| a.participant == actor);
+                if !owns(debit) && !owns(credit) {
+                    return (TransferResult::IdAlreadyUsed, false, 0);
+                }
+            }
             return match Model::first_difference(&seen.transfer, t) {
                 Some(r) => (r, false, 0),
                 None => (seen.result, true, seen.ts),
