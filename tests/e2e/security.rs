@@ -821,3 +821,32 @@ async fn mutual_tls_maps_a_bound_client_certificate_to_its_participant() {
         .unwrap();
     assert_eq!(code_of(&a.whoami().await.unwrap_err()), Some(Code::Unauthenticated));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_stream_counts_against_the_concurrency_limit_until_it_ends() {
+    let dir = temp_dir();
+    let config = dir.path().join("puente.toml");
+    std::fs::write(
+        &config,
+        "[limits]\nrequests_per_second = 10000\nburst = 10000\nconcurrent_requests = 2\n",
+    )
+    .unwrap();
+    let server = Server::try_start(&dir.path().join("data"), &["--config", config.to_str().unwrap()])
+        .unwrap_or_else(|log| panic!("{log}"));
+    let mut operator = server.client().await;
+    let (_, key) = operator.create_participant("streamer", "S", pb::Role::Participant).await.unwrap();
+    let mut client = client_with_key(&server.addr, &key.key).await;
+    let first = client.stream_transfers(0).await.unwrap();
+    let second = client.stream_transfers(0).await.unwrap();
+    // Two feeds are open: a third call of any kind waits for one to end.
+    let refused = client.whoami().await.unwrap_err();
+    assert_eq!((code_of(&refused), refused.reason()), (Some(Code::ResourceExhausted), Some("RATE_LIMITED")));
+    drop(first);
+    let freed = crate::support::eventually(std::time::Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move { client.whoami().await.is_ok() }
+    })
+    .await;
+    assert!(freed, "closing a feed frees its slot");
+    drop(second);
+}
