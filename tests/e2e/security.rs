@@ -850,3 +850,68 @@ async fn an_open_stream_counts_against_the_concurrency_limit_until_it_ends() {
     assert!(freed, "closing a feed frees its slot");
     drop(second);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_and_the_kyc_policy_through_the_cli() {
+    let dir = temp_dir();
+    let keys = pii_key_file(dir.path());
+    let server = Server::try_start(&dir.path().join("data"), &["--pii-key-file", keys.to_str().unwrap()])
+        .unwrap_or_else(|log| panic!("{log}"));
+    let cli = |key_file: &Path, args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_puente"))
+            .arg("--server")
+            .arg(&server.addr)
+            .env("PUENTE_API_KEY_FILE", key_file)
+            .env_remove("PUENTE_API_KEY")
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (output.status.success(), text(output.stdout), text(output.stderr))
+    };
+    let operator = crate::support::key_file_for(&server.addr);
+    let fintech = dir.path().join("keys/fintech.key");
+    let (ok, _, stderr) =
+        cli(&operator, &["participants", "create", "fintech-a", "--key-file", fintech.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) =
+        cli(&operator, &["kyc", "set-policy", "--udi-rate", "8.70", "--us-tier", "US_BASIC:2000.00:5000.00"]);
+    assert!(ok && stdout.contains("1 UDI = 8.70 MXN; 1 US tier"), "{stdout}{stderr}");
+    let (ok, _, stderr) = cli(&fintech, &["kyc", "set-policy", "--udi-rate", "1"]);
+    assert!(!ok && stderr.contains("PERMISSION_DENIED"), "{stderr}");
+    let create = [
+        "holders",
+        "create",
+        "joe",
+        "--kind",
+        "individual",
+        "--country",
+        "US",
+        "--tier",
+        "US_BASIC",
+        "--name",
+        "Joe Doe",
+        "--routing-number",
+        "011000015",
+        "--account-number",
+        "000123456789",
+    ];
+    let (ok, stdout, stderr) = cli(&fintech, &create);
+    assert!(ok && stdout.contains("holder joe of fintech-a registered (US_BASIC, US)"), "{stdout}{stderr}");
+    let (ok, stdout, _) = cli(&fintech, &["holders", "get", "joe", "--json"]);
+    let holder: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(ok && holder["personal_data"]["routing_number"] == "011000015", "{stdout}");
+    let (ok, stdout, _) = cli(&fintech, &["holders", "usage", "joe"]);
+    assert!(
+        ok && stdout.contains("credited 0.00 of 2000.00 USD this month; balance cap 5000.00 USD"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = cli(&fintech, &["holders", "list"]);
+    assert!(ok && stdout.contains("joe") && !stdout.contains("Joe Doe"), "{stdout}");
+    // A bad routing number is refused by check digit, naming the field only.
+    let mut bad = create.to_vec();
+    bad[2] = "jane";
+    bad[12] = "011000016";
+    let (ok, _, stderr) = cli(&fintech, &bad);
+    assert!(!ok && stderr.contains("routing_number") && !stderr.contains("011000016"), "{stderr}");
+}
