@@ -178,6 +178,8 @@ pub struct Output {
     pub ops: Vec<Op>,
     pub entries: Vec<Entry>,
     pub touched_accounts: Vec<AccountId>,
+    /// An op changed participants, keys or certificates: the credentials in force change.
+    pub credentials_changed: bool,
 }
 
 impl Output {
@@ -188,6 +190,7 @@ impl Output {
         self.ops.clear();
         self.entries.clear();
         self.touched_accounts.clear();
+        self.credentials_changed = false;
     }
 }
 
@@ -1036,7 +1039,10 @@ impl Engine {
             | Op::AddApiKey { .. }
             | Op::RevokeApiKey { .. }
             | Op::BindCertificate { .. }
-            | Op::UnbindCertificate { .. } => self.apply_identity(&op),
+            | Op::UnbindCertificate { .. } => {
+                self.apply_identity(&op);
+                out.credentials_changed = true;
+            }
             Op::RegisterHolder(_) | Op::SetKycPolicy { .. } => self.apply_holder(&op),
         }
         out.ops.push(op);
@@ -1170,7 +1176,8 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     /// Nothing is in the store: the engine's own overlay holds everything decided.
-    struct NoStore;
+    /// A store that has seen nothing (also used by the tests of `settlement` and `holders`).
+    pub(super) struct NoStore;
 
     impl TransferLookup for NoStore {
         fn lookup_transfer(&self, _id: TransferId) -> Result<Option<Prior>, crate::LedgerError> {
@@ -1210,7 +1217,8 @@ mod tests {
         engine
     }
 
-    fn transfer(id: TransferId, debit: AccountId, credit: AccountId, amount: u64) -> Transfer {
+    /// A single-phase USD transfer (also used by the tests of `settlement` and `holders`).
+    pub(super) fn transfer(id: TransferId, debit: AccountId, credit: AccountId, amount: u64) -> Transfer {
         Transfer {
             id,
             debit_account_id: debit,

@@ -15,7 +15,7 @@ use crate::LedgerError;
 use crate::engine::holders::{HolderRequest, HolderResult};
 use crate::engine::identity::{Credentials, IdentityRequest, IdentityResult};
 use crate::engine::settlement::{SettlementRequest, SettlementResult};
-use crate::engine::{Engine, Entry, Op, Output, Prior, TransferLookup};
+use crate::engine::{Engine, Entry, Output, Prior, TransferLookup};
 use crate::journal::{ChainHash, Journal, JournalEntry};
 use crate::store::{SledStore, Store};
 use crate::types::*;
@@ -653,16 +653,7 @@ impl Writer {
         let accounts = touched(&self.engine, &mut out.touched_accounts);
         self.store.apply(seq, out, &accounts)?;
         self.engine.store_caught_up();
-        if out.ops.iter().any(|op| {
-            matches!(
-                op,
-                Op::RegisterParticipant { .. }
-                    | Op::AddApiKey { .. }
-                    | Op::RevokeApiKey { .. }
-                    | Op::BindCertificate { .. }
-                    | Op::UnbindCertificate { .. }
-            )
-        }) {
+        if out.credentials_changed {
             let credentials = Arc::new(self.engine.identity().credentials());
             *self.credentials.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = credentials;
         }

@@ -132,9 +132,10 @@ impl Limits {
         }
     }
 
-    /// Admits one request of `participant`, or says how long to wait.
-    fn admit(&self, participant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
-        if let Err(not_until) = self.rate.check_key(&participant.to_owned()) {
+    /// Admits one request of `caller`, or says how long to wait.
+    fn admit(&self, caller: &Caller) -> Result<OwnedSemaphorePermit, ApiError> {
+        let participant = &caller.participant;
+        if let Err(not_until) = self.rate.check_key(participant) {
             let wait = not_until
                 .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
             return Err(ApiError::RateLimited {
@@ -144,14 +145,21 @@ impl Limits {
         }
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if gates.len() >= GATES_MAX && !gates.contains_key(participant) {
-                // Only registered participants get here, so this is a full registry: drop idle gates.
-                gates.retain(|_, gate| gate.available_permits() < self.config.concurrent_requests as usize);
+            match gates.get(participant) {
+                Some(gate) => gate.clone(),
+                None => {
+                    if gates.len() >= GATES_MAX {
+                        // Only registered participants get here, so this is a full registry:
+                        // drop idle gates.
+                        gates.retain(|_, gate| {
+                            gate.available_permits() < self.config.concurrent_requests as usize
+                        });
+                    }
+                    let gate = Arc::new(Semaphore::new(self.config.concurrent_requests as usize));
+                    gates.insert(participant.clone(), gate.clone());
+                    gate
+                }
             }
-            gates
-                .entry(participant.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.config.concurrent_requests as usize)))
-                .clone()
         };
         gate.try_acquire_owned()
             .map_err(|_| ApiError::RateLimited { limit: "concurrent_requests", retry_after_ms: 10 })
@@ -296,7 +304,7 @@ fn admit<B>(
             if access == Access::Operator && caller.role != Role::Operator {
                 return Err(ApiError::PermissionDenied("this method needs the operator role"));
             }
-            let permit = limits.admit(&caller.participant)?;
+            let permit = limits.admit(&caller)?;
             request.extensions_mut().insert(caller);
             Ok(Some(permit))
         }
@@ -413,14 +421,22 @@ mod tests {
     #[test]
     fn limits_refuse_above_the_burst_and_above_the_concurrency() {
         let limits = Limits::new(LimitsConfig { requests_per_second: 1, burst: 3, concurrent_requests: 2 });
-        let a = limits.admit("a").unwrap();
-        let _b = limits.admit("a").unwrap();
+        let caller = |p: &str| Caller { participant: p.to_owned(), role: Role::Participant, key_id: None };
+        let a_caller = caller("a");
+        let a = limits.admit(&a_caller).unwrap();
+        let _b = limits.admit(&a_caller).unwrap();
         // Two in flight: the third waits for one to finish.
-        assert!(matches!(limits.admit("a"), Err(ApiError::RateLimited { limit: "concurrent_requests", .. })));
+        assert!(matches!(
+            limits.admit(&a_caller),
+            Err(ApiError::RateLimited { limit: "concurrent_requests", .. })
+        ));
         drop(a);
         // The burst of 3 is spent (the refused one counted): now the rate refuses.
-        assert!(matches!(limits.admit("a"), Err(ApiError::RateLimited { limit: "requests_per_second", .. })));
+        assert!(matches!(
+            limits.admit(&a_caller),
+            Err(ApiError::RateLimited { limit: "requests_per_second", .. })
+        ));
         // Another participant is not affected.
-        assert!(limits.admit("b").is_ok());
+        assert!(limits.admit(&caller("b")).is_ok());
     }
 }

@@ -158,6 +158,11 @@ fn ledger_code_and_reason(error: &LedgerError) -> (Code, &'static str) {
     }
 }
 
+/// `Ok` when a request parsed cleanly, else every violation at once (INVALID_ARGUMENT).
+pub fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
+    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
+}
+
 impl ApiError {
     pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> ApiError {
         ApiError::InvalidArgument(vec![Violation::new(field, description)])

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth;
 use crate::convert::{self, timestamp};
-use crate::error::{ApiError, Violation};
+use crate::error::{ApiError, Violation, check};
 use crate::fx_desk::{DeskError, FxDesk, PendingOrPosted, StoredRate, now_ms};
 
 /// Most updates one StreamRates call applies.
@@ -27,10 +27,6 @@ impl FxApi {
     pub fn new(desk: Arc<FxDesk>) -> FxApi {
         FxApi { desk }
     }
-}
-
-fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
-    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
 }
 
 fn money(currencies: &CurrencyTable, code: CurrencyCode, minor: u64) -> Option<pb::Money> {

@@ -14,13 +14,14 @@ use puente_identity::pii::Keyring;
 use puente_ledger::Ledger;
 use puente_ledger::holders::{Holder, HolderKind, HolderRequest, HolderResponse, SealedPii};
 use puente_ledger::identity::Caller;
+use puente_money::CurrencyTable;
 use puente_proto::v1 as pb;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
 use crate::convert::{self, timestamp};
-use crate::error::{ApiError, Violation};
+use crate::error::{ApiError, Violation, check};
 
 /// Longest plaintext of one personal-data field, in bytes.
 pub const PII_FIELD_LEN_MAX: usize = 512;
@@ -184,11 +185,16 @@ fn holder_out(holder: &Holder, personal_data: Option<pb::HolderPersonalData>) ->
     }
 }
 
-fn usd_minor(text: &str, field: String, violations: &mut Vec<Violation>) -> Option<u64> {
+fn usd_minor(
+    currencies: &CurrencyTable,
+    text: &str,
+    field: String,
+    violations: &mut Vec<Violation>,
+) -> Option<u64> {
     if text.is_empty() {
         return None;
     }
-    match puente_money::CurrencyTable::default().lookup("USD").and_then(|usd| usd.parse_amount(text)) {
+    match currencies.lookup("USD").and_then(|usd| usd.parse_amount(text)) {
         Ok(minor) => Some(minor),
         Err(e) => {
             violations.push(Violation::new(field, e.to_string()));
@@ -197,15 +203,12 @@ fn usd_minor(text: &str, field: String, violations: &mut Vec<Violation>) -> Opti
     }
 }
 
-fn minor_text(currency: &str, minor: Option<u64>) -> String {
+fn minor_text(currencies: &CurrencyTable, currency: &str, minor: Option<u64>) -> String {
     let Some(minor) = minor else { return String::new() };
-    puente_money::CurrencyTable::default()
-        .lookup(currency)
-        .map(|c| c.format_amount(minor as u128))
-        .unwrap_or_default()
+    currencies.lookup(currency).map(|c| c.format_amount(minor as u128)).unwrap_or_default()
 }
 
-fn policy_out(policy: &KycPolicy) -> pb::SetKycPolicyResponse {
+fn policy_out(currencies: &CurrencyTable, policy: &KycPolicy) -> pb::SetKycPolicyResponse {
     pb::SetKycPolicyResponse {
         udi_rate: policy.udi_rate.to_string(),
         us_tiers: policy
@@ -213,15 +216,11 @@ fn policy_out(policy: &KycPolicy) -> pb::SetKycPolicyResponse {
             .iter()
             .map(|(name, limits)| pb::UsTier {
                 name: name.clone(),
-                monthly_credit_limit: minor_text("USD", limits.monthly_credit_limit_minor),
-                balance_limit: minor_text("USD", limits.balance_limit_minor),
+                monthly_credit_limit: minor_text(currencies, "USD", limits.monthly_credit_limit_minor),
+                balance_limit: minor_text(currencies, "USD", limits.balance_limit_minor),
             })
             .collect(),
     }
-}
-
-fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
-    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
 }
 
 #[tonic::async_trait]
@@ -349,14 +348,20 @@ impl HolderService for HolderApi {
                     currency_code: currency.to_owned(),
                     month,
                     credited: minor_text(
+                        self.ledger.currencies(),
                         if currency.is_empty() { "USD" } else { currency },
                         Some(usage.credited_minor),
                     ),
                     monthly_credit_limit: minor_text(
+                        self.ledger.currencies(),
                         currency,
                         limits.and_then(|l| l.monthly_credit_limit_minor),
                     ),
-                    balance_limit: minor_text(currency, limits.and_then(|l| l.balance_limit_minor)),
+                    balance_limit: minor_text(
+                        self.ledger.currencies(),
+                        currency,
+                        limits.and_then(|l| l.balance_limit_minor),
+                    ),
                 }))
             }
             _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
@@ -374,11 +379,13 @@ impl HolderService for HolderApi {
         for (i, tier) in r.us_tiers.iter().enumerate() {
             let limits = UsTierLimits {
                 monthly_credit_limit_minor: usd_minor(
+                    self.ledger.currencies(),
                     &tier.monthly_credit_limit,
                     format!("us_tiers[{i}].monthly_credit_limit"),
                     &mut violations,
                 ),
                 balance_limit_minor: usd_minor(
+                    self.ledger.currencies(),
                     &tier.balance_limit,
                     format!("us_tiers[{i}].balance_limit"),
                     &mut violations,
@@ -408,7 +415,7 @@ impl HolderService for HolderApi {
         match self.run(HolderRequest::SetPolicy(policy)).await? {
             HolderResponse::Policy(policy) => {
                 tracing::info!(udi_rate = %policy.udi_rate, us_tiers = policy.us_tiers.len(), "KYC policy set");
-                Ok(Response::new(policy_out(&policy)))
+                Ok(Response::new(policy_out(self.ledger.currencies(), &policy)))
             }
             _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
         }

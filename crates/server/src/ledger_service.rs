@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::auth;
 use crate::convert::{self, timestamp};
-use crate::error::ApiError;
+use crate::error::{ApiError, check};
 use puente_ledger::identity::Caller;
 
 /// Rows read from the store per step of the transfer feed.
@@ -67,10 +67,6 @@ impl LedgerApi {
             .into_iter()
             .any(|id| self.ledger.get_account(id).ok().flatten().is_some_and(|a| a.participant == own))
     }
-}
-
-fn check(violations: Vec<crate::error::Violation>) -> Result<(), ApiError> {
-    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
 }
 
 type FeedStream = Pin<Box<dyn Stream<Item = Result<pb::StreamTransfersResponse, Status>> + Send>>;
@@ -197,18 +193,19 @@ impl LedgerService for LedgerApi {
         let span = tracing::info_span!("create_transfers", count = batch.len(), transfer_id = %first_id);
         let outcomes = self
             .ledger
-            .create_transfers(actor(&caller), batch.clone())
+            .create_transfers(actor(&caller), batch)
             .instrument(span.clone())
             .await
             .map_err(ApiError::from)?;
         let _enter = span.enter();
         let results = outcomes
             .into_iter()
-            .zip(&batch)
             .enumerate()
-            .map(|(index, (o, t))| {
+            .map(|(index, o)| {
                 if !o.result.is_ok() {
-                    tracing::debug!(transfer_id = %convert::format_id(t.id), code = o.result.code(), "transfer refused");
+                    // The id as the client sent it: no copy of the batch is kept for this.
+                    let transfer_id = request.transfers.get(index).map_or("", |t| t.id.as_str());
+                    tracing::debug!(%transfer_id, code = o.result.code(), "transfer refused");
                 }
                 pb::CreateTransferResult {
                     index: index as u32,

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::auth;
 use crate::convert::timestamp;
-use crate::error::{ApiError, Violation};
+use crate::error::{ApiError, Violation, check};
 
 pub struct ParticipantApi {
     ledger: Ledger,
@@ -72,10 +72,6 @@ fn new_key(key: &Option<pb::NewApiKey>, field: &str, violations: &mut Vec<Violat
             (String::new(), [0; 32])
         }
     }
-}
-
-fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
-    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
 }
 
 #[tonic::async_trait]

@@ -25,7 +25,7 @@ use tonic_types::ErrorDetails;
 
 use crate::auth;
 use crate::convert::{self, format_id, timestamp};
-use crate::error::{ApiError, Violation};
+use crate::error::{ApiError, Violation, check};
 
 /// Environment variable (tests only): milliseconds to pause before and after the ledger
 /// operation of a settlement run, so a test can kill the server in the middle of a run.
@@ -391,10 +391,6 @@ impl ChainHead {
 
 // ----- wire conversions ----------------------------------------------------------------------
 
-fn check(violations: Vec<Violation>) -> Result<(), ApiError> {
-    if violations.is_empty() { Ok(()) } else { Err(ApiError::InvalidArgument(violations)) }
-}
-
 fn money(currencies: &CurrencyTable, code: CurrencyCode, minor: u128) -> pb::Money {
     let value = currencies.get(code).map(|c| c.format_amount(minor)).unwrap_or_else(|_| minor.to_string());
     pb::Money { currency_code: code.to_string(), value }
@@ -704,7 +700,7 @@ impl SettlementService for SettlementApi {
         request: Request<pb::GetParticipantProfileRequest>,
     ) -> Result<Response<pb::GetParticipantProfileResponse>, Status> {
         let caller = auth::caller(&request)?;
-        let participant = own_participant(&caller, request.into_inner().participant)?;
+        let participant = auth::named_participant(&caller, &request.into_inner().participant)?;
         if participant.is_empty() {
             return Err(ApiError::invalid("participant", "required").into());
         }
@@ -936,7 +932,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::GetSettlementStatementResponse>, Status> {
         let caller = auth::caller(&request)?;
         let mut request = request.into_inner();
-        request.participant = own_participant(&caller, request.participant)?;
+        request.participant = auth::named_participant(&caller, &request.participant)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
         if request.participant.is_empty() {
@@ -1019,7 +1015,7 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::ConfirmSettlementResponse>, Status> {
         let caller = auth::caller(&request)?;
         let mut request = request.into_inner();
-        request.participant = own_participant(&caller, request.participant)?;
+        request.participant = auth::named_participant(&caller, &request.participant)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
         if request.participant.is_empty() {
@@ -1058,8 +1054,4 @@ fn window_for(
         }
     }
     window
-}
-
-fn own_participant(caller: &puente_ledger::identity::Caller, named: String) -> Result<String, ApiError> {
-    auth::named_participant(caller, &named)
 }

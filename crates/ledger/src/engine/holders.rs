@@ -143,6 +143,10 @@ impl Engine {
     /// The holder of an account and its tier's limits, when the account has a registered holder
     /// and a policy is set.
     fn account_limits(&self, account_id: AccountId) -> Option<((String, String), TierLimits)> {
+        // The transfer hot path: nothing to look up (or allocate) until holders exist.
+        if self.holders.holders.is_empty() {
+            return None;
+        }
         let account = self.accounts.get(&account_id)?;
         if account.holder_ref.is_empty() {
             return None;
@@ -166,8 +170,7 @@ impl Engine {
             return Ok(None);
         }
         let Some(account) = self.accounts.get(&account_id) else { return Ok(None) };
-        let currency = self.currencies.get(account.currency).map(|c| c.code.to_string()).unwrap_or_default();
-        if currency != limits.currency {
+        if account.currency.as_str() != limits.currency {
             return Err(crate::TransferResult::KycCurrencyNotCovered);
         }
         let balance_after = account.credits_posted_minor as i128 + account.credits_pending_minor as i128
@@ -330,16 +333,8 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::engine::{Prior, TransferLookup};
+    use crate::engine::tests::NoStore;
     use crate::types::*;
-
-    struct NoStore;
-
-    impl TransferLookup for NoStore {
-        fn lookup_transfer(&self, _id: TransferId) -> Result<Option<Prior>, crate::LedgerError> {
-            Ok(None)
-        }
-    }
 
     /// 2026-01-01T00:00:00Z.
     const JAN_2026_NS: u64 = 1_767_225_600 * 1_000_000_000;
@@ -384,18 +379,7 @@ mod tests {
         amount: u64,
         currency: CurrencyCode,
     ) -> Transfer {
-        Transfer {
-            id,
-            debit_account_id: debit,
-            credit_account_id: credit,
-            amount_minor: amount,
-            currency,
-            flags: TransferFlags::default(),
-            pending_id: 0,
-            timeout_ms: 0,
-            reference: String::new(),
-            metadata: Metadata::new(),
-        }
+        Transfer { currency, ..crate::engine::tests::transfer(id, debit, credit, amount) }
     }
 
     /// An engine with the policy (1 UDI = MXN 8.70), two holders and their accounts.

@@ -290,7 +290,7 @@ impl Engine {
                     return changed(self, &id, false);
                 }
                 if bootstrap {
-                    if self.identity.credentials_operators() > 0 {
+                    if self.identity.participants.values().any(|p| p.role == Role::Operator) {
                         return Err(IdentityRefusal::BootstrapOver);
                     }
                     if role != Role::Operator {
@@ -450,12 +450,6 @@ impl Engine {
             }
             _ => unreachable!("not an identity op"),
         }
-    }
-}
-
-impl IdentityState {
-    fn credentials_operators(&self) -> usize {
-        self.participants.values().filter(|p| p.role == Role::Operator).count()
     }
 }
 

@@ -1193,6 +1193,7 @@ fn new_window(id: WindowId, currency: CurrencyCode, ts: u64) -> Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::tests::transfer;
     use crate::store::{MemoryStore, Store};
     use puente_money::CurrencyTable;
 
@@ -1310,21 +1311,6 @@ mod tests {
             flags,
             overdraft_limit_minor: 0,
             holder_ref: String::new(),
-            metadata: Metadata::new(),
-        }
-    }
-
-    fn transfer(id: TransferId, debit: AccountId, credit: AccountId, amount: u64) -> Transfer {
-        Transfer {
-            id,
-            debit_account_id: debit,
-            credit_account_id: credit,
-            amount_minor: amount,
-            currency: USD,
-            flags: TransferFlags::default(),
-            pending_id: 0,
-            timeout_ms: 0,
-            reference: String::new(),
             metadata: Metadata::new(),
         }
     }
