@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use puente_ledger::{
-    AccountFlags, AccountId, Ledger, LedgerConfig, Metadata, NewAccount, Transfer, TransferFlags, TransferId,
-    TransferResult,
+    AccountFlags, AccountId, Actor, Ledger, LedgerConfig, Metadata, NewAccount, Transfer, TransferFlags,
+    TransferId, TransferResult,
 };
 use puente_money::CurrencyCode;
 use tokio::runtime::Runtime;
@@ -113,7 +113,7 @@ impl Fixture {
 }
 
 async fn submit(ledger: &Ledger, batch: Vec<Transfer>) {
-    let outcomes = ledger.create_transfers(None, batch).await.expect("create_transfers");
+    let outcomes = ledger.create_transfers(Actor::system("bench"), batch).await.expect("create_transfers");
     if let Some(bad) = outcomes.iter().find(|o| o.result != TransferResult::Ok) {
         panic!("a benchmark transfer was refused: {bad:?}");
     }
@@ -170,7 +170,10 @@ fn setup() -> Fixture {
             }
         }
         for chunk in accounts.chunks(8_000) {
-            let outcomes = ledger.create_accounts(None, chunk.to_vec()).await.expect("create_accounts");
+            let outcomes = ledger
+                .create_accounts(Actor::system("bench"), chunk.to_vec())
+                .await
+                .expect("create_accounts");
             assert!(outcomes.iter().all(|o| o.result.is_ok()), "account set-up failed");
         }
         let mut funding = Vec::new();

@@ -11,13 +11,16 @@ import pytest
 from puente_client import PuenteClient, PuenteError, fx_pb, new_id, to_decimal, verify_quote
 
 
-def participant(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
+def participant(client: PuenteClient, name: str) -> str:
+    """A new participant, registered (operators open accounts only for registered ones)."""
+    who = f"{name}-{uuid.uuid4().hex[:8]}"
+    client.create_participant(who, who)
+    return who
 
 
 def test_quote_execute_cancel(client: PuenteClient) -> None:
     client.set_rate("USD", "MXN", Decimal("18.9125"))
-    app, bank = participant("remit"), participant("mxbank")
+    app, bank = participant(client, "remit"), participant(client, "mxbank")
     funding = client.create_account(app, "USD")
     sender = client.create_account(app, "USD", no_overdraft=True)
     recipient = client.create_account(bank, "MXN")

@@ -29,8 +29,11 @@ from puente_client import (
 )
 
 
-def participant(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
+def participant(client: PuenteClient, name: str) -> str:
+    """A new participant, registered (operators open accounts only for registered ones)."""
+    who = f"{name}-{uuid.uuid4().hex[:8]}"
+    client.create_participant(who, who)
+    return who
 
 
 def balances(client: PuenteClient, account_id: str) -> tuple[Decimal, Decimal]:
@@ -43,8 +46,9 @@ class Book:
     bank account per currency (unrestricted: funds the wallets)."""
 
     def __init__(self, client: PuenteClient) -> None:
-        self.alice, self.bob = participant("alice"), participant("bob")
-        self.bank = {ccy: client.create_account("bank", ccy).id for ccy in ("USD", "MXN")}
+        self.alice, self.bob = participant(client, "alice"), participant(client, "bob")
+        bank = participant(client, "bank")
+        self.bank = {ccy: client.create_account(bank, ccy).id for ccy in ("USD", "MXN")}
         self.wallets = {
             (who, ccy): client.create_account(who, ccy, no_overdraft=True, holder_ref=f"{who}-{ccy}")
             for who in (self.alice, self.bob)
@@ -305,7 +309,7 @@ def test_stream_transfers_in_position_order(client: PuenteClient, book: Book) ->
 
 
 def test_list_pagination(client: PuenteClient) -> None:
-    who = participant("paged")
+    who = participant(client, "paged")
     opened = sorted(client.create_account(who, "USD").id for _ in range(5))
     listed = [a.id for a in client.list_accounts(who, page_size=2)]
     assert listed == opened  # every page, in id order, nothing twice

@@ -26,6 +26,7 @@ def test_a_participant_sees_and_moves_only_its_own_accounts(client: PuenteClient
     participant, key = client.create_participant(name, "Python fintech")
     assert participant.id == name and len(participant.keys) == 1
     assert key.key not in repr(key) and key.key_id in key.key
+    client.create_participant("py-operator-owned", "Owned by the operator")
     operator_account = client.create_account("py-operator-owned", "USD")
     with PuenteClient(server.addr, api_key=key.key) as fintech:
         me = fintech.whoami()

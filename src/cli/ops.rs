@@ -483,6 +483,19 @@ fn write_backup(
     let journal = partial.join("journal.log");
     let copy = copy_intact_prefix(source, &journal)
         .map_err(|e| CliError::Ops(format!("cannot back up {}: {e}", data_dir.display())))?;
+    if copy.tail_kind == Some(puente_ledger::journal::TailKind::Damaged) {
+        // The copy holds every intact record; the damaged one is the source's problem, and the
+        // operator must hear of it now, not at the next start.
+        eprintln!(
+            "WARNING: the source journal's last record ({} bytes after sequence {}) is DAMAGED: it is \
+             complete in length but fails its checksum, so it may hold an acknowledged write. The \
+             backup holds every record before it. Check the disk; `puente verify --data-dir {}` \
+             says more.",
+            copy.tail_bytes_left,
+            copy.last_seq,
+            data_dir.display()
+        );
+    }
     let mut manifest = Manifest {
         format: BACKUP_FORMAT.to_owned(),
         puente_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -667,6 +680,8 @@ impl Drop for Scratch {
 struct Replay {
     entries: u64,
     truncated_tail_bytes: u64,
+    /// What was wrong with the end of the journal, if anything.
+    tail: Option<puente_ledger::journal::TailCut>,
     /// The journal's chain head after replay: sequence and hash (hex) of its last record.
     chain_head_seq: u64,
     chain_head: String,
@@ -728,6 +743,7 @@ async fn replay(
         Ok(Replay {
             entries: recovery.journal_entries,
             truncated_tail_bytes: recovery.truncated_tail_bytes,
+            tail: recovery.tail.clone(),
             chain_head_seq,
             chain_head: chain_hex(&chain_head),
             accounts,
@@ -746,6 +762,13 @@ fn replay_json(what: &str, replay: &Replay) -> Value {
         "source": what,
         "journal_entries": replay.entries,
         "truncated_tail_bytes": replay.truncated_tail_bytes,
+        "tail": replay.tail.as_ref().map(|t| json!({
+            "kind": t.kind.code(),
+            "offset": t.offset,
+            "bytes": t.bytes,
+            "seq": t.seq,
+            "reason": t.reason,
+        })),
         "chain_head": { "seq": replay.chain_head_seq, "sha256": replay.chain_head },
         "accounts": replay.accounts,
         "transfers": replay.transfers,
@@ -768,13 +791,25 @@ fn replay_text(what: &str, replay: &Replay) -> String {
     for (currency, posted) in &replay.posted_minor {
         text.push_str(&format!("  {currency}: posted debits = posted credits = {posted} minor units\n"));
     }
-    if replay.truncated_tail_bytes > 0 {
+    if let Some(tail) = &replay.tail {
         text.push_str(&format!(
-            "  note: {} bytes of a torn, never-acknowledged record at the end would be cut at the next start\n",
-            replay.truncated_tail_bytes
+            "  note: the journal ends in {tail}; the next start cuts it (saving its bytes)\n"
         ));
     }
     text
+}
+
+/// A journal whose last record is damaged (complete in length, checksum failing) may have lost
+/// an acknowledged write: that is not "whole", whatever the rest says.
+fn check_tail(what: &str, replay: &Replay) -> Result<(), CliError> {
+    match &replay.tail {
+        Some(tail) if tail.kind == puente_ledger::journal::TailKind::Damaged => Err(CliError::Ops(format!(
+            "{what} is NOT whole: it ends in {tail}. Every record before it replays and every \
+             invariant holds ({} journal entries, chain head seq {} {}).",
+            replay.entries, replay.chain_head_seq, replay.chain_head
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The replayed backup journal holds what its manifest lists: as many entries, and (when the
@@ -816,6 +851,7 @@ async fn verify(args: VerifyArgs, out: &Output) -> Result<(), CliError> {
     };
     let expected = args.expect_head.as_deref().map(parse_head).transpose()?;
     let replay = replay(&journal, currencies, &what).await?;
+    check_tail(&what, &replay)?;
     if let Some(manifest) = &manifest {
         check_replay_against_manifest(&what, manifest, &replay)?;
     }
@@ -896,6 +932,7 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
     // Prove the backup whole before anything is written.
     let what = format!("backup {}", args.from.display());
     let replay = replay(&journal, currencies, &what).await?;
+    check_tail(&what, &replay)?;
     check_replay_against_manifest(&what, &manifest, &replay)?;
     std::fs::create_dir_all(target).map_err(ops_error(format!("cannot create {}", target.display())))?;
     let installed = Journal::path(target);

@@ -1,5 +1,5 @@
 //! `puente simulate`: a seeded, realistic corridor day posted through the real API, for demos,
-//! tests and benchmarks. Participants of skewed sizes on both sides (`US00..`, `MX00..`),
+//! tests and benchmarks. Participants of skewed sizes on both sides (`us00..`, `mx00..`),
 //! remittances mostly US → MX with log-normal-ish amounts around USD 300, SME trade payments both
 //! ways (`puente_settlement::simulate`). Each participant gets an operating and a settlement
 //! account per currency and a settlement profile (valid ABA, CLABE and BIC); every transfer goes
@@ -15,7 +15,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use puente_client::{Client, NewAccount, NewTransfer, pb};
 use puente_ledger::settlement::Country;
-use puente_settlement::{decimal_text, fnv128, uuid_v4_text};
+use puente_settlement::decimal_text;
 use serde_json::json;
 
 use super::settlement::SettlementClient;
@@ -49,11 +49,11 @@ pub struct SimulateArgs {
 /// Account ids are fixed per participant, currency and role (so that several simulated days
 /// share the participants' accounts).
 pub fn account_id(participant: &str, currency: &str, role: &str) -> String {
-    uuid_v4_text(fnv128(&format!("puente/simulate/account/{participant}/{currency}/{role}")))
+    puente_settlement::simulated_account_id(participant, currency, role)
 }
 
 fn transfer_id(seed: u64, index: usize) -> String {
-    uuid_v4_text(fnv128(&format!("puente/simulate/transfer/{seed}/{index}")))
+    puente_settlement::simulated_transfer_id(seed, index)
 }
 
 pub async fn run(
@@ -71,6 +71,23 @@ pub async fn run(
     let started = Instant::now();
     let day = puente_settlement::simulate::corridor(args.seed, args.transfers, args.us, args.mx)
         .map_err(|e| CliError::Usage(e.to_string()))?;
+
+    // Participants: registered (with a key nobody keeps: the operator acts for them) unless
+    // an earlier simulated day registered them.
+    for p in &day.participants {
+        let key = puente_client::NewApiKey::generate()?;
+        let request = pb::CreateParticipantRequest {
+            participant_id: p.id.clone(),
+            display_name: p.name.clone(),
+            role: pb::Role::Participant as i32,
+            key: Some(key.proto()),
+        };
+        match client.participants().create_participant(request).await {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::AlreadyExists => {}
+            Err(status) => return Err(CliError::from(puente_client::ClientError::from(status))),
+        }
+    }
 
     // Accounts: operating and settlement, in USD and MXN, per participant.
     let mut accounts = Vec::new();

@@ -30,6 +30,8 @@ struct Setup {
 
 async fn setup(server: &Server) -> Setup {
     let mut client = server.client().await;
+    crate::support::participant(&mut client, "remit-app").await;
+    crate::support::participant(&mut client, "mx-bank").await;
     let funding =
         client.create_account(NewAccount::new("remit-app", "USD").holder_ref("funding")).await.unwrap();
     let usd = client

@@ -172,6 +172,7 @@ async fn world(dir: &tempfile::TempDir) -> World {
     let mut b = client_with_key(&server.addr, &b_key.key).await;
 
     // Money comes from an operator-owned funding account.
+    crate::support::participant(&mut operator, "treasury").await;
     let funding = operator.create_account(NewAccount::new("treasury", "USD")).await.unwrap().id;
     let a_usd = a.create_account(NewAccount::new("fintech-a", "USD").no_overdraft()).await.unwrap().id;
     let a_usd2 = a.create_account(NewAccount::new("fintech-a", "USD").no_overdraft()).await.unwrap().id;
@@ -635,6 +636,7 @@ async fn holders_personal_data_is_encrypted_at_rest_and_kyc_tiers_limit_monthly_
         .await
         .unwrap()
         .id;
+    crate::support::participant(&mut operator, "treasury").await;
     let treasury = operator.create_account(NewAccount::new("treasury", "MXN")).await.unwrap().id;
     let treasury_usd = operator.create_account(NewAccount::new("treasury", "USD")).await.unwrap().id;
     let credit = |amount: &str| NewTransfer::new(&treasury, &mxn, "MXN", amount).0;

@@ -290,6 +290,8 @@ async fn net_debit_cap_and_profiles_over_the_wire() {
     let server = Server::start(&dir.path().join("data"));
     let mut ledger = server.client().await;
     let mut settlement = settlement_client(&server.addr).await;
+    crate::support::participant(&mut ledger, "bank-a").await;
+    crate::support::participant(&mut ledger, "bank-b").await;
     let a_ops = ledger.create_account(NewAccount::new("bank-a", "USD")).await.unwrap().id;
     let a_settle =
         ledger.create_account(NewAccount::new("bank-a", "USD").holder_ref("settlement")).await.unwrap().id;
@@ -522,7 +524,5 @@ async fn balances(addr: &str, participants: &[String]) -> BTreeMap<String, i128>
 
 /// The settlement account `puente simulate` opens (same derivation as src/cli/simulate.rs).
 pub fn sim_account(participant: &str, currency: &str, role: &str) -> String {
-    puente_settlement::uuid_v4_text(puente_settlement::fnv128(&format!(
-        "puente/simulate/account/{participant}/{currency}/{role}"
-    )))
+    puente_settlement::simulated_account_id(participant, currency, role)
 }

@@ -121,13 +121,25 @@ pub fn temp_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
 
-/// Opens a funding account (no limits) and `n` no-overdraft wallets in `currency`.
+/// Registers `id` as a participant (with a throwaway key) unless it is registered: operators
+/// open accounts only for registered participants.
+pub async fn participant(client: &mut Client, id: &str) {
+    match client.create_participant(id, id, pb::Role::Participant).await {
+        Ok(_) => {}
+        Err(error) if error.reason() == Some("PARTICIPANT_EXISTS_WITH_DIFFERENT_KEY") => {}
+        Err(error) => panic!("cannot register participant {id}: {error}"),
+    }
+}
+
+/// Opens a funding account (no limits) and `n` no-overdraft wallets in `currency`, for
+/// `participant` (registered first if needed).
 pub async fn accounts(
     client: &mut Client,
     participant: &str,
     currency: &str,
     n: usize,
 ) -> (String, Vec<String>) {
+    self::participant(client, participant).await;
     let source =
         client.create_account(NewAccount::new(participant, currency).holder_ref("funding")).await.unwrap();
     let mut wallets = Vec::new();

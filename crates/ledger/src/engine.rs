@@ -111,6 +111,10 @@ pub enum Op {
         policy: puente_identity::kyc::KycPolicy,
         timestamp_ns: u64,
     },
+    /// A failed attempt remembered for its submitter only, compactly (see [`RefusedTransfer`]).
+    /// Replaces `Fail`, which kept the whole request and bound every submitter; old journals
+    /// still hold `Fail` ops and replay them as they were.
+    Refused(RefusedTransfer),
 }
 
 /// What a committed op did to one account: a row of the account's statement.
@@ -139,25 +143,36 @@ pub struct Entry {
     pub credits_posted_minor: u128,
 }
 
-/// A transfer already seen: committed, or failed on the state (remembered).
+/// A transfer already seen: committed, or failed on the state (remembered for its submitter).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Prior {
     Committed(TransferRecord),
-    Failed(FailedTransfer),
+    Failed(RefusedTransfer),
 }
 
 impl Prior {
-    pub fn transfer(&self) -> &Transfer {
+    pub fn id(&self) -> TransferId {
         match self {
-            Prior::Committed(r) => &r.transfer,
-            Prior::Failed(f) => &f.transfer,
+            Prior::Committed(r) => r.transfer.id,
+            Prior::Failed(f) => f.id,
+        }
+    }
+
+    /// The accounts it named (for a committed post or void: the pending transfer's).
+    pub fn accounts(&self) -> (AccountId, AccountId) {
+        match self {
+            Prior::Committed(r) => (r.effect.debit_account_id, r.effect.credit_account_id),
+            Prior::Failed(f) => (f.debit_account_id, f.credit_account_id),
         }
     }
 }
 
 /// Where the engine looks up transfers that are not in memory (the store).
 pub trait TransferLookup {
-    fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, crate::LedgerError>;
+    /// A committed transfer (transfer ids of committed transfers are ledger-wide).
+    fn committed(&self, id: TransferId) -> Result<Option<TransferRecord>, crate::LedgerError>;
+    /// A remembered failure that binds `scope`: its own, or one remembered before scoping.
+    fn refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, crate::LedgerError>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +185,11 @@ pub struct Pending {
     /// At the timeout, post in full instead of voiding.
     pub post_on_expiry: bool,
     pub state: PendingState,
+    /// When it was created: the KYC month its credit was counted in.
+    pub created_at_ns: u64,
+    /// Whether its credit counted towards the credited holder's KYC month (released again by
+    /// a void, an expiry or the unposted part of a partial post).
+    pub kyc_counted: bool,
 }
 
 /// What processing produced, to be journaled and then indexed.
@@ -178,6 +198,10 @@ pub struct Output {
     pub ops: Vec<Op>,
     pub entries: Vec<Entry>,
     pub touched_accounts: Vec<AccountId>,
+    /// Every balance change as a transfer record, in commit order: client transfers and the
+    /// ledger's own expiry voids and automatic posts (see [`expiry_record`]). The feed and the
+    /// transfer indexes are made of these.
+    pub records: Vec<TransferRecord>,
     /// An op changed participants, keys or certificates: the credentials in force change.
     pub credentials_changed: bool,
 }
@@ -190,8 +214,56 @@ impl Output {
         self.ops.clear();
         self.entries.clear();
         self.touched_accounts.clear();
+        self.records.clear();
         self.credentials_changed = false;
     }
+}
+
+/// The transfer record of a balance change the ledger makes by itself when a pending transfer
+/// reaches its timeout: a void (`Expire`) or a full post (`AutoPost`). Its id is a system id
+/// derived from the pending transfer's, so it can be read with GetTransfer, appears in the
+/// feed and in transfer lists, and no client can ever use it.
+pub fn expiry_record(
+    pending_id: TransferId,
+    pending: &Pending,
+    posted: bool,
+    timestamp_ns: u64,
+) -> TransferRecord {
+    TransferRecord {
+        transfer: Transfer {
+            id: expiry_record_id(pending_id, posted),
+            debit_account_id: pending.debit_account_id,
+            credit_account_id: pending.credit_account_id,
+            amount_minor: pending.amount_minor,
+            currency: pending.currency,
+            flags: TransferFlags { post_pending: posted, void_pending: !posted, ..Default::default() },
+            pending_id,
+            timeout_ms: 0,
+            reference: if posted { "posted at expiry".into() } else { "expired".into() },
+            metadata: Metadata::new(),
+        },
+        // Like a client's void, an expiry's amount is the reservation it released.
+        effect: Effect {
+            debit_account_id: pending.debit_account_id,
+            credit_account_id: pending.credit_account_id,
+            amount_minor: pending.amount_minor,
+        },
+        timestamp_ns,
+        expires_at_ns: 0,
+    }
+}
+
+/// The id of the ledger's own record of pending transfer `pending_id` reaching its timeout.
+pub fn expiry_record_id(pending_id: TransferId, posted: bool) -> TransferId {
+    let domain = if posted { "ledger/auto-post" } else { "ledger/expiry" };
+    puente_core::ids::system_id(domain, &[&pending_id.to_be_bytes()])
+}
+
+/// True when `record` is one the ledger made by itself at a pending transfer's timeout.
+pub fn is_expiry_record(record: &TransferRecord) -> bool {
+    let t = &record.transfer;
+    (t.flags.post_pending || t.flags.void_pending)
+        && t.id == expiry_record_id(t.pending_id, t.flags.post_pending)
 }
 
 /// Saved state for rolling back a failed linked chain.
@@ -210,8 +282,10 @@ pub struct Engine {
     accounts: HashMap<AccountId, Account>,
     pendings: HashMap<TransferId, Pending>,
     expiry: BTreeSet<(u64, TransferId)>,
-    /// Transfers decided since the store last caught up (not yet visible through lookup).
-    recent: HashMap<TransferId, Prior>,
+    /// Transfers committed since the store last caught up (not yet visible through lookup).
+    recent_committed: HashMap<TransferId, TransferRecord>,
+    /// Failures remembered since the store last caught up, by id (one per submitter).
+    recent_refused: HashMap<TransferId, Vec<RefusedTransfer>>,
     last_timestamp_ns: u64,
     undo: Option<Vec<Undo>>,
     settlement: SettlementState,
@@ -226,7 +300,8 @@ impl Engine {
             accounts: HashMap::new(),
             pendings: HashMap::new(),
             expiry: BTreeSet::new(),
-            recent: HashMap::new(),
+            recent_committed: HashMap::new(),
+            recent_refused: HashMap::new(),
             last_timestamp_ns: 0,
             undo: None,
             settlement: SettlementState::default(),
@@ -262,7 +337,35 @@ impl Engine {
 
     /// Forget the in-memory overlay once the store shows everything decided so far.
     pub fn store_caught_up(&mut self) {
-        self.recent.clear();
+        self.recent_committed.clear();
+        self.recent_refused.clear();
+    }
+
+    /// What the ledger has seen under `id` that answers a request of `scope`: the submitter's
+    /// own remembered failure first, then a committed transfer (ledger-wide), then a failure
+    /// remembered before scoping. Looks in memory first, then the store.
+    fn seen(
+        &self,
+        lookup: &dyn TransferLookup,
+        id: TransferId,
+        scope: &str,
+    ) -> Result<Option<Prior>, crate::LedgerError> {
+        let own = self.recent_refused.get(&id).and_then(|all| all.iter().find(|r| r.binds(scope)));
+        if let Some(refused) = own {
+            return Ok(Some(Prior::Failed(refused.clone())));
+        }
+        if let Some(refused) = lookup.refused(id, scope)? {
+            return Ok(Some(Prior::Failed(refused)));
+        }
+        if let Some(record) = self.recent_committed.get(&id) {
+            return Ok(Some(Prior::Committed(record.clone())));
+        }
+        Ok(lookup.committed(id)?.map(Prior::Committed))
+    }
+
+    /// Whether a transfer was committed under `id` (in memory or in the store).
+    fn committed(&self, lookup: &dyn TransferLookup, id: TransferId) -> Result<bool, crate::LedgerError> {
+        Ok(self.recent_committed.contains_key(&id) || lookup.committed(id)?.is_some())
     }
 
     fn next_timestamp(&mut self, now_ns: u64) -> u64 {
@@ -275,7 +378,7 @@ impl Engine {
 
     pub fn create_accounts(
         &mut self,
-        actor: Option<&str>,
+        actor: &Actor,
         batch: Vec<NewAccount>,
         now_ns: u64,
         out: &mut Output,
@@ -290,7 +393,7 @@ impl Engine {
             }
             if let Some(existing) = self.accounts.get(&new.id) {
                 // Another participant's account: the id is taken, and nothing more is said.
-                if actor.is_some_and(|a| a != existing.participant) {
+                if actor.owner().is_some_and(|a| a != existing.participant) {
                     outcomes.push(AccountOutcome {
                         result: AccountResult::IdAlreadyUsed,
                         replayed: false,
@@ -328,7 +431,7 @@ impl Engine {
     /// participant's account is reported as not found.
     pub fn close_account(
         &mut self,
-        actor: Option<&str>,
+        actor: &Actor,
         id: AccountId,
         now_ns: u64,
         out: &mut Output,
@@ -337,10 +440,10 @@ impl Engine {
         let Some(account) = self.accounts.get(&id) else {
             return refused(AccountResult::AccountNotFound);
         };
-        if actor.is_some_and(|a| a != account.participant) {
+        if actor.owner().is_some_and(|a| a != account.participant) {
             return refused(AccountResult::AccountNotFound);
         }
-        if account.participant == settlement::HUB_PARTICIPANT {
+        if is_system_participant(&account.participant) && !actor.is_system() {
             return refused(AccountResult::AccountReserved);
         }
         if account.closed {
@@ -362,16 +465,24 @@ impl Engine {
         }
     }
 
-    fn validate_account(&self, actor: Option<&str>, new: &NewAccount) -> AccountResult {
+    fn validate_account(&self, actor: &Actor, new: &NewAccount) -> AccountResult {
         use AccountResult::*;
         if new.id == 0 {
             return IdMustNotBeZero;
         }
+        if puente_core::ids::is_system_id(new.id) && !actor.is_system() {
+            return IdReserved;
+        }
         if !participant_valid(&new.participant)
-            || actor.is_some_and(|a| a != new.participant)
-            || new.participant == settlement::HUB_PARTICIPANT
+            || actor.owner().is_some_and(|a| a != new.participant)
+            || (is_system_participant(&new.participant) && !actor.is_system())
         {
             return ParticipantInvalid;
+        }
+        // An operator opens accounts only for registered participants (a participant's own
+        // request names itself, and Puente's own participants are not in the registry).
+        if matches!(actor, Actor::Operator(_)) && self.identity.participant(&new.participant).is_none() {
+            return ParticipantNotFound;
         }
         if self.currencies.get(new.currency).is_err() {
             return CurrencyNotConfigured;
@@ -400,7 +511,7 @@ impl Engine {
     pub fn create_transfers(
         &mut self,
         lookup: &dyn TransferLookup,
-        actor: Option<&str>,
+        actor: &Actor,
         batch: &[Transfer],
         now_ns: u64,
         out: &mut Output,
@@ -442,14 +553,13 @@ impl Engine {
     fn run_chain(
         &mut self,
         lookup: &dyn TransferLookup,
-        actor: Option<&str>,
+        actor: &Actor,
         chain: &[Transfer],
         now_ns: u64,
         out: &mut Output,
         outcomes: &mut Vec<TransferOutcome>,
     ) -> Result<(), crate::LedgerError> {
-        let ops_mark = out.ops.len();
-        let entries_mark = out.entries.len();
+        let marks = (out.ops.len(), out.entries.len(), out.records.len());
         self.undo = Some(Vec::new());
         let mut chain_outcomes = Vec::with_capacity(chain.len());
         let mut failed: Option<(usize, TransferOutcome)> = None;
@@ -459,7 +569,7 @@ impl Engine {
             let outcome = match outcome {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    self.rollback(ops_mark, entries_mark, out);
+                    self.rollback(marks, out);
                     return Err(error);
                 }
             };
@@ -475,11 +585,11 @@ impl Engine {
                 outcomes.extend(chain_outcomes);
             }
             Some((culprit, outcome)) => {
-                self.rollback(ops_mark, entries_mark, out);
+                self.rollback(marks, out);
                 let mut outcome = outcome;
                 if outcome.result.is_remembered_failure() && !outcome.replayed {
                     outcome.timestamp_ns =
-                        self.remember_failure(&chain[culprit], outcome.result, now_ns, out);
+                        self.remember_failure(actor, &chain[culprit], outcome.result, now_ns, out);
                 }
                 for i in 0..chain.len() {
                     if i == culprit {
@@ -497,7 +607,9 @@ impl Engine {
         Ok(())
     }
 
-    fn rollback(&mut self, ops_mark: usize, entries_mark: usize, out: &mut Output) {
+    /// Undoes a failed chain: state from the undo log, output back to `marks` (ops, entries,
+    /// records).
+    fn rollback(&mut self, marks: (usize, usize, usize), out: &mut Output) {
         let undo = self.undo.take().unwrap_or_default();
         for step in undo.into_iter().rev() {
             match step {
@@ -519,14 +631,15 @@ impl Engine {
                     self.expiry.insert((at, id));
                 }
                 Undo::Recent(id) => {
-                    self.recent.remove(&id);
+                    self.recent_committed.remove(&id);
                 }
                 Undo::Settlement(step) => self.settlement_rollback(step),
                 Undo::KycUsage(key, previous) => self.undo_kyc_usage(key, previous),
             }
         }
-        out.ops.truncate(ops_mark);
-        out.entries.truncate(entries_mark);
+        out.ops.truncate(marks.0);
+        out.entries.truncate(marks.1);
+        out.records.truncate(marks.2);
         // Timestamps consumed by the rolled-back chain stay consumed: gaps are allowed,
         // reuse is not.
     }
@@ -535,7 +648,7 @@ impl Engine {
     pub fn create_transfer(
         &mut self,
         lookup: &dyn TransferLookup,
-        actor: Option<&str>,
+        actor: &Actor,
         transfer: &Transfer,
         now_ns: u64,
         out: &mut Output,
@@ -546,31 +659,30 @@ impl Engine {
     fn create_transfer_inner(
         &mut self,
         lookup: &dyn TransferLookup,
-        actor: Option<&str>,
+        actor: &Actor,
         transfer: &Transfer,
         now_ns: u64,
         out: &mut Output,
         remember: bool,
     ) -> Result<TransferOutcome, crate::LedgerError> {
         let fail = |result| TransferOutcome { result, replayed: false, timestamp_ns: 0 };
-        let result = self.validate_transfer(transfer);
+        let result = self.validate_transfer(actor, transfer);
         if result != TransferResult::Ok {
             return Ok(fail(result));
         }
-        let prior = match self.recent.get(&transfer.id) {
-            Some(prior) => Some(prior.clone()),
-            None => lookup.lookup_transfer(transfer.id)?,
-        };
-        if let Some(prior) = prior {
+        if let Some(prior) = self.seen(lookup, transfer.id, actor.scope())? {
             // A committed transfer that touches none of the caller's accounts was never the
             // caller's: its id is taken, and nothing of it (fields, outcome) is said.
-            if let (Some(actor), Prior::Committed(record)) = (actor, &prior) {
-                let owns = |id: &AccountId| self.accounts.get(id).is_some_and(|a| a.participant == actor);
+            if let (Some(owner), Prior::Committed(record)) = (actor.owner(), &prior) {
+                let owns = |id: &AccountId| self.accounts.get(id).is_some_and(|a| a.participant == owner);
                 if !owns(&record.effect.debit_account_id) && !owns(&record.effect.credit_account_id) {
                     return Ok(fail(TransferResult::IdAlreadyUsed));
                 }
             }
-            let result = compare_transfer(prior.transfer(), transfer);
+            let result = match &prior {
+                Prior::Committed(record) => compare_transfer(&record.transfer, transfer),
+                Prior::Failed(refused) => compare_refused(refused, transfer),
+            };
             if result != TransferResult::Ok {
                 return Ok(fail(result));
             }
@@ -580,10 +692,10 @@ impl Engine {
                     replayed: true,
                     timestamp_ns: record.timestamp_ns,
                 },
-                Prior::Failed(failed) => TransferOutcome {
-                    result: failed.result,
+                Prior::Failed(refused) => TransferOutcome {
+                    result: refused.result,
                     replayed: true,
-                    timestamp_ns: failed.timestamp_ns,
+                    timestamp_ns: refused.timestamp_ns,
                 },
             });
         }
@@ -592,7 +704,7 @@ impl Engine {
             Err(result) => {
                 let mut outcome = fail(result);
                 if remember && result.is_remembered_failure() {
-                    outcome.timestamp_ns = self.remember_failure(transfer, result, now_ns, out);
+                    outcome.timestamp_ns = self.remember_failure(actor, transfer, result, now_ns, out);
                 }
                 return Ok(outcome);
             }
@@ -610,20 +722,25 @@ impl Engine {
 
     fn remember_failure(
         &mut self,
+        actor: &Actor,
         transfer: &Transfer,
         result: TransferResult,
         now_ns: u64,
         out: &mut Output,
     ) -> u64 {
         let timestamp_ns = self.next_timestamp(now_ns);
-        self.apply(Op::Fail(FailedTransfer { transfer: transfer.clone(), result, timestamp_ns }), out);
+        self.apply(Op::Refused(RefusedTransfer::new(actor.scope(), transfer, result, timestamp_ns)), out);
         timestamp_ns
     }
 
-    fn validate_transfer(&self, t: &Transfer) -> TransferResult {
+    fn validate_transfer(&self, actor: &Actor, t: &Transfer) -> TransferResult {
         use TransferResult::*;
         if t.id == 0 {
             return IdMustNotBeZero;
+        }
+        // System ids (settlement, FX legs and cancels, expiry records) are Puente's alone.
+        if puente_core::ids::is_system_id(t.id) && !actor.is_system() {
+            return IdReserved;
         }
         let kinds = [t.flags.pending, t.flags.post_pending, t.flags.void_pending];
         if kinds.iter().filter(|k| **k).count() > 1 {
@@ -688,17 +805,19 @@ impl Engine {
     fn check_state(
         &self,
         lookup: &dyn TransferLookup,
-        actor: Option<&str>,
+        actor: &Actor,
         t: &Transfer,
         now_ns: u64,
     ) -> Result<Result<Effect, TransferResult>, crate::LedgerError> {
         if t.flags.post_pending || t.flags.void_pending {
+            // A pending transfer Puente made (an FX leg held for a cancellation window) is
+            // resolved only by Puente: a sender voiding one leg alone would be refunded while
+            // the other legs still pay the recipient.
+            if puente_core::ids::is_system_id(t.pending_id) && !actor.is_system() {
+                return Ok(Err(TransferResult::PendingTransferNotFound));
+            }
             let Some(p) = self.pendings.get(&t.pending_id) else {
-                let known = match self.recent.get(&t.pending_id) {
-                    Some(Prior::Committed(_)) => true,
-                    Some(Prior::Failed(_)) => false,
-                    None => matches!(lookup.lookup_transfer(t.pending_id)?, Some(Prior::Committed(_))),
-                };
+                let known = self.committed(lookup, t.pending_id)?;
                 return Ok(Err(if known {
                     TransferResult::PendingTransferNotPending
                 } else {
@@ -706,8 +825,8 @@ impl Engine {
                 }));
             };
             // Another participant's pending transfer does not exist for this caller.
-            if let Some(actor) = actor {
-                let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == actor);
+            if let Some(owner) = actor.owner() {
+                let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == owner);
                 if !owned {
                     return Ok(Err(TransferResult::PendingTransferNotFound));
                 }
@@ -755,7 +874,7 @@ impl Engine {
             return Ok(Err(TransferResult::CreditAccountNotFound));
         };
         // Another participant's account does not exist for this caller (existence must not leak).
-        if actor.is_some_and(|a| a != debit.participant) {
+        if actor.owner().is_some_and(|a| a != debit.participant) {
             return Ok(Err(TransferResult::DebitAccountNotFound));
         }
         if debit.currency != credit.currency {
@@ -789,9 +908,12 @@ impl Engine {
             return Ok(Err(result));
         }
         // The credited account's holder: its KYC tier's monthly and balance limits.
-        if let Err(result) =
-            self.check_kyc_credit(t.credit_account_id, t.amount_minor, now_ns.max(self.last_timestamp_ns + 1))
-        {
+        if let Err(result) = self.check_kyc_credit(
+            actor,
+            t.credit_account_id,
+            t.amount_minor,
+            now_ns.max(self.last_timestamp_ns + 1),
+        ) {
             return Ok(Err(result));
         }
         Ok(Ok(Effect {
@@ -883,7 +1005,7 @@ impl Engine {
                 let kind;
                 if t.flags.pending {
                     kind = EntryKind::Pending;
-                    self.count_kyc_credit(e.credit_account_id, e.amount_minor, ts);
+                    let kyc_counted = self.count_kyc_credit(e.credit_account_id, e.amount_minor, ts);
                     self.update(e.debit_account_id, |a| a.debits_pending_minor += amount);
                     self.update(e.credit_account_id, |a| a.credits_pending_minor += amount);
                     self.save_pending(t.id);
@@ -897,6 +1019,8 @@ impl Engine {
                             expires_at_ns: record.expires_at_ns,
                             post_on_expiry: t.flags.post_on_expiry,
                             state: PendingState::Pending,
+                            created_at_ns: ts,
+                            kyc_counted,
                         },
                     );
                     if record.expires_at_ns != 0 {
@@ -939,6 +1063,14 @@ impl Engine {
                     if let Some(p) = self.pendings.get_mut(&t.pending_id) {
                         p.state = state;
                     }
+                    // The credit that will not arrive gives its KYC room back.
+                    if p.kyc_counted {
+                        self.release_kyc_credit(
+                            p.credit_account_id,
+                            p.amount_minor - posted as u64,
+                            p.created_at_ns,
+                        );
+                    }
                     self.settlement_on_pending(
                         p.debit_account_id,
                         p.credit_account_id,
@@ -967,13 +1099,26 @@ impl Engine {
                     );
                 }
                 self.record_entries(out, e, ts, t.id, kind);
-                self.recent.insert(t.id, Prior::Committed(record.clone()));
+                self.recent_committed.insert(t.id, record.clone());
                 self.note(Undo::Recent(t.id));
+                out.records.push(record.clone());
             }
             Op::Fail(failed) => {
+                // Failures are remembered outside linked chains only: nothing to undo.
+                debug_assert!(self.undo.is_none());
                 self.bump_timestamp(failed.timestamp_ns);
-                self.recent.insert(failed.transfer.id, Prior::Failed(failed.clone()));
-                self.note(Undo::Recent(failed.transfer.id));
+                self.recent_refused
+                    .entry(failed.transfer.id)
+                    .or_default()
+                    .push(RefusedTransfer::from_legacy(failed));
+            }
+            Op::Refused(refused) => {
+                debug_assert!(self.undo.is_none());
+                self.bump_timestamp(refused.timestamp_ns);
+                if refused.result == TransferResult::KycLimitExceeded {
+                    self.count_kyc_refusal(&refused.scope, refused.credit_account_id, refused.timestamp_ns);
+                }
+                self.recent_refused.entry(refused.id).or_default().push(refused.clone());
             }
             Op::Expire { pending_id, timestamp_ns } | Op::AutoPost { pending_id, timestamp_ns } => {
                 let posting = matches!(op, Op::AutoPost { .. });
@@ -1008,6 +1153,9 @@ impl Engine {
                 if let Some(p) = self.pendings.get_mut(pending_id) {
                     p.state = if posting { PendingState::Posted } else { PendingState::Expired };
                 }
+                if !posting && p.kyc_counted {
+                    self.release_kyc_credit(p.credit_account_id, p.amount_minor, p.created_at_ns);
+                }
                 self.settlement_on_pending(
                     p.debit_account_id,
                     p.credit_account_id,
@@ -1029,6 +1177,7 @@ impl Engine {
                 };
                 let kind = if posting { EntryKind::PostPending } else { EntryKind::Expired };
                 self.record_entries(out, effect, *timestamp_ns, *pending_id, kind);
+                out.records.push(expiry_record(*pending_id, &p, posting, *timestamp_ns));
             }
             Op::SetProfile(_)
             | Op::CloseWindow { .. }
@@ -1142,6 +1291,33 @@ fn compare_account(existing: &Account, new: &NewAccount) -> AccountResult {
     }
 }
 
+/// A retry against a remembered failure: the same checks as [`compare_transfer`], the free text
+/// through its digests.
+fn compare_refused(prior: &RefusedTransfer, t: &Transfer) -> TransferResult {
+    use TransferResult::*;
+    if prior.flags != t.flags {
+        ExistsWithDifferentFlags
+    } else if prior.debit_account_id != t.debit_account_id {
+        ExistsWithDifferentDebitAccountId
+    } else if prior.credit_account_id != t.credit_account_id {
+        ExistsWithDifferentCreditAccountId
+    } else if prior.amount_minor != t.amount_minor {
+        ExistsWithDifferentAmount
+    } else if prior.currency != t.currency {
+        ExistsWithDifferentCurrency
+    } else if prior.pending_id != t.pending_id {
+        ExistsWithDifferentPendingId
+    } else if prior.timeout_ms != t.timeout_ms {
+        ExistsWithDifferentTimeout
+    } else if prior.reference_digest != reference_digest(&t.reference) {
+        ExistsWithDifferentReference
+    } else if prior.metadata_digest != metadata_digest(&t.metadata) {
+        ExistsWithDifferentMetadata
+    } else {
+        Ok
+    }
+}
+
 fn compare_transfer(prior: &Transfer, t: &Transfer) -> TransferResult {
     use TransferResult::*;
     if prior.flags != t.flags {
@@ -1180,9 +1356,21 @@ mod tests {
     pub(super) struct NoStore;
 
     impl TransferLookup for NoStore {
-        fn lookup_transfer(&self, _id: TransferId) -> Result<Option<Prior>, crate::LedgerError> {
+        fn committed(&self, _id: TransferId) -> Result<Option<TransferRecord>, crate::LedgerError> {
             Ok(None)
         }
+        fn refused(
+            &self,
+            _id: TransferId,
+            _scope: &str,
+        ) -> Result<Option<RefusedTransfer>, crate::LedgerError> {
+            Ok(None)
+        }
+    }
+
+    /// Puente itself (no ownership checks, system ids allowed): what most engine tests act as.
+    pub(super) fn sys() -> Actor {
+        Actor::system("tests")
     }
 
     fn new_account(id: AccountId, flags: AccountFlags, overdraft: u64) -> NewAccount {
@@ -1212,7 +1400,7 @@ mod tests {
             new_account(3, DEBIT_LIMIT, 0),
             new_account(4, CREDIT_LIMIT, 0),
         ];
-        let outcomes = engine.create_accounts(None, accounts, NOW, &mut out);
+        let outcomes = engine.create_accounts(&sys(), accounts, NOW, &mut out);
         assert!(outcomes.iter().all(|o| o.result.is_ok()));
         engine
     }
@@ -1261,7 +1449,7 @@ mod tests {
 
     fn run(engine: &mut Engine, batch: &[Transfer], now: u64) -> Vec<TransferOutcome> {
         let mut out = Output::default();
-        let outcomes = engine.create_transfers(&NoStore, None, batch, now, &mut out).unwrap();
+        let outcomes = engine.create_transfers(&NoStore, &sys(), batch, now, &mut out).unwrap();
         engine.check_invariants().unwrap();
         outcomes
     }
@@ -1435,9 +1623,9 @@ mod tests {
     fn overdraft_limit() {
         let mut e = engine();
         let mut out = Output::default();
-        let created = e.create_accounts(None, vec![new_account(5, DEBIT_LIMIT, 100)], NOW, &mut out);
+        let created = e.create_accounts(&sys(), vec![new_account(5, DEBIT_LIMIT, 100)], NOW, &mut out);
         assert!(created[0].result.is_ok());
-        let bad = e.create_accounts(None, vec![new_account(6, AccountFlags::default(), 1)], NOW, &mut out);
+        let bad = e.create_accounts(&sys(), vec![new_account(6, AccountFlags::default(), 1)], NOW, &mut out);
         assert_eq!(bad[0].result, AccountResult::OverdraftRequiresDebitLimit);
         assert_eq!(results(&run(&mut e, &[transfer(10, 5, 1, 101)], NOW)), [R::ExceedsCredits]);
         assert_eq!(results(&run(&mut e, &[pending(11, 5, 1, 60, 0)], NOW)), [R::Ok]);
@@ -1510,8 +1698,9 @@ mod tests {
         let mut out = Output::default();
         let accounts =
             vec![new_account(1, AccountFlags::default(), 0), new_account(2, AccountFlags::default(), 0)];
-        engine.create_accounts(None, accounts, 1_000, &mut out);
-        let results = engine.create_transfers(&NoStore, None, &[hold(10, true, 1)], 2_000, &mut out).unwrap();
+        engine.create_accounts(&sys(), accounts, 1_000, &mut out);
+        let results =
+            engine.create_transfers(&NoStore, &sys(), &[hold(10, true, 1)], 2_000, &mut out).unwrap();
         assert_eq!(results[0].result, R::Ok);
         assert_eq!(engine.account(1).unwrap().debits_pending_minor, 500);
         // Before the timeout nothing happens; at it, the reservation posts.
@@ -1543,20 +1732,20 @@ mod tests {
         let mut out = Output::default();
         let accounts =
             vec![new_account(1, AccountFlags::default(), 0), new_account(2, AccountFlags::default(), 0)];
-        engine.create_accounts(None, accounts, 1_000, &mut out);
+        engine.create_accounts(&sys(), accounts, 1_000, &mut out);
         let owner = "bank-a";
         assert_eq!(
-            engine.close_account(Some("bank-b"), 1, 2_000, &mut out).result,
+            engine.close_account(&Actor::Participant("bank-b".into()), 1, 2_000, &mut out).result,
             AccountResult::AccountNotFound
         );
-        assert_eq!(engine.close_account(None, 9, 2_000, &mut out).result, AccountResult::AccountNotFound);
-        let closed = engine.close_account(Some(owner), 1, 2_000, &mut out);
+        assert_eq!(engine.close_account(&sys(), 9, 2_000, &mut out).result, AccountResult::AccountNotFound);
+        let closed = engine.close_account(&Actor::Participant(owner.into()), 1, 2_000, &mut out);
         assert_eq!((closed.result, closed.replayed), (AccountResult::Ok, false));
         assert!(closed.account.unwrap().closed);
-        let again = engine.close_account(None, 1, 3_000, &mut out);
+        let again = engine.close_account(&sys(), 1, 3_000, &mut out);
         assert_eq!((again.result, again.replayed), (AccountResult::Ok, true));
         let outcomes =
-            engine.create_transfers(&NoStore, None, &[transfer(5, 2, 1, 1)], 4_000, &mut out).unwrap();
+            engine.create_transfers(&NoStore, &sys(), &[transfer(5, 2, 1, 1)], 4_000, &mut out).unwrap();
         assert_eq!(outcomes[0].result, R::CreditAccountClosed);
         assert!(replay(&out.ops).account(1).unwrap().closed);
     }

@@ -68,6 +68,60 @@ pub struct Journal {
     /// Sequence and hash of the last record (0 and [`CHAIN_GENESIS`] when empty).
     head_seq: u64,
     head: ChainHash,
+    /// A bad tail found at open and not yet cut ([`Journal::cut_tail`]): nothing is appended
+    /// until it is.
+    tail: Option<TailCut>,
+}
+
+/// What is wrong with the bytes after the last intact record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailKind {
+    /// An incomplete record: its header or payload runs past the end of the file, or its
+    /// bytes were never written (zeros). The write was in progress at the crash, so it was
+    /// never acknowledged.
+    Torn,
+    /// A record complete in length whose checksum (or chain hash) fails. A crash mid-write
+    /// rarely leaves this; damage to the disk after the write does. **It may have been an
+    /// acknowledged write.**
+    Damaged,
+}
+
+impl TailKind {
+    pub fn code(self) -> &'static str {
+        match self {
+            TailKind::Torn => "TORN",
+            TailKind::Damaged => "DAMAGED",
+        }
+    }
+}
+
+/// The bad tail of a journal: where it starts, how long it is, what it looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TailCut {
+    pub offset: u64,
+    pub bytes: u64,
+    pub kind: TailKind,
+    pub reason: String,
+    /// The sequence number the record would have had.
+    pub seq: u64,
+}
+
+impl std::fmt::Display for TailCut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            TailKind::Torn => write!(
+                f,
+                "a torn record (seq {}, {} bytes at byte {}: {}), never acknowledged",
+                self.seq, self.bytes, self.offset, self.reason
+            ),
+            TailKind::Damaged => write!(
+                f,
+                "a DAMAGED last record (seq {}, {} bytes at byte {}: {}); it is complete in length, so it \
+                 may hold an ACKNOWLEDGED write that is now lost",
+                self.seq, self.bytes, self.offset, self.reason
+            ),
+        }
+    }
 }
 
 /// What opening found.
@@ -75,7 +129,10 @@ pub struct Journal {
 pub struct ReplayStats {
     pub entries: u64,
     pub last_seq: u64,
+    /// Bytes after the last intact record (cut by [`Journal::cut_tail`], not by open).
     pub truncated_tail_bytes: u64,
+    /// What those bytes are.
+    pub tail: Option<TailCut>,
     /// Hash of the last intact record ([`CHAIN_GENESIS`] for an empty journal).
     pub chain_head: ChainHash,
 }
@@ -86,7 +143,9 @@ impl Journal {
     }
 
     /// Opens (or creates) the journal, calling `each` for every intact entry in order.
-    /// A torn record at the very end (a write that was never acknowledged) is cut off.
+    /// A bad record at the very end is reported in [`ReplayStats::tail`] (torn, or damaged and
+    /// possibly acknowledged) and left in place: the caller cuts it with [`Journal::cut_tail`]
+    /// once everything else checked out, so a start that is refused changes nothing.
     /// A damaged record followed by intact ones is corruption: an error, nothing is cut.
     pub fn open(
         dir: &Path,
@@ -150,21 +209,30 @@ impl Journal {
                             ));
                         }
                         stats.truncated_tail_bytes = file_len - offset;
-                        tracing::warn!(
+                        let kind = classify_tail(
+                            &path,
                             offset,
-                            bytes = stats.truncated_tail_bytes,
-                            reason = %damage.reason,
-                            "journal: cutting a torn, never-acknowledged record off the end"
-                        );
-                        drop(reader);
-                        file.set_len(offset)?;
-                        file.sync_all()?;
+                            file_len,
+                            stats.last_seq,
+                            &stats.chain_head,
+                            &damage,
+                        )?;
+                        stats.tail = Some(TailCut {
+                            offset,
+                            bytes: file_len - offset,
+                            kind,
+                            reason: damage.reason,
+                            seq: stats.last_seq + 1,
+                        });
                         break;
                     }
                 }
             }
         }
-        let len_bytes = file.seek(SeekFrom::End(0))?;
+        let len_bytes = match &stats.tail {
+            Some(tail) => tail.offset,
+            None => file.seek(SeekFrom::End(0))?,
+        };
         let journal = Journal {
             file,
             path,
@@ -172,13 +240,51 @@ impl Journal {
             len_bytes,
             head_seq: stats.last_seq,
             head: stats.chain_head,
+            tail: stats.tail.clone(),
         };
         Ok((journal, stats))
+    }
+
+    /// Cuts the bad tail found at open, if any, after saving its bytes next to the journal
+    /// (`journal.log.cut-<offset>`, mode 0600, fsync'd) as evidence. Returns where they went.
+    /// Call it only once the start is certain to go on.
+    pub fn cut_tail(&mut self) -> Result<Option<PathBuf>, LedgerError> {
+        let Some(tail) = self.tail.take() else { return Ok(None) };
+        let mut evidence = self.path.with_file_name(format!("journal.log.cut-{}", tail.offset));
+        let mut n = 1;
+        while evidence.exists() {
+            evidence = self.path.with_file_name(format!("journal.log.cut-{}.{n}", tail.offset));
+            n += 1;
+        }
+        let mut bytes = Vec::with_capacity(tail.bytes as usize);
+        self.file.seek(SeekFrom::Start(tail.offset))?;
+        (&self.file).take(tail.bytes).read_to_end(&mut bytes)?;
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut saved = options.open(&evidence)?;
+        saved.write_all(&bytes)?;
+        saved.sync_all()?;
+        if let Some(dir) = self.path.parent() {
+            sync_dir(dir)?;
+        }
+        self.file.set_len(tail.offset)?;
+        self.file.sync_all()?;
+        self.file.seek(SeekFrom::End(0))?;
+        self.len_bytes = tail.offset;
+        Ok(Some(evidence))
     }
 
     /// Appends one entry (the next sequence number) and makes it durable (`fdatasync`)
     /// before returning. The chain head moves only once the record is durable.
     pub fn append(&mut self, entry: &JournalEntry) -> Result<(), LedgerError> {
+        if self.tail.is_some() {
+            return Err(LedgerError::Storage("the journal's bad tail was not cut before appending".into()));
+        }
         if entry.seq != self.head_seq + 1 {
             return Err(LedgerError::Storage(format!(
                 "journal entry {} appended after {}",
@@ -232,8 +338,10 @@ pub struct PrefixCopy {
     /// Bytes written to the copy, header included.
     pub bytes: u64,
     /// Bytes of the source left out at its end: a record still being written (or a torn,
-    /// never-acknowledged one).
+    /// never-acknowledged one), or a damaged last record (see `tail_kind`).
     pub tail_bytes_left: u64,
+    /// What the bytes left out look like, as the source was when the copy ended.
+    pub tail_kind: Option<TailKind>,
     /// Hash of the last record copied, checked along the whole chain ([`CHAIN_GENESIS`] for
     /// an empty journal): record it to detect a later rewrite of the copy.
     pub chain_head: ChainHash,
@@ -290,6 +398,12 @@ pub fn copy_intact_prefix(src: &Path, dst: &Path) -> Result<PrefixCopy, LedgerEr
                     ));
                 }
                 copy.tail_bytes_left = snapshot_len - offset;
+                let kind =
+                    classify_tail(src, offset, snapshot_len, copy.last_seq, &copy.chain_head, &damage)?;
+                // A record the server was writing while we read can look damaged: if it reads
+                // intact now, it was in progress.
+                let in_progress = kind == TailKind::Damaged && record_after_at(src, offset, copy.last_seq)?;
+                copy.tail_kind = Some(if in_progress { TailKind::Torn } else { kind });
                 break;
             }
         }
@@ -395,6 +509,41 @@ fn read_record(
         return Err(Damage { reason: "checksum mismatch".into(), declared_end });
     }
     Ok((HEADER + len, stored))
+}
+
+/// Torn or damaged? The bytes from `offset` to `file_len` failed to read as a record after the
+/// record of `last_seq` (hash `prev`).
+fn classify_tail(
+    path: &Path,
+    offset: u64,
+    file_len: u64,
+    last_seq: u64,
+    prev: &ChainHash,
+    damage: &Damage,
+) -> Result<TailKind, LedgerError> {
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
+    let mut rest = Vec::new();
+    file.take(file_len - offset).read_to_end(&mut rest)?;
+    // Never written: a crash after the file grew but before its data reached the disk.
+    if rest.iter().all(|b| *b == 0) {
+        return Ok(TailKind::Torn);
+    }
+    if rest.len() < RECORD_HEADER_BYTES {
+        return Ok(TailKind::Torn);
+    }
+    let mut stored = CHAIN_GENESIS;
+    stored.copy_from_slice(&rest[8..RECORD_HEADER_BYTES]);
+    let payload = &rest[RECORD_HEADER_BYTES..];
+    // Complete in length (its declared end fits in the file) yet failing its checksum; or its
+    // stored chain hash matches the bytes that are there (the record is whole, only its
+    // length or checksum field was hit).
+    let complete = damage.declared_end.is_some_and(|end| offset + end <= file_len);
+    let chain_matches = chain_hash(prev, last_seq + 1, payload) == stored;
+    if complete || chain_matches {
+        return Ok(TailKind::Damaged);
+    }
+    Ok(TailKind::Torn)
 }
 
 /// Whether an intact record starts at `offset` (relative length check only).

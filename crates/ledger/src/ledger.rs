@@ -43,17 +43,17 @@ impl LedgerConfig {
 
 enum Command {
     CreateAccounts {
-        actor: Option<String>,
+        actor: Actor,
         batch: Vec<NewAccount>,
         reply: oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>,
     },
     CreateTransfers {
-        actor: Option<String>,
+        actor: Actor,
         batch: Vec<Transfer>,
         reply: oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
     },
     CloseAccount {
-        actor: Option<String>,
+        actor: Actor,
         id: AccountId,
         reply: oneshot::Sender<Result<AccountOutcome, LedgerError>>,
     },
@@ -64,9 +64,15 @@ enum Command {
         reply: oneshot::Sender<Result<SettlementResult, LedgerError>>,
     },
     /// Participants, keys and certificates (see `engine::identity`).
-    Identity { request: Box<IdentityRequest>, reply: oneshot::Sender<Result<IdentityResult, LedgerError>> },
+    Identity {
+        request: Box<IdentityRequest>,
+        reply: oneshot::Sender<Result<IdentityResult, LedgerError>>,
+    },
     /// Account holders and the KYC policy (see `engine::holders`).
-    Holder { request: Box<HolderRequest>, reply: oneshot::Sender<Result<HolderResult, LedgerError>> },
+    Holder {
+        request: Box<HolderRequest>,
+        reply: oneshot::Sender<Result<HolderResult, LedgerError>>,
+    },
 }
 
 impl Command {
@@ -117,6 +123,10 @@ pub struct RecoveryReport {
     pub journal_entries: u64,
     pub replayed_into_index: u64,
     pub truncated_tail_bytes: u64,
+    /// The bad tail cut at this start, if any (a torn record, or a damaged one that may have
+    /// been acknowledged), and where its bytes were saved.
+    pub tail: Option<crate::journal::TailCut>,
+    pub tail_evidence: Option<PathBuf>,
     pub accounts: usize,
     pub elapsed_ms: u64,
 }
@@ -154,12 +164,25 @@ impl Ledger {
             tracing::warn!(dir = %index_dir.display(), "rebuilding the sled index from the journal");
             std::fs::remove_dir_all(&index_dir)?;
         }
-        let store = SledStore::open(&index_dir)?;
+        let mut store = SledStore::open(&index_dir)?;
+        if !store.is_empty()? && store.index_version()? != crate::store::INDEX_VERSION {
+            // The index is derived state: an older layout is rebuilt from the journal.
+            tracing::warn!(
+                dir = %index_dir.display(),
+                found = store.index_version()?,
+                current = crate::store::INDEX_VERSION,
+                "the sled index has an older layout; rebuilding it from the journal"
+            );
+            drop(store);
+            std::fs::remove_dir_all(&index_dir)?;
+            store = SledStore::open(&index_dir)?;
+        }
+        store.mark_current_version()?;
         let applied_seq = store.applied_seq()?;
         let mut engine = Engine::new(config.currencies.clone());
         let mut out = Output::default();
         let mut replayed_into_index = 0;
-        let (journal, stats) = Journal::open(&config.data_dir, |entry| {
+        let (mut journal, stats) = Journal::open(&config.data_dir, |entry| {
             out.clear();
             let replay = catch_unwind(AssertUnwindSafe(|| {
                 for op in entry.ops {
@@ -180,6 +203,15 @@ impl Ledger {
             engine.store_caught_up();
             Ok(())
         })?;
+        if applied_seq > stats.last_seq
+            && let Some(tail) = stats.tail.as_ref().filter(|t| t.kind == crate::journal::TailKind::Damaged)
+        {
+            return Err(LedgerError::Corrupt(format!(
+                "the journal ends in {tail}, and the index shows entry {applied_seq} was applied, so it WAS \
+                 acknowledged: starting would lose acknowledged writes. Restore the journal from a backup \
+                 or replica. Nothing was changed."
+            )));
+        }
         if applied_seq > stats.last_seq {
             return Err(LedgerError::Corrupt(format!(
                 "the index has applied journal entry {applied_seq} but the journal ends at {}; \
@@ -191,10 +223,29 @@ impl Ledger {
             .check_invariants()
             .map_err(|e| LedgerError::Corrupt(format!("invariant broken after replay: {e}")))?;
         verify_index(&engine, &store)?;
+        // Only now, with every check passed, is the bad tail (if any) cut: a refused start
+        // leaves the journal exactly as it found it.
+        let tail_evidence = journal.cut_tail()?;
+        if let Some(tail) = &stats.tail {
+            let evidence = tail_evidence.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+            match tail.kind {
+                crate::journal::TailKind::Torn => {
+                    tracing::warn!(%tail, %evidence, "journal: cut a torn, never-acknowledged record off the end")
+                }
+                crate::journal::TailKind::Damaged => tracing::error!(
+                    %tail,
+                    %evidence,
+                    "journal: the LAST RECORD IS DAMAGED and was cut; it may have held acknowledged writes, \
+                     which are now lost: restore them from a backup or a replica, and check the disk"
+                ),
+            }
+        }
         let recovery = RecoveryReport {
             journal_entries: stats.entries,
             replayed_into_index,
             truncated_tail_bytes: stats.truncated_tail_bytes,
+            tail: stats.tail.clone(),
+            tail_evidence,
             accounts: engine.accounts().count(),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
@@ -276,7 +327,7 @@ impl Ledger {
 
     pub async fn create_accounts(
         &self,
-        actor: Option<String>,
+        actor: Actor,
         batch: Vec<NewAccount>,
     ) -> Result<Vec<AccountOutcome>, LedgerError> {
         check_batch(batch.len())?;
@@ -287,7 +338,7 @@ impl Ledger {
 
     pub async fn create_transfers(
         &self,
-        actor: Option<String>,
+        actor: Actor,
         batch: Vec<Transfer>,
     ) -> Result<Vec<TransferOutcome>, LedgerError> {
         check_batch(batch.len())?;
@@ -331,11 +382,7 @@ impl Ledger {
     }
 
     /// Closes an account (see `Engine::close_account`).
-    pub async fn close_account(
-        &self,
-        actor: Option<String>,
-        id: AccountId,
-    ) -> Result<AccountOutcome, LedgerError> {
+    pub async fn close_account(&self, actor: Actor, id: AccountId) -> Result<AccountOutcome, LedgerError> {
         let (reply, response) = oneshot::channel();
         self.send(Command::CloseAccount { actor, id, reply }).await?;
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
@@ -354,9 +401,15 @@ impl Ledger {
         self.store.list_accounts(participant, after_id, limit)
     }
 
-    /// A committed transfer, or the remembered failure of one.
-    pub fn get_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
-        self.store.get_prior(id)
+    /// What `scope` sees under `id`: its own remembered failure, else the committed transfer
+    /// (another participant's failures under the same id are not its business).
+    pub fn get_transfer(&self, id: TransferId, scope: &str) -> Result<Option<Prior>, LedgerError> {
+        self.store.get_prior(id, scope)
+    }
+
+    /// A committed transfer.
+    pub fn get_committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
+        self.store.get_committed(id)
     }
 
     pub fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
@@ -381,6 +434,16 @@ impl Ledger {
 
     pub fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError> {
         self.store.transfers_after(after_ns, limit)
+    }
+
+    /// The transfers touching `participant`'s accounts after a position (its feed).
+    pub fn participant_transfers_after(
+        &self,
+        participant: &str,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<TransferRecord>, LedgerError> {
+        self.store.participant_transfers_after(participant, after_ns, limit)
     }
 
     /// Live feed of committed transfers, one message per group commit.
@@ -441,23 +504,44 @@ const PREFETCH_TRANSFERS_MIN: usize = 1_024;
 /// since the store last caught up before asking this.
 struct Prefetched<'a> {
     store: &'a SledStore,
-    found: HashMap<TransferId, Option<Prior>>,
+    /// id → (the committed transfer, the failure of the submitter's scope), as the store had
+    /// them before the group ran.
+    found: HashMap<TransferId, Looked>,
+}
+
+/// What the store held for an id: the committed transfer, and the failure that binds the scope
+/// it was looked up for (with that scope).
+struct Looked {
+    committed: Option<TransferRecord>,
+    scope: String,
+    refused: Option<RefusedTransfer>,
 }
 
 impl<'a> Prefetched<'a> {
     fn new(store: &'a SledStore, group: &[Command]) -> Prefetched<'a> {
-        let ids: Vec<TransferId> = group
+        let ids: Vec<(TransferId, &str)> = group
             .iter()
             .filter_map(|command| match command {
-                Command::CreateTransfers { batch, .. } => Some(batch.iter().map(|t| t.id)),
+                Command::CreateTransfers { batch, actor, .. } => {
+                    Some(batch.iter().map(move |t| (t.id, actor.scope())))
+                }
                 _ => None,
             })
             .flatten()
             .collect();
         let mut found = HashMap::new();
         if ids.len() >= PREFETCH_TRANSFERS_MIN {
-            let lookup = |ids: &[TransferId]| -> Result<Vec<(TransferId, Option<Prior>)>, LedgerError> {
-                ids.iter().map(|id| Ok((*id, store.get_prior(*id)?))).collect()
+            let lookup = |ids: &[(TransferId, &str)]| -> Result<Vec<(TransferId, Looked)>, LedgerError> {
+                ids.iter()
+                    .map(|(id, scope)| {
+                        let looked = Looked {
+                            committed: store.get_committed(*id)?,
+                            scope: (*scope).to_owned(),
+                            refused: store.get_refused(*id, scope)?,
+                        };
+                        Ok((*id, looked))
+                    })
+                    .collect()
             };
             let (left, right) = ids.split_at(ids.len() / 2);
             let looked_up = std::thread::scope(|scope| {
@@ -482,10 +566,19 @@ impl<'a> Prefetched<'a> {
 }
 
 impl TransferLookup for Prefetched<'_> {
-    fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+    fn committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
         match self.found.get(&id) {
-            Some(prior) => Ok(prior.clone()),
-            None => self.store.get_prior(id),
+            Some(looked) => Ok(looked.committed.clone()),
+            None => self.store.get_committed(id),
+        }
+    }
+
+    fn refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, LedgerError> {
+        // Prefetched for the scope that submitted this id in the group; another scope (the same
+        // id sent by two participants in one group) reads the store.
+        match self.found.get(&id) {
+            Some(looked) if looked.scope == scope => Ok(looked.refused.clone()),
+            _ => self.store.get_refused(id, scope),
         }
     }
 }
@@ -582,15 +675,15 @@ impl Writer {
         for command in group.drain(..) {
             match command {
                 Command::CreateAccounts { actor, batch, reply } => {
-                    let outcomes = self.engine.create_accounts(actor.as_deref(), batch, now, out);
+                    let outcomes = self.engine.create_accounts(&actor, batch, now, out);
                     replies.push(Reply::Accounts(reply, Ok(outcomes)));
                 }
                 Command::CreateTransfers { actor, batch, reply } => {
-                    let outcomes = self.engine.create_transfers(&lookup, actor.as_deref(), &batch, now, out);
+                    let outcomes = self.engine.create_transfers(&lookup, &actor, &batch, now, out);
                     replies.push(Reply::Transfers(reply, outcomes));
                 }
                 Command::CloseAccount { actor, id, reply } => {
-                    let outcome = self.engine.close_account(actor.as_deref(), id, now, out);
+                    let outcome = self.engine.close_account(&actor, id, now, out);
                     replies.push(Reply::Close(reply, Ok(outcome)));
                 }
                 Command::Settlement { request, reply } => {
@@ -657,14 +750,8 @@ impl Writer {
             let credentials = Arc::new(self.engine.identity().credentials());
             *self.credentials.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = credentials;
         }
-        let committed: Vec<TransferRecord> = out
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                crate::engine::Op::Transfer(record) => Some(record.clone()),
-                _ => None,
-            })
-            .collect();
+        // Every balance change, the ledger's own expiries and automatic posts included.
+        let committed: Vec<TransferRecord> = std::mem::take(&mut out.records);
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats.events.fetch_add(out.ops.len() as u64, Ordering::Relaxed);
         self.stats.last_group_events.store(out.ops.len() as u64, Ordering::Relaxed);

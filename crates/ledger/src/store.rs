@@ -32,7 +32,18 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Account>, LedgerError>;
     fn all_accounts(&self) -> Result<Vec<Account>, LedgerError>;
-    fn get_prior(&self, id: TransferId) -> Result<Option<Prior>, LedgerError>;
+    /// A committed transfer (ids of committed transfers are ledger-wide).
+    fn get_committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError>;
+    /// A remembered failure that binds `scope` (its own, or one remembered before scoping).
+    fn get_refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, LedgerError>;
+    /// What `scope` sees under `id`: its own failure, else the committed transfer, else a
+    /// failure remembered before scoping (the engine's idempotency order).
+    fn get_prior(&self, id: TransferId, scope: &str) -> Result<Option<Prior>, LedgerError> {
+        if let Some(refused) = self.get_refused(id, scope)? {
+            return Ok(Some(Prior::Failed(refused)));
+        }
+        Ok(self.get_committed(id)?.map(Prior::Committed))
+    }
     /// An account's statement entries with `from_ns <= timestamp < to_ns`, in either order,
     /// starting after `cursor_ns` (exclusive) when given.
     fn account_entries(
@@ -46,6 +57,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Entry>, LedgerError>;
     /// Committed transfers with timestamp > `after_ns`, in commit order (the feed).
     fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError>;
+    /// The same, only those touching an account of `participant` (its own feed, read from a
+    /// per-participant index: no scan of other participants' transfers).
+    fn participant_transfers_after(
+        &self,
+        participant: &str,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<TransferRecord>, LedgerError>;
     fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError>;
     /// The state of a pending (two-phase) transfer.
     fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError>;
@@ -56,9 +75,23 @@ pub trait Store: Send + Sync + 'static {
 }
 
 impl<S: Store + ?Sized> TransferLookup for S {
-    fn lookup_transfer(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
-        self.get_prior(id)
+    fn committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
+        self.get_committed(id)
     }
+
+    fn refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, LedgerError> {
+        self.get_refused(id, scope)
+    }
+}
+
+/// The participants whose feed a record belongs in: the owners of its two accounts.
+fn record_participants<'a>(record: &TransferRecord, accounts: &'a [Account]) -> [Option<&'a str>; 2] {
+    let owner = |id: AccountId| {
+        accounts.binary_search_by_key(&id, |a| a.id).ok().map(|i| accounts[i].participant.as_str())
+    };
+    let debit = owner(record.effect.debit_account_id);
+    let credit = owner(record.effect.credit_account_id);
+    [debit, if credit == debit { None } else { credit }]
 }
 
 /// The pending-state changes an op makes.
@@ -98,7 +131,9 @@ struct Memory {
     accounts: BTreeMap<AccountId, Account>,
     transfers: BTreeMap<TransferId, u64>,
     by_ts: BTreeMap<u64, TransferRecord>,
-    failed: BTreeMap<TransferId, FailedTransfer>,
+    /// (id, scope) → failure; legacy failures have an empty scope.
+    failed: BTreeMap<(TransferId, String), RefusedTransfer>,
+    feed: BTreeMap<(String, u64), ()>,
     entries: BTreeMap<(AccountId, u64), Entry>,
     pending: BTreeMap<TransferId, PendingState>,
 }
@@ -132,16 +167,23 @@ impl Store for MemoryStore {
                 m.pending.insert(id, state);
             }
             match op {
-                Op::Transfer(record) => {
-                    m.transfers.insert(record.transfer.id, record.timestamp_ns);
-                    m.by_ts.insert(record.timestamp_ns, record.clone());
-                }
                 Op::Fail(failed) => {
-                    m.failed.insert(failed.transfer.id, failed.clone());
+                    m.failed
+                        .insert((failed.transfer.id, String::new()), RefusedTransfer::from_legacy(failed));
+                }
+                Op::Refused(refused) => {
+                    m.failed.insert((refused.id, refused.scope.clone()), refused.clone());
                 }
                 // Settlement ops change only the engine's settlement state (read through the
                 // writer); their transfers are `Transfer` ops.
                 _ => {}
+            }
+        }
+        for record in &out.records {
+            m.transfers.insert(record.transfer.id, record.timestamp_ns);
+            m.by_ts.insert(record.timestamp_ns, record.clone());
+            for participant in record_participants(record, accounts).into_iter().flatten() {
+                m.feed.insert((participant.to_owned(), record.timestamp_ns), ());
             }
         }
         for entry in &out.entries {
@@ -178,12 +220,14 @@ impl Store for MemoryStore {
         Ok(self.read()?.accounts.values().cloned().collect())
     }
 
-    fn get_prior(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
+    fn get_committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
         let m = self.read()?;
-        if let Some(ts) = m.transfers.get(&id) {
-            return Ok(m.by_ts.get(ts).cloned().map(Prior::Committed));
-        }
-        Ok(m.failed.get(&id).cloned().map(Prior::Failed))
+        Ok(m.transfers.get(&id).and_then(|ts| m.by_ts.get(ts)).cloned())
+    }
+
+    fn get_refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, LedgerError> {
+        let m = self.read()?;
+        Ok(m.failed.get(&(id, scope.to_owned())).or_else(|| m.failed.get(&(id, String::new()))).cloned())
     }
 
     fn account_entries(
@@ -214,6 +258,22 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn participant_transfers_after(
+        &self,
+        participant: &str,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<TransferRecord>, LedgerError> {
+        let m = self.read()?;
+        let from = (participant.to_owned(), after_ns.saturating_add(1));
+        let to = (participant.to_owned(), u64::MAX);
+        Ok(m.feed
+            .range(from..=to)
+            .take(limit.min(PAGE_SIZE_MAX))
+            .filter_map(|((_, ts), _)| m.by_ts.get(ts).cloned())
+            .collect())
+    }
+
     fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
         Ok(self.read()?.by_ts.get(&timestamp_ns).cloned())
     }
@@ -238,9 +298,16 @@ pub struct SledStore {
     failed: sled::Tree,
     entries: sled::Tree,
     pending: sled::Tree,
+    /// participant \0 position → (): every participant's own feed.
+    feed: sled::Tree,
 }
 
 const APPLIED_SEQ_KEY: &[u8] = b"applied_seq";
+const INDEX_VERSION_KEY: &[u8] = b"index_version";
+/// The layout of the sled index. An index of another version is rebuilt from the journal at
+/// open (it is derived state). 2: failures keyed by submitter, per-participant feed, the
+/// ledger's own expiry records.
+pub const INDEX_VERSION: u64 = 2;
 /// From this many statement entries in one applied journal entry (a group of ~1,000 transfers
 /// or more), `apply` writes the entries tree on a second thread, in parallel with the others.
 const PARALLEL_APPLY_ENTRIES_MIN: usize = 2_048;
@@ -266,8 +333,29 @@ impl SledStore {
             failed: tree("failed")?,
             entries: tree("entries")?,
             pending: tree("pending_states")?,
+            feed: tree("feed_by_participant")?,
             db,
         })
+    }
+
+    /// The index layout version recorded in this index (0: none recorded, an index made before
+    /// versions were recorded, or a new one).
+    pub fn index_version(&self) -> Result<u64, LedgerError> {
+        match self.meta.get(INDEX_VERSION_KEY).map_err(sled_err)? {
+            Some(bytes) => u64_from(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// True when nothing was ever applied to this index.
+    pub fn is_empty(&self) -> Result<bool, LedgerError> {
+        Ok(self.applied_seq()? == 0 && self.accounts.is_empty())
+    }
+
+    /// Records that this index has the current layout.
+    pub fn mark_current_version(&self) -> Result<(), LedgerError> {
+        self.meta.insert(INDEX_VERSION_KEY, &INDEX_VERSION.to_be_bytes()).map_err(sled_err)?;
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<(), LedgerError> {
@@ -292,18 +380,25 @@ impl SledStore {
         let mut account_batch = sled::Batch::default();
         let mut participants = sled::Batch::default();
         let mut pending = sled::Batch::default();
+        let mut feed = sled::Batch::default();
         for op in &out.ops {
             if let Some((id, state)) = pending_update(op) {
                 pending.insert(&id.to_be_bytes(), encode(&state)?);
             }
             match op {
-                Op::Transfer(record) => {
-                    transfers.insert(&record.transfer.id.to_be_bytes(), &record.timestamp_ns.to_be_bytes());
-                    by_ts.insert(&record.timestamp_ns.to_be_bytes(), encode(record)?);
-                }
+                // A legacy failure sits under the bare id (it binds everyone); a scoped one
+                // under id + scope.
                 Op::Fail(f) => failed.insert(&f.transfer.id.to_be_bytes(), encode(f)?),
+                Op::Refused(r) => failed.insert(refused_key(r.id, &r.scope), encode(r)?),
                 Op::CreateAccount(a) => participants.insert(participant_key(&a.participant, a.id), &[]),
                 _ => {}
+            }
+        }
+        for record in &out.records {
+            transfers.insert(&record.transfer.id.to_be_bytes(), &record.timestamp_ns.to_be_bytes());
+            by_ts.insert(&record.timestamp_ns.to_be_bytes(), encode(record)?);
+            for participant in record_participants(record, accounts).into_iter().flatten() {
+                feed.insert(feed_key(participant, record.timestamp_ns), &[]);
             }
         }
         for account in accounts {
@@ -315,8 +410,24 @@ impl SledStore {
         self.accounts.apply_batch(account_batch).map_err(sled_err)?;
         self.by_participant.apply_batch(participants).map_err(sled_err)?;
         self.pending.apply_batch(pending).map_err(sled_err)?;
+        self.feed.apply_batch(feed).map_err(sled_err)?;
         Ok(())
     }
+}
+
+fn refused_key(id: TransferId, scope: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + scope.len());
+    key.extend_from_slice(&id.to_be_bytes());
+    key.extend_from_slice(scope.as_bytes());
+    key
+}
+
+fn feed_key(participant: &str, timestamp_ns: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(participant.len() + 9);
+    key.extend_from_slice(participant.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&timestamp_ns.to_be_bytes());
+    key
 }
 
 fn sled_err(e: sled::Error) -> LedgerError {
@@ -325,6 +436,11 @@ fn sled_err(e: sled::Error) -> LedgerError {
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, LedgerError> {
     bincode::serialize(value).map_err(|e| LedgerError::Storage(format!("encode: {e}")))
+}
+
+/// A failure under a bare id: a `FailedTransfer` journaled before failures were scoped.
+fn decode_refused_legacy(bytes: &[u8]) -> Result<RefusedTransfer, LedgerError> {
+    decode::<FailedTransfer>(bytes).map(|failed| RefusedTransfer::from_legacy(&failed))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, LedgerError> {
@@ -435,15 +551,21 @@ impl Store for SledStore {
         self.accounts.iter().map(|item| decode(&item.map_err(sled_err)?.1)).collect()
     }
 
-    fn get_prior(&self, id: TransferId) -> Result<Option<Prior>, LedgerError> {
-        let key = id.to_be_bytes();
-        if let Some(ts) = self.transfers.get(key).map_err(sled_err)? {
-            let record = self.by_ts.get(ts).map_err(sled_err)?;
-            let record =
-                record.ok_or_else(|| LedgerError::Corrupt(format!("index: transfer {id} has no record")))?;
-            return Ok(Some(Prior::Committed(decode(&record)?)));
+    fn get_committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
+        let Some(ts) = self.transfers.get(id.to_be_bytes()).map_err(sled_err)? else { return Ok(None) };
+        let record = self.by_ts.get(ts).map_err(sled_err)?;
+        let record =
+            record.ok_or_else(|| LedgerError::Corrupt(format!("index: transfer {id} has no record")))?;
+        Ok(Some(decode(&record)?))
+    }
+
+    fn get_refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, LedgerError> {
+        if !scope.is_empty()
+            && let Some(bytes) = self.failed.get(refused_key(id, scope)).map_err(sled_err)?
+        {
+            return Ok(Some(decode(&bytes)?));
         }
-        self.failed.get(key).map_err(sled_err)?.map(|b| decode(&b).map(Prior::Failed)).transpose()
+        self.failed.get(id.to_be_bytes()).map_err(sled_err)?.map(|b| decode_refused_legacy(&b)).transpose()
     }
 
     fn account_entries(
@@ -477,6 +599,30 @@ impl Store for SledStore {
                 if !push(item)? {
                     break;
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    fn participant_transfers_after(
+        &self,
+        participant: &str,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<TransferRecord>, LedgerError> {
+        let limit = limit.min(PAGE_SIZE_MAX);
+        let start = feed_key(participant, after_ns);
+        let end = feed_key(participant, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.feed.range((Bound::Excluded(start), Bound::Included(end))) {
+            let (key, _) = item.map_err(sled_err)?;
+            let ts = u64_from(&key[key.len() - 8..])?;
+            let record = self.by_ts.get(ts.to_be_bytes()).map_err(sled_err)?;
+            let record = record
+                .ok_or_else(|| LedgerError::Corrupt(format!("index: feed position {ts} has no record")))?;
+            out.push(decode(&record)?);
+            if out.len() >= limit {
+                break;
             }
         }
         Ok(out)

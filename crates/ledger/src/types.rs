@@ -219,6 +219,8 @@ result_enum!(
         AccountHasPendingTransfers => "ACCOUNT_HAS_PENDING_TRANSFERS",
         AccountReserved => "ACCOUNT_RESERVED",
         IdAlreadyUsed => "ID_ALREADY_USED",
+        IdReserved => "ID_RESERVED",
+        ParticipantNotFound => "PARTICIPANT_NOT_FOUND",
     }
 );
 
@@ -278,6 +280,7 @@ result_enum!(
         KycLimitExceeded => "KYC_LIMIT_EXCEEDED",
         KycCurrencyNotCovered => "KYC_CURRENCY_NOT_COVERED",
         IdAlreadyUsed => "ID_ALREADY_USED",
+        IdReserved => "ID_RESERVED",
     }
 );
 
@@ -341,8 +344,139 @@ pub fn metadata_fits(metadata: &Metadata) -> bool {
         })
 }
 
+/// A participant id: 1 to [`PARTICIPANT_ID_LEN_MAX`] of `[a-z0-9._-]` (lower case only, as the
+/// API says, so that `Bank-A` and `bank-a` can never be two participants).
 pub fn participant_valid(participant: &str) -> bool {
     !participant.is_empty()
         && participant.len() <= PARTICIPANT_ID_LEN_MAX
-        && participant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && participant
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Participant ids that start with this belong to Puente itself (`puente-hub`, `puente-house`):
+/// no one can register one, and only the system opens accounts for them.
+pub const SYSTEM_PARTICIPANT_PREFIX: &str = "puente-";
+
+/// True for the participants Puente itself owns.
+pub fn is_system_participant(participant: &str) -> bool {
+    participant.starts_with(SYSTEM_PARTICIPANT_PREFIX)
+}
+
+/// Who submits a request to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// A participant: it acts only on its own accounts (another's do not exist for it).
+    Participant(String),
+    /// An operator: it may act on every account. Its own participant id scopes its failures.
+    Operator(String),
+    /// Puente itself (settlement, FX execution): it may use system ids
+    /// ([`puente_core::ids`]). `scope` is the participant on whose behalf it acts; failures are
+    /// remembered there.
+    System { scope: String },
+}
+
+impl Actor {
+    pub fn system(scope: impl Into<String>) -> Actor {
+        Actor::System { scope: scope.into() }
+    }
+
+    /// The participant whose accounts alone this actor may touch (`None`: every account).
+    pub fn owner(&self) -> Option<&str> {
+        match self {
+            Actor::Participant(p) => Some(p),
+            Actor::Operator(_) | Actor::System { .. } => None,
+        }
+    }
+
+    /// The idempotency scope of the actor's failed attempts: the submitting participant.
+    pub fn scope(&self) -> &str {
+        match self {
+            Actor::Participant(p) | Actor::Operator(p) => p,
+            Actor::System { scope } => scope,
+        }
+    }
+
+    pub fn is_system(&self) -> bool {
+        matches!(self, Actor::System { .. })
+    }
+}
+
+/// The first 16 bytes of the SHA-256 of free text: what a remembered failure keeps of its
+/// reference and metadata (enough to tell a retry from a different request, nothing to read).
+pub type TextDigest = [u8; 16];
+
+fn text_digest(parts: &mut dyn Iterator<Item = &[u8]>) -> TextDigest {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&context.finish().as_ref()[..16]);
+    out
+}
+
+pub fn reference_digest(reference: &str) -> TextDigest {
+    text_digest(&mut std::iter::once(reference.as_bytes()))
+}
+
+/// Over the entries in key order (a `BTreeMap` iterates in order), each key and value
+/// length-prefixed.
+pub fn metadata_digest(metadata: &Metadata) -> TextDigest {
+    text_digest(&mut metadata.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]))
+}
+
+/// A failed attempt as the ledger remembers it: every field that decides a transfer and a digest
+/// of its free text (reference, metadata), so that a retry gets the first outcome and a different
+/// request under the same id is told apart, at a small fixed cost (about 150 bytes, whatever the
+/// request's metadata). It binds only its submitter (`scope`): another participant's attempt
+/// under the same id is unrelated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedTransfer {
+    /// The submitting participant (see [`Actor::scope`]). Empty for failures remembered before
+    /// failures were scoped: those bind every submitter, as they did then.
+    pub scope: String,
+    pub id: TransferId,
+    pub debit_account_id: AccountId,
+    pub credit_account_id: AccountId,
+    pub amount_minor: u64,
+    pub currency: CurrencyCode,
+    pub flags: TransferFlags,
+    pub pending_id: TransferId,
+    pub timeout_ms: u64,
+    pub reference_digest: TextDigest,
+    pub metadata_digest: TextDigest,
+    pub result: TransferResult,
+    pub timestamp_ns: u64,
+}
+
+impl RefusedTransfer {
+    pub fn new(scope: &str, t: &Transfer, result: TransferResult, timestamp_ns: u64) -> RefusedTransfer {
+        RefusedTransfer {
+            scope: scope.to_owned(),
+            id: t.id,
+            debit_account_id: t.debit_account_id,
+            credit_account_id: t.credit_account_id,
+            amount_minor: t.amount_minor,
+            currency: t.currency,
+            flags: t.flags,
+            pending_id: t.pending_id,
+            timeout_ms: t.timeout_ms,
+            reference_digest: reference_digest(&t.reference),
+            metadata_digest: metadata_digest(&t.metadata),
+            result,
+            timestamp_ns,
+        }
+    }
+
+    /// A failure journaled before scoping (`Op::Fail`): it keeps binding every submitter.
+    pub fn from_legacy(failed: &FailedTransfer) -> RefusedTransfer {
+        RefusedTransfer::new("", &failed.transfer, failed.result, failed.timestamp_ns)
+    }
+
+    /// Whether this failure answers a request of `scope` (its own, or a legacy one).
+    pub fn binds(&self, scope: &str) -> bool {
+        self.scope.is_empty() || self.scope == scope
+    }
 }

@@ -145,7 +145,7 @@ impl Default for CorridorMix {
 }
 
 /// A simulated day: `count` obligations following `mix`, with each participant's country.
-/// Participants are `US00..` and `MX00..`; senders and receivers are skewed toward low
+/// Participants are `us00..` and `mx00..`; senders and receivers are skewed toward low
 /// numbers (a few large MTOs and banks carry most flow).
 pub fn corridor_day(
     seed: u64,
@@ -157,9 +157,9 @@ pub fn corridor_day(
         return Err(NettingError::TooManyParticipants { max: 100 });
     }
     let us: Vec<ParticipantId> =
-        (0..us_n).map(|i| ParticipantId::new(&format!("US{i:02}"))).collect::<Result<_, _>>()?;
+        (0..us_n).map(|i| ParticipantId::new(&format!("us{i:02}"))).collect::<Result<_, _>>()?;
     let mx: Vec<ParticipantId> =
-        (0..mx_n).map(|i| ParticipantId::new(&format!("MX{i:02}"))).collect::<Result<_, _>>()?;
+        (0..mx_n).map(|i| ParticipantId::new(&format!("mx{i:02}"))).collect::<Result<_, _>>()?;
     let mut countries = BTreeMap::new();
     countries.extend(us.iter().map(|p| (p.clone(), Country::Us)));
     countries.extend(mx.iter().map(|p| (p.clone(), Country::Mx)));

@@ -277,6 +277,7 @@ pub fn transfer_out(
         Some(money(currencies, record.transfer.currency, record.effect.amount_minor as u128));
     out.debit_account_id = format_id(record.effect.debit_account_id);
     out.credit_account_id = format_id(record.effect.credit_account_id);
+    out.system_generated = ledger::engine::is_expiry_record(record);
     out.state = match (record.transfer.flags.pending, pending_state) {
         (false, _) => pb::TransferState::Posted,
         (true, Some(PendingState::Posted)) => pb::TransferState::PendingPosted,
@@ -295,7 +296,20 @@ pub fn prior_out(
     match prior {
         Prior::Committed(record) => transfer_out(record, pending_state, currencies),
         Prior::Failed(failed) => {
-            let mut out = base_transfer(&failed.transfer, currencies);
+            // A failure is remembered without its free text (reference, metadata): only digests.
+            let transfer = ledger::Transfer {
+                id: failed.id,
+                debit_account_id: failed.debit_account_id,
+                credit_account_id: failed.credit_account_id,
+                amount_minor: failed.amount_minor,
+                currency: failed.currency,
+                flags: failed.flags,
+                pending_id: failed.pending_id,
+                timeout_ms: failed.timeout_ms,
+                reference: String::new(),
+                metadata: ledger::Metadata::new(),
+            };
+            let mut out = base_transfer(&transfer, currencies);
             out.create_time = timestamp(failed.timestamp_ns);
             out.state = pb::TransferState::Failed as i32;
             out.failure_code = failed.result.code().to_owned();

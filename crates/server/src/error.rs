@@ -132,6 +132,7 @@ fn identity_code_and_reason(error: &IdentityRefusal) -> (Code, &'static str) {
         IdentityRefusal::KeyNotFound { .. } => (Code::NotFound, "KEY_NOT_FOUND"),
         IdentityRefusal::BootstrapOver => (Code::PermissionDenied, "BOOTSTRAP_CLOSED"),
         IdentityRefusal::CertificateTaken => (Code::AlreadyExists, "CERTIFICATE_TAKEN"),
+        IdentityRefusal::KeyReused => (Code::AlreadyExists, "KEY_ALREADY_REGISTERED"),
         IdentityRefusal::LimitReached(_) => (Code::ResourceExhausted, "LIMIT_REACHED"),
     }
 }

@@ -12,14 +12,15 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use puente_core::ids::system_id;
 use puente_fx::{
     FxError, Pair, Pricer, PricingConfig, Quote, QuoteRequest, QuoteSigner, RateBook, Segment,
     check_executable, generate_quote_id, verify_quote,
 };
 use puente_ledger::identity::Caller;
 use puente_ledger::{
-    Account, AccountFlags, AccountId, Ledger, LedgerError, Metadata, NewAccount, PendingState, Prior,
-    Transfer, TransferFlags, TransferId, TransferResult,
+    Account, AccountFlags, AccountId, Actor, Ledger, LedgerError, Metadata, NewAccount, PendingState, Prior,
+    Transfer, TransferFlags, TransferId, TransferResult, metadata_digest,
 };
 use puente_money::{CurrencyCode, CurrencyTable};
 use rust_decimal::Decimal;
@@ -140,30 +141,22 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn derived_id(parts: &[&[u8]]) -> u128 {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in parts {
-        context.update(&(part.len() as u32).to_be_bytes());
-        context.update(part);
-    }
-    let digest = context.finish();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest.as_ref()[..16]);
-    u128::from_be_bytes(bytes)
-}
-
-/// The house account of `kind` ("liquidity", "fees", "taxes") in `currency`.
+/// The house account of `kind` ("liquidity", "fees", "taxes") in `currency`: a system id
+/// (`puente_core::ids`), so no participant can open it first.
 pub fn house_account_id(kind: &str, currency: CurrencyCode) -> AccountId {
-    derived_id(&[b"puente/house", kind.as_bytes(), currency.as_str().as_bytes()])
+    system_id("fx/house-account", &[kind.as_bytes(), currency.as_str().as_bytes()])
 }
 
-/// The id of leg `n` of the execution of `quote_id`.
+/// The id of leg `n` of the execution of `quote_id`: a system id, so no participant (the
+/// recipient, who sees the legs, included) can use it first.
 pub fn leg_id(quote_id: &[u8; 16], n: u8) -> TransferId {
-    derived_id(&[b"puente/fx/leg", quote_id, &[n]])
+    system_id("fx/leg", &[quote_id.as_slice(), &[n]])
 }
 
-fn void_id(quote_id: &[u8; 16], n: u8) -> TransferId {
-    derived_id(&[b"puente/fx/void", quote_id, &[n]])
+/// The id of the void of leg `n` when a remittance is cancelled: a system id, so the recipient
+/// cannot pre-create it and block the sender's right to cancel.
+pub fn void_id(quote_id: &[u8; 16], n: u8) -> TransferId {
+    system_id("fx/void", &[quote_id.as_slice(), &[n]])
 }
 
 fn storage(error: impl std::fmt::Display) -> DeskError {
@@ -228,7 +221,7 @@ impl FxDesk {
                 });
             }
         }
-        for outcome in ledger.create_accounts(None, house).await? {
+        for outcome in ledger.create_accounts(Actor::system(HOUSE_PARTICIPANT), house).await? {
             if !outcome.result.is_ok() {
                 return Err(DeskError::Storage(format!(
                     "cannot open house accounts: {}",
@@ -369,21 +362,28 @@ impl FxDesk {
             return Err(DeskError::QuoteNotFound(uuid::Uuid::from_bytes(quote.id).to_string()));
         }
         let execution = uuid::Uuid::from_u128(execution_id).to_string();
+        let quote_uuid = uuid::Uuid::from_bytes(quote.id).to_string();
+        let metadata: Metadata = [
+            ("quote_id".to_owned(), quote_uuid.clone()),
+            ("execution_id".to_owned(), execution.clone()),
+            ("destination".to_owned(), uuid::Uuid::from_u128(destination).to_string()),
+        ]
+        .into();
         let first_leg = leg_id(&quote.id, 1);
+        // The legs are submitted by Puente on the quote's participant's behalf: its failures are
+        // remembered in that participant's scope.
+        let actor = Actor::system(quote.participant.clone());
         // A retry of this execution returns the first outcome, even after the quote expired.
-        match self.ledger.get_transfer(first_leg)? {
+        match self.ledger.get_transfer(first_leg, actor.scope())? {
             Some(Prior::Committed(record)) => {
-                let same = record.transfer.metadata.get("execution_id") == Some(&execution)
-                    && record.transfer.debit_account_id == source
-                    && record.transfer.metadata.get("destination").map(String::as_str)
-                        == Some(&uuid::Uuid::from_u128(destination).to_string());
+                let same = record.transfer.metadata == metadata && record.transfer.debit_account_id == source;
                 if !same {
                     return Err(DeskError::AlreadyUsed);
                 }
                 return self.describe(quote, true, record.timestamp_ns);
             }
             Some(Prior::Failed(failed)) => {
-                if failed.transfer.metadata.get("execution_id") == Some(&execution) {
+                if failed.metadata_digest == metadata_digest(&metadata) && failed.debit_account_id == source {
                     return Err(DeskError::Refused(failed.result.code()));
                 }
                 return Err(DeskError::AlreadyUsed);
@@ -421,13 +421,6 @@ impl FxDesk {
             });
         }
         let held = quote.segment == Segment::Remittance;
-        let quote_uuid = uuid::Uuid::from_bytes(quote.id).to_string();
-        let metadata: Metadata = [
-            ("quote_id".to_owned(), quote_uuid.clone()),
-            ("execution_id".to_owned(), execution.clone()),
-            ("destination".to_owned(), uuid::Uuid::from_u128(destination).to_string()),
-        ]
-        .into();
         let leg = |n: u8, debit: AccountId, credit: AccountId, currency: CurrencyCode, amount_minor: u64| {
             Transfer {
                 id: leg_id(&quote.id, n),
@@ -462,7 +455,7 @@ impl FxDesk {
         }
         let ids: Vec<TransferId> = legs.iter().map(|t| t.id).collect();
         let span = tracing::info_span!("fx_execute", quote_id = %quote_uuid, execution_id = %execution);
-        let outcomes = self.ledger.create_transfers(None, legs).instrument(span).await?;
+        let outcomes = self.ledger.create_transfers(actor, legs).instrument(span).await?;
         if let Some(failure) =
             outcomes.iter().find(|o| !o.result.is_ok() && o.result != TransferResult::LinkedEventFailed)
         {
@@ -523,7 +516,7 @@ impl FxDesk {
         let quote_uuid = uuid::Uuid::from_bytes(*quote_id).to_string();
         let mut legs = Vec::new();
         for n in 1..=4u8 {
-            if let Some(Prior::Committed(record)) = self.ledger.get_transfer(leg_id(quote_id, n))? {
+            if let Some(record) = self.ledger.get_committed(leg_id(quote_id, n))? {
                 legs.push(record);
             }
         }
@@ -568,7 +561,9 @@ impl FxDesk {
             })
             .collect();
         let span = tracing::info_span!("fx_cancel", quote_id = %quote_uuid);
-        let outcomes = self.ledger.create_transfers(None, voids).instrument(span).await?;
+        // Voided on behalf of the participant that paid (the legs' submitter).
+        let payer = self.ledger.get_account(source)?.map(|a| a.participant).unwrap_or_default();
+        let outcomes = self.ledger.create_transfers(Actor::system(payer), voids).instrument(span).await?;
         if let Some(failure) =
             outcomes.iter().find(|o| !o.result.is_ok() && o.result != TransferResult::LinkedEventFailed)
         {

@@ -35,11 +35,6 @@ impl LedgerApi {
 /// Most account owners a participant's feed remembers.
 const FEED_OWNER_CACHE_MAX: usize = 100_000;
 
-/// The ledger's ownership scope for a caller (`None`: an operator, everything).
-fn actor(caller: &Caller) -> Option<String> {
-    caller.scope().map(str::to_owned)
-}
-
 impl LedgerApi {
     /// The account, if it exists and the caller may see it; otherwise NOT_FOUND (the same
     /// answer either way, so another participant's account does not leak).
@@ -91,7 +86,7 @@ impl LedgerService for LedgerApi {
         let span = tracing::info_span!("create_accounts", count = batch.len());
         let outcomes = self
             .ledger
-            .create_accounts(actor(&caller), batch)
+            .create_accounts(caller.actor(), batch)
             .instrument(span)
             .await
             .map_err(ApiError::from)?;
@@ -134,7 +129,7 @@ impl LedgerService for LedgerApi {
         check(violations)?;
         let span = tracing::info_span!("close_account", account_id = %request.id);
         let outcome =
-            self.ledger.close_account(actor(&caller), id).instrument(span).await.map_err(ApiError::from)?;
+            self.ledger.close_account(caller.actor(), id).instrument(span).await.map_err(ApiError::from)?;
         match (outcome.result, outcome.account) {
             (AccountResult::Ok, Some(account)) => Ok(Response::new(pb::CloseAccountResponse {
                 account: Some(convert::account(&account, self.ledger.currencies())),
@@ -193,7 +188,7 @@ impl LedgerService for LedgerApi {
         let span = tracing::info_span!("create_transfers", count = batch.len(), transfer_id = %first_id);
         let outcomes = self
             .ledger
-            .create_transfers(actor(&caller), batch)
+            .create_transfers(caller.actor(), batch)
             .instrument(span.clone())
             .await
             .map_err(ApiError::from)?;
@@ -228,10 +223,18 @@ impl LedgerService for LedgerApi {
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
-        let prior = self.ledger.get_transfer(id).map_err(ApiError::from)?;
+        let prior = self.ledger.get_transfer(id, &caller.participant).map_err(ApiError::from)?;
+        // A committed transfer is visible to the owners of its accounts; a failed attempt only
+        // to the participant that made it (not to the owners of the accounts it named).
         let prior = prior
-            .filter(|p| {
-                self.may_see_transfer(&caller, p.transfer().debit_account_id, p.transfer().credit_account_id)
+            .filter(|p| match p {
+                Prior::Failed(refused) if !refused.scope.is_empty() => {
+                    caller.is_operator() || refused.scope == caller.participant
+                }
+                _ => {
+                    let (debit, credit) = p.accounts();
+                    self.may_see_transfer(&caller, debit, credit)
+                }
             })
             .ok_or(ApiError::NotFound { resource: "transfer", id: request.id })?;
         let pending_state = match &prior {
@@ -284,10 +287,7 @@ impl LedgerService for LedgerApi {
         let currencies = self.ledger.currencies();
         let mut transfers = Vec::with_capacity(entries.len());
         for entry in &entries {
-            // Expiry lines are balance changes, not transfers: they appear on statements.
-            if entry.kind == puente_ledger::EntryKind::Expired {
-                continue;
-            }
+            // Every line has its transfer record, the ledger's own expiries included.
             if let Some(record) = self.ledger.get_transfer_at(entry.timestamp_ns).map_err(ApiError::from)? {
                 let state = if record.transfer.flags.pending {
                     self.ledger.pending_state(record.transfer.id).map_err(ApiError::from)?
@@ -363,6 +363,10 @@ impl LedgerService for LedgerApi {
                     _ = stopping(&mut shutdown) => {
                         // End the stream cleanly; the client resumes from its last position.
                     }
+                    _ = tx.closed() => {
+                        // The client went away (cancelled, disconnected) while the feed had
+                        // nothing to send: end now, not at the next send that would fail.
+                    }
                 }
             }
             .instrument(tracing::info_span!("stream_transfers", after)),
@@ -421,7 +425,13 @@ async fn feed(ledger: Ledger, caller: Caller, mut position: u64, tx: &FeedSender
         // Subscribe before reading the store so nothing committed in between is missed.
         let mut live = ledger.subscribe();
         loop {
-            let page = ledger.transfers_after(position, FEED_PAGE_ROWS).map_err(ApiError::from)?;
+            // A participant reads its own index of transfers: its catch-up never scans other
+            // participants' history.
+            let page = match caller.scope() {
+                Some(own) => ledger.participant_transfers_after(own, position, FEED_PAGE_ROWS),
+                None => ledger.transfers_after(position, FEED_PAGE_ROWS),
+            }
+            .map_err(ApiError::from)?;
             let done = page.len() < FEED_PAGE_ROWS;
             for record in &page {
                 if !visible(record)? {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pb::settlement_service_server::SettlementService;
+use puente_ledger::Ledger;
 use puente_ledger::settlement::{
     self as st, Country, CurrencyProfile, ParticipantProfile, SettlementRail, SettlementRefusal,
     SettlementRequest, SettlementResponse, WindowId, WindowState, WindowView,
 };
-use puente_ledger::{Ledger, Prior};
 use puente_money::{CurrencyCode, CurrencyTable};
 use puente_netting::FeeModel;
 use puente_proto::v1 as pb;
@@ -967,10 +967,7 @@ impl SettlementService for SettlementApi {
         };
         let ledger = &self.settlement.ledger;
         let transfer_id = window.settlement_transfer_id(&position.participant);
-        let booked = match ledger.get_transfer(transfer_id).map_err(ApiError::from)? {
-            Some(Prior::Committed(record)) => Some(record),
-            _ => None,
-        };
+        let booked = ledger.get_committed(transfer_id).map_err(ApiError::from)?;
         let at = booked.as_ref().map(|r| r.timestamp_ns).unwrap_or(window.settled_at_ns);
         let before = ledger.account_entries(account_id, 0, at, true, None, 1).map_err(ApiError::from)?;
         let opening = convert::posted_balance(before.first());

@@ -35,8 +35,22 @@ pub enum SettlementError {
     Invalid(String),
 }
 
-/// FNV-1a, 128 bits: deterministic identifiers (UETRs, simulated ids); the ledger's own.
-pub use puente_ledger::settlement::fnv128;
+/// The id `puente simulate` gives a participant's account of `currency` and `role`
+/// (deterministic, so that several simulated days share the accounts), as UUID text.
+pub fn simulated_account_id(participant: &str, currency: &str, role: &str) -> String {
+    uuid_v4_text(puente_core::ids::derive(
+        "simulate/account",
+        &[participant.as_bytes(), currency.as_bytes(), role.as_bytes()],
+    ))
+}
+
+/// The id `puente simulate` gives the `index`-th transfer of the day seeded `seed`.
+pub fn simulated_transfer_id(seed: u64, index: usize) -> String {
+    uuid_v4_text(puente_core::ids::derive(
+        "simulate/transfer",
+        &[&seed.to_be_bytes(), &(index as u64).to_be_bytes()],
+    ))
+}
 
 /// A 128-bit value as UUID version 4 text (version and variant bits set), e.g. for a UETR.
 pub fn uuid_v4_text(value: u128) -> String {
@@ -82,7 +96,9 @@ mod tests {
 
     #[test]
     fn uuid_text_is_v4() {
-        for v in [0u128, u128::MAX, fnv128("a"), fnv128("window/1/0")] {
+        for v in
+            [0u128, u128::MAX, puente_core::ids::derive("a", &[]), puente_core::ids::derive("w", &[b"1"])]
+        {
             let text = uuid_v4_text(v);
             let chars: Vec<char> = text.chars().collect();
             assert_eq!(text.len(), 36);

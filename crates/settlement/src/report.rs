@@ -15,7 +15,7 @@ use puente_netting::{FeeModel, NettingAggregator, ParticipantId, ReportInput, Wi
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{SettlementError, decimal_text, fnv128, signed_decimal_text, uuid_v4_text};
+use crate::{SettlementError, decimal_text, signed_decimal_text, uuid_v4_text};
 
 /// One settlement payment of a window (a pacs.009 credit transfer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,7 +152,10 @@ pub fn build_report(
             payments.push(SettlementPayment {
                 index,
                 end_to_end_id: format!("PUENTE-W{}-{index}", window.id),
-                uetr: uuid_v4_text(fnv128(&format!("puente/settlement-payment/{}/{index}", window.id))),
+                uetr: uuid_v4_text(puente_core::ids::derive(
+                    "settlement/payment-uetr",
+                    &[&window.id.to_be_bytes(), &(index as u64).to_be_bytes()],
+                )),
                 payer: payment.payer.to_string(),
                 payee: payment.payee.to_string(),
                 currency,

@@ -9,12 +9,24 @@
 //! Limits (`puente_identity::kyc`): a tier covers one currency (Mexican levels: MXN, in UDIs at
 //! the policy's UDI rate; US tiers: USD, by configuration). Every credit to a holder's account
 //! counts towards the holder's calendar month (UTC) when the transfer is created (a pending
-//! credit counts at once, a later post does not count again, a void or expiry does not give the
-//! room back: the count is of what was accepted). A credit over the monthly limit, or one that
-//! would lift the account's balance over the tier's balance cap, is refused with
-//! `KYC_LIMIT_EXCEEDED`; credits in another currency to an account of a limited holder are
-//! refused with `KYC_CURRENCY_NOT_COVERED`. The policy (UDI rate, US tiers) is journaled state,
-//! so replay makes the same decisions.
+//! credit counts at once and a later post does not count again). A pending credit that does not
+//! arrive gives its room back: a void, an expiry, or the unposted part of a partial post is
+//! taken off the month it was counted in (if that month is still the holder's current one), so
+//! another participant cannot use up a customer's limit with reservations it then releases. A
+//! credit over the monthly limit, or one that would lift the account's balance over the tier's
+//! balance cap, is refused with `KYC_LIMIT_EXCEEDED`; credits in another currency to an account
+//! of a limited holder are refused with `KYC_CURRENCY_NOT_COVERED`. The policy (UDI rate, US
+//! tiers) is journaled state, so replay makes the same decisions.
+//!
+//! **Probing.** Whether a credit is refused tells its sender something about the holder's
+//! headroom, and a linked chain that is bound to fail lets a sender ask without moving money.
+//! So a participant may collect at most [`KYC_FOREIGN_REFUSALS_MAX`] KYC refusals on another
+//! participant's holder per month: after that, every credit it sends to that holder is refused
+//! (`KYC_LIMIT_EXCEEDED`) until the month ends, whatever the amount, and the answers carry no
+//! more information. Each refusal is a remembered failure in the sender's name (journaled, it
+//! costs the sender an id), and the holder's owner sees the count (`GetHolderUsage`). What
+//! remains: those first refusals narrow the headroom to about 1/2^5 of its range, and a sender
+//! that really pays can always learn the limit by paying up to it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -115,11 +127,21 @@ pub enum HolderRefusal {
 
 pub type HolderResult = Result<HolderResponse, HolderRefusal>;
 
+/// Most KYC refusals a participant may collect on one holder of another participant in one
+/// calendar month before every further credit it sends to that holder is refused.
+pub const KYC_FOREIGN_REFUSALS_MAX: u32 = 5;
+
+/// (participant, holder id).
+type HolderKey = (String, String);
+
 #[derive(Debug, Clone, Default)]
 pub struct HolderState {
-    holders: BTreeMap<(String, String), Holder>,
-    usage: HashMap<(String, String), MonthlyUsage>,
+    holders: BTreeMap<HolderKey, Holder>,
+    usage: HashMap<HolderKey, MonthlyUsage>,
     policy: Option<KycPolicy>,
+    /// (sender, holder) → (month, KYC refusals in it), for senders other than the holder's
+    /// participant.
+    foreign_refusals: HashMap<(String, HolderKey), (u32, u32)>,
 }
 
 impl HolderState {
@@ -161,6 +183,7 @@ impl Engine {
     /// tier. `Ok(None)`: no limit applies.
     pub(super) fn check_kyc_credit(
         &self,
+        sender: &crate::Actor,
         account_id: AccountId,
         amount_minor: u64,
         timestamp_ns: u64,
@@ -168,6 +191,13 @@ impl Engine {
         let Some((key, limits)) = self.account_limits(account_id) else { return Ok(None) };
         if limits.monthly_credit_limit_minor.is_none() && limits.balance_limit_minor.is_none() {
             return Ok(None);
+        }
+        // A foreign sender that used up its refusals on this holder learns nothing more.
+        if let Some(owner) = sender.owner()
+            && owner != key.0
+            && self.foreign_refusals_this_month(owner, &key, timestamp_ns) >= KYC_FOREIGN_REFUSALS_MAX
+        {
+            return Err(crate::TransferResult::KycLimitExceeded);
         }
         let Some(account) = self.accounts.get(&account_id) else { return Ok(None) };
         if account.currency.as_str() != limits.currency {
@@ -183,9 +213,75 @@ impl Engine {
         Ok(Some(KycCredit { key, usage }))
     }
 
-    /// Counts a committed credit (live and replay): the same computation as the check.
-    pub(super) fn count_kyc_credit(&mut self, account_id: AccountId, amount_minor: u64, timestamp_ns: u64) {
+    fn foreign_refusals_this_month(&self, sender: &str, key: &HolderKey, timestamp_ns: u64) -> u32 {
+        // Keyed by owned strings; looked up only when a limited holder is credited by another
+        // participant, so the allocation stays off the common path.
+        match self.holders.foreign_refusals.get(&(sender.to_owned(), key.clone())) {
+            Some((month, count)) if *month == month_of(timestamp_ns) => *count,
+            _ => 0,
+        }
+    }
+
+    /// Counts a remembered KYC refusal of a credit from `sender` (live and replay).
+    pub(super) fn count_kyc_refusal(&mut self, sender: &str, account_id: AccountId, timestamp_ns: u64) {
         let Some((key, _)) = self.account_limits(account_id) else { return };
+        if sender == key.0 || sender.is_empty() {
+            return;
+        }
+        let month = month_of(timestamp_ns);
+        let entry = self.holders.foreign_refusals.entry((sender.to_owned(), key)).or_insert((month, 0));
+        if entry.0 != month {
+            *entry = (month, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// KYC refusals other participants collected on a holder this month (what its participant
+    /// sees of probing).
+    pub fn foreign_kyc_refusals(&self, participant: &str, holder: &str, timestamp_ns: u64) -> u32 {
+        let month = month_of(timestamp_ns);
+        self.holders
+            .foreign_refusals
+            .iter()
+            .filter(|((_, key), (m, _))| *m == month && key.0 == participant && key.1 == holder)
+            .map(|(_, (_, count))| *count)
+            .sum()
+    }
+
+    /// Gives back the room of a counted pending credit that did not arrive (void, expiry, the
+    /// unposted part of a partial post), if the month it was counted in is still the holder's
+    /// current one.
+    pub(super) fn release_kyc_credit(
+        &mut self,
+        account_id: AccountId,
+        amount_minor: u64,
+        counted_at_ns: u64,
+    ) {
+        if amount_minor == 0 {
+            return;
+        }
+        let Some((key, _)) = self.account_limits(account_id) else { return };
+        let Some(current) = self.holders.usage.get(&key).copied() else { return };
+        if current.month != month_of(counted_at_ns) {
+            return;
+        }
+        let usage = MonthlyUsage {
+            month: current.month,
+            credited_minor: current.credited_minor.saturating_sub(amount_minor),
+        };
+        self.holders.usage.insert(key.clone(), usage);
+        self.note(Undo::KycUsage(key, Some(current)));
+    }
+
+    /// Counts a committed credit (live and replay): the same computation as the check. Returns
+    /// whether it counted (the credited account has a limited holder).
+    pub(super) fn count_kyc_credit(
+        &mut self,
+        account_id: AccountId,
+        amount_minor: u64,
+        timestamp_ns: u64,
+    ) -> bool {
+        let Some((key, _)) = self.account_limits(account_id) else { return false };
         let month = month_of(timestamp_ns);
         let previous = self.holders.usage.get(&key).copied();
         let current = previous.unwrap_or_default();
@@ -196,6 +292,7 @@ impl Engine {
         };
         self.holders.usage.insert(key.clone(), usage);
         self.note(Undo::KycUsage(key, previous));
+        true
     }
 
     pub(super) fn undo_kyc_usage(&mut self, key: (String, String), previous: Option<MonthlyUsage>) {
@@ -333,7 +430,7 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::engine::tests::NoStore;
+    use crate::engine::tests::{NoStore, sys};
     use crate::types::*;
 
     /// 2026-01-01T00:00:00Z.
@@ -396,7 +493,7 @@ mod tests {
             account(N1_USD, CurrencyCode::USD, "ana"),
             account(FUNDING_USD, CurrencyCode::USD, ""),
         ];
-        let outcomes = e.create_accounts(None, accounts, JAN_2026_NS, out);
+        let outcomes = e.create_accounts(&sys(), accounts, JAN_2026_NS, out);
         assert!(outcomes.iter().all(|o| o.result == AccountResult::Ok));
         e
     }
@@ -489,7 +586,7 @@ mod tests {
                         let (funding, currency) =
                             if to == N1_USD { (FUNDING_USD, CurrencyCode::USD) } else { (FUNDING, CurrencyCode::MXN) };
                         let want = expected(&month_used, &balance, to, amount_minor, month);
-                        let got = e.create_transfers(&NoStore, None, &[transfer(id, funding, to, amount_minor, currency)], now, &mut out).unwrap();
+                        let got = e.create_transfers(&NoStore, &sys(), &[transfer(id, funding, to, amount_minor, currency)], now, &mut out).unwrap();
                         prop_assert_eq!(got[0].result, want);
                         if want == TransferResult::Ok {
                             *month_used.entry((to, month)).or_default() += amount_minor;
@@ -502,14 +599,14 @@ mod tests {
                         let mut first = transfer(id, funding, to, amount_minor, currency);
                         first.flags.linked = true;
                         let broken = transfer(id + 1, funding, MISSING, 1, currency);
-                        let got = e.create_transfers(&NoStore, None, &[first, broken], now, &mut out).unwrap();
+                        let got = e.create_transfers(&NoStore, &sys(), &[first, broken], now, &mut out).unwrap();
                         prop_assert!(got.iter().all(|o| !o.result.is_ok()));
                     }
                     Step::Withdraw { from, amount_minor } => {
                         let available = balance.get(&from).copied().unwrap_or(0);
                         let amount = amount_minor.min(available.max(0) as u64);
                         if amount > 0 {
-                            let got = e.create_transfers(&NoStore, None, &[transfer(id, from, FUNDING, amount, CurrencyCode::MXN)], now, &mut out).unwrap();
+                            let got = e.create_transfers(&NoStore, &sys(), &[transfer(id, from, FUNDING, amount, CurrencyCode::MXN)], now, &mut out).unwrap();
                             prop_assert_eq!(got[0].result, TransferResult::Ok);
                             *balance.entry(from).or_default() -= amount as i128;
                         }

@@ -93,6 +93,14 @@ impl Caller {
         self.role == Role::Operator
     }
 
+    /// How the ledger sees this caller's requests.
+    pub fn actor(&self) -> crate::Actor {
+        match self.role {
+            Role::Operator => crate::Actor::Operator(self.participant.clone()),
+            Role::Participant => crate::Actor::Participant(self.participant.clone()),
+        }
+    }
+
     /// True when this caller may see what `owner` owns.
     pub fn may_see(&self, owner: &str) -> bool {
         self.is_operator() || self.participant == owner
@@ -182,6 +190,8 @@ pub enum IdentityRefusal {
     BootstrapNeedsOperator,
     #[error("this certificate is bound to another participant")]
     CertificateTaken,
+    #[error("this API key is already registered (possibly revoked); make a new key")]
+    KeyReused,
     #[error("{0}")]
     LimitReached(&'static str),
 }
@@ -194,6 +204,8 @@ pub struct IdentityState {
     participants: BTreeMap<String, Participant>,
     /// key_id → participant (key ids are unique across the ledger).
     key_owner: HashMap<String, String>,
+    /// Every key hash ever issued, live or revoked: a hash authenticates at most one key, ever.
+    key_hashes: std::collections::HashSet<Digest>,
     cert_owner: HashMap<Digest, String>,
 }
 
@@ -257,10 +269,13 @@ impl Engine {
                 Ok(IdentityResponse::Participants(self.identity.participants.values().cloned().collect()))
             }
             IdentityRequest::Create { id, name, role, key_id, key_sha256, bootstrap } => {
-                if !participant_valid(&id) || id == super::settlement::HUB_PARTICIPANT {
+                if !participant_valid(&id) || crate::types::is_system_participant(&id) {
                     return Err(IdentityRefusal::Invalid {
                         field: "participant_id",
-                        reason: "1 to 64 of [a-z0-9._-] (puente-hub is reserved)".into(),
+                        reason: format!(
+                            "1 to 64 of [a-z0-9._-], not starting with {:?} (reserved for Puente)",
+                            crate::types::SYSTEM_PARTICIPANT_PREFIX
+                        ),
                     });
                 }
                 if name.len() > PARTICIPANT_NAME_LEN_MAX || name.chars().any(char::is_control) {
@@ -300,6 +315,9 @@ impl Engine {
                 if self.identity.key_owner.contains_key(&key_id) {
                     return Err(IdentityRefusal::KeyIdTaken(key_id));
                 }
+                if self.identity.key_hashes.contains(&key_sha256) {
+                    return Err(IdentityRefusal::KeyReused);
+                }
                 if self.identity.participants.len() >= PARTICIPANTS_MAX {
                     return Err(IdentityRefusal::LimitReached("the ledger holds its most participants"));
                 }
@@ -334,6 +352,9 @@ impl Engine {
                 } else {
                     if self.identity.key_owner.contains_key(&key_id) {
                         return Err(IdentityRefusal::KeyIdTaken(key_id));
+                    }
+                    if self.identity.key_hashes.contains(&key_sha256) {
+                        return Err(IdentityRefusal::KeyReused);
                     }
                     if p.keys.len() >= KEYS_PER_PARTICIPANT_MAX {
                         return Err(IdentityRefusal::LimitReached("the participant holds its most keys"));
@@ -425,6 +446,7 @@ impl Engine {
             Op::AddApiKey { participant, key_id, key_sha256, timestamp_ns } => {
                 assert!(!state.key_owner.contains_key(key_id), "journal: key id {key_id} used twice");
                 state.key_owner.insert(key_id.clone(), participant.clone());
+                state.key_hashes.insert(*key_sha256);
                 known(state, participant).keys.push(ApiKey {
                     key_id: key_id.clone(),
                     key_sha256: *key_sha256,

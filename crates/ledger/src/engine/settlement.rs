@@ -343,28 +343,19 @@ pub(super) struct SettlementState {
     settling: bool,
 }
 
-/// FNV-1a, 128 bits: deterministic ids for settlement accounts and transfers (and, through
-/// `puente-settlement`, UETRs and simulated ids). Never zero.
-pub fn fnv128(text: &str) -> u128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-    let mut hash = OFFSET;
-    for byte in text.bytes() {
-        hash ^= u128::from(byte);
-        hash = hash.wrapping_mul(PRIME);
-    }
-    // Never zero (zero is not a valid id).
-    hash.max(1)
-}
-
-/// The hub account of a currency (owned by [`HUB_PARTICIPANT`]).
+/// The hub account of a currency (owned by [`HUB_PARTICIPANT`]): a system id, so no
+/// participant can open it first.
 pub fn hub_account_id(currency: CurrencyCode) -> AccountId {
-    fnv128(&format!("puente/settlement-hub/{currency}"))
+    puente_core::ids::system_id("settlement/hub-account", &[currency.as_str().as_bytes()])
 }
 
-/// The id of the settlement transfer of `participant` in `window_id` at `attempt`.
+/// The id of the settlement transfer of `participant` in `window_id` at `attempt`: a system
+/// id, so no participant can use it first.
 pub fn settlement_transfer_id(window_id: WindowId, attempt: u32, participant: &str) -> TransferId {
-    fnv128(&format!("puente/settlement/{window_id}/{attempt}/{participant}"))
+    puente_core::ids::system_id(
+        "settlement/transfer",
+        &[&window_id.to_be_bytes(), &attempt.to_be_bytes(), participant.as_bytes()],
+    )
 }
 
 fn clip(text: &str, max: usize) -> String {
@@ -1058,7 +1049,8 @@ impl Engine {
             Vec::new()
         } else {
             self.settlement.settling = true;
-            let outcomes = self.create_transfers(lookup, None, &chain, now_ns, out);
+            let outcomes =
+                self.create_transfers(lookup, &crate::Actor::system(HUB_PARTICIPANT), &chain, now_ns, out);
             self.settlement.settling = false;
             outcomes?
         };
@@ -1193,7 +1185,7 @@ fn new_window(id: WindowId, currency: CurrencyCode, ts: u64) -> Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::tests::transfer;
+    use crate::engine::tests::{sys, transfer};
     use crate::store::{MemoryStore, Store};
     use puente_money::CurrencyTable;
 
@@ -1226,7 +1218,7 @@ mod tests {
                     [account(base, p, AccountFlags::default()), account(base + 1, p, AccountFlags::default())]
                 })
                 .collect();
-            h.engine.create_accounts(None, accounts, NOW, &mut out);
+            h.engine.create_accounts(&sys(), accounts, NOW, &mut out);
             h.persist(&mut out);
             h
         }
@@ -1249,7 +1241,7 @@ mod tests {
 
         fn transfers(&mut self, batch: &[Transfer]) -> Vec<TransferResult> {
             let mut out = Output::default();
-            let outcomes = self.engine.create_transfers(&self.store, None, batch, NOW, &mut out).unwrap();
+            let outcomes = self.engine.create_transfers(&self.store, &sys(), batch, NOW, &mut out).unwrap();
             self.persist(&mut out);
             outcomes.iter().map(|o| o.result).collect()
         }
@@ -1432,7 +1424,7 @@ mod tests {
         let limited =
             AccountFlags { debits_must_not_exceed_credits: true, credits_must_not_exceed_debits: false };
         h.engine.create_accounts(
-            None,
+            &sys(),
             vec![account(40, "d", AccountFlags::default()), account(41, "d", limited)],
             NOW,
             &mut out,
@@ -1461,7 +1453,7 @@ mod tests {
         let mut h = Harness::new();
         let mut out = Output::default();
         let outcomes = h.engine.create_accounts(
-            None,
+            &crate::Actor::Operator("op".into()),
             vec![account(99, HUB_PARTICIPANT, AccountFlags::default())],
             NOW,
             &mut out,

@@ -105,12 +105,12 @@ fn all_accounts(ledger: &Ledger) -> BTreeMap<AccountId, Account> {
 }
 
 async fn ok_accounts(ledger: &Ledger, batch: Vec<NewAccount>) {
-    let outcomes = ledger.create_accounts(None, batch).await.unwrap();
+    let outcomes = ledger.create_accounts(Actor::system("tests"), batch).await.unwrap();
     assert!(outcomes.iter().all(|o| o.result.is_ok()), "{outcomes:?}");
 }
 
 async fn transfers(ledger: &Ledger, batch: Vec<Transfer>) -> Vec<TransferOutcome> {
-    ledger.create_transfers(None, batch).await.unwrap()
+    ledger.create_transfers(Actor::system("tests"), batch).await.unwrap()
 }
 
 async fn ok_transfers(ledger: &Ledger, batch: Vec<Transfer>) -> Vec<TransferOutcome> {
@@ -163,7 +163,7 @@ async fn reopen_keeps_everything() {
     assert_eq!(before[&2].debits_posted_minor, 250);
     assert_eq!(before[&2].debits_pending_minor, 0);
     assert_eq!(before[&3].credits_posted_minor, 250);
-    let prior = ledger.get_transfer(12).unwrap();
+    let prior = ledger.get_transfer(12, "tests").unwrap();
     let entries = ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).unwrap();
     let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
     close(ledger, dir.path());
@@ -173,7 +173,7 @@ async fn reopen_keeps_everything() {
     assert_eq!(ledger.recovery().accounts, 4);
     assert_eq!(ledger.recovery().truncated_tail_bytes, 0);
     assert_eq!(all_accounts(&ledger), before);
-    assert_eq!(ledger.get_transfer(12).unwrap(), prior);
+    assert_eq!(ledger.get_transfer(12, "tests").unwrap(), prior);
     assert_eq!(ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).unwrap(), entries);
     assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap(), feed);
 
@@ -192,7 +192,7 @@ async fn reopen_keeps_everything() {
     close(ledger, dir.path());
     let ledger = open(dir.path()).unwrap();
     assert_eq!(ledger.get_account(3).unwrap().unwrap().credits_posted_minor, 255);
-    let failed = ledger.get_transfer(14).unwrap();
+    let failed = ledger.get_transfer(14, "tests").unwrap();
     assert!(
         matches!(&failed, Some(Prior::Failed(f)) if f.result == TransferResult::PendingTransferAlreadyPosted),
         "{failed:?}"
@@ -256,8 +256,8 @@ async fn truncated_last_record_loses_only_that_record() {
     let ledger = open_rebuilding(dir.path()).unwrap();
     assert_eq!(ledger.recovery().journal_entries, 6);
     assert_eq!(all_accounts(&ledger), before_last);
-    assert_eq!(ledger.get_transfer(30).unwrap(), None);
-    assert!(ledger.get_transfer(13).unwrap().is_some());
+    assert_eq!(ledger.get_transfer(30, "tests").unwrap(), None);
+    assert!(ledger.get_transfer(13, "tests").unwrap().is_some());
 }
 
 #[tokio::test]
@@ -431,7 +431,7 @@ async fn concurrent_transfers_are_all_durable() {
                         transfer(id, 1, 2 + (id % 4), 1 + (id % 7) as u64)
                     })
                     .collect();
-                let outcomes = ledger.create_transfers(None, transfers).await.unwrap();
+                let outcomes = ledger.create_transfers(Actor::system("tests"), transfers).await.unwrap();
                 assert!(outcomes.iter().all(|o| o.result.is_ok() && !o.replayed), "{outcomes:?}");
                 timestamps.extend(outcomes.iter().map(|o| o.timestamp_ns));
             }
@@ -476,19 +476,25 @@ async fn concurrent_transfers_are_all_durable() {
 async fn batch_limits() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = open(dir.path()).unwrap();
-    assert!(matches!(ledger.create_accounts(None, vec![]).await, Err(LedgerError::InvalidBatch(_))));
-    assert!(matches!(ledger.create_transfers(None, vec![]).await, Err(LedgerError::InvalidBatch(_))));
+    assert!(matches!(
+        ledger.create_accounts(Actor::system("tests"), vec![]).await,
+        Err(LedgerError::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        ledger.create_transfers(Actor::system("tests"), vec![]).await,
+        Err(LedgerError::InvalidBatch(_))
+    ));
     let too_many_accounts: Vec<NewAccount> =
         (1..=BATCH_EVENTS_MAX as u128 + 1).map(|id| account(id, USD, false)).collect();
     assert!(matches!(
-        ledger.create_accounts(None, too_many_accounts).await,
+        ledger.create_accounts(Actor::system("tests"), too_many_accounts).await,
         Err(LedgerError::InvalidBatch(_))
     ));
     ok_accounts(&ledger, vec![account(1, USD, false), account(2, USD, false)]).await;
     let too_many: Vec<Transfer> =
         (1..=BATCH_EVENTS_MAX as u128 + 1).map(|id| transfer(id, 1, 2, 1)).collect();
     assert!(matches!(
-        ledger.create_transfers(None, too_many.clone()).await,
+        ledger.create_transfers(Actor::system("tests"), too_many.clone()).await,
         Err(LedgerError::InvalidBatch(_))
     ));
     // Nothing of the refused batch was committed.
@@ -517,11 +523,20 @@ async fn feed_is_in_timestamp_order() {
             let mut overdraw = transfer(base + 1, 2, 3, 1_000);
             overdraw.flags.linked = true;
             let closing = transfer(base + 2, 3, 1, 1);
-            let outcomes = ledger.create_transfers(None, vec![linked, overdraw, closing]).await.unwrap();
+            let outcomes = ledger
+                .create_transfers(Actor::system("tests"), vec![linked, overdraw, closing])
+                .await
+                .unwrap();
             assert_eq!(outcomes[1].result, TransferResult::ExceedsCredits);
-            ledger.create_transfers(None, vec![pending(base + 3, 1, 3, 5, 0)]).await.unwrap();
             ledger
-                .create_transfers(None, vec![post(base + 4, base + 3, 2), transfer(base + 5, 3, 1, 1)])
+                .create_transfers(Actor::system("tests"), vec![pending(base + 3, 1, 3, 5, 0)])
+                .await
+                .unwrap();
+            ledger
+                .create_transfers(
+                    Actor::system("tests"),
+                    vec![post(base + 4, base + 3, 2), transfer(base + 5, 3, 1, 1)],
+                )
                 .await
                 .unwrap()
         }));

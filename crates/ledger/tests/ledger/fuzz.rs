@@ -1,6 +1,6 @@
-//! `Journal::open` on arbitrary file contents: it never panics. It opens (cutting a torn tail
-//! when there is one) or refuses with `LedgerError::Corrupt`, and whatever it opens is a
-//! prefix of what was written. Each case touches the filesystem, so cases are few.
+//! `Journal::open` on arbitrary file contents: it never panics. It opens (reporting a bad tail,
+//! which `cut_tail` then cuts) or refuses with `LedgerError::Corrupt`, and whatever it opens is
+//! a prefix of what was written. Each case touches the filesystem, so cases are few.
 
 use std::sync::OnceLock;
 
@@ -51,8 +51,17 @@ fn open(contents: &[u8]) -> Result<Vec<JournalEntry>, LedgerError> {
         Ok(())
     });
     match opened {
-        Ok((journal, stats)) => {
+        Ok((mut journal, stats)) => {
             assert_eq!(stats.entries as usize, entries.len());
+            assert_eq!(stats.tail.as_ref().map_or(0, |t| t.bytes), stats.truncated_tail_bytes);
+            // Open reports a bad tail and leaves it; cutting it is the caller's decision.
+            let file_len = std::fs::metadata(Journal::path(dir.path())).unwrap().len();
+            assert_eq!(journal.len_bytes() + stats.truncated_tail_bytes, file_len);
+            let evidence = journal.cut_tail().unwrap();
+            assert_eq!(evidence.is_some(), stats.tail.is_some());
+            if let Some(evidence) = evidence {
+                assert_eq!(std::fs::metadata(evidence).unwrap().len(), stats.truncated_tail_bytes);
+            }
             let len = journal.len_bytes();
             drop(journal);
             // A second open finds exactly what the first one kept: nothing more to cut.

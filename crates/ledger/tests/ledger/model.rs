@@ -13,6 +13,12 @@ use puente_money::{CurrencyCode, CurrencyTable};
 const ACCOUNT_IDS: u128 = 7; // ids 1..=7; 1..=6 are created by the first step
 const TRANSFER_IDS: u128 = 40; // small, so that retries and collisions happen
 const START_NS: u64 = 1_000_000_000_000;
+/// The submitters of the generated batches: participant `p0`, or Puente itself.
+const SCOPES: [&str; 2] = ["p0", "sys"];
+
+fn system() -> Actor {
+    Actor::system("sys")
+}
 
 // ----- generated operations ---------------------------------------------------------------
 
@@ -335,7 +341,10 @@ struct Seen {
 #[derive(Debug, Clone, Default)]
 struct State {
     accounts: BTreeMap<u128, Account>,
+    /// Committed transfers: their ids are ledger-wide.
     seen: HashMap<u128, Seen>,
+    /// Remembered failures, by (submitter scope, id): each binds only its submitter.
+    failed: HashMap<(String, u128), Seen>,
     pendings: HashMap<u128, ModelPending>,
     /// Net Debit Caps by (participant, currency).
     caps: HashMap<(String, CurrencyCode), u64>,
@@ -498,17 +507,13 @@ impl Model {
     }
 
     /// What the transfer would do to the state: (debit, credit, amount), or why it cannot.
-    fn check(
-        &self,
-        actor: Option<&str>,
-        t: &Transfer,
-        now: u64,
-    ) -> Result<(u128, u128, u64), TransferResult> {
+    fn check(&self, actor: &Actor, t: &Transfer, now: u64) -> Result<(u128, u128, u64), TransferResult> {
+        let actor = actor.owner();
         use TransferResult as R;
         let s = &self.state;
         if t.flags.post_pending || t.flags.void_pending {
             let Some(p) = s.pendings.get(&t.pending_id) else {
-                let committed = s.seen.get(&t.pending_id).is_some_and(|seen| seen.result == R::Ok);
+                let committed = s.seen.contains_key(&t.pending_id);
                 return Err(if committed {
                     R::PendingTransferNotPending
                 } else {
@@ -587,13 +592,20 @@ impl Model {
         Ok((t.debit_account_id, t.credit_account_id, t.amount_minor))
     }
 
-    fn transfer(&mut self, actor: Option<&str>, t: &Transfer, now: u64, remember: bool) -> Outcome {
+    fn transfer(&mut self, actor: &Actor, t: &Transfer, now: u64, remember: bool) -> Outcome {
         if let Some(r) = Model::validate(t) {
             return (r, false, 0);
         }
+        // The submitter's own failure first, then a committed transfer (ledger-wide).
+        if let Some(seen) = self.state.failed.get(&(actor.scope().to_owned(), t.id)) {
+            return match Model::first_difference(&seen.transfer, t) {
+                Some(r) => (r, false, 0),
+                None => (seen.result, true, seen.ts),
+            };
+        }
         if let Some(seen) = self.state.seen.get(&t.id) {
             // Another participant's committed transfer: only "the id is taken".
-            if let (Some(actor), Some((debit, credit, _))) = (actor, seen.effect) {
+            if let (Some(actor), Some((debit, credit, _))) = (actor.owner(), seen.effect) {
                 let owns = |id: u128| self.state.accounts.get(&id).is_some_and(|a| a.participant == actor);
                 if !owns(debit) && !owns(credit) {
                     return (TransferResult::IdAlreadyUsed, false, 0);
@@ -607,7 +619,7 @@ impl Model {
         match self.check(actor, t, now) {
             Err(r) => {
                 if remember && r.is_remembered_failure() {
-                    let ts = self.remember(t, r, now);
+                    let ts = self.remember(actor, t, r, now);
                     (r, false, ts)
                 } else {
                     (r, false, 0)
@@ -690,14 +702,14 @@ impl Model {
         (true, true)
     }
 
-    fn remember(&mut self, t: &Transfer, r: TransferResult, now: u64) -> u64 {
+    fn remember(&mut self, actor: &Actor, t: &Transfer, r: TransferResult, now: u64) -> u64 {
         let ts = self.tick(now);
         let seen = Seen { transfer: t.clone(), result: r, ts, effect: None, expires_at: 0 };
-        self.state.seen.insert(t.id, seen);
+        self.state.failed.insert((actor.scope().to_owned(), t.id), seen);
         ts
     }
 
-    fn batch(&mut self, actor: Option<&str>, batch: &[Transfer], now: u64) -> Vec<Outcome> {
+    fn batch(&mut self, actor: &Actor, batch: &[Transfer], now: u64) -> Vec<Outcome> {
         let mut outcomes = Vec::new();
         let mut chain: Vec<&Transfer> = Vec::new();
         for t in batch {
@@ -726,7 +738,7 @@ impl Model {
                 Some((i, mut outcome)) => {
                     self.state = saved;
                     if outcome.0.is_remembered_failure() && !outcome.1 {
-                        outcome.2 = self.remember(chain[i], outcome.0, now);
+                        outcome.2 = self.remember(actor, chain[i], outcome.0, now);
                     }
                     for j in 0..chain.len() {
                         outcomes.push(if j == i {
@@ -840,15 +852,14 @@ fn check_statements(store: &MemoryStore, accounts: &BTreeMap<u128, Account>) -> 
             let amount = e.amount_minor as u128;
             // The amount a resolution releases from the pending balances.
             let reserved = |e: &Entry| -> u128 {
-                let Some(Prior::Committed(post)) = store.get_prior(e.transfer_id).unwrap() else {
+                let Some(post) = store.get_committed(e.transfer_id).unwrap() else {
                     panic!("entry {e:?} has no committed transfer")
                 };
                 if post.transfer.flags.pending {
                     // An automatic post at the timeout: the entry names the pending itself.
                     return post.effect.amount_minor as u128;
                 }
-                let Some(Prior::Committed(pending)) = store.get_prior(post.transfer.pending_id).unwrap()
-                else {
+                let Some(pending) = store.get_committed(post.transfer.pending_id).unwrap() else {
                     panic!("post {post:?} has no committed pending transfer")
                 };
                 pending.effect.amount_minor as u128
@@ -921,10 +932,19 @@ fn check_all(sut: &Sut, model: &Model) -> Result<(), TestCaseError> {
     for id in 1..=TRANSFER_IDS {
         let state = model.state.pendings.get(&id).map(|p| p.state);
         prop_assert_eq!(sut.store.pending_state(id).unwrap(), state, "pending state of {}", id);
-        let prior = sut.store.get_prior(id).unwrap();
-        match (prior, model.state.seen.get(&id)) {
+        for scope in SCOPES {
+            let refused = sut.store.get_refused(id, scope).unwrap();
+            let expected = model
+                .state
+                .failed
+                .get(&(scope.to_owned(), id))
+                .map(|seen| RefusedTransfer::new(scope, &seen.transfer, seen.result, seen.ts));
+            prop_assert_eq!(refused, expected, "failure of {} in scope {}", id, scope);
+        }
+        let committed = sut.store.get_committed(id).unwrap();
+        match (committed, model.state.seen.get(&id)) {
             (None, None) => {}
-            (Some(Prior::Committed(r)), Some(seen)) if seen.result == TransferResult::Ok => {
+            (Some(r), Some(seen)) => {
                 prop_assert_eq!(&r.transfer, &seen.transfer);
                 prop_assert_eq!(r.timestamp_ns, seen.ts);
                 prop_assert_eq!(r.expires_at_ns, seen.expires_at);
@@ -933,11 +953,6 @@ fn check_all(sut: &Sut, model: &Model) -> Result<(), TestCaseError> {
                     r.effect,
                     Effect { debit_account_id: d, credit_account_id: c, amount_minor: a }
                 );
-            }
-            (Some(Prior::Failed(f)), Some(seen)) if seen.result != TransferResult::Ok => {
-                prop_assert_eq!(&f.transfer, &seen.transfer);
-                prop_assert_eq!(f.result, seen.result);
-                prop_assert_eq!(f.timestamp_ns, seen.ts);
             }
             (prior, seen) => {
                 return Err(TestCaseError::fail(format!("transfer {id}: store {prior:?}, model {seen:?}")));
@@ -973,7 +988,7 @@ fn run(initial: Vec<AccountGen>, steps: Vec<Step>) -> Result<(), TestCaseError> 
             Step::Accounts(gens) => {
                 let batch: Vec<NewAccount> = gens.iter().map(new_account).collect();
                 out.clear();
-                let outcomes = sut.engine.create_accounts(None, batch.clone(), now, &mut out);
+                let outcomes = sut.engine.create_accounts(&system(), batch.clone(), now, &mut out);
                 for (n, outcome) in batch.iter().zip(&outcomes) {
                     let (result, replayed) = model.create_account(n, now);
                     prop_assert_eq!(
@@ -1003,10 +1018,10 @@ fn run(initial: Vec<AccountGen>, steps: Vec<Step>) -> Result<(), TestCaseError> 
                         })
                         .collect();
                     sent.extend(batch.iter().cloned());
-                    let actor = as_actor.then_some("p0");
+                    let actor = if as_actor { Actor::Participant("p0".into()) } else { system() };
                     let outcomes =
-                        sut.engine.create_transfers(&sut.store, actor, &batch, now, &mut out).unwrap();
-                    let expected = model.batch(actor, &batch, now);
+                        sut.engine.create_transfers(&sut.store, &actor, &batch, now, &mut out).unwrap();
+                    let expected = model.batch(&actor, &batch, now);
                     let got: Vec<Outcome> =
                         outcomes.iter().map(|o| (o.result, o.replayed, o.timestamp_ns)).collect();
                     prop_assert_eq!(got, expected, "batch {:?} (actor {:?})", batch, actor);
@@ -1124,7 +1139,7 @@ fn generator_covers_interesting_outcomes() {
                             })
                             .collect();
                         sent.extend(batch.iter().cloned());
-                        for (r, replayed, _) in model.batch(None, &batch, now) {
+                        for (r, replayed, _) in model.batch(&system(), &batch, now) {
                             *seen.entry(r).or_default() += 1;
                             replays += usize::from(replayed);
                         }
