@@ -350,3 +350,71 @@ async fn a_damaged_backup_fails_verify_and_restore_with_the_reason() {
     assert!(!ok);
     assert!(stderr.contains("is NOT whole") && stderr.contains("corrupt"), "{stderr}");
 }
+
+/// The offset where the journal's last record starts (records: length u32 LE, CRC, 32-byte
+/// chain hash, payload; after an 8-byte magic).
+fn last_record_offset(journal: &[u8]) -> usize {
+    let mut offset = 8;
+    let mut last = offset;
+    while offset + 40 <= journal.len() {
+        let len = u32::from_le_bytes(journal[offset..offset + 4].try_into().unwrap()) as usize;
+        last = offset;
+        offset += 40 + len;
+    }
+    assert_eq!(offset, journal.len(), "a whole journal");
+    last
+}
+
+/// Review finding 10: a damaged *last* record (complete in length, checksum not recomputed)
+/// is not a torn write. `verify` says so and fails; a start that must be refused (the index
+/// shows the record was applied, so it was acknowledged) leaves the journal byte for byte as it
+/// was; a start that goes on saves the cut bytes and says loudly what was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_last_record_is_reported_loudly_and_never_cut_by_a_refused_start() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data);
+    let mut client = server.client().await;
+    let (source, wallets) = accounts(&mut client, "bank-b", "MXN", 1).await;
+    for _ in 0..3 {
+        client.transfer(NewTransfer::new(&source, &wallets[0], "MXN", "5.00")).await.unwrap();
+    }
+    drop(client);
+    assert!(server.terminate().success());
+    drop(server);
+    let journal_path = data.join("journal.log");
+    let mut journal = std::fs::read(&journal_path).unwrap();
+    let last = last_record_offset(&journal);
+    // One flipped bit in the payload of the last record: its length is whole, its CRC fails.
+    journal[last + 40 + 3] ^= 0x10;
+    std::fs::write(&journal_path, &journal).unwrap();
+
+    let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&data)]).await;
+    assert!(!ok, "verify passed a damaged last record:\n{stdout}");
+    assert!(stderr.contains("NOT whole") && stderr.contains("DAMAGED"), "{stderr}");
+    assert!(stderr.contains("ACKNOWLEDGED"), "{stderr}");
+
+    // The index applied that record: it was acknowledged. The start is refused...
+    let refused = Server::try_start(&data, &[]).err().expect("the start must be refused");
+    assert!(refused.contains("WAS acknowledged"), "{refused}");
+    // ...and changed nothing.
+    assert_eq!(std::fs::read(&journal_path).unwrap(), journal, "a refused start modified the journal");
+
+    // Rebuilding the index: the operator chose to go on without that record. It is cut, its
+    // bytes are kept beside the journal, and the log says what may have been lost.
+    let server = Server::try_start(&data, &["--rebuild-index"]).unwrap_or_else(|log| panic!("{log}"));
+    drop(server);
+    let evidence = data.join(format!("journal.log.cut-{last}"));
+    assert_eq!(std::fs::read(&evidence).unwrap(), journal[last..], "the cut bytes are kept");
+    assert_eq!(std::fs::read(&journal_path).unwrap(), journal[..last], "cut at the damaged record");
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    assert!(log.contains("LAST RECORD IS DAMAGED"), "{log}");
+
+    // A torn tail (a write cut short) is what it says: verify passes with a note.
+    let mut torn = std::fs::read(&journal_path).unwrap();
+    torn.extend_from_slice(&[200, 0, 0, 0, 9, 9]);
+    std::fs::write(&journal_path, &torn).unwrap();
+    let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&data)]).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("torn record"), "{stdout}");
+}

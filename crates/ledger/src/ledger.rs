@@ -450,6 +450,11 @@ impl Ledger {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<TransferRecord>>> {
         self.feed.subscribe()
     }
+
+    /// How many live feed subscriptions are open (each open StreamTransfers holds one).
+    pub fn feed_subscribers(&self) -> usize {
+        self.feed.receiver_count()
+    }
 }
 
 fn check_batch(len: usize) -> Result<(), LedgerError> {

@@ -341,7 +341,7 @@ impl HolderService for HolderApi {
         let r = request.into_inner();
         let participant = named(&caller, &r.participant)?;
         match self.run(HolderRequest::Usage { participant, id: r.holder_id }).await? {
-            HolderResponse::Usage { holder, limits, usage, month } => {
+            HolderResponse::Usage { holder, limits, usage, month, foreign_refusals } => {
                 let currency = limits.map(|l| l.currency).unwrap_or("");
                 Ok(Response::new(pb::GetHolderUsageResponse {
                     kyc_tier: holder.tier.as_str().to_owned(),
@@ -362,6 +362,7 @@ impl HolderService for HolderApi {
                         currency,
                         limits.and_then(|l| l.balance_limit_minor),
                     ),
+                    refused_credits_from_others: foreign_refusals,
                 }))
             }
             _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),

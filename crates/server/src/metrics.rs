@@ -13,6 +13,7 @@
 //! | `puente_commit_flush_seconds` | histogram | | time to write and `fdatasync` one journal record |
 //! | `puente_journal_bytes` | gauge | | size of `journal.log` |
 //! | `puente_store_bytes` | gauge | | journal plus sled index on disk |
+//! | `puente_feed_subscribers` | gauge | | open transfer feeds (`StreamTransfers`) |
 //! | `puente_settlement_open_windows` | gauge | | settlement windows open now |
 //! | `puente_settlement_open_window_transfers` | gauge | `currency` | transfers in the open windows |
 //! | `puente_settlement_open_window_gross_minor` | gauge | `currency` | their gross amount, in minor units |
@@ -86,6 +87,7 @@ struct Metrics {
     up: IntGauge,
     journal_bytes: IntGauge,
     store_bytes: IntGauge,
+    feed_subscribers: IntGauge,
     open_windows: IntGauge,
     open_window_transfers: IntGaugeVec,
     open_window_gross_minor: IntGaugeVec,
@@ -135,6 +137,8 @@ impl Metrics {
             IntGauge::new("puente_up", "1 while the ledger takes writes; 0 once a durable write failed.")?;
         let journal_bytes = IntGauge::new("puente_journal_bytes", "Size of the journal (journal.log).")?;
         let store_bytes = IntGauge::new("puente_store_bytes", "Journal plus sled index on disk.")?;
+        let feed_subscribers =
+            IntGauge::new("puente_feed_subscribers", "Open transfer feeds (StreamTransfers).")?;
         let open_windows = IntGauge::new("puente_settlement_open_windows", "Settlement windows open now.")?;
         let open_window_transfers = IntGaugeVec::new(
             Opts::new("puente_settlement_open_window_transfers", "Transfers in the open settlement windows."),
@@ -170,6 +174,7 @@ impl Metrics {
         registry.register(Box::new(up.clone()))?;
         registry.register(Box::new(journal_bytes.clone()))?;
         registry.register(Box::new(store_bytes.clone()))?;
+        registry.register(Box::new(feed_subscribers.clone()))?;
         registry.register(Box::new(open_windows.clone()))?;
         registry.register(Box::new(open_window_transfers.clone()))?;
         registry.register(Box::new(open_window_gross_minor.clone()))?;
@@ -184,6 +189,7 @@ impl Metrics {
             up,
             journal_bytes,
             store_bytes,
+            feed_subscribers,
             open_windows,
             open_window_transfers,
             open_window_gross_minor,
@@ -308,6 +314,7 @@ pub fn render(ledger: &Ledger) -> String {
     m.up.set(i64::from(ledger.is_healthy()));
     m.journal_bytes.set(saturating_i64(ledger.stats().journal_bytes.load(Ordering::Relaxed)));
     m.store_bytes.set(saturating_i64(ledger.size_on_disk()));
+    m.feed_subscribers.set(saturating_i64(ledger.feed_subscribers() as u64));
     let mut out = Vec::new();
     if let Err(error) = prometheus::TextEncoder::new().encode(&m.registry.gather(), &mut out) {
         tracing::warn!(%error, "metrics: cannot encode");

@@ -103,9 +103,19 @@ pub enum HolderRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HolderResponse {
-    Holder { holder: Box<Holder>, created: bool },
+    Holder {
+        holder: Box<Holder>,
+        created: bool,
+    },
     Holders(Vec<Holder>),
-    Usage { holder: Box<Holder>, limits: Option<TierLimits>, usage: MonthlyUsage, month: u32 },
+    Usage {
+        holder: Box<Holder>,
+        limits: Option<TierLimits>,
+        usage: MonthlyUsage,
+        month: u32,
+        /// KYC refusals other participants collected on this holder this month.
+        foreign_refusals: u32,
+    },
     Policy(KycPolicy),
 }
 
@@ -330,7 +340,14 @@ impl Engine {
                     .copied()
                     .filter(|u| u.month == month)
                     .unwrap_or(MonthlyUsage { month, credited_minor: 0 });
-                Ok(HolderResponse::Usage { holder: Box::new(holder.clone()), limits, usage, month })
+                let foreign_refusals = self.foreign_kyc_refusals(&key.0, &key.1, timestamp_ns);
+                Ok(HolderResponse::Usage {
+                    holder: Box::new(holder.clone()),
+                    limits,
+                    usage,
+                    month,
+                    foreign_refusals,
+                })
             }
             HolderRequest::List { participant, after, limit } => {
                 let start = after.map(|(p, id)| (p, format!("{id}\0"))).unwrap_or_default();
