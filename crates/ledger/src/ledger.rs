@@ -17,13 +17,15 @@ use crate::engine::identity::{Credentials, IdentityRequest, IdentityResult};
 use crate::engine::settlement::{SettlementRequest, SettlementResult};
 use crate::engine::{Engine, Entry, Output, Prior, TransferLookup};
 use crate::journal::{ChainHash, Journal, JournalEntry};
+use crate::queue::FairQueue;
 use crate::store::{SledStore, Store};
 use crate::types::*;
 
-/// Most requests waiting for the writer; beyond this, callers wait (backpressure).
-pub const QUEUE_DEPTH_MAX: usize = 4_096;
 /// Most events (accounts + transfers) in one group commit.
 pub const GROUP_EVENTS_MAX: usize = 65_536;
+/// Longest the idle writer sleeps before looking at the clock again (expiry is exact anyway:
+/// it wakes at the next expiry).
+const IDLE_WAKE_MAX: Duration = Duration::from_secs(3_600);
 /// How many committed groups the live feed buffers for slow subscribers.
 pub const FEED_BUFFER_GROUPS: usize = 1_024;
 
@@ -76,6 +78,17 @@ enum Command {
 }
 
 impl Command {
+    /// The lane it waits in: the submitting participant (see `queue`). Settlement, identity
+    /// and holder commands come from operators and the server itself: one lane of their own.
+    fn lane(&self) -> &str {
+        match self {
+            Command::CreateAccounts { actor, .. }
+            | Command::CreateTransfers { actor, .. }
+            | Command::CloseAccount { actor, .. } => actor.scope(),
+            Command::Settlement { .. } | Command::Identity { .. } | Command::Holder { .. } => "",
+        }
+    }
+
     fn events(&self) -> usize {
         match self {
             Command::CreateAccounts { batch, .. } => batch.len(),
@@ -134,7 +147,9 @@ pub struct RecoveryReport {
 /// A handle to the ledger. Cheap to clone; all clones share one writer.
 #[derive(Clone)]
 pub struct Ledger {
-    commands: mpsc::Sender<Command>,
+    queue: Arc<FairQueue<Command>>,
+    /// Held by every handle: when the last one is dropped, the writer stops.
+    _alive: mpsc::Sender<()>,
     store: Arc<SledStore>,
     feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
     healthy: Arc<AtomicBool>,
@@ -251,7 +266,8 @@ impl Ledger {
         };
         tracing::info!(?recovery, "ledger recovered");
 
-        let (commands, receiver) = mpsc::channel(QUEUE_DEPTH_MAX);
+        let queue = Arc::new(FairQueue::default());
+        let (alive, handles_gone) = mpsc::channel(1);
         let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
         let store = Arc::new(store);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -270,9 +286,13 @@ impl Ledger {
             stats: writer_stats.clone(),
             chain_head: chain_head.clone(),
         };
-        std::thread::Builder::new().name("puente-writer".into()).spawn(move || writer.run(receiver))?;
+        let writer_queue = queue.clone();
+        std::thread::Builder::new()
+            .name("puente-writer".into())
+            .spawn(move || writer.run(writer_queue, handles_gone))?;
         Ok(Ledger {
-            commands,
+            queue,
+            _alive: alive,
             store,
             feed,
             healthy,
@@ -378,7 +398,12 @@ impl Ledger {
         if !self.is_healthy() {
             return Err(LedgerError::Unavailable("a durable write failed; restart the server".into()));
         }
-        self.commands.send(command).await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
+        let lane = command.lane().to_owned();
+        let events = command.events();
+        self.queue
+            .push(&lane, events, command)
+            .await
+            .map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
     }
 
     /// Closes an account (see `Engine::close_account`).
@@ -616,49 +641,52 @@ enum Reply {
 }
 
 impl Writer {
-    fn run(mut self, mut receiver: mpsc::Receiver<Command>) {
+    fn run(mut self, queue: Arc<FairQueue<Command>>, mut handles_gone: mpsc::Receiver<()>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(runtime) => runtime,
             Err(error) => {
                 tracing::error!(%error, "cannot start the writer");
                 self.healthy.store(false, Ordering::Relaxed);
+                queue.close();
                 return;
             }
         };
         let mut out = Output::default();
+        let mut admitted = Vec::new();
         let mut group = Vec::new();
+        let mut rooms = Vec::new();
         runtime.block_on(async {
             loop {
-                let wait =
-                    self.engine.next_expiry_ns().map(|at| Duration::from_nanos(at.saturating_sub(now_ns())));
-                let first = match wait {
-                    Some(wait) => tokio::select! {
-                        command = receiver.recv() => command.map(Some),
-                        _ = tokio::time::sleep(wait) => Some(None),
-                    },
-                    None => receiver.recv().await.map(Some),
-                };
-                let Some(first) = first else {
-                    break; // every handle dropped
-                };
-                group.clear();
-                let mut events = 0;
-                if let Some(command) = first {
-                    events += command.events();
-                    group.push(command);
-                    while events < GROUP_EVENTS_MAX {
-                        match receiver.try_recv() {
-                            Ok(command) => {
-                                events += command.events();
-                                group.push(command);
+                if queue.is_empty() {
+                    // Nothing queued: wait for a command, the next expiry, or the last handle.
+                    let wait = self
+                        .engine
+                        .next_expiry_ns()
+                        .map(|at| Duration::from_nanos(at.saturating_sub(now_ns())))
+                        .unwrap_or(IDLE_WAKE_MAX);
+                    tokio::select! {
+                        _ = queue.ready() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                        gone = handles_gone.recv() => {
+                            if gone.is_none() && queue.is_empty() {
+                                break; // every handle dropped
                             }
-                            Err(_) => break,
                         }
                     }
                 }
+                // One group: up to GROUP_EVENTS_MAX events, fairly across participants.
+                queue.take(GROUP_EVENTS_MAX, &mut admitted);
+                for item in admitted.drain(..) {
+                    let (command, room) = item.into_parts();
+                    group.push(command);
+                    rooms.push(room);
+                }
                 self.commit(&mut group, &mut out);
+                // Their room in the queue is given back once they are answered.
+                rooms.clear();
             }
         });
+        queue.close();
         tracing::info!("writer stopped");
     }
 

@@ -10,6 +10,7 @@
 pub mod engine;
 pub mod journal;
 pub mod ledger;
+pub mod queue;
 pub mod store;
 pub mod types;
 
