@@ -96,6 +96,7 @@ fn fx_code_and_reason(error: &DeskError) -> (Code, &'static str) {
             FxError::InvalidSignature => (Code::InvalidArgument, "QUOTE_SIGNATURE_INVALID"),
             FxError::InvalidConfig(_)
             | FxError::InvalidKey(_)
+            | FxError::InvalidKeyring(_)
             | FxError::RandomFailure
             | FxError::Overflow => (Code::Internal, "FX_INTERNAL"),
         },
