@@ -401,7 +401,16 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
             &resolved.data_dir,
             puente_fx::QuoteKeyring::from_text,
         )
-        .map_err(|e| CliError::Usage(format!("FX signing key file: {e}")))?
+        .map_err(|e| {
+            // A binary PKCS#8 key, as earlier versions used, is not a keyring.
+            let hint = match e {
+                puente_identity::pii::PiiError::KeyFileNotUtf8 { .. } => {
+                    " (a PKCS#8 key of an earlier version? make a keyring: `puente fx-key generate k1 --key-file FILE`)"
+                }
+                _ => "",
+            };
+            CliError::Usage(format!("FX signing key file: {e}{hint}"))
+        })?
         .map_err(|e| CliError::Usage(format!("FX signing key file {}: {e}", path.display())))?;
         resolved.fx.signing_keys = Some(std::sync::Arc::new(keyring));
     }

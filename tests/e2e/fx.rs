@@ -474,6 +474,19 @@ async fn a_signing_key_file_inside_the_data_dir_or_readable_by_others_is_refused
             .expect("a damaged key file must be refused");
     assert!(log.contains("line 1: key is not valid hex"), "{log}");
     assert!(!log.contains(&spec[3..40]), "the key leaked into the log");
+
+    // The binary PKCS#8 key earlier versions used: refused, with the way out.
+    let dir = temp_dir();
+    let old = key_file(&dir);
+    write_key_file(&old, &[], 0o600);
+    std::fs::write(&old, puente_fx::generate_pkcs8().unwrap()).unwrap(); // keeps mode 0600
+    let log = Server::try_start(&dir.path().join("data"), &["--fx-signing-key-file", old.to_str().unwrap()])
+        .err()
+        .expect("a PKCS#8 key file must be refused");
+    assert!(
+        log.contains("PKCS#8 key of an earlier version") && log.contains("puente fx-key generate"),
+        "{log}"
+    );
 }
 
 /// Rotation: `puente fx-key generate k2 --key-file` puts a new key first; after a restart it

@@ -48,10 +48,10 @@ pub const CANCELLATION_WINDOW_DEFAULT_MS: u64 = 30 * 60 * 1_000;
 /// pruned. At the limit the participant's expired quotes are evicted (earliest expiry first)
 /// to make room; when all of them are still outstanding, a new quote is refused
 /// (`RESOURCE_EXHAUSTED QUOTE_LIMIT_EXCEEDED`).
-pub const QUOTES_PER_PARTICIPANT_MAX: usize = 50_000;
-/// Most quotes stored in all. At the limit the earliest-expired quote of anyone is evicted;
-/// when none has expired, a new quote is refused.
-pub const QUOTES_STORED_MAX: usize = 2_000_000;
+pub const QUOTES_PER_PARTICIPANT_MAX: usize = 200_000;
+/// Most quotes stored in all (about 500 bytes each on disk). At the limit the
+/// earliest-expired quote of anyone is evicted; when none has expired, a new quote is refused.
+pub const QUOTES_STORED_MAX: usize = 5_000_000;
 /// How long an expired quote stays readable (GetQuoteById, ListQuotes) before it is pruned.
 /// Executions and their retries do not need it: a retry is checked against the SHA-256 of
 /// the quote that the executed ledger legs carry.
