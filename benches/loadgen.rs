@@ -440,7 +440,16 @@ fn main() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr").to_string();
         let (stop, stopped) = oneshot::channel::<()>();
-        let desk = puente_server::fx_desk::FxDesk::open(ledger.clone(), dir.path(), Default::default())
+        // One participant quotes here far faster than any should: lift its own quote cap (the
+        // store's overall cap still holds).
+        let fx = puente_server::fx_desk::FxConfig {
+            quote_limits: puente_server::fx_desk::QuoteLimits {
+                per_participant_max: puente_server::fx_desk::QUOTES_STORED_MAX,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let desk = puente_server::fx_desk::FxDesk::open(ledger.clone(), dir.path(), fx)
             .await
             .expect("open the FX desk");
         // Limits far above what this machine can send: the benchmark measures the server.

@@ -83,9 +83,11 @@ fn settlement_config(
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FxFileConfig {
-    /// PKCS#8 Ed25519 key that signs quotes [default: made at first start in the data dir].
+    /// Quote-signing keyring: `<key_id>:<64 hex>` lines, the first signs; mode 0600, outside
+    /// the data directory [default: an in-memory key for this process only].
     pub signing_key_file: Option<PathBuf>,
-    /// How long a remittance may be cancelled after it is paid [default: 1,800,000 = 30 min].
+    /// How long a remittance may be cancelled after it is paid [default: 1,800,000 = 30 min,
+    /// also the least accepted].
     pub cancellation_window_ms: Option<u64>,
     /// Spreads, fees, TTLs per segment [default: built-in USD/MXN pricing].
     pub pricing: Option<puente_fx::PricingConfig>,
@@ -130,11 +132,16 @@ pub struct Resolved {
     pub log_format: String,
     pub currencies: CurrencyTable,
     pub fx: puente_server::fx_desk::FxConfig,
+    /// `[fx] signing_key_file` (the flag and PUENTE_FX_SIGNING_KEY_FILE beat it).
+    pub fx_signing_key_file: Option<PathBuf>,
     pub settlement: puente_server::settlement_service::SettlementConfig,
 }
 
 /// Longest cancellation window accepted.
 const CANCELLATION_WINDOW_MAX_MS: u64 = 24 * 3_600 * 1_000;
+/// Shortest cancellation window accepted: the 30 minutes Regulation E grants a remittance
+/// sender (12 CFR 1005.34). The disclosures state the window configured.
+const CANCELLATION_WINDOW_MIN_MS: u64 = puente_fx::CANCELLATION_WINDOW_MS;
 
 /// The metrics address: `flag` (which includes PUENTE_METRICS_LISTEN) beats the file; "off" (or
 /// nothing) means metrics are not served.
@@ -165,23 +172,31 @@ pub fn resolve(
         currencies = currencies.with(currency).map_err(|e| err(e.to_string()))?;
     }
     let mut fx = puente_server::fx_desk::FxConfig::default();
+    let mut fx_signing_key_file = None;
     if let Some(file_fx) = file.fx {
         if let Some(pricing) = file_fx.pricing {
             pricing.validate(&currencies).map_err(|e| ConfigError::Fx(e.to_string()))?;
             fx.pricing = pricing;
         }
         if let Some(window_ms) = file_fx.cancellation_window_ms {
-            if window_ms == 0 || window_ms > CANCELLATION_WINDOW_MAX_MS {
+            if window_ms < CANCELLATION_WINDOW_MIN_MS {
                 return Err(ConfigError::Fx(format!(
-                    "cancellation_window_ms must be between 1 and {CANCELLATION_WINDOW_MAX_MS}"
+                    "cancellation_window_ms = {window_ms} is shorter than the 30 minutes \
+                     ({CANCELLATION_WINDOW_MIN_MS} ms) Regulation E gives a remittance sender to cancel \
+                     (12 CFR 1005.34); set at least {CANCELLATION_WINDOW_MIN_MS}"
+                )));
+            }
+            if window_ms > CANCELLATION_WINDOW_MAX_MS {
+                return Err(ConfigError::Fx(format!(
+                    "cancellation_window_ms = {window_ms} is longer than {CANCELLATION_WINDOW_MAX_MS} (24 hours)"
                 )));
             }
             fx.cancellation_window_ms = window_ms;
         }
-        fx.signing_key_file = file_fx.signing_key_file;
+        fx_signing_key_file = file_fx.signing_key_file;
     }
     let settlement = settlement_config(file.settlement)?;
-    Ok(Resolved { listen, data_dir, log_format, currencies, fx, settlement })
+    Ok(Resolved { listen, data_dir, log_format, currencies, fx, fx_signing_key_file, settlement })
 }
 
 #[cfg(test)]
@@ -222,6 +237,25 @@ mod tests {
         assert!(resolve(FileConfig::default(), Some("nowhere".into()), None, None).is_err());
         let file: FileConfig = toml::from_str("currencies = [{ code = \"cad\", scale = 2 }]").unwrap();
         assert!(resolve(file, None, None, None).is_err());
+    }
+
+    #[test]
+    fn a_cancellation_window_under_regulation_e_is_refused() {
+        for (window_ms, expected) in [
+            (8_000, "cancellation_window_ms = 8000 is shorter than the 30 minutes (1800000 ms) Regulation E"),
+            (1_799_999, "is shorter than the 30 minutes"),
+            (24 * 3_600 * 1_000 + 1, "is longer than"),
+        ] {
+            let file: FileConfig =
+                toml::from_str(&format!("[fx]\ncancellation_window_ms = {window_ms}")).unwrap();
+            let error = resolve(file, None, None, None).err().expect("refused").to_string();
+            assert!(error.starts_with("[fx]: ") && error.contains(expected), "{error}");
+        }
+        for window_ms in [1_800_000, 45 * 60_000] {
+            let file: FileConfig =
+                toml::from_str(&format!("[fx]\ncancellation_window_ms = {window_ms}")).unwrap();
+            assert_eq!(resolve(file, None, None, None).unwrap().fx.cancellation_window_ms, window_ms);
+        }
     }
 
     #[test]

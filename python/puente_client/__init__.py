@@ -385,17 +385,33 @@ FX_SEGMENTS = {
 }
 
 
-def verify_quote(public_key: bytes, quote: "fx_pb.FxQuote") -> bool:
-    """Verifies a quote's Ed25519 signature over its canonical bytes, offline, with the key
-    from `PuenteClient.fx_public_key()`. False for a tampered quote or another key."""
+def verify_quote(public_key: "bytes | Mapping[str, bytes]", quote: "fx_pb.FxQuote") -> bool:
+    """Verifies a quote's Ed25519 signature over its canonical bytes, offline.
+
+    `public_key` is one key (`PuenteClient.fx_public_key()`, the key signing new quotes) or,
+    to keep verifying across a key rotation, every key by id (`PuenteClient.fx_public_keys()`):
+    then the key the quote names in `signing_key_id` is used (each key if it names none).
+    False for a tampered quote, another key, or a key id not in the mapping.
+
+    A valid signature shows the server's key signed the quote; the server executes only quotes
+    it issued, byte for byte."""
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(quote.signature, quote.canonical)
-        return True
-    except (InvalidSignature, ValueError):
-        return False
+    if isinstance(public_key, Mapping):
+        if quote.signing_key_id:
+            candidates = [public_key[quote.signing_key_id]] if quote.signing_key_id in public_key else []
+        else:
+            candidates = list(public_key.values())
+    else:
+        candidates = [public_key]
+    for key in candidates:
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(quote.signature, quote.canonical)
+            return True
+        except (InvalidSignature, ValueError):
+            continue
+    return False
 
 
 class _BearerAuth(
@@ -834,6 +850,7 @@ class PuenteClient:
             source_account_id=_id(source_account_id, "source_account_id"),
             destination_account_id=_id(destination_account_id, "destination_account_id"),
             execution_id=_id(execution_id) if execution_id is not None else new_id(),
+            signing_key_id=quote.signing_key_id,
         )
         return self._call(self.fx_stub.ExecuteQuote, request, timeout)
 
@@ -843,7 +860,14 @@ class PuenteClient:
         return self._call(self.fx_stub.CancelTransfer, request, timeout)
 
     def fx_public_key(self, *, timeout: float | None = None) -> bytes:
+        """The 32-byte Ed25519 key that signs new quotes."""
         return self._call(self.fx_stub.GetPublicKey, fx_pb.GetPublicKeyRequest(), timeout).public_key
+
+    def fx_public_keys(self, *, timeout: float | None = None) -> dict[str, bytes]:
+        """Every key that verifies quotes, by key id, the signing key first (older keys stay
+        listed after a rotation). Pass it to `verify_quote`."""
+        response = self._call(self.fx_stub.GetPublicKey, fx_pb.GetPublicKeyRequest(), timeout)
+        return {key.key_id: key.public_key for key in response.keys}
 
     def exposure(self, *, timeout: float | None = None) -> list:
         return list(self._call(self.fx_stub.GetExposure, fx_pb.GetExposureRequest(), timeout).positions)

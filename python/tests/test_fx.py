@@ -37,10 +37,15 @@ def test_quote_execute_cancel(client: PuenteClient) -> None:
 
     key = client.fx_public_key()
     assert verify_quote(key, quote)
+    keys = client.fx_public_keys()
+    assert quote.signing_key_id and list(keys)[0] == quote.signing_key_id
+    assert keys[quote.signing_key_id] == key
+    assert verify_quote(keys, quote)
+    assert not verify_quote({"other": key}, quote)  # the key the quote names is not there
     tampered = fx_pb.FxQuote()
     tampered.CopyFrom(quote)
     tampered.canonical = quote.canonical[:-1] + bytes([quote.canonical[-1] ^ 1])
-    assert not verify_quote(key, tampered)
+    assert not verify_quote(key, tampered) and not verify_quote(keys, tampered)
     with pytest.raises(PuenteError) as error:
         client.execute_quote(tampered, sender.id, recipient.id)
     assert error.value.reason == "QUOTE_SIGNATURE_INVALID"
@@ -48,6 +53,10 @@ def test_quote_execute_cancel(client: PuenteClient) -> None:
     execution = new_id()
     done = client.execute_quote(quote, sender.id, recipient.id, execution_id=execution)
     assert done.state == fx_pb.FX_EXECUTION_STATE_POSTED
+    # The Regulation E receipt: paid now, funds available at once (not held), both languages.
+    assert done.receipt.funds_available_time == done.receipt.payment_time
+    assert "Date funds available" in done.receipt.text_en
+    assert "Fecha de disponibilidad de los fondos" in done.receipt.text_es
     again = client.execute_quote(quote, sender.id, recipient.id, execution_id=execution)
     assert again.replayed and list(again.transfer_ids) == list(done.transfer_ids)
     with pytest.raises(PuenteError) as error:
@@ -61,6 +70,7 @@ def test_quote_execute_cancel(client: PuenteClient) -> None:
     assert remittance.disclosure.cancellation_window_ms == 30 * 60 * 1000
     held = client.execute_quote(remittance, sender.id, recipient.id)
     assert held.state == fx_pb.FX_EXECUTION_STATE_HELD
+    assert held.receipt.funds_available_time == held.cancel_deadline
     refund = client.cancel_transfer(remittance.id)
     assert refund.refunded == remittance.total_debit
     account = client.get_account(sender.id)

@@ -4,7 +4,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use puente_client::{Client, Fixed, pb, verify_quote};
+use puente_client::{Client, Fixed, pb, verify_quote_with_keys};
 use serde_json::{Value, json};
 
 use super::{CliError, Output, time_text};
@@ -13,6 +13,8 @@ use super::{CliError, Output, time_text};
 const RATE_LINES_MAX: usize = 1_000_000;
 /// Largest ECB file read.
 const ECB_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+/// Largest keyring file `fx-key generate --key-file` reads (the server's limit).
+const KEY_FILE_BYTES_MAX: u64 = puente_identity::pii::KEY_FILE_LEN_MAX as u64;
 
 #[derive(Subcommand, Debug)]
 pub enum RatesCommand {
@@ -40,6 +42,20 @@ pub enum RatesCommand {
     Stream {
         #[arg(long, default_value = "feed")]
         source: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FxKeyCommand {
+    /// Make a new quote-signing key `<key_id>:<64 hex>`: printed, or with --key-file put
+    /// first in that keyring file (created with mode 0600; older keys stay below it and still
+    /// verify). Restart the server to sign with it.
+    Generate {
+        #[arg(default_value = "k1")]
+        key_id: String,
+        /// The keyring file to create or to add the key to (keep it outside the data directory).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -77,7 +93,7 @@ pub enum FxCommand {
         #[arg(long, default_value = "")]
         page_token: String,
     },
-    /// Execute a quote (verifies its signature first).
+    /// Execute a quote (verifies its signature first) and print the receipt.
     Execute {
         quote_id: String,
         /// The customer's account in the sell currency.
@@ -92,7 +108,7 @@ pub enum FxCommand {
     },
     /// Cancel a held remittance within its cancellation window (full refund).
     Cancel { quote_id: String },
-    /// The Ed25519 public key that signs quotes (hex).
+    /// The Ed25519 public keys that verify quotes (hex, by key id; the signing key first).
     PublicKey,
     /// The house's net position per currency.
     Exposure,
@@ -123,6 +139,18 @@ fn money(m: &Option<pb::Money>) -> String {
     m.as_ref().map(|m| format!("{} {}", m.value, m.currency_code)).unwrap_or_default()
 }
 
+fn disclosure_json(d: &pb::FxDisclosure) -> Value {
+    json!({
+        "transfer_amount": money(&d.transfer_amount), "transfer_fees": money(&d.transfer_fees),
+        "transfer_taxes": money(&d.transfer_taxes), "total": money(&d.total),
+        "exchange_rate": d.exchange_rate, "converted_amount": money(&d.converted_amount),
+        "third_party_fees": money(&d.third_party_fees), "amount_received": money(&d.amount_received),
+        "cancellation_window_ms": d.cancellation_window_ms,
+        "funds_available_time": time_text(&d.funds_available_time),
+        "payment_time": time_text(&d.payment_time), "text_en": d.text_en, "text_es": d.text_es,
+    })
+}
+
 fn quote_json(q: &pb::FxQuote) -> Value {
     let d = q.disclosure.clone().unwrap_or_default();
     json!({
@@ -133,14 +161,8 @@ fn quote_json(q: &pb::FxQuote) -> Value {
         "fee_percentage": money(&q.fee_percentage), "fee_total": money(&q.fee_total), "tax": money(&q.tax),
         "total_debit": money(&q.total_debit), "receive_amount": money(&q.receive_amount),
         "create_time": time_text(&q.create_time), "expire_time": time_text(&q.expire_time),
-        "signature": hex(&q.signature), "canonical": hex(&q.canonical),
-        "disclosure": {
-            "transfer_amount": money(&d.transfer_amount), "transfer_fees": money(&d.transfer_fees),
-            "transfer_taxes": money(&d.transfer_taxes), "total": money(&d.total),
-            "exchange_rate": d.exchange_rate, "converted_amount": money(&d.converted_amount),
-            "third_party_fees": money(&d.third_party_fees), "amount_received": money(&d.amount_received),
-            "cancellation_window_ms": d.cancellation_window_ms, "text_en": d.text_en, "text_es": d.text_es,
-        },
+        "signature": hex(&q.signature), "signing_key_id": q.signing_key_id, "canonical": hex(&q.canonical),
+        "disclosure": disclosure_json(&d),
     })
 }
 
@@ -321,8 +343,8 @@ pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result
         }
         FxCommand::Execute { quote_id, from, to, execution_id } => {
             let quote = client.get_quote(&quote_id).await?;
-            let key = client.fx_public_key().await?;
-            if !verify_quote(&key, &quote) {
+            let keys = client.fx_public_keys().await?;
+            if !verify_quote_with_keys(&keys, &quote) {
                 return Err(CliError::Client(
                     "the quote's signature does not verify; refusing to execute".into(),
                 ));
@@ -336,12 +358,13 @@ pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result
                 Ok(pb::FxExecutionState::Cancelled) => "cancelled",
                 _ => "posted",
             };
+            let receipt = result.receipt.clone().unwrap_or_default();
             let value = json!({"quote_id": result.quote_id, "execution_id": execution_id,
                 "transfer_ids": result.transfer_ids, "replayed": result.replayed, "state": state,
-                "cancel_deadline": time_text(&result.cancel_deadline)});
+                "cancel_deadline": time_text(&result.cancel_deadline), "receipt": disclosure_json(&receipt)});
             out.print(value, || {
                 format!(
-                    "executed quote {} ({}){}: {} -> receives {}\n{}",
+                    "executed quote {} ({}){}: {} -> receives {}\n{}\n{}",
                     result.quote_id,
                     state,
                     if result.replayed { ", retry: first outcome returned" } else { "" },
@@ -351,7 +374,8 @@ pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result
                         format!("cancel until {}\n", time_text(&result.cancel_deadline))
                     } else {
                         String::new()
-                    }
+                    },
+                    receipt.text_en
                 )
             });
         }
@@ -363,9 +387,16 @@ pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result
             });
         }
         FxCommand::PublicKey => {
-            let key = client.fx_public_key().await?;
-            out.print(json!({"algorithm": "ED25519", "public_key": hex(&key)}), || {
-                format!("ED25519 {}\n", hex(&key))
+            let keys = client.fx_public_keys().await?;
+            let value = json!({"algorithm": "ED25519", "keys": keys.iter()
+                .map(|k| json!({"key_id": k.key_id, "public_key": hex(&k.public_key)})).collect::<Vec<_>>()});
+            out.print(value, || {
+                let mut text = String::new();
+                for (i, k) in keys.iter().enumerate() {
+                    let role = if i == 0 { "signs and verifies" } else { "verifies" };
+                    text.push_str(&format!("{:<16}  ED25519 {}  ({role})\n", k.key_id, hex(&k.public_key)));
+                }
+                text
             });
         }
         FxCommand::Exposure => {
@@ -397,4 +428,74 @@ pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result
         }
     }
     Ok(())
+}
+
+/// `puente fx-key generate`: a new key spec, printed or put first in a keyring file.
+pub fn fx_key(command: FxKeyCommand, out: &Output) -> Result<(), CliError> {
+    let FxKeyCommand::Generate { key_id, key_file } = command;
+    let usage = |e: puente_fx::FxError| CliError::Usage(format!("fx-key generate: {e}"));
+    let spec = puente_fx::QuoteKeyring::generate_spec(&key_id).map_err(usage)?;
+    let Some(path) = key_file else {
+        println!("{spec}");
+        return Ok(());
+    };
+    let public = puente_fx::QuoteKeyring::from_text(&spec).map_err(usage)?.public_keys();
+    let public = public.first().map(|k| hex(&k.public_key)).unwrap_or_default();
+    let io = |e: std::io::Error| CliError::Usage(format!("{}: {e}", path.display()));
+    let existing = match std::fs::metadata(&path) {
+        Ok(metadata) if metadata.len() > KEY_FILE_BYTES_MAX => {
+            return Err(CliError::Usage(format!(
+                "{}: larger than {KEY_FILE_BYTES_MAX} bytes",
+                path.display()
+            )));
+        }
+        Ok(_) => std::fs::read_to_string(&path).map_err(io)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    // The new key goes first (it signs); the old ones stay below it (they still verify). The
+    // result must be a valid keyring, so a duplicate id or a damaged file is refused here.
+    let text = format!("{spec}\n{existing}");
+    puente_fx::QuoteKeyring::from_text(&text)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    write_secret_file(&path, text.as_bytes()).map_err(io)?;
+    let new_file = existing.is_empty();
+    out.print(
+        json!({"key_id": key_id, "public_key": public, "key_file": path.display().to_string()}),
+        || {
+            format!(
+                "{} key {key_id} (ED25519 {public}) {} {}: restart the server to sign with it\n",
+                if new_file { "wrote" } else { "added" },
+                if new_file { "to" } else { "first in" },
+                path.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+/// Writes `bytes` to `path` through a new file of mode 0600 beside it, synced and renamed
+/// into place, so the key file is never readable by others nor half written.
+fn write_secret_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }

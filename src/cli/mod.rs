@@ -86,6 +86,9 @@ enum Command {
     /// Personal-data encryption keys (AES-256-GCM): make one for the keyring file.
     #[command(subcommand)]
     PiiKey(holders::PiiKeyCommand),
+    /// FX quote-signing keys (Ed25519): make one for the keyring file, or add one to it.
+    #[command(subcommand)]
+    FxKey(fx::FxKeyCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -123,6 +126,11 @@ struct ServeArgs {
     /// Without either, holder requests are refused.
     #[arg(long, env = "PUENTE_PII_KEY_FILE")]
     pii_key_file: Option<PathBuf>,
+    /// FX quote-signing keyring file (lines `<key_id>:<64 hex>`, the first one signs, the
+    /// others still verify; mode 0600; outside the data directory; `puente fx-key generate`).
+    /// Without one, quotes are signed with an in-memory key and stop executing at a restart.
+    #[arg(long, env = "PUENTE_FX_SIGNING_KEY_FILE")]
+    fx_signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -337,6 +345,7 @@ pub async fn run(args: Args) -> Result<(), CliError> {
             participants::run(&mut client, command, &out).await
         }
         Command::PiiKey(command) => holders::pii_key(command),
+        Command::FxKey(command) => fx::fx_key(command, &out),
         Command::Holders(command) => {
             let mut client = Client::connect_with(&args.server, &options).await?;
             holders::holders(&mut client, command, &out).await
@@ -383,8 +392,28 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
             ));
         }
     };
-    let resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
+    let mut resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
     init_logging(&resolved.log_format)?;
+    // The quote-signing keys: read before listening, so a refused key file stops the start.
+    if let Some(path) = args.fx_signing_key_file.or(resolved.fx_signing_key_file.take()) {
+        let keyring = puente_identity::pii::read_key_file(
+            &path,
+            &resolved.data_dir,
+            puente_fx::QuoteKeyring::from_text,
+        )
+        .map_err(|e| {
+            // A binary PKCS#8 key, as earlier versions used, is not a keyring.
+            let hint = match e {
+                puente_identity::pii::PiiError::KeyFileNotUtf8 { .. } => {
+                    " (a PKCS#8 key of an earlier version? make a keyring: `puente fx-key generate k1 --key-file FILE`)"
+                }
+                _ => "",
+            };
+            CliError::Usage(format!("FX signing key file: {e}{hint}"))
+        })?
+        .map_err(|e| CliError::Usage(format!("FX signing key file {}: {e}", path.display())))?;
+        resolved.fx.signing_keys = Some(std::sync::Arc::new(keyring));
+    }
     let ledger = puente_ledger::LedgerConfig {
         data_dir: resolved.data_dir.clone(),
         currencies: resolved.currencies,

@@ -32,10 +32,12 @@ const STATUS_METRICS_DEFAULT: &str = "127.0.0.1:9464";
 /// Backup format written in (and required of) `MANIFEST.json`.
 const BACKUP_FORMAT: &str = "puente-backup/1";
 const MANIFEST_FILE: &str = "MANIFEST.json";
-/// Files of the data directory copied verbatim besides the journal, when present: the FX
-/// quote-signing key made at first start (static once made). The FX desk's sled store
-/// (`fx/`: quotes, rates) is not journaled and is not in a backup (see deploy/README.md).
-const EXTRA_FILES: &[&str] = &["fx-signing-key.p8"];
+/// Files that backups made by earlier versions may list beside the journal: the FX
+/// quote-signing key those versions kept in the data directory. Such a file is still checked
+/// against the manifest, but never restored (keys live outside the data directory now), and
+/// new backups copy nothing but the journal. The FX desk's sled store (`fx/`: quotes, rates)
+/// is not journaled and is not in a backup (see deploy/README.md).
+const LEGACY_BACKUP_FILES: &[&str] = &["fx-signing-key.p8"];
 /// Largest manifest read.
 const MANIFEST_BYTES_MAX: u64 = 64 * 1024;
 /// Accounts and transfers read per page when `verify` counts them.
@@ -409,7 +411,8 @@ struct Manifest {
     /// whole chain when the copy was made. Empty in backups made before it was recorded.
     #[serde(default)]
     journal_chain_head: String,
-    /// Files copied verbatim beside the journal (see [`EXTRA_FILES`]).
+    /// Files copied verbatim beside the journal: none since keys left the data directory
+    /// (see [`LEGACY_BACKUP_FILES`]).
     #[serde(default)]
     files: Vec<ManifestFile>,
 }
@@ -496,7 +499,7 @@ fn write_backup(
             data_dir.display()
         );
     }
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         format: BACKUP_FORMAT.to_owned(),
         puente_version: env!("CARGO_PKG_VERSION").to_owned(),
         created_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -512,16 +515,6 @@ fn write_backup(
         journal_chain_head: chain_hex(&copy.chain_head),
         files: Vec::new(),
     };
-    for name in EXTRA_FILES {
-        let from = data_dir.join(name);
-        if !from.is_file() {
-            continue;
-        }
-        let to = partial.join(name);
-        copy_private(&from, &to)?;
-        let bytes = std::fs::metadata(&to).map_err(ops_error(format!("cannot read {}", to.display())))?.len();
-        manifest.files.push(ManifestFile { name: (*name).to_owned(), bytes, sha256: sha256_file(&to)? });
-    }
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Ops(e.to_string()))?;
     write_synced(&partial.join(MANIFEST_FILE), text.as_bytes())?;
     sync_dir(partial)?;
@@ -538,21 +531,6 @@ fn create_private_dir(dir: &Path) -> Result<(), CliError> {
         builder.mode(0o700);
     }
     builder.create(dir).map_err(ops_error(format!("cannot create {}", dir.display())))
-}
-
-/// Copies a file readable by its owner only, and `fsync`s it.
-fn copy_private(from: &Path, to: &Path) -> Result<(), CliError> {
-    let bytes = std::fs::read(from).map_err(ops_error(format!("cannot read {}", from.display())))?;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(to).map_err(ops_error(format!("cannot create {}", to.display())))?;
-    file.write_all(&bytes).map_err(ops_error(format!("cannot write {}", to.display())))?;
-    file.sync_all().map_err(ops_error(format!("cannot sync {}", to.display())))
 }
 
 fn parent_dir(path: &Path) -> PathBuf {
@@ -632,7 +610,7 @@ fn check_backup(dir: &Path) -> Result<(Manifest, PathBuf), CliError> {
         )));
     }
     for file in &manifest.files {
-        if !EXTRA_FILES.contains(&file.name.as_str()) {
+        if !LEGACY_BACKUP_FILES.contains(&file.name.as_str()) {
             return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
         }
         let sha256 = sha256_file(&dir.join(&file.name))?;
@@ -945,18 +923,12 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
             .map_err(ops_error(format!("cannot sync {}", partial.display())))?;
         std::fs::rename(&partial, &installed)
             .map_err(ops_error(format!("cannot rename {}", partial.display())))?;
-        for file in &manifest.files {
-            copy_private(&args.from.join(&file.name), &target.join(&file.name))?;
-        }
         sync_dir(target)?;
         sync_dir(&parent_dir(target))
     };
     if let Err(error) = install() {
         let _ = std::fs::remove_file(&partial);
         let _ = std::fs::remove_file(&installed);
-        for file in &manifest.files {
-            let _ = std::fs::remove_file(target.join(&file.name));
-        }
         return Err(error);
     }
     let value = json!({
@@ -964,15 +936,24 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
         "from": args.from.display().to_string(),
         "backup_created_at": manifest.created_at,
         "verify": replay_json(&what, &replay),
+        "not_restored": manifest.files.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
     });
     out.print(value, || {
-        format!(
+        let mut text = format!(
             "{}restored into {} (backup of {} taken {}); the index is rebuilt at the first start\n",
             replay_text(&what, &replay),
             target.display(),
             manifest.source_data_dir,
             manifest.created_at
-        )
+        );
+        for file in &manifest.files {
+            text.push_str(&format!(
+                "not restored: {} (an FX signing key an earlier version kept in the data directory; \
+                 give the server its key file with --fx-signing-key-file)\n",
+                file.name
+            ));
+        }
+        text
     });
     Ok(())
 }

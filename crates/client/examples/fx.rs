@@ -1,9 +1,11 @@
 //! A remittance app's flow: set a rate (operator), quote "send exactly USD 200", show the
-//! Regulation E disclosure, verify the quote's signature offline, execute it, and look at the
-//! balances and the house's exposure. Run against a server:
+//! Regulation E disclosure, verify the quote's signature offline (with the key it names),
+//! execute it, print the receipt, and look at the balances and the house's exposure. Run against a server:
 //! `PUENTE_API_KEY_FILE=~/.puente/operator.key cargo run -p puente-client --example fx -- 127.0.0.1:50051`
 //! (an operator's key: see `puente participants bootstrap`).
-use puente_client::{Client, ConnectOptions, Fixed, NewAccount, NewTransfer, new_id, pb, verify_quote};
+use puente_client::{
+    Client, ConnectOptions, Fixed, NewAccount, NewTransfer, new_id, pb, verify_quote_with_keys,
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,8 +27,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let disclosure = quote.disclosure.clone().unwrap_or_default();
     println!("{}\n{}", disclosure.text_en, disclosure.text_es);
 
-    let key = client.fx_public_key().await?;
-    assert!(verify_quote(&key, &quote), "the quote's signature must verify");
+    let keys = client.fx_public_keys().await?;
+    assert!(verify_quote_with_keys(&keys, &quote), "the quote's signature must verify");
     let execution_id = new_id();
     let executed = client.execute_quote(&quote, &sender.id, &recipient.id, &execution_id).await?;
     println!(
@@ -34,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         executed.quote_id,
         executed.state()
     );
+    println!("{}", executed.receipt.clone().unwrap_or_default().text_en);
 
     let sender = client.get_account(&sender.id).await?;
     println!("sender: posted {} available {}", sender.posted_balance, sender.available_balance);

@@ -300,12 +300,25 @@ impl NewApiKey {
     }
 }
 
-/// Verifies a quote's Ed25519 signature over its canonical bytes, offline, with the key from
-/// `Client::fx_public_key`. Returns false for a tampered quote or another key.
+/// Verifies a quote's Ed25519 signature over its canonical bytes, offline, with one key (e.g.
+/// from `Client::fx_public_key`). Returns false for a tampered quote or another key. After a
+/// key rotation prefer [`verify_quote_with_keys`].
 pub fn verify_quote(public_key: &[u8], quote: &pb::FxQuote) -> bool {
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
         .verify(&quote.canonical, &quote.signature)
         .is_ok()
+}
+
+/// Verifies a quote offline with the key it names (`signing_key_id`) among `keys` (from
+/// `Client::fx_public_keys`). A quote that names no key is tried with each. Returns false for
+/// a tampered quote, or a key id not in `keys`.
+///
+/// A valid signature shows the server's key signed the quote; only the server decides whether
+/// it executes (it executes only quotes it issued, byte for byte).
+pub fn verify_quote_with_keys(keys: &[pb::FxPublicKey], quote: &pb::FxQuote) -> bool {
+    keys.iter()
+        .filter(|k| quote.signing_key_id.is_empty() || k.key_id == quote.signing_key_id)
+        .any(|k| verify_quote(&k.public_key, quote))
 }
 
 /// Which amount of a quote is fixed.
@@ -630,6 +643,7 @@ impl Client {
             source_account_id: source_account_id.to_owned(),
             destination_account_id: destination_account_id.to_owned(),
             execution_id: execution_id.to_owned(),
+            signing_key_id: quote.signing_key_id.clone(),
         };
         Ok(self.fx.execute_quote(request).await?.into_inner())
     }
@@ -646,9 +660,15 @@ impl Client {
             .into_inner())
     }
 
-    /// The 32-byte Ed25519 key that signs quotes.
+    /// The 32-byte Ed25519 key that signs new quotes.
     pub async fn fx_public_key(&mut self) -> Result<Vec<u8>, ClientError> {
         Ok(self.fx.get_public_key(pb::GetPublicKeyRequest {}).await?.into_inner().public_key)
+    }
+
+    /// Every key that verifies quotes, with its id; the signing key first (older keys stay
+    /// listed after a rotation). For [`verify_quote_with_keys`].
+    pub async fn fx_public_keys(&mut self) -> Result<Vec<pb::FxPublicKey>, ClientError> {
+        Ok(self.fx.get_public_key(pb::GetPublicKeyRequest {}).await?.into_inner().keys)
     }
 
     pub async fn exposure(&mut self) -> Result<Vec<pb::FxPosition>, ClientError> {

@@ -14,6 +14,13 @@ pub fn generate_quote_id() -> Result<QuoteId, FxError> {
     Ok(id)
 }
 
+/// A fresh 32-byte Ed25519 private key (seed), for [`crate::QuoteKeyring`]. A secret.
+pub fn generate_signing_seed() -> Result<[u8; 32], FxError> {
+    let mut seed = [0u8; 32];
+    SystemRandom::new().fill(&mut seed).map_err(|_| FxError::RandomFailure)?;
+    Ok(seed)
+}
+
 /// A fresh Ed25519 key as a PKCS#8 v2 document, for [`crate::QuoteSigner::from_pkcs8`].
 /// Store it as a secret.
 pub fn generate_pkcs8() -> Result<Vec<u8>, FxError> {

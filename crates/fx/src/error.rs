@@ -51,6 +51,9 @@ pub enum FxError {
     InvalidSignature,
     #[error("invalid key material: {0}")]
     InvalidKey(&'static str),
+    /// A quote-signing keyring that does not parse; names a line, never key material.
+    #[error("invalid quote-signing keyring: {0}")]
+    InvalidKeyring(String),
     #[error("the system random number generator failed")]
     RandomFailure,
 }

@@ -5,7 +5,8 @@
 //! * [`PricingConfig`] / [`Pricer`]: spreads by segment and amount tier, fees, taxes, TTLs;
 //!   quotes with either side fixed and explicit, house-safe rounding (see [`pricing`]).
 //! * [`Quote`]: canonical versioned encoding and Ed25519 signatures ([`QuoteSigner`],
-//!   [`verify_quote`]), [`check_executable`].
+//!   [`verify_quote`]), [`check_executable`]; [`QuoteKeyring`]: signing keys with ids, for
+//!   rotation.
 //! * [`Disclosure`]: Regulation E pre-payment disclosure in English and Spanish.
 //! * [`Exposure`]: the house's net position per currency.
 //!
@@ -21,6 +22,7 @@ pub mod ecb;
 pub mod entropy;
 pub mod error;
 pub mod exposure;
+pub mod keyring;
 pub mod pricing;
 pub mod quote;
 pub mod rates;
@@ -30,9 +32,10 @@ mod proptests;
 
 pub use disclosure::{CANCELLATION_WINDOW_MS, Disclosure, Lang};
 pub use ecb::{EcbDay, date_to_unix_ms, parse_ecb_csv};
-pub use entropy::{generate_pkcs8, generate_quote_id};
+pub use entropy::{generate_pkcs8, generate_quote_id, generate_signing_seed};
 pub use error::FxError;
 pub use exposure::Exposure;
+pub use keyring::{PublicKey, QuoteKeyring};
 pub use pricing::{
     EffectivePricing, FixedSide, ParticipantOverride, Pricer, PricingConfig, QuoteRequest, Segment,
     SegmentPricing, Segments, SpreadTier, TaxRule,

@@ -89,8 +89,8 @@ fn check_quote(quote: &Quote) -> Result<(), TestCaseError> {
     );
     prop_assert_eq!(quote.receive_amount_minor, quote.converted_amount_minor - quote.third_party_fee_minor);
     // Disclosure adds up exactly.
-    let disclosure =
-        Disclosure::from_quote(quote, &table()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let disclosure = Disclosure::from_quote(quote, &table(), crate::CANCELLATION_WINDOW_MS)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(
         disclosure.total_minor,
         disclosure.transfer_amount_minor + disclosure.transfer_fees_minor + disclosure.transfer_taxes_minor

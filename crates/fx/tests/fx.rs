@@ -79,7 +79,8 @@ fn backtest_remittance_usd_200_over_ecb_history() {
         assert_eq!(Quote::from_canonical_bytes(&quote.canonical_bytes()).unwrap(), quote);
 
         // Disclosure adds up.
-        let disclosure = Disclosure::from_quote(&quote, pricer.currencies()).unwrap();
+        let disclosure =
+            Disclosure::from_quote(&quote, pricer.currencies(), puente_fx::CANCELLATION_WINDOW_MS).unwrap();
         assert_eq!(disclosure.total_minor, disclosure.transfer_amount_minor + disclosure.transfer_fees_minor);
         assert_eq!(disclosure.received_minor, quote.receive_amount_minor);
 
@@ -191,7 +192,8 @@ fn full_flow_quote_sign_verify_disclose_execute() {
     verify_quote(&signer.public_key_bytes(), &received, &signature).unwrap();
     check_executable(&received, 6_000).unwrap();
 
-    let disclosure = Disclosure::from_quote(&received, pricer.currencies()).unwrap();
+    let disclosure =
+        Disclosure::from_quote(&received, pricer.currencies(), puente_fx::CANCELLATION_WINDOW_MS).unwrap();
     let en = disclosure.render(Lang::En);
     let es = disclosure.render(Lang::Es);
     println!("{en}\n{es}");

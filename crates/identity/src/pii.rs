@@ -280,6 +280,55 @@ fn resolve_data_dir(data_dir: &Path) -> Result<PathBuf, PiiError> {
     }
 }
 
+/// Reads a secret key file and hands its text to `parse`, then wipes the text. Every key file
+/// the server reads gets these checks (the personal-data keyring here, the FX quote-signing
+/// keyring in the binary):
+///
+/// Refuses a file inside `data_dir` (canonical paths are compared; a `data_dir` that does not
+/// exist yet is resolved through its longest existing ancestor), so that no copy of the data
+/// carries its key; a file that is not regular; on unix, a file with any group or other
+/// permission bit (`chmod 600` it); a file larger than [`KEY_FILE_LEN_MAX`] or not UTF-8.
+/// Errors name the file, never its contents.
+pub fn read_key_file<T>(path: &Path, data_dir: &Path, parse: impl FnOnce(&str) -> T) -> Result<T, PiiError> {
+    let io_err = |e: std::io::Error| PiiError::KeyFileIo { path: path.to_path_buf(), reason: e.to_string() };
+    let canonical = path.canonicalize().map_err(io_err)?;
+    let data_dir = resolve_data_dir(data_dir)?;
+    if canonical.starts_with(&data_dir) {
+        return Err(PiiError::KeyFileInsideDataDir { path: canonical, data_dir });
+    }
+    let file = File::open(&canonical).map_err(io_err)?;
+    let metadata = file.metadata().map_err(io_err)?;
+    if !metadata.is_file() {
+        return Err(PiiError::KeyFileNotRegular { path: path.to_path_buf() });
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(PiiError::KeyFileInsecure { path: path.to_path_buf(), mode });
+        }
+    }
+    let mut bytes = Vec::new();
+    let limit = u64::try_from(KEY_FILE_LEN_MAX).unwrap_or(u64::MAX).saturating_add(1);
+    file.take(limit).read_to_end(&mut bytes).map_err(io_err)?;
+    if bytes.len() > KEY_FILE_LEN_MAX {
+        wipe(&mut bytes);
+        return Err(PiiError::KeyFileTooLarge { path: path.to_path_buf(), len_max: KEY_FILE_LEN_MAX });
+    }
+    let mut text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            wipe(&mut e.into_bytes());
+            return Err(PiiError::KeyFileNotUtf8 { path: path.to_path_buf() });
+        }
+    };
+    let parsed = parse(&text);
+    let mut bytes = std::mem::take(&mut text).into_bytes();
+    wipe(&mut bytes);
+    Ok(parsed)
+}
+
 impl Keyring {
     /// Builds a keyring from specs, refusing an empty one, too many keys and duplicate ids.
     fn from_keys(keys: Vec<Key>) -> Result<Keyring, PiiError> {
@@ -315,50 +364,9 @@ impl Keyring {
     }
 
     /// A keyring from a key file: one spec per line (the first is active); blank lines and lines
-    /// starting with `#` are ignored.
-    ///
-    /// Refuses a file inside `data_dir` (canonical paths are compared; a `data_dir` that does not
-    /// exist yet is resolved through its longest existing ancestor), a file that is not regular,
-    /// and, on unix, a file with any group or other permission bit (`chmod 600` it).
+    /// starting with `#` are ignored. The file gets the checks of [`read_key_file`].
     pub fn from_file(path: &Path, data_dir: &Path) -> Result<Keyring, PiiError> {
-        let io_err =
-            |e: std::io::Error| PiiError::KeyFileIo { path: path.to_path_buf(), reason: e.to_string() };
-        let canonical = path.canonicalize().map_err(io_err)?;
-        let data_dir = resolve_data_dir(data_dir)?;
-        if canonical.starts_with(&data_dir) {
-            return Err(PiiError::KeyFileInsideDataDir { path: canonical, data_dir });
-        }
-        let file = File::open(&canonical).map_err(io_err)?;
-        let metadata = file.metadata().map_err(io_err)?;
-        if !metadata.is_file() {
-            return Err(PiiError::KeyFileNotRegular { path: path.to_path_buf() });
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(PiiError::KeyFileInsecure { path: path.to_path_buf(), mode });
-            }
-        }
-        let mut bytes = Vec::new();
-        let limit = u64::try_from(KEY_FILE_LEN_MAX).unwrap_or(u64::MAX).saturating_add(1);
-        file.take(limit).read_to_end(&mut bytes).map_err(io_err)?;
-        if bytes.len() > KEY_FILE_LEN_MAX {
-            wipe(&mut bytes);
-            return Err(PiiError::KeyFileTooLarge { path: path.to_path_buf(), len_max: KEY_FILE_LEN_MAX });
-        }
-        let mut text = match String::from_utf8(bytes) {
-            Ok(text) => text,
-            Err(e) => {
-                wipe(&mut e.into_bytes());
-                return Err(PiiError::KeyFileNotUtf8 { path: path.to_path_buf() });
-            }
-        };
-        let keyring = Keyring::from_file_text(&text);
-        let mut bytes = std::mem::take(&mut text).into_bytes();
-        wipe(&mut bytes);
-        keyring
+        read_key_file(path, data_dir, Keyring::from_file_text)?
     }
 
     /// Parses the text of a key file.

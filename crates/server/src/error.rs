@@ -96,12 +96,15 @@ fn fx_code_and_reason(error: &DeskError) -> (Code, &'static str) {
             FxError::InvalidSignature => (Code::InvalidArgument, "QUOTE_SIGNATURE_INVALID"),
             FxError::InvalidConfig(_)
             | FxError::InvalidKey(_)
+            | FxError::InvalidKeyring(_)
             | FxError::RandomFailure
             | FxError::Overflow => (Code::Internal, "FX_INTERNAL"),
         },
         DeskError::Ledger(e) => ledger_code_and_reason(e),
         DeskError::Storage(_) => (Code::Internal, "FX_STORAGE_ERROR"),
         DeskError::QuoteNotFound(_) => (Code::NotFound, "QUOTE_NOT_FOUND"),
+        DeskError::QuoteNotIssued(_) => (Code::InvalidArgument, "QUOTE_NOT_ISSUED"),
+        DeskError::QuoteLimit { .. } => (Code::ResourceExhausted, "QUOTE_LIMIT_EXCEEDED"),
         DeskError::ExecutionNotFound(_) => (Code::NotFound, "EXECUTION_NOT_FOUND"),
         DeskError::ParticipantMismatch { .. } => (Code::PermissionDenied, "QUOTE_PARTICIPANT_MISMATCH"),
         DeskError::AlreadyUsed => (Code::FailedPrecondition, "QUOTE_ALREADY_USED"),

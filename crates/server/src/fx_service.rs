@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use pb::fx_service_server::FxService;
-use puente_fx::{Disclosure, FixedSide, FxError, Lang, Pair, Quote, QuoteRequest, Segment};
+use puente_fx::{Disclosure, FixedSide, FxError, Lang, Pair, QuoteRequest, Segment};
 use puente_money::{CurrencyCode, CurrencyTable};
 use puente_proto::v1 as pb;
 use rust_decimal::Decimal;
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth;
 use crate::convert::{self, timestamp};
 use crate::error::{ApiError, Violation, check};
-use crate::fx_desk::{DeskError, FxDesk, PendingOrPosted, StoredRate, now_ms};
+use crate::fx_desk::{DeskError, Execution, FxDesk, IssuedQuote, PendingOrPosted, StoredRate, now_ms};
 
 /// Most updates one StreamRates call applies.
 pub const RATE_STREAM_UPDATES_MAX: u64 = 10_000_000;
@@ -56,13 +56,32 @@ fn ms_timestamp(ms: u64) -> Option<prost_types::Timestamp> {
     timestamp(ms.saturating_mul(1_000_000))
 }
 
-/// The wire form of a quote, with its signature and disclosure.
-pub fn quote_out(
-    quote: &Quote,
-    signature: &[u8],
-    currencies: &CurrencyTable,
-) -> Result<pb::FxQuote, ApiError> {
-    let disclosure = Disclosure::from_quote(quote, currencies).map_err(ApiError::from)?;
+/// The wire form of a disclosure (before payment) or receipt (after).
+fn disclosure_out(disclosure: &Disclosure, currencies: &CurrencyTable) -> pb::FxDisclosure {
+    let (sell, buy) = (disclosure.send_currency.code, disclosure.receive_currency.code);
+    pb::FxDisclosure {
+        transfer_amount: money(currencies, sell, disclosure.transfer_amount_minor),
+        transfer_fees: money(currencies, sell, disclosure.transfer_fees_minor),
+        transfer_taxes: money(currencies, sell, disclosure.transfer_taxes_minor),
+        total: money(currencies, sell, disclosure.total_minor),
+        exchange_rate: disclosure.exchange_rate.normalize().to_string(),
+        converted_amount: money(currencies, buy, disclosure.converted_amount_minor),
+        third_party_fees: money(currencies, buy, disclosure.third_party_fees_minor),
+        amount_received: money(currencies, buy, disclosure.received_minor),
+        text_en: disclosure.render(Lang::En),
+        text_es: disclosure.render(Lang::Es),
+        cancellation_window_ms: disclosure.cancellation_window_ms.unwrap_or(0),
+        funds_available_time: ms_timestamp(disclosure.funds_available_ms),
+        payment_time: disclosure.paid_at_ms.and_then(ms_timestamp),
+    }
+}
+
+/// The wire form of an issued quote, with its signature and disclosure (stating the
+/// cancellation window this server enforces).
+pub fn quote_out(issued: &IssuedQuote, desk: &FxDesk) -> Result<pb::FxQuote, ApiError> {
+    let (quote, currencies) = (&issued.quote, desk.currencies());
+    let disclosure =
+        Disclosure::from_quote(quote, currencies, desk.cancellation_window_ms()).map_err(ApiError::from)?;
     let (sell, buy) = (quote.pair.base, quote.pair.quote);
     Ok(pb::FxQuote {
         id: uuid::Uuid::from_bytes(quote.id).to_string(),
@@ -80,24 +99,25 @@ pub fn quote_out(
         receive_amount: money(currencies, buy, quote.receive_amount_minor),
         create_time: ms_timestamp(quote.created_at_ms),
         expire_time: ms_timestamp(quote.expires_at_ms),
-        canonical: quote.canonical_bytes(),
-        signature: signature.to_vec(),
+        canonical: issued.canonical.clone(),
+        signature: issued.signature.clone(),
         fee_fixed: money(currencies, sell, quote.fee_fixed_minor),
         fee_percentage: money(currencies, sell, quote.fee_pct_minor),
-        disclosure: Some(pb::FxDisclosure {
-            transfer_amount: money(currencies, sell, disclosure.transfer_amount_minor),
-            transfer_fees: money(currencies, sell, disclosure.transfer_fees_minor),
-            transfer_taxes: money(currencies, sell, disclosure.transfer_taxes_minor),
-            total: money(currencies, sell, disclosure.total_minor),
-            exchange_rate: disclosure.exchange_rate.normalize().to_string(),
-            converted_amount: money(currencies, buy, disclosure.converted_amount_minor),
-            third_party_fees: money(currencies, buy, disclosure.third_party_fees_minor),
-            amount_received: money(currencies, buy, disclosure.received_minor),
-            text_en: disclosure.render(Lang::En),
-            text_es: disclosure.render(Lang::Es),
-            cancellation_window_ms: disclosure.cancellation_window_ms.unwrap_or(0),
-        }),
+        disclosure: Some(disclosure_out(&disclosure, currencies)),
+        signing_key_id: issued.key_id.clone(),
     })
+}
+
+/// The Regulation E receipt of an execution.
+fn receipt_out(execution: &Execution, currencies: &CurrencyTable) -> Result<pb::FxDisclosure, ApiError> {
+    let receipt = Disclosure::receipt(
+        &execution.quote,
+        currencies,
+        execution.cancellation_window_ms,
+        execution.paid_at_ms,
+    )
+    .map_err(ApiError::from)?;
+    Ok(disclosure_out(&receipt, currencies))
 }
 
 fn rate_in(
@@ -278,8 +298,8 @@ impl FxService for FxApi {
         };
         let request =
             QuoteRequest { participant: r.participant, segment, sell: sell.code, buy: buy.code, fixed };
-        let (quote, signature) = self.desk.quote(&request).map_err(ApiError::from)?;
-        Ok(Response::new(pb::GetQuoteResponse { quote: Some(quote_out(&quote, &signature, currencies)?) }))
+        let issued = self.desk.quote(&request).map_err(ApiError::from)?;
+        Ok(Response::new(pb::GetQuoteResponse { quote: Some(quote_out(&issued, &self.desk)?) }))
     }
 
     async fn get_quote_by_id(
@@ -290,13 +310,11 @@ impl FxService for FxApi {
         let mut violations = Vec::new();
         let id = quote_id(&request.get_ref().id, "id", &mut violations);
         check(violations)?;
-        let (quote, signature) = self.desk.get_quote(&id).map_err(ApiError::from)?;
-        if !caller.may_see(&quote.participant) {
+        let issued = self.desk.get_quote(&id).map_err(ApiError::from)?;
+        if !caller.may_see(&issued.quote.participant) {
             return Err(ApiError::from(DeskError::QuoteNotFound(request.get_ref().id.clone())).into());
         }
-        Ok(Response::new(pb::GetQuoteByIdResponse {
-            quote: Some(quote_out(&quote, &signature, self.desk.currencies())?),
-        }))
+        Ok(Response::new(pb::GetQuoteByIdResponse { quote: Some(quote_out(&issued, &self.desk)?) }))
     }
 
     async fn list_quotes(
@@ -333,9 +351,7 @@ impl FxService for FxApi {
         check(violations)?;
         let (quotes, next) =
             self.desk.list_quotes(&r.participant, after.as_deref(), page_size).map_err(ApiError::from)?;
-        let currencies = self.desk.currencies();
-        let quotes =
-            quotes.iter().map(|(q, s)| quote_out(q, s, currencies)).collect::<Result<Vec<_>, _>>()?;
+        let quotes = quotes.iter().map(|q| quote_out(q, &self.desk)).collect::<Result<Vec<_>, _>>()?;
         let next_page_token =
             next.map(|k| k.iter().map(|b| format!("{b:02x}")).collect()).unwrap_or_default();
         Ok(Response::new(pb::ListQuotesResponse { quotes, next_page_token }))
@@ -361,9 +377,18 @@ impl FxService for FxApi {
         check(violations)?;
         let execution = self
             .desk
-            .execute(&caller, &r.canonical, &r.signature, source, destination, execution_id)
+            .execute(
+                &caller,
+                &r.canonical,
+                &r.signature,
+                &r.signing_key_id,
+                source,
+                destination,
+                execution_id,
+            )
             .await
             .map_err(ApiError::from)?;
+        let receipt = receipt_out(&execution, self.desk.currencies())?;
         Ok(Response::new(pb::ExecuteQuoteResponse {
             quote_id: uuid::Uuid::from_bytes(execution.quote.id).to_string(),
             transfer_ids: execution.transfer_ids.iter().map(|id| convert::format_id(*id)).collect(),
@@ -378,6 +403,7 @@ impl FxService for FxApi {
             } else {
                 None
             },
+            receipt: Some(receipt),
         }))
     }
 
@@ -400,10 +426,19 @@ impl FxService for FxApi {
         &self,
         _: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
+        let keys: Vec<pb::FxPublicKey> = self
+            .desk
+            .public_keys()
+            .into_iter()
+            .map(|k| pb::FxPublicKey { key_id: k.key_id, public_key: k.public_key.to_vec() })
+            .collect();
+        let active = keys.first().cloned().unwrap_or_default();
         Ok(Response::new(pb::GetPublicKeyResponse {
             algorithm: "ED25519".into(),
-            public_key: self.desk.public_key().to_vec(),
+            public_key: active.public_key,
             encoding_version: puente_fx::quote::QUOTE_ENCODING_VERSION as u32,
+            key_id: active.key_id,
+            keys,
         }))
     }
 

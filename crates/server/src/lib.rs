@@ -137,8 +137,10 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     let desk = fx_desk::FxDesk::open(ledger.clone(), &config.ledger.data_dir, config.fx.clone())
         .await
         .map_err(|e| ServerError::Fx(e.to_string()))?;
+    let desk = std::sync::Arc::new(desk);
+    let prune_task = tokio::spawn(fx_desk::prune_periodically(desk.clone()));
     let extras = Extras {
-        fx: Some(std::sync::Arc::new(desk)),
+        fx: Some(desk),
         settlement: config.settlement.clone(),
         limits: config.limits,
         tls,
@@ -148,6 +150,9 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
     if let Some(task) = metrics_task {
         task.abort();
     }
+    prune_task.abort();
+    // The task holds the desk: let it go, so the desk's store is flushed as it closes.
+    let _ = prune_task.await;
     result
 }
 
