@@ -448,6 +448,12 @@ fn main() {
             requests_per_second: 10_000_000,
             burst: 10_000_000,
             concurrent_requests: 1_000_000,
+            events_per_second: puente_server::auth::RATE_PER_SECOND_MAX,
+            burst_events: u32::MAX,
+            concurrent_events: u32::MAX,
+            bytes_per_second: puente_server::auth::RATE_PER_SECOND_MAX,
+            burst_bytes: u32::MAX,
+            concurrent_bytes: u32::MAX,
         };
         let extras = puente_server::Extras { fx: Some(Arc::new(desk)), limits, ..Default::default() };
         let server = tokio::spawn(puente_server::serve_with(ledger.clone(), extras, listener, async {

@@ -2,6 +2,7 @@
 //! (v1 and v1alpha), request limits and tracing spans with request ids.
 
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod fx_desk;
@@ -11,6 +12,14 @@ pub mod ledger_service;
 pub mod metrics;
 pub mod participant_service;
 pub mod settlement_service;
+pub mod wire;
+
+/// The server side of the puente.v1 services, generated here (build.rs) with this crate's
+/// codec; the messages are `puente_proto::v1`'s.
+pub mod grpc {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("puente.v1");
+}
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +57,8 @@ pub enum ServerError {
     Fx(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("wire guard: {0}")]
+    Wire(String),
 }
 
 /// Where the server's TLS material is (PEM files). With `client_ca_path`, clients must present
@@ -173,18 +184,19 @@ pub async fn serve_with(
         let _ = stopping_tx.send(true);
     };
     metrics::check()?;
+    let auth_layer = auth::AuthLayer::new(ledger.clone(), extras.limits)?;
     metrics::observe_ledger(&ledger);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<pb::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
+        .set_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
         .await;
     if extras.fx.is_some() {
-        health_reporter.set_serving::<pb::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
+        health_reporter.set_serving::<grpc::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
     }
     let settlement = settlement_service::Settlement::new(ledger.clone(), extras.settlement.clone());
     let scheduler = settlement_service::spawn_scheduler(settlement.clone());
     health_reporter
-        .set_serving::<pb::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
+        .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -196,10 +208,9 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let ledger_service = pb::ledger_service_server::LedgerServiceServer::new(ledger_service::LedgerApi::new(
-        ledger.clone(),
-        stopping.clone(),
-    ))
+    let ledger_service = grpc::ledger_service_server::LedgerServiceServer::new(
+        ledger_service::LedgerApi::new(ledger.clone(), stopping.clone()),
+    )
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
 
@@ -212,7 +223,7 @@ pub async fn serve_with(
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if !ledger.is_healthy() {
                     reporter
-                        .set_not_serving::<pb::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
+                        .set_not_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
                         .await;
                     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                     break;
@@ -246,23 +257,23 @@ pub async fn serve_with(
             )
         })
         .layer(metrics::GrpcMetricsLayer)
-        .layer(auth::AuthLayer::new(ledger.clone(), extras.limits))
+        .layer(auth_layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ledger_service)
-        .add_service(pb::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
+        .add_service(grpc::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
             ledger.clone(),
             extras.pii_keyring.clone(),
         )))
-        .add_service(pb::participant_service_server::ParticipantServiceServer::new(
+        .add_service(grpc::participant_service_server::ParticipantServiceServer::new(
             participant_service::ParticipantApi::new(ledger.clone()),
         ))
-        .add_service(pb::settlement_service_server::SettlementServiceServer::new(
+        .add_service(grpc::settlement_service_server::SettlementServiceServer::new(
             settlement_service::SettlementApi::new(settlement),
         ))
         .add_optional_service(extras.fx.map(|desk| {
-            pb::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
+            grpc::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX)
         }))
