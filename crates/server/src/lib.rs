@@ -34,6 +34,11 @@ pub use error::{ApiError, ERROR_DOMAIN, Violation};
 /// Largest request or response message: 64 MiB (a full batch of 8,189 transfers with maximal
 /// metadata is ~40 MiB).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest request message of every other service (participants, holders, settlement, health,
+/// reflection): tonic's default, 4 MiB.
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// The services whose requests may be up to [`MESSAGE_BYTES_MAX`].
+pub const BULK_SERVICES: &[&str] = &["puente.v1.LedgerService", "puente.v1.FxService"];
 /// Most requests in flight per connection.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 256;
 /// Most concurrent HTTP/2 streams per connection.
@@ -262,16 +267,25 @@ pub async fn serve_with(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ledger_service)
-        .add_service(grpc::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
-            ledger.clone(),
-            extras.pii_keyring.clone(),
-        )))
-        .add_service(grpc::participant_service_server::ParticipantServiceServer::new(
-            participant_service::ParticipantApi::new(ledger.clone()),
-        ))
-        .add_service(grpc::settlement_service_server::SettlementServiceServer::new(
-            settlement_service::SettlementApi::new(settlement),
-        ))
+        .add_service(
+            grpc::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
+                ledger.clone(),
+                extras.pii_keyring.clone(),
+            ))
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::participant_service_server::ParticipantServiceServer::new(
+                participant_service::ParticipantApi::new(ledger.clone()),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::settlement_service_server::SettlementServiceServer::new(
+                settlement_service::SettlementApi::new(settlement),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
         .add_optional_service(extras.fx.map(|desk| {
             grpc::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)

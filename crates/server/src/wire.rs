@@ -21,8 +21,8 @@ use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorSet};
 
-use crate::MESSAGE_BYTES_MAX;
 use crate::error::{ApiError, Violation};
+use crate::{BULK_SERVICES, CONTROL_MESSAGE_BYTES_MAX, MESSAGE_BYTES_MAX};
 
 /// Most entries of every repeated or map field of every request message, by the field's full
 /// name. Every repeated field reachable from an RPC's request must be listed.
@@ -67,6 +67,9 @@ const VARINT_SHIFT_MAX: u32 = 63;
 pub struct Method {
     root: usize,
     client_streaming: bool,
+    /// Largest message: [`MESSAGE_BYTES_MAX`] for the bulk services, else
+    /// [`CONTROL_MESSAGE_BYTES_MAX`].
+    message_bytes_max: u32,
 }
 
 /// The tracked part of the request messages, unrolled into a tree per RPC (each node is one
@@ -81,7 +84,8 @@ pub struct Schema {
 
 #[derive(Debug, Default)]
 struct Node {
-    fields: HashMap<u32, Rule>,
+    /// The tracked fields by number (a handful at most: a scan beats hashing).
+    fields: Vec<(u32, Rule)>,
     /// On a frame root (a request, or an entry of a repeated field): one counter per repeated
     /// field under it, singular message fields included.
     slots: Vec<Slot>,
@@ -141,7 +145,7 @@ impl Builder<'_> {
         self.stack.push(type_name.to_owned());
         let id = self.nodes.len();
         self.nodes.push(Node::default());
-        let mut fields = HashMap::new();
+        let mut fields = Vec::new();
         for field in &message.field {
             let number =
                 u32::try_from(field.number()).map_err(|_| format!("{type_name}: bad field number"))?;
@@ -174,11 +178,11 @@ impl Builder<'_> {
                     Type::Fixed64 | Type::Sfixed64 | Type::Double => Element::Fixed64,
                     _ => Element::Varint,
                 };
-                fields.insert(number, Rule::Repeated { name: name.to_owned(), slot, element });
+                fields.push((number, Rule::Repeated { name: name.to_owned(), slot, element }));
             } else if field.r#type() == Type::Message {
                 let child = self.node(field.type_name(), slots, &format!("{prefix}{name}."), false)?;
                 if !self.nodes[child].fields.is_empty() {
-                    fields.insert(number, Rule::Singular { name: name.to_owned(), child });
+                    fields.push((number, Rule::Singular { name: name.to_owned(), child }));
                 }
             }
         }
@@ -212,9 +216,13 @@ impl Schema {
                 }
                 for service in &file.service {
                     let service_name = format!("{}.{}", scope.trim_start_matches('.'), service.name());
+                    let service_name = service_name.trim_start_matches('.').to_owned();
+                    let bulk = BULK_SERVICES.contains(&service_name.as_str());
+                    let max = if bulk { MESSAGE_BYTES_MAX } else { CONTROL_MESSAGE_BYTES_MAX };
+                    let max = u32::try_from(max).map_err(|_| "message size limit above 4 GiB".to_owned())?;
                     for method in &service.method {
-                        let path = format!("/{}/{}", service_name.trim_start_matches('.'), method.name());
-                        rpcs.push((path, method.input_type().to_owned(), method.client_streaming()));
+                        let path = format!("/{service_name}/{}", method.name());
+                        rpcs.push((path, method.input_type().to_owned(), method.client_streaming(), max));
                     }
                 }
             }
@@ -228,11 +236,11 @@ impl Schema {
             stack: Vec::new(),
         };
         let mut methods = HashMap::new();
-        for (path, input, client_streaming) in rpcs {
+        for (path, input, client_streaming, message_bytes_max) in rpcs {
             let mut slots = Vec::new();
             let root = builder.node(&input, &mut slots, "", true)?;
             builder.nodes[root].slots = slots;
-            methods.insert(path, Method { root, client_streaming });
+            methods.insert(path, Method { root, client_streaming, message_bytes_max });
         }
         Ok(Schema { methods, nodes: builder.nodes, used: builder.used })
     }
@@ -265,7 +273,7 @@ impl Schema {
         // Entries of repeated fields open frames of their own.
         let mut stack = vec![(frame, prefix.to_owned())];
         while let Some((node, at)) = stack.pop() {
-            for rule in self.nodes[node].fields.values() {
+            for (_, rule) in &self.nodes[node].fields {
                 match rule {
                     Rule::Singular { name, child } => stack.push((*child, format!("{at}{name}."))),
                     Rule::Repeated { name, element: Element::Entries(child), .. } => {
@@ -481,7 +489,8 @@ impl<'s> MessageScan<'s> {
         let schema = self.schema;
         let frame_node = level.frame_node;
         let length = |then| Token::Length { value: 0, shift: 0, then };
-        self.token = match (schema.nodes[level.node].fields.get(&number), wire_type) {
+        let rule = schema.nodes[level.node].fields.iter().find(|(n, _)| *n == number).map(|(_, rule)| rule);
+        self.token = match (rule, wire_type) {
             (_, 3 | 4) => return self.fail("groups are not accepted"),
             (_, 6 | 7) => return self.fail(format!("field {number}: invalid wire type {wire_type}")),
             (None, 0) => Token::SkipVarint { shift: 0 },
@@ -734,11 +743,9 @@ impl Guard {
             return Err(ApiError::Malformed("compressed messages are not accepted".into()));
         }
         let len = u32::from_be_bytes(length);
-        if len as usize > MESSAGE_BYTES_MAX {
-            return Err(ApiError::MessageTooLarge {
-                bytes: u64::from(len),
-                max_bytes: MESSAGE_BYTES_MAX as u64,
-            });
+        let max = self.method.message_bytes_max;
+        if len > max {
+            return Err(ApiError::MessageTooLarge { bytes: u64::from(len), max_bytes: u64::from(max) });
         }
         if let Some(charge) = &self.charge {
             charge.bytes(len)?;
@@ -1039,7 +1046,13 @@ mod tests {
         let mut guard = Guard::new(schema, method(TRANSFERS), None);
         assert_eq!(guard.push(&framed(&empties(1, 2))[..4]).ok(), Some(4));
         assert!(matches!(guard.end(), Err(ApiError::Malformed(_))));
-        // Too large, refused from the header alone.
+        // Too large, refused from the header alone: 4 MiB for the control services.
+        let mut guard = Guard::new(schema, method("/puente.v1.HolderService/SetKycPolicy"), None);
+        let too_large = ((CONTROL_MESSAGE_BYTES_MAX + 1) as u32).to_be_bytes();
+        assert!(matches!(
+            guard.push(&[0, too_large[0], too_large[1], too_large[2], too_large[3]]),
+            Err((0, ApiError::MessageTooLarge { max_bytes: 4_194_304, .. }))
+        ));
         let mut guard = Guard::new(schema, method(TRANSFERS), None);
         assert!(matches!(
             guard.push(&[0, 0xff, 0xff, 0xff, 0xff]),
