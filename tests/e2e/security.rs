@@ -915,3 +915,84 @@ async fn holders_and_the_kyc_policy_through_the_cli() {
     let (ok, _, stderr) = cli(&fintech, &bad);
     assert!(!ok && stderr.contains("routing_number") && !stderr.contains("011000016"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers_are_refused() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut operator = server.client().await;
+    let (_, a_key) = operator.create_participant("fintech-a", "A", pb::Role::Participant).await.unwrap();
+    let operator_key = operator_key(&server.addr);
+    let call = |headers: Vec<String>| {
+        let addr = server.addr.clone();
+        async move {
+            let channel = puente_client::channel(&addr, &ConnectOptions::default()).await.unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut request = tonic::Request::new(pb::GetCallerRequest {});
+            for value in headers {
+                request.metadata_mut().append("authorization", value.parse().unwrap());
+            }
+            let path = "/puente.v1.ParticipantService/GetCaller".parse().unwrap();
+            let codec = tonic_prost::ProstCodec::<pb::GetCallerRequest, pb::GetCallerResponse>::default();
+            grpc.unary(request, path, codec).await.map(|r| r.into_inner().participant_id)
+        }
+    };
+    // One header: its participant.
+    assert_eq!(call(vec![format!("Bearer {}", a_key.key)]).await.unwrap(), "fintech-a");
+    // Two (an operator's and a participant's, or the same twice): refused, whichever is first.
+    for headers in [
+        vec![format!("Bearer {operator_key}"), format!("Bearer {}", a_key.key)],
+        vec![format!("Bearer {}", a_key.key), format!("Bearer {operator_key}")],
+        vec![format!("Bearer {}", a_key.key), format!("Bearer {}", a_key.key)],
+    ] {
+        let status = call(headers).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("more than one authorization header"), "{}", status.message());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mutual_tls_a_key_of_another_participant_than_the_bound_certificate_is_refused() {
+    let dir = temp_dir();
+    let pki = Pki::new();
+    let ca = pki.write_ca(dir.path());
+    let (server_cert, server_key) = pki.issue(dir.path(), "server", &["localhost", "127.0.0.1"]);
+    let (ops_cert, ops_key) = pki.issue(dir.path(), "ops-client", &[]);
+    let (a_cert, a_cert_key) = pki.issue(dir.path(), "fintech-a", &[]);
+    let server = Server::try_start_with(
+        &dir.path().join("data"),
+        &["--tls-cert", &server_cert, "--tls-key", &server_key, "--tls-client-ca", &ca],
+        &["--tls-ca", &ca, "--tls-cert", &ops_cert, "--tls-key", &ops_key],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let addr = server.addr.clone();
+    let ops = tls_options(&ca, Some((&ops_cert, &ops_key)), Some(operator_key(&addr)));
+    let mut operator = Client::connect_with(&addr, &ops).await.unwrap();
+    let (_, a_key) = operator.create_participant("fintech-a", "A", pb::Role::Participant).await.unwrap();
+    let (_, b_key) = operator.create_participant("fintech-b", "B", pb::Role::Participant).await.unwrap();
+    let sha = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &rustls_pki_types::CertificateDer::from_pem_file(&a_cert).unwrap(),
+    ));
+    operator
+        .participants()
+        .bind_certificate(pb::BindCertificateRequest {
+            participant_id: "fintech-a".into(),
+            certificate_sha256: sha,
+        })
+        .await
+        .unwrap();
+    let with_key = |key: String| tls_options(&ca, Some((&a_cert, &a_cert_key)), Some(key));
+    // A's certificate with B's key: refused (the key does not silently win).
+    let mut mixed = Client::connect_with(&addr, &with_key(b_key.key.clone())).await.unwrap();
+    let refused = mixed.whoami().await.unwrap_err();
+    assert_eq!(code_of(&refused), Some(Code::Unauthenticated), "{refused}");
+    assert!(refused.to_string().contains("belong to different participants"), "{refused}");
+    // A's certificate with A's key: A, by its key.
+    let mut same = Client::connect_with(&addr, &with_key(a_key.key.clone())).await.unwrap();
+    let me = same.whoami().await.unwrap();
+    assert_eq!((me.participant_id.as_str(), me.key_id.as_str()), ("fintech-a", a_key.key_id.as_str()));
+    // A certificate bound to nobody with a key: the key's participant (the operator here).
+    assert_eq!(operator.whoami().await.unwrap().participant_id, "operator");
+}

@@ -426,19 +426,34 @@ pub fn bearer_key(value: &[u8]) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-/// Finds the caller of `request` (without deciding whether it may call the method).
+/// Finds the caller of `request` (without deciding whether it may call the method). One
+/// `authorization` header at most; under mutual TLS, a key and a bound client certificate
+/// must name the same participant (a certificate bound to nobody does not count).
 fn authenticate<B>(ledger: &Ledger, request: &http::Request<B>) -> Result<Caller, ApiError> {
     let credentials = ledger.credentials();
-    if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+    let mut headers = request.headers().get_all(http::header::AUTHORIZATION).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err(ApiError::Unauthenticated("more than one authorization header: send exactly one"));
+    }
+    let by_certificate = peer_certificate(request).map(|cert| credentials.by_certificate(&cert));
+    if let Some(value) = header {
         let key = bearer_key(value.as_bytes())?;
-        return credentials
+        let caller = credentials
             .by_key(&key_digest(key))
             .cloned()
-            .ok_or(ApiError::Unauthenticated("unknown or revoked API key"));
+            .ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
+        if let Some(Some(bound)) = by_certificate
+            && bound.participant != caller.participant
+        {
+            return Err(ApiError::Unauthenticated(
+                "the API key and the client certificate belong to different participants",
+            ));
+        }
+        return Ok(caller);
     }
-    if let Some(cert) = peer_certificate(request) {
-        return credentials
-            .by_certificate(&cert)
+    if let Some(bound) = by_certificate {
+        return bound
             .cloned()
             .ok_or(ApiError::Unauthenticated("the client certificate is not bound to a participant"));
     }
