@@ -9,3 +9,4 @@ mod ops;
 mod security;
 mod settlement;
 mod support;
+mod wire;
