@@ -32,7 +32,7 @@ pub struct FileConfig {
     pub settlement: Option<SettlementFileConfig>,
     /// Per-participant limits by requests, events and bytes (`puente_server::auth::LimitsConfig`;
     /// each key optional) [default: 2,000 requests/s, burst 4,000, 256 in flight; 32,768
-    /// events/s, burst 65,536, 65,536 in flight; 32 MiB/s, burst 128 MiB, 256 MiB in flight].
+    /// events/s, burst 65,536, 32,768 in flight; 32 MiB/s, burst 128 MiB, 128 MiB in flight].
     pub limits: Option<puente_server::auth::LimitsConfig>,
     /// TLS: `cert_path`, `key_path` (PEM), and `client_ca_path` for mutual TLS [default: none].
     pub tls: Option<puente_server::TlsFiles>,

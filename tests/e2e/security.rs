@@ -996,3 +996,80 @@ async fn under_mutual_tls_a_key_of_another_participant_than_the_bound_certificat
     // A certificate bound to nobody with a key: the key's participant (the operator here).
     assert_eq!(operator.whoami().await.unwrap().participant_id, "operator");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_flooding_full_failing_batches_is_refused_by_cost_while_another_keeps_writing() {
+    use tonic_types::StatusExt;
+    let dir = temp_dir();
+    let config = dir.path().join("puente.toml");
+    // Request counts far above what this test sends: only cost can refuse. A full batch fits
+    // (8,189 events); two at once, and then 1,000 events a second.
+    std::fs::write(
+        &config,
+        "[limits]\nrequests_per_second = 10000\nburst = 10000\nconcurrent_requests = 256\n\
+         events_per_second = 1000\nburst_events = 16378\nconcurrent_events = 16378\n",
+    )
+    .unwrap();
+    let server = Server::try_start(&dir.path().join("data"), &["--config", config.to_str().unwrap()])
+        .unwrap_or_else(|log| panic!("{log}"));
+    let mut operator = server.client().await;
+    let (_, flood_key) = operator.create_participant("flood", "Flood", pb::Role::Participant).await.unwrap();
+    let (_, calm_key) = operator.create_participant("calm", "Calm", pb::Role::Participant).await.unwrap();
+    let funding = operator.create_account(NewAccount::new("treasury", "USD")).await.unwrap().id;
+    let mut calm = client_with_key(&server.addr, &calm_key.key).await;
+    let calm_from = calm.create_account(NewAccount::new("calm", "USD").no_overdraft()).await.unwrap().id;
+    let calm_to = calm.create_account(NewAccount::new("calm", "USD")).await.unwrap().id;
+    operator.transfer(NewTransfer::new(&funding, &calm_from, "USD", "1000.00")).await.unwrap();
+
+    // Full batches that all fail (accounts that do not exist), with metadata.
+    let value = "v".repeat(256);
+    let batch: Vec<pb::Transfer> = (0..puente_ledger::BATCH_EVENTS_MAX)
+        .map(|i| {
+            let mut t = NewTransfer::new(&new_id(), &new_id(), "USD", "1.00");
+            for k in 0..4 {
+                t = t.metadata(&format!("key-{k}-{i}"), &value);
+            }
+            t.0
+        })
+        .collect();
+    let flood = client_with_key(&server.addr, &flood_key.key).await;
+    let flooding = {
+        let flood = flood.channel();
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _round in 0..3 {
+                let calls: Vec<_> = (0..6)
+                    .map(|_| {
+                        let mut ledger = pb::ledger_service_client::LedgerServiceClient::new(flood.clone())
+                            .max_decoding_message_size(64 << 20);
+                        let request = pb::CreateTransfersRequest { transfers: batch.clone() };
+                        tokio::spawn(async move { ledger.create_transfers(request).await.map(drop) })
+                    })
+                    .collect();
+                for call in calls {
+                    outcomes.push(call.await.unwrap());
+                }
+            }
+            outcomes
+        })
+    };
+    // Meanwhile the other participant's single transfers all go through.
+    for i in 0..20 {
+        let transfer = NewTransfer::new(&calm_from, &calm_to, "USD", "1.00").metadata("n", &i.to_string());
+        assert_eq!(calm.transfer(transfer).await.unwrap().code, "OK", "calm transfer {i}");
+    }
+    let outcomes = flooding.await.unwrap();
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refusals: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(accepted >= 1, "a full batch fits the limits");
+    assert!(refusals.len() >= 6, "{accepted} of {} full batches accepted", outcomes.len());
+    for status in refusals {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let info = status.get_details_error_info().unwrap();
+        let limit = info.metadata["limit"].as_str();
+        assert!(["concurrent_events", "events_per_second"].contains(&limit), "refused by {limit}");
+        assert!(status.get_details_retry_info().is_some_and(|r| r.retry_delay.is_some()));
+    }
+    // The calm participant's balance moved by exactly its 20 transfers.
+    assert_eq!(calm.get_account(&calm_from).await.unwrap().posted_balance, "980.00");
+}

@@ -123,15 +123,15 @@ impl Default for LimitsConfig {
             requests_per_second: 2_000,
             burst: 4_000,
             concurrent_requests: 256,
-            // Four full batches of 8,189 a second, eight at once.
+            // Four full batches of 8,189 a second, eight at once, four in flight.
             events_per_second: 32_768,
             burst_events: 65_536,
-            concurrent_events: 65_536,
+            concurrent_events: 32_768,
             // 32 MiB/s (a few full batches of typical transfers, one with maximal metadata);
-            // two of the largest messages at once, four in flight.
+            // two of the largest messages at once or in flight.
             bytes_per_second: 32 * MIB,
             burst_bytes: 128 * MIB,
-            concurrent_bytes: 256 * MIB,
+            concurrent_bytes: 128 * MIB,
         }
     }
 }
