@@ -230,6 +230,8 @@ mod tests {
     fn example_config_in_deploy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/puente.example.toml");
         let file = load_file(&path).unwrap();
+        // The example shows the default limits.
+        assert_eq!(file.limits, Some(puente_server::auth::LimitsConfig::default()));
         resolve(file, None, None, None).unwrap();
     }
 }
