@@ -360,8 +360,9 @@ async fn one_entry_over_a_limit_is_one_violation_and_a_full_bad_batch_lists_at_m
         .unwrap_err();
     assert_eq!(over.code(), Code::InvalidArgument);
     assert_eq!(violations(&over), [("transfers".to_owned(), "at most 8189 entries, got 8190".to_owned())]);
+    // The reason of a batch that is too large (or empty), as before.
     let info = over.get_details_error_info().unwrap();
-    assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_FIELD", "puente.v1"));
+    assert_eq!((info.reason.as_str(), info.domain.as_str()), ("INVALID_BATCH", "puente.v1"));
 
     // 8,189 transfers with every field missing pass the count and fail validation, several
     // violations each: the status lists the first 100 and says how many more there were.

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// Malformed request: nothing was changed.
     #[error("invalid request: {}", summary(.0))]
     InvalidArgument(Vec<Violation>),
+    /// A top-level repeated field (the batch) has more entries than its limit: nothing was
+    /// changed. Same reason as the ledger's empty or oversized batch.
+    #[error("invalid batch: {}", summary(.0))]
+    BatchTooLarge(Vec<Violation>),
     /// The request's bytes are not a valid protobuf message of its type.
     #[error("malformed request message: {0}")]
     Malformed(String),
@@ -199,6 +203,7 @@ impl ApiError {
     fn code_and_reason(&self) -> (Code, &'static str) {
         match self {
             ApiError::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_FIELD"),
+            ApiError::BatchTooLarge(_) => (Code::InvalidArgument, "INVALID_BATCH"),
             ApiError::Malformed(_) => (Code::InvalidArgument, "MALFORMED_MESSAGE"),
             ApiError::MessageTooLarge { .. } => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
             ApiError::UnknownMethod => (Code::Unimplemented, "UNKNOWN_METHOD"),
@@ -226,7 +231,7 @@ impl From<ApiError> for Status {
         let mut details = ErrorDetails::new();
         let mut metadata = HashMap::new();
         match &error {
-            ApiError::InvalidArgument(violations) => {
+            ApiError::InvalidArgument(violations) | ApiError::BatchTooLarge(violations) => {
                 for v in violations.iter().take(VIOLATIONS_MAX) {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }

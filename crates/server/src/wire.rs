@@ -648,8 +648,16 @@ impl<'s> MessageScan<'s> {
             .filter(|(slot, _)| slot.top_level)
             .map(|(_, n)| u64::from(*n))
             .sum();
+        let batch_too_large = self.schema.nodes[root]
+            .slots
+            .iter()
+            .zip(&self.counters)
+            .any(|(slot, n)| slot.top_level && *n > slot.limit);
         while !self.levels.is_empty() {
             self.close_level();
+        }
+        if batch_too_large {
+            return Err(ApiError::BatchTooLarge(self.violations));
         }
         if !self.violations.is_empty() {
             return Err(ApiError::InvalidArgument(self.violations));
@@ -887,7 +895,9 @@ mod tests {
 
     fn violations(result: Result<u32, ApiError>) -> Vec<(String, String)> {
         match result {
-            Err(ApiError::InvalidArgument(v)) => v.into_iter().map(|v| (v.field, v.description)).collect(),
+            Err(ApiError::InvalidArgument(v) | ApiError::BatchTooLarge(v)) => {
+                v.into_iter().map(|v| (v.field, v.description)).collect()
+            }
             other => panic!("expected violations, got {other:?}"),
         }
     }
@@ -1065,7 +1075,7 @@ mod tests {
         stream.extend(framed(&empties(1, 65)));
         let (forward, error) = guard.push(&stream).unwrap_err();
         assert_eq!(forward, 5 + 128 + 5, "the first message goes on, and the length prefix of the second");
-        assert!(matches!(error, ApiError::InvalidArgument(_)));
+        assert!(matches!(error, ApiError::BatchTooLarge(_)));
     }
 
     proptest::proptest! {
