@@ -1002,12 +1002,13 @@ async fn a_participant_flooding_full_failing_batches_is_refused_by_cost_while_an
     use tonic_types::StatusExt;
     let dir = temp_dir();
     let config = dir.path().join("puente.toml");
-    // Request counts far above what this test sends: only cost can refuse. A full batch fits
-    // (8,189 events); two at once, and then 1,000 events a second.
+    // Request counts and bytes far above what this test sends: only events can refuse. A full
+    // batch fits (8,189 events); two at once, and then 1,000 events a second.
     std::fs::write(
         &config,
         "[limits]\nrequests_per_second = 10000\nburst = 10000\nconcurrent_requests = 256\n\
-         events_per_second = 1000\nburst_events = 16378\nconcurrent_events = 16378\n",
+         events_per_second = 1000\nburst_events = 16378\nconcurrent_events = 16378\n\
+         bytes_per_second = 1000000000\nburst_bytes = 4000000000\nconcurrent_bytes = 4000000000\n",
     )
     .unwrap();
     let server = Server::try_start(&dir.path().join("data"), &["--config", config.to_str().unwrap()])
