@@ -33,6 +33,9 @@ pub const AUTHORIZATION_LEN_MAX: usize = 256;
 pub const GATES_MAX: usize = puente_ledger::identity::PARTICIPANTS_MAX;
 /// When to retry after a concurrency refusal (something in flight has to end first).
 pub const CONCURRENCY_RETRY_MS: u64 = 10;
+/// When to retry a charge larger than its whole burst (only a misconfigured server: see
+/// [`LimitsConfig::validate`]).
+pub const BURST_EXCEEDED_RETRY_MS: u64 = 1_000;
 /// Highest sustained rate of any limit: GCRA here works in whole nanoseconds per unit.
 pub const RATE_PER_SECOND_MAX: u32 = 1_000_000_000;
 /// Highest `concurrent_requests`.
@@ -317,7 +320,7 @@ impl Limits {
             }
             // More than the burst at once: the configuration forbids it (validate), so this is
             // only a misconfigured server.
-            Err(_) => Err(ApiError::RateLimited { limit: burst, retry_after_ms: 1_000 }),
+            Err(_) => Err(ApiError::RateLimited { limit: burst, retry_after_ms: BURST_EXCEEDED_RETRY_MS }),
         }
     }
 }

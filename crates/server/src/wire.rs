@@ -8,11 +8,14 @@
 //! decoder only as far as they have been walked; the last byte of a message goes on only once
 //! the whole message is within its limits (and its cost has been charged, see `auth`), so a
 //! refused message is never decoded: it is read to its end (to report the exact count, and so
-//! the client gets a clean answer) without being kept.
+//! the client gets a clean answer) without being kept. A message refused from its length
+//! prefix alone (larger than its service allows, or than the caller's bytes budget) is
+//! answered at once, unread.
 //!
-//! The [`Schema`] comes from the API's own descriptor sets (puente.v1, health, reflection): a
-//! repeated field without a limit in the table, reachable from any RPC's request, stops the
-//! server from starting (and fails `every_repeated_request_field_has_a_limit` below).
+//! The [`Schema`] comes from the descriptor sets of everything served (puente.v1, health,
+//! reflection); a path that is not in it is refused (UNIMPLEMENTED). A repeated field without
+//! a limit in the table, reachable from any RPC's request, stops the server from starting
+//! (and fails `every_repeated_request_field_has_a_limit_and_every_limit_is_used` below).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -59,7 +62,7 @@ pub fn schema() -> Result<&'static Schema, String> {
 /// gRPC's length prefix: a compressed flag and a big-endian u32 length.
 const GRPC_HEADER_BYTES: usize = 5;
 /// Bits of a varint past which it is malformed (10 bytes).
-const VARINT_SHIFT_MAX: u32 = 63;
+const VARINT_SHIFT_BITS_MAX: u32 = 63;
 
 /// What the walk needs of every RPC: where its request message starts, and whether the client
 /// streams.
@@ -336,7 +339,7 @@ const FRESH_KEY: Token<'static> = Token::Key { value: 0, shift: 0 };
 
 /// One varint byte: `Ok(true)` when the varint is complete.
 fn varint_step(value: &mut u64, shift: &mut u32, byte: u8) -> Result<bool, String> {
-    if *shift > VARINT_SHIFT_MAX {
+    if *shift > VARINT_SHIFT_BITS_MAX {
         return Err("a varint longer than 10 bytes".into());
     }
     *value |= u64::from(byte & 0x7f) << *shift;
@@ -429,7 +432,7 @@ impl<'s> MessageScan<'s> {
                     let byte = data[i];
                     i += 1;
                     self.pos += 1;
-                    if shift > VARINT_SHIFT_MAX {
+                    if shift > VARINT_SHIFT_BITS_MAX {
                         self.fail("a varint longer than 10 bytes");
                     } else if byte < 0x80 {
                         self.token = FRESH_KEY;
