@@ -71,8 +71,8 @@ impl Codec for RawCodec {
     }
 }
 
-/// Calls `/puente.v1.<method>` with `message` as its raw bytes (a client stream of one message
-/// when `streaming`).
+/// Calls `/puente.v1.<method>` (or a full `/<service>/<method>` path) with `message` as its raw
+/// bytes (a client stream of one message when `streaming`).
 pub async fn raw(
     channel: puente_client::AuthChannel,
     method: &str,
@@ -81,7 +81,8 @@ pub async fn raw(
 ) -> Result<Vec<u8>, Status> {
     let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX);
     grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
-    let path = format!("/puente.v1.{method}").parse().unwrap();
+    let path = if method.starts_with('/') { method.to_owned() } else { format!("/puente.v1.{method}") };
+    let path = path.parse().unwrap();
     let response = if streaming {
         let stream = tokio_stream::iter(vec![message]);
         grpc.client_streaming(tonic::Request::new(stream), path, RawCodec).await
@@ -410,4 +411,20 @@ async fn malformed_requests_are_invalid_argument_with_error_info_not_internal() 
     }
     // Still serving.
     assert!(operator.clone().whoami().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_needs_no_credentials_takes_only_small_messages() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let anonymous = server.anonymous().await;
+    // A health check padded with an unknown field: 64 KiB is the most without credentials.
+    let check = |padding: usize| [record(1, b""), record(15, &vec![b'x'; padding])].concat();
+    let small = raw(anonymous.channel(), "/grpc.health.v1.Health/Check", check(60_000), false).await;
+    assert!(small.is_ok(), "{small:?}");
+    let large = raw(anonymous.channel(), "/grpc.health.v1.Health/Check", check(1 << 20), false).await;
+    let status = large.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let info = status.get_details_error_info().unwrap();
+    assert_eq!((info.reason.as_str(), info.metadata["max_bytes"].as_str()), ("MESSAGE_TOO_LARGE", "65536"));
 }

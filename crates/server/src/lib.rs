@@ -34,9 +34,12 @@ pub use error::{ApiError, ERROR_DOMAIN, Violation};
 /// Largest request or response message: 64 MiB (a full batch of 8,189 transfers with maximal
 /// metadata is ~40 MiB).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
-/// Largest request message of every other service (participants, holders, settlement, health,
-/// reflection): tonic's default, 4 MiB.
+/// Largest request message of every other service (participants, holders, settlement):
+/// tonic's default, 4 MiB.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest request message of what may be called without credentials (health, reflection,
+/// the operator's bootstrap): all tiny.
+pub const UNAUTHENTICATED_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// The services whose requests may be up to [`MESSAGE_BYTES_MAX`].
 pub const BULK_SERVICES: &[&str] = &["puente.v1.LedgerService", "puente.v1.FxService"];
 /// Most requests in flight per connection.

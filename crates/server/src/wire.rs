@@ -24,8 +24,9 @@ use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorSet};
 
+use crate::auth::{Access, access};
 use crate::error::{ApiError, Violation};
-use crate::{BULK_SERVICES, CONTROL_MESSAGE_BYTES_MAX, MESSAGE_BYTES_MAX};
+use crate::{BULK_SERVICES, CONTROL_MESSAGE_BYTES_MAX, MESSAGE_BYTES_MAX, UNAUTHENTICATED_MESSAGE_BYTES_MAX};
 
 /// Most entries of every repeated or map field of every request message, by the field's full
 /// name. Every repeated field reachable from an RPC's request must be listed.
@@ -70,7 +71,8 @@ const VARINT_SHIFT_BITS_MAX: u32 = 63;
 pub struct Method {
     root: usize,
     client_streaming: bool,
-    /// Largest message: [`MESSAGE_BYTES_MAX`] for the bulk services, else
+    /// Largest message: [`MESSAGE_BYTES_MAX`] for the bulk services,
+    /// [`UNAUTHENTICATED_MESSAGE_BYTES_MAX`] for what needs no credentials, else
     /// [`CONTROL_MESSAGE_BYTES_MAX`].
     message_bytes_max: u32,
 }
@@ -221,10 +223,15 @@ impl Schema {
                     let service_name = format!("{}.{}", scope.trim_start_matches('.'), service.name());
                     let service_name = service_name.trim_start_matches('.').to_owned();
                     let bulk = BULK_SERVICES.contains(&service_name.as_str());
-                    let max = if bulk { MESSAGE_BYTES_MAX } else { CONTROL_MESSAGE_BYTES_MAX };
-                    let max = u32::try_from(max).map_err(|_| "message size limit above 4 GiB".to_owned())?;
                     for method in &service.method {
                         let path = format!("/{service_name}/{}", method.name());
+                        let max = match access(&path) {
+                            Access::Public | Access::Bootstrap => UNAUTHENTICATED_MESSAGE_BYTES_MAX,
+                            _ if bulk => MESSAGE_BYTES_MAX,
+                            _ => CONTROL_MESSAGE_BYTES_MAX,
+                        };
+                        let max =
+                            u32::try_from(max).map_err(|_| "message size limit above 4 GiB".to_owned())?;
                         rpcs.push((path, method.input_type().to_owned(), method.client_streaming(), max));
                     }
                 }
@@ -1065,6 +1072,11 @@ mod tests {
         assert!(matches!(
             guard.push(&[0, too_large[0], too_large[1], too_large[2], too_large[3]]),
             Err((0, ApiError::MessageTooLarge { max_bytes: 4_194_304, .. }))
+        ));
+        let mut guard = Guard::new(schema, method("/grpc.health.v1.Health/Check"), None);
+        assert!(matches!(
+            guard.push(&[0, 0, 1, 0, 1]),
+            Err((0, ApiError::MessageTooLarge { max_bytes: 65_536, .. }))
         ));
         let mut guard = Guard::new(schema, method(TRANSFERS), None);
         assert!(matches!(
