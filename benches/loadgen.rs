@@ -323,6 +323,13 @@ async fn run(
 /// Opens the wallets and treasuries over gRPC and funds every wallet.
 async fn open_accounts(addr: &str, wallets_per_currency: usize) -> Book {
     let mut client = connect(addr).await;
+    // Operators open accounts only for registered participants.
+    for participant in std::iter::once("treasury".to_owned()).chain((0..8).map(|i| format!("fintech-{i}"))) {
+        client
+            .create_participant(&participant, &participant, pb::Role::Participant)
+            .await
+            .expect("participant");
+    }
     let mut wallets: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     let mut accounts = Vec::new();
     let mut treasuries = Vec::new();
@@ -330,7 +337,7 @@ async fn open_accounts(addr: &str, wallets_per_currency: usize) -> Book {
         let treasury = uuid((1 << 64) + c as u128);
         accounts.push(pb::Account {
             id: treasury.clone(),
-            participant: "puente-treasury".into(),
+            participant: "treasury".into(),
             currency_code: (*currency).into(),
             holder_ref: format!("treasury-{currency}"),
             ..Default::default()
@@ -457,6 +464,12 @@ fn main() {
             requests_per_second: 10_000_000,
             burst: 10_000_000,
             concurrent_requests: 1_000_000,
+            events_per_second: puente_server::auth::RATE_PER_SECOND_MAX,
+            burst_events: u32::MAX,
+            concurrent_events: u32::MAX,
+            bytes_per_second: puente_server::auth::RATE_PER_SECOND_MAX,
+            burst_bytes: u32::MAX,
+            concurrent_bytes: u32::MAX,
         };
         let extras = puente_server::Extras { fx: Some(Arc::new(desk)), limits, ..Default::default() };
         let server = tokio::spawn(puente_server::serve_with(ledger.clone(), extras, listener, async {

@@ -30,7 +30,9 @@ pub struct FileConfig {
     pub fx: Option<FxFileConfig>,
     /// Settlement windows: cutoff schedule, report fees and rate.
     pub settlement: Option<SettlementFileConfig>,
-    /// Per-participant request limits [default: 2,000/s, burst 4,000, 256 in flight].
+    /// Per-participant limits by requests, events and bytes (`puente_server::auth::LimitsConfig`;
+    /// each key optional) [default: 2,000 requests/s, burst 4,000, 256 in flight; 32,768
+    /// events/s, burst 65,536, 32,768 in flight; 32 MiB/s, burst 128 MiB, 128 MiB in flight].
     pub limits: Option<puente_server::auth::LimitsConfig>,
     /// TLS: `cert_path`, `key_path` (PEM), and `client_ca_path` for mutual TLS [default: none].
     pub tls: Option<puente_server::TlsFiles>,
@@ -262,6 +264,8 @@ mod tests {
     fn example_config_in_deploy_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/puente.example.toml");
         let file = load_file(&path).unwrap();
+        // The example shows the default limits.
+        assert_eq!(file.limits, Some(puente_server::auth::LimitsConfig::default()));
         resolve(file, None, None, None).unwrap();
     }
 }

@@ -16,7 +16,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // SAFETY: build scripts are single-threaded; prost reads PROTOC.
     unsafe { std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
+    // Messages and clients only: the server stubs are generated in puente-server, with its
+    // codec (malformed requests are INVALID_ARGUMENT there).
     tonic_prost_build::configure()
+        .build_server(false)
         .file_descriptor_set_path(out_dir.join("puente_descriptor.bin"))
         .compile_protos(&protos, &[root])?;
     Ok(())

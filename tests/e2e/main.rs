@@ -10,3 +10,4 @@ mod security;
 mod settlement;
 mod support;
 mod tenancy;
+mod wire;

@@ -917,3 +917,163 @@ async fn holders_and_the_kyc_policy_through_the_cli() {
     let (ok, _, stderr) = cli(&fintech, &bad);
     assert!(!ok && stderr.contains("routing_number") && !stderr.contains("011000016"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_headers_are_refused() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut operator = server.client().await;
+    let (_, a_key) = operator.create_participant("fintech-a", "A", pb::Role::Participant).await.unwrap();
+    let operator_key = operator_key(&server.addr);
+    let call = |headers: Vec<String>| {
+        let addr = server.addr.clone();
+        async move {
+            let channel = puente_client::channel(&addr, &ConnectOptions::default()).await.unwrap();
+            let mut grpc = tonic::client::Grpc::new(channel);
+            grpc.ready().await.unwrap();
+            let mut request = tonic::Request::new(pb::GetCallerRequest {});
+            for value in headers {
+                request.metadata_mut().append("authorization", value.parse().unwrap());
+            }
+            let path = "/puente.v1.ParticipantService/GetCaller".parse().unwrap();
+            let codec = tonic_prost::ProstCodec::<pb::GetCallerRequest, pb::GetCallerResponse>::default();
+            grpc.unary(request, path, codec).await.map(|r| r.into_inner().participant_id)
+        }
+    };
+    // One header: its participant.
+    assert_eq!(call(vec![format!("Bearer {}", a_key.key)]).await.unwrap(), "fintech-a");
+    // Two (an operator's and a participant's, or the same twice): refused, whichever is first.
+    for headers in [
+        vec![format!("Bearer {operator_key}"), format!("Bearer {}", a_key.key)],
+        vec![format!("Bearer {}", a_key.key), format!("Bearer {operator_key}")],
+        vec![format!("Bearer {}", a_key.key), format!("Bearer {}", a_key.key)],
+    ] {
+        let status = call(headers).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("more than one authorization header"), "{}", status.message());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_mutual_tls_a_key_of_another_participant_than_the_bound_certificate_is_refused() {
+    let dir = temp_dir();
+    let pki = Pki::new();
+    let ca = pki.write_ca(dir.path());
+    let (server_cert, server_key) = pki.issue(dir.path(), "server", &["localhost", "127.0.0.1"]);
+    let (ops_cert, ops_key) = pki.issue(dir.path(), "ops-client", &[]);
+    let (a_cert, a_cert_key) = pki.issue(dir.path(), "fintech-a", &[]);
+    let server = Server::try_start_with(
+        &dir.path().join("data"),
+        &["--tls-cert", &server_cert, "--tls-key", &server_key, "--tls-client-ca", &ca],
+        &["--tls-ca", &ca, "--tls-cert", &ops_cert, "--tls-key", &ops_key],
+    )
+    .unwrap_or_else(|log| panic!("{log}"));
+    let addr = server.addr.clone();
+    let ops = tls_options(&ca, Some((&ops_cert, &ops_key)), Some(operator_key(&addr)));
+    let mut operator = Client::connect_with(&addr, &ops).await.unwrap();
+    let (_, a_key) = operator.create_participant("fintech-a", "A", pb::Role::Participant).await.unwrap();
+    let (_, b_key) = operator.create_participant("fintech-b", "B", pb::Role::Participant).await.unwrap();
+    let sha = hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &rustls_pki_types::CertificateDer::from_pem_file(&a_cert).unwrap(),
+    ));
+    operator
+        .participants()
+        .bind_certificate(pb::BindCertificateRequest {
+            participant_id: "fintech-a".into(),
+            certificate_sha256: sha,
+        })
+        .await
+        .unwrap();
+    let with_key = |key: String| tls_options(&ca, Some((&a_cert, &a_cert_key)), Some(key));
+    // A's certificate with B's key: refused (the key does not silently win).
+    let mut mixed = Client::connect_with(&addr, &with_key(b_key.key.clone())).await.unwrap();
+    let refused = mixed.whoami().await.unwrap_err();
+    assert_eq!(code_of(&refused), Some(Code::Unauthenticated), "{refused}");
+    assert!(refused.to_string().contains("belong to different participants"), "{refused}");
+    // A's certificate with A's key: A, by its key.
+    let mut same = Client::connect_with(&addr, &with_key(a_key.key.clone())).await.unwrap();
+    let me = same.whoami().await.unwrap();
+    assert_eq!((me.participant_id.as_str(), me.key_id.as_str()), ("fintech-a", a_key.key_id.as_str()));
+    // A certificate bound to nobody with a key: the key's participant (the operator here).
+    assert_eq!(operator.whoami().await.unwrap().participant_id, "operator");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participant_flooding_full_failing_batches_is_refused_by_cost_while_another_keeps_writing() {
+    use tonic_types::StatusExt;
+    let dir = temp_dir();
+    let config = dir.path().join("puente.toml");
+    // Request counts and bytes far above what this test sends: only events can refuse. A full
+    // batch fits (8,189 events); two at once, and then 1,000 events a second.
+    std::fs::write(
+        &config,
+        "[limits]\nrequests_per_second = 10000\nburst = 10000\nconcurrent_requests = 256\n\
+         events_per_second = 1000\nburst_events = 16378\nconcurrent_events = 16378\n\
+         bytes_per_second = 1000000000\nburst_bytes = 4000000000\nconcurrent_bytes = 4000000000\n",
+    )
+    .unwrap();
+    let server = Server::try_start(&dir.path().join("data"), &["--config", config.to_str().unwrap()])
+        .unwrap_or_else(|log| panic!("{log}"));
+    let mut operator = server.client().await;
+    let (_, flood_key) = operator.create_participant("flood", "Flood", pb::Role::Participant).await.unwrap();
+    let (_, calm_key) = operator.create_participant("calm", "Calm", pb::Role::Participant).await.unwrap();
+    crate::support::participant(&mut operator, "treasury").await;
+    let funding = operator.create_account(NewAccount::new("treasury", "USD")).await.unwrap().id;
+    let mut calm = client_with_key(&server.addr, &calm_key.key).await;
+    let calm_from = calm.create_account(NewAccount::new("calm", "USD").no_overdraft()).await.unwrap().id;
+    let calm_to = calm.create_account(NewAccount::new("calm", "USD")).await.unwrap().id;
+    operator.transfer(NewTransfer::new(&funding, &calm_from, "USD", "1000.00")).await.unwrap();
+
+    // Full batches that all fail (accounts that do not exist), with metadata.
+    let value = "v".repeat(256);
+    let batch: Vec<pb::Transfer> = (0..puente_ledger::BATCH_EVENTS_MAX)
+        .map(|i| {
+            let mut t = NewTransfer::new(&new_id(), &new_id(), "USD", "1.00");
+            for k in 0..4 {
+                t = t.metadata(&format!("key-{k}-{i}"), &value);
+            }
+            t.0
+        })
+        .collect();
+    let flood = client_with_key(&server.addr, &flood_key.key).await;
+    let flooding = {
+        let flood = flood.channel();
+        tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for _round in 0..3 {
+                let calls: Vec<_> = (0..6)
+                    .map(|_| {
+                        let mut ledger = pb::ledger_service_client::LedgerServiceClient::new(flood.clone())
+                            .max_decoding_message_size(64 << 20);
+                        let request = pb::CreateTransfersRequest { transfers: batch.clone() };
+                        tokio::spawn(async move { ledger.create_transfers(request).await.map(drop) })
+                    })
+                    .collect();
+                for call in calls {
+                    outcomes.push(call.await.unwrap());
+                }
+            }
+            outcomes
+        })
+    };
+    // Meanwhile the other participant's single transfers all go through.
+    for i in 0..20 {
+        let transfer = NewTransfer::new(&calm_from, &calm_to, "USD", "1.00").metadata("n", &i.to_string());
+        assert_eq!(calm.transfer(transfer).await.unwrap().code, "OK", "calm transfer {i}");
+    }
+    let outcomes = flooding.await.unwrap();
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refusals: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(accepted >= 1, "a full batch fits the limits");
+    assert!(refusals.len() >= 6, "{accepted} of {} full batches accepted", outcomes.len());
+    for status in refusals {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let info = status.get_details_error_info().unwrap();
+        let limit = info.metadata["limit"].as_str();
+        assert!(["concurrent_events", "events_per_second"].contains(&limit), "refused by {limit}");
+        assert!(status.get_details_retry_info().is_some_and(|r| r.retry_delay.is_some()));
+    }
+    // The calm participant's balance moved by exactly its 20 transfers.
+    assert_eq!(calm.get_account(&calm_from).await.unwrap().posted_balance, "980.00");
+}

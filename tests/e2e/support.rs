@@ -76,6 +76,12 @@ impl Server {
         }
     }
 
+    /// The server process's id.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("running")
+    }
+
     /// A client with the operator's key.
     pub async fn client(&self) -> Client {
         operator_client(&self.addr).await

@@ -4,6 +4,10 @@
 //! `authorization: Bearer <key>`, or a client certificate bound to a participant under mutual
 //! TLS), checks the method against [`access`] (the one table of who may call what), applies
 //! the caller's limits, and hands the [`Caller`] to the handlers in the request extensions.
+//! It also puts the request body behind the wire guard (`crate::wire`), which bounds every
+//! repeated field before anything decodes it and charges the caller's cost limits: bytes
+//! from each message's length prefix before the message is read, events (its top-level
+//! entries: transfers, accounts, rates) once it has been walked and before it is decoded.
 //! Handlers then check ownership of what a request names (another participant's resource is
 //! NOT_FOUND). Keys never reach a log: only their `key_id` does.
 
@@ -20,11 +24,22 @@ use puente_ledger::identity::{Caller, Digest, Role};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
+use crate::wire::{Charge, Guard, GuardedBody, Schema};
+use crate::{MESSAGE_BYTES_MAX, ServerError};
 
 /// Longest `authorization` header value accepted, in bytes.
 pub const AUTHORIZATION_LEN_MAX: usize = 256;
 /// Most participants with a concurrency gate in memory (the registry's own limit).
 pub const GATES_MAX: usize = puente_ledger::identity::PARTICIPANTS_MAX;
+/// When to retry after a concurrency refusal (something in flight has to end first).
+pub const CONCURRENCY_RETRY_MS: u64 = 10;
+/// When to retry a charge larger than its whole burst (only a misconfigured server: see
+/// [`LimitsConfig::validate`]).
+pub const BURST_EXCEEDED_RETRY_MS: u64 = 1_000;
+/// Highest sustained rate of any limit: GCRA here works in whole nanoseconds per unit.
+pub const RATE_PER_SECOND_MAX: u32 = 1_000_000_000;
+/// Highest `concurrent_requests`.
+pub const CONCURRENT_REQUESTS_MAX: u32 = 1_000_000;
 
 /// Who may call a method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,9 +91,12 @@ pub fn access(path: &str) -> Access {
     }
 }
 
-/// Per-participant request limits (operators included: a runaway script is a runaway script).
+/// Per-participant limits (operators included: a runaway script is a runaway script), by
+/// request count and by cost: events (the entries of a request's top-level repeated fields,
+/// at least 1 per message) and bytes (each message's wire size). Every key is optional in the
+/// `[limits]` table; a missing one keeps its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Sustained requests per second per participant.
     pub requests_per_second: u32,
@@ -86,33 +104,114 @@ pub struct LimitsConfig {
     pub burst: u32,
     /// Requests (streams included, for as long as they are open) in flight per participant.
     pub concurrent_requests: u32,
+    /// Sustained events per second per participant.
+    pub events_per_second: u32,
+    /// Events a participant may send at once above the sustained rate (at least one batch).
+    pub burst_events: u32,
+    /// Events of requests in flight per participant (at least one batch).
+    pub concurrent_events: u32,
+    /// Sustained request bytes per second per participant.
+    pub bytes_per_second: u32,
+    /// Request bytes a participant may send at once above the sustained rate (at least the
+    /// largest message).
+    pub burst_bytes: u32,
+    /// Request bytes in flight per participant (at least the largest message).
+    pub concurrent_bytes: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { requests_per_second: 2_000, burst: 4_000, concurrent_requests: 256 }
+        const MIB: u32 = 1024 * 1024;
+        LimitsConfig {
+            requests_per_second: 2_000,
+            burst: 4_000,
+            concurrent_requests: 256,
+            // Four full batches of 8,189 a second, eight at once, four in flight.
+            events_per_second: 32_768,
+            burst_events: 65_536,
+            concurrent_events: 32_768,
+            // 32 MiB/s (a few full batches of typical transfers, one with maximal metadata);
+            // two of the largest messages at once or in flight.
+            bytes_per_second: 32 * MIB,
+            burst_bytes: 128 * MIB,
+            concurrent_bytes: 128 * MIB,
+        }
     }
 }
 
 impl LimitsConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.requests_per_second == 0 || self.burst == 0 || self.concurrent_requests == 0 {
-            return Err(
-                "limits: requests_per_second, burst and concurrent_requests must be at least 1".into()
-            );
+        let c = self;
+        let all = [
+            c.requests_per_second,
+            c.burst,
+            c.concurrent_requests,
+            c.events_per_second,
+            c.burst_events,
+            c.concurrent_events,
+            c.bytes_per_second,
+            c.burst_bytes,
+            c.concurrent_bytes,
+        ];
+        if all.contains(&0) {
+            return Err("limits: every limit must be at least 1".into());
         }
-        if self.concurrent_requests > 1_000_000 {
-            return Err("limits: concurrent_requests must be at most 1000000".into());
+        if c.concurrent_requests > CONCURRENT_REQUESTS_MAX {
+            return Err(format!("limits: concurrent_requests must be at most {CONCURRENT_REQUESTS_MAX}"));
+        }
+        if [c.requests_per_second, c.events_per_second, c.bytes_per_second]
+            .iter()
+            .any(|r| *r > RATE_PER_SECOND_MAX)
+        {
+            return Err(format!("limits: every per-second rate must be at most {RATE_PER_SECOND_MAX}"));
+        }
+        let batch = puente_ledger::BATCH_EVENTS_MAX as u64;
+        if u64::from(c.burst_events.min(c.concurrent_events)) < batch {
+            return Err(format!(
+                "limits: burst_events and concurrent_events must be at least {batch} (one batch)"
+            ));
+        }
+        let largest = MESSAGE_BYTES_MAX as u64;
+        if u64::from(c.burst_bytes.min(c.concurrent_bytes)) < largest {
+            return Err(format!(
+                "limits: burst_bytes and concurrent_bytes must be at least {largest} (the largest message)"
+            ));
         }
         Ok(())
     }
 }
 
-/// The caller's limits: a GCRA rate limiter keyed by participant and a semaphore each.
+/// What a request is charged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cost {
+    Events,
+    Bytes,
+}
+
+/// One participant's concurrency gates; `participant` keys its rate limiters.
+struct Gate {
+    participant: String,
+    requests: Arc<Semaphore>,
+    events: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Gate {
+    fn idle(&self, config: &LimitsConfig) -> bool {
+        self.requests.available_permits() == config.concurrent_requests as usize
+            && self.events.available_permits() == config.concurrent_events as usize
+            && self.bytes.available_permits() == config.concurrent_bytes as usize
+    }
+}
+
+/// The caller's limits: GCRA rate limiters keyed by participant (requests, events, bytes) and
+/// three semaphores each (requests, events and bytes in flight).
 pub struct Limits {
     config: LimitsConfig,
-    rate: DefaultKeyedRateLimiter<String>,
-    gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    requests: DefaultKeyedRateLimiter<String>,
+    events: DefaultKeyedRateLimiter<String>,
+    bytes: DefaultKeyedRateLimiter<String>,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
 impl std::fmt::Debug for Limits {
@@ -121,48 +220,132 @@ impl std::fmt::Debug for Limits {
     }
 }
 
+/// The permits a request holds: its request slot, and the events and bytes of the message
+/// being served. Shared by the request body (which takes them) and the response body (which
+/// keeps them until the response ends).
+#[derive(Default)]
+pub struct Held(Mutex<HeldPermits>);
+
+#[derive(Default)]
+struct HeldPermits {
+    _request: Option<OwnedSemaphorePermit>,
+    events: Option<OwnedSemaphorePermit>,
+    bytes: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    fn with<T>(&self, f: impl FnOnce(&mut HeldPermits) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+}
+
+fn rate_limiter(per_second: u32, burst: u32) -> DefaultKeyedRateLimiter<String> {
+    let per_second = NonZeroU32::new(per_second.min(RATE_PER_SECOND_MAX)).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst))
+}
+
+fn wait_ms(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+    let wait =
+        not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+    wait.as_millis().max(1) as u64
+}
+
 impl Limits {
     pub fn new(config: LimitsConfig) -> Limits {
-        let per_second = NonZeroU32::new(config.requests_per_second).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(config.burst).unwrap_or(NonZeroU32::MIN);
         Limits {
             config,
-            rate: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+            requests: rate_limiter(config.requests_per_second, config.burst),
+            events: rate_limiter(config.events_per_second, config.burst_events),
+            bytes: rate_limiter(config.bytes_per_second, config.burst_bytes),
             gates: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Admits one request of `caller`, or says how long to wait.
-    fn admit(&self, caller: &Caller) -> Result<OwnedSemaphorePermit, ApiError> {
+    fn gate(&self, participant: &str) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(gate) = gates.get(participant) {
+            return gate.clone();
+        }
+        if gates.len() >= GATES_MAX {
+            // Only registered participants get here, so this is a full registry: drop idle gates.
+            gates.retain(|_, gate| !gate.idle(&self.config));
+        }
+        let c = &self.config;
+        let gate = Arc::new(Gate {
+            participant: participant.to_owned(),
+            requests: Arc::new(Semaphore::new(c.concurrent_requests as usize)),
+            events: Arc::new(Semaphore::new(c.concurrent_events as usize)),
+            bytes: Arc::new(Semaphore::new(c.concurrent_bytes as usize)),
+        });
+        gates.insert(participant.to_owned(), gate.clone());
+        gate
+    }
+
+    /// Admits one request of `caller` by count, or says how long to wait.
+    fn admit(&self, caller: &Caller) -> Result<(Arc<Gate>, OwnedSemaphorePermit), ApiError> {
         let participant = &caller.participant;
-        if let Err(not_until) = self.rate.check_key(participant) {
-            let wait = not_until
-                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+        if let Err(not_until) = self.requests.check_key(participant) {
             return Err(ApiError::RateLimited {
                 limit: "requests_per_second",
-                retry_after_ms: wait.as_millis().max(1) as u64,
+                retry_after_ms: wait_ms(not_until),
             });
         }
-        let gate = {
-            let mut gates = self.gates.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            match gates.get(participant) {
-                Some(gate) => gate.clone(),
-                None => {
-                    if gates.len() >= GATES_MAX {
-                        // Only registered participants get here, so this is a full registry:
-                        // drop idle gates.
-                        gates.retain(|_, gate| {
-                            gate.available_permits() < self.config.concurrent_requests as usize
-                        });
-                    }
-                    let gate = Arc::new(Semaphore::new(self.config.concurrent_requests as usize));
-                    gates.insert(participant.clone(), gate.clone());
-                    gate
-                }
+        let gate = self.gate(participant);
+        let permit = gate.requests.clone().try_acquire_owned().map_err(|_| ApiError::RateLimited {
+            limit: "concurrent_requests",
+            retry_after_ms: CONCURRENCY_RETRY_MS,
+        })?;
+        Ok((gate, permit))
+    }
+
+    /// Charges `n` of `cost` to the gate's participant: first in flight (a permit held until
+    /// the response ends), then the rate.
+    fn charge(&self, gate: &Gate, cost: Cost, n: u32) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+        let Some(n) = NonZeroU32::new(n) else { return Ok(None) };
+        let (semaphore, limiter, in_flight, rate, burst) = match cost {
+            Cost::Events => {
+                (&gate.events, &self.events, "concurrent_events", "events_per_second", "burst_events")
             }
+            Cost::Bytes => (&gate.bytes, &self.bytes, "concurrent_bytes", "bytes_per_second", "burst_bytes"),
         };
-        gate.try_acquire_owned()
-            .map_err(|_| ApiError::RateLimited { limit: "concurrent_requests", retry_after_ms: 10 })
+        let permit = semaphore
+            .clone()
+            .try_acquire_many_owned(n.get())
+            .map_err(|_| ApiError::RateLimited { limit: in_flight, retry_after_ms: CONCURRENCY_RETRY_MS })?;
+        match limiter.check_key_n(&gate.participant, n) {
+            Ok(Ok(())) => Ok(Some(permit)),
+            Ok(Err(not_until)) => {
+                Err(ApiError::RateLimited { limit: rate, retry_after_ms: wait_ms(not_until) })
+            }
+            // More than the burst at once: the configuration forbids it (validate), so this is
+            // only a misconfigured server.
+            Err(_) => Err(ApiError::RateLimited { limit: burst, retry_after_ms: BURST_EXCEEDED_RETRY_MS }),
+        }
+    }
+}
+
+/// What the wire guard charges one request's messages to.
+struct Charger {
+    limits: Arc<Limits>,
+    gate: Arc<Gate>,
+    held: Arc<Held>,
+}
+
+impl Charge for Charger {
+    fn bytes(&self, bytes: u32) -> Result<(), ApiError> {
+        // The message before this one (a client stream) has been read: its bytes are freed.
+        self.held.with(|held| held.bytes = None);
+        let permit = self.limits.charge(&self.gate, Cost::Bytes, bytes)?;
+        self.held.with(|held| held.bytes = permit);
+        Ok(())
+    }
+
+    fn events(&self, events: u32) -> Result<(), ApiError> {
+        self.held.with(|held| held.events = None);
+        let permit = self.limits.charge(&self.gate, Cost::Events, events)?;
+        self.held.with(|held| held.events = permit);
+        Ok(())
     }
 }
 
@@ -171,18 +354,21 @@ impl Limits {
 pub struct AuthLayer {
     ledger: Ledger,
     limits: Arc<Limits>,
+    schema: &'static Schema,
 }
 
 impl AuthLayer {
-    pub fn new(ledger: Ledger, limits: LimitsConfig) -> AuthLayer {
-        AuthLayer { ledger, limits: Arc::new(Limits::new(limits)) }
+    /// Fails only if the API has a repeated request field without a limit (`wire`).
+    pub fn new(ledger: Ledger, limits: LimitsConfig) -> Result<AuthLayer, ServerError> {
+        let schema = crate::wire::schema().map_err(ServerError::Wire)?;
+        Ok(AuthLayer { ledger, limits: Arc::new(Limits::new(limits)), schema })
     }
 }
 
 impl<S> tower_layer::Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner, ledger: self.ledger.clone(), limits: self.limits.clone() }
+        Auth { inner, ledger: self.ledger.clone(), limits: self.limits.clone(), schema: self.schema }
     }
 }
 
@@ -191,6 +377,7 @@ pub struct Auth<S> {
     inner: S,
     ledger: Ledger,
     limits: Arc<Limits>,
+    schema: &'static Schema,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -242,34 +429,53 @@ pub fn bearer_key(value: &[u8]) -> Result<&str, ApiError> {
     Ok(key)
 }
 
-/// Finds the caller of `request` (without deciding whether it may call the method).
+/// Finds the caller of `request` (without deciding whether it may call the method). One
+/// `authorization` header at most; under mutual TLS, a key and a bound client certificate
+/// must name the same participant (a certificate bound to nobody does not count).
 fn authenticate<B>(ledger: &Ledger, request: &http::Request<B>) -> Result<Caller, ApiError> {
     let credentials = ledger.credentials();
-    if let Some(value) = request.headers().get(http::header::AUTHORIZATION) {
+    let mut headers = request.headers().get_all(http::header::AUTHORIZATION).iter();
+    let header = headers.next();
+    if headers.next().is_some() {
+        return Err(ApiError::Unauthenticated("more than one authorization header: send exactly one"));
+    }
+    let by_certificate = peer_certificate(request).map(|cert| credentials.by_certificate(&cert));
+    if let Some(value) = header {
         let key = bearer_key(value.as_bytes())?;
-        return credentials
+        let caller = credentials
             .by_key(&key_digest(key))
             .cloned()
-            .ok_or(ApiError::Unauthenticated("unknown or revoked API key"));
+            .ok_or(ApiError::Unauthenticated("unknown or revoked API key"))?;
+        if let Some(Some(bound)) = by_certificate
+            && bound.participant != caller.participant
+        {
+            return Err(ApiError::Unauthenticated(
+                "the API key and the client certificate belong to different participants",
+            ));
+        }
+        return Ok(caller);
     }
-    if let Some(cert) = peer_certificate(request) {
-        return credentials
-            .by_certificate(&cert)
+    if let Some(bound) = by_certificate {
+        return bound
             .cloned()
             .ok_or(ApiError::Unauthenticated("the client certificate is not bound to a participant"));
     }
     Err(ApiError::Unauthenticated("no credentials: send `authorization: Bearer <api key>`"))
 }
 
-/// What the layer decided for one request.
+/// What the layer decided for one request: the guard of its body, and the permits it holds.
 fn admit<B>(
     ledger: &Ledger,
-    limits: &Limits,
+    limits: &Arc<Limits>,
+    schema: &'static Schema,
     request: &mut http::Request<B>,
-) -> Result<Option<OwnedSemaphorePermit>, ApiError> {
+) -> Result<(Guard, Option<Arc<Held>>), ApiError> {
     let path = request.uri().path();
+    let open = |schema: &'static Schema, path: &str, charge: Option<Box<dyn Charge>>| {
+        schema.method(path).map(|method| Guard::new(schema, method, charge)).ok_or(ApiError::UnknownMethod)
+    };
     match access(path) {
-        Access::Public => Ok(None),
+        Access::Public => Ok((open(schema, path, None)?, None)),
         Access::Bootstrap => {
             if !remote_addr(request).is_some_and(|addr| addr.ip().is_loopback()) {
                 return Err(ApiError::PermissionDenied("bootstrap is accepted only from a loopback address"));
@@ -279,7 +485,7 @@ fn admit<B>(
                     "bootstrap is over: an operator exists; an operator creates participants",
                 ));
             }
-            Ok(None)
+            Ok((open(schema, path, None)?, None))
         }
         access => {
             let caller = authenticate(ledger, request).inspect_err(|error| {
@@ -304,16 +510,20 @@ fn admit<B>(
             if access == Access::Operator && caller.role != Role::Operator {
                 return Err(ApiError::PermissionDenied("this method needs the operator role"));
             }
-            let permit = limits.admit(&caller)?;
+            let method = schema.method(path).ok_or(ApiError::UnknownMethod)?;
+            let (gate, permit) = limits.admit(&caller)?;
+            let held = Arc::new(Held::default());
+            held.with(|h| h._request = Some(permit));
+            let charger = Charger { limits: limits.clone(), gate, held: held.clone() };
             request.extensions_mut().insert(caller);
-            Ok(Some(permit))
+            Ok((Guard::new(schema, method, Some(Box::new(charger))), Some(held)))
         }
     }
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for Auth<S>
 where
-    S: tower_service::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S: tower_service::Service<http::Request<GuardedBody<ReqBody>>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
     ResBody: http_body::Body + Default + Unpin + Send + 'static,
 {
@@ -326,28 +536,29 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
-        match admit(&self.ledger, &self.limits, &mut request) {
-            Ok(permit) => {
+        match admit(&self.ledger, &self.limits, self.schema, &mut request) {
+            Ok((guard, held)) => {
+                let request = request.map(|body| GuardedBody::new(body, guard));
                 let future = self.inner.call(request);
                 Box::pin(async move {
                     let response = future.await?;
-                    Ok(response.map(|inner| PermitBody { inner, _permit: permit }))
+                    Ok(response.map(|inner| PermitBody { inner, _held: held }))
                 })
             }
             Err(error) => {
                 let status: tonic::Status = error.into();
                 let response = status.into_http::<ResBody>();
-                Box::pin(async move { Ok(response.map(|inner| PermitBody { inner, _permit: None })) })
+                Box::pin(async move { Ok(response.map(|inner| PermitBody { inner, _held: None })) })
             }
         }
     }
 }
 
-/// A response body that holds the caller's concurrency permit until the response ends (so an
-/// open stream counts against the limit for as long as it is open).
+/// A response body that holds the caller's permits until the response ends (so an open
+/// stream counts against the limits for as long as it is open).
 pub struct PermitBody<B> {
     inner: B,
-    _permit: Option<OwnedSemaphorePermit>,
+    _held: Option<Arc<Held>>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for PermitBody<B> {
@@ -418,10 +629,19 @@ mod tests {
         }
     }
 
+    fn caller(p: &str) -> Caller {
+        Caller { participant: p.to_owned(), role: Role::Participant, key_id: None }
+    }
+
     #[test]
     fn limits_refuse_above_the_burst_and_above_the_concurrency() {
-        let limits = Limits::new(LimitsConfig { requests_per_second: 1, burst: 3, concurrent_requests: 2 });
-        let caller = |p: &str| Caller { participant: p.to_owned(), role: Role::Participant, key_id: None };
+        let config = LimitsConfig {
+            requests_per_second: 1,
+            burst: 3,
+            concurrent_requests: 2,
+            ..LimitsConfig::default()
+        };
+        let limits = Limits::new(config);
         let a_caller = caller("a");
         let a = limits.admit(&a_caller).unwrap();
         let _b = limits.admit(&a_caller).unwrap();
@@ -438,5 +658,60 @@ mod tests {
         ));
         // Another participant is not affected.
         assert!(limits.admit(&caller("b")).is_ok());
+    }
+
+    #[test]
+    fn cost_is_charged_in_flight_then_by_rate_and_freed_when_the_request_ends() {
+        let config = LimitsConfig {
+            events_per_second: 1,
+            burst_events: 10_000,
+            concurrent_events: 9_000,
+            bytes_per_second: 1,
+            burst_bytes: 1_200,
+            concurrent_bytes: 600,
+            ..LimitsConfig::default()
+        };
+        let limits = Arc::new(Limits::new(config));
+        let charger = |p: &str| {
+            let (gate, permit) = limits.admit(&caller(p)).unwrap();
+            let held = Arc::new(Held::default());
+            held.with(|h| h._request = Some(permit));
+            (Charger { limits: limits.clone(), gate, held: held.clone() }, held)
+        };
+        let (first, first_held) = charger("a");
+        first.events(8_189).unwrap();
+        first.bytes(500).unwrap();
+        // In flight: 8,189 of 9,000 events and 500 of 600 bytes are taken until `first` ends.
+        let (second, _second_held) = charger("a");
+        let refused = |r: Result<(), ApiError>| match r {
+            Err(ApiError::RateLimited { limit, .. }) => limit,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(refused(second.events(812)), "concurrent_events");
+        assert_eq!(refused(second.bytes(101)), "concurrent_bytes");
+        // The next message of the same stream frees the one before it.
+        first.bytes(550).unwrap();
+        drop(first);
+        drop(first_held);
+        // Freed; now the rates refuse: 10,000 - 8,189 events and 1,200 - 1,050 bytes are left.
+        assert_eq!(refused(second.events(1_812)), "events_per_second");
+        assert_eq!(refused(second.bytes(151)), "bytes_per_second");
+        second.events(1_811).unwrap();
+        second.bytes(150).unwrap();
+        // Another participant has its own budget.
+        let (other, _) = charger("b");
+        other.events(8_189).unwrap();
+        other.bytes(600).unwrap();
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_a_batch_must_fit() {
+        assert_eq!(LimitsConfig::default().validate(), Ok(()));
+        let small = LimitsConfig { burst_events: 8_188, ..LimitsConfig::default() };
+        assert!(small.validate().unwrap_err().contains("burst_events"));
+        let small = LimitsConfig { concurrent_bytes: 1 << 20, ..LimitsConfig::default() };
+        assert!(small.validate().unwrap_err().contains("concurrent_bytes"));
+        let parsed: LimitsConfig = serde_json::from_str(r#"{"requests_per_second": 5}"#).unwrap();
+        assert_eq!(parsed, LimitsConfig { requests_per_second: 5, ..LimitsConfig::default() });
     }
 }

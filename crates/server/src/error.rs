@@ -13,6 +13,11 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 /// The `google.rpc.ErrorInfo` domain of every Puente error.
 pub const ERROR_DOMAIN: &str = "puente.v1";
+/// Most field violations in a status's `google.rpc.BadRequest`; one more says how many were
+/// left out.
+pub const VIOLATIONS_MAX: usize = 100;
+/// Most field violations spelled out in a status's message.
+pub const VIOLATIONS_IN_MESSAGE_MAX: usize = 10;
 
 /// A bad field: its path in the request (`transfers[3].amount.value`) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +35,21 @@ impl Violation {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Malformed request: nothing was changed.
-    #[error("invalid request: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    #[error("invalid request: {}", summary(.0))]
     InvalidArgument(Vec<Violation>),
+    /// A top-level repeated field (the batch) has more entries than its limit: nothing was
+    /// changed. Same reason as the ledger's empty or oversized batch.
+    #[error("invalid batch: {}", summary(.0))]
+    BatchTooLarge(Vec<Violation>),
+    /// The request's bytes are not a valid protobuf message of its type.
+    #[error("malformed request message: {0}")]
+    Malformed(String),
+    /// A request message above the size limit (refused from its length prefix).
+    #[error("the request message is {bytes} bytes; the limit is {max_bytes}")]
+    MessageTooLarge { bytes: u64, max_bytes: u64 },
+    /// A path that is no method of the served API.
+    #[error("unknown method")]
+    UnknownMethod,
     #[error("{resource} {id} not found")]
     NotFound { resource: &'static str, id: String },
     /// The ledger refused an operation on the state (e.g. ACCOUNT_HAS_PENDING_TRANSFERS).
@@ -61,9 +79,23 @@ pub enum ApiError {
     /// Sealed personal data could not be opened (a key was rotated out) or sealed.
     #[error("personal data could not be sealed or opened with the configured keys")]
     PiiSealing,
-    /// The caller's rate or concurrency limit: retry after `retry_after_ms`.
-    #[error("too many requests ({limit}); retry after {retry_after_ms} ms")]
+    /// One of the caller's rate, cost or concurrency limits: retry after `retry_after_ms`.
+    #[error("over the limit {limit}; retry after {retry_after_ms} ms")]
     RateLimited { limit: &'static str, retry_after_ms: u64 },
+}
+
+/// The first violations, and how many more there were.
+fn summary(violations: &[Violation]) -> String {
+    let mut text = violations
+        .iter()
+        .take(VIOLATIONS_IN_MESSAGE_MAX)
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if violations.len() > VIOLATIONS_IN_MESSAGE_MAX {
+        text.push_str(&format!("; and {} more", violations.len() - VIOLATIONS_IN_MESSAGE_MAX));
+    }
+    text
 }
 
 impl From<FxError> for ApiError {
@@ -175,6 +207,10 @@ impl ApiError {
     fn code_and_reason(&self) -> (Code, &'static str) {
         match self {
             ApiError::InvalidArgument(_) => (Code::InvalidArgument, "INVALID_FIELD"),
+            ApiError::BatchTooLarge(_) => (Code::InvalidArgument, "INVALID_BATCH"),
+            ApiError::Malformed(_) => (Code::InvalidArgument, "MALFORMED_MESSAGE"),
+            ApiError::MessageTooLarge { .. } => (Code::ResourceExhausted, "MESSAGE_TOO_LARGE"),
+            ApiError::UnknownMethod => (Code::Unimplemented, "UNKNOWN_METHOD"),
             ApiError::NotFound { resource: "account", .. } => (Code::NotFound, "ACCOUNT_NOT_FOUND"),
             ApiError::NotFound { resource: "transfer", .. } => (Code::NotFound, "TRANSFER_NOT_FOUND"),
             ApiError::NotFound { .. } => (Code::NotFound, "NOT_FOUND"),
@@ -199,10 +235,22 @@ impl From<ApiError> for Status {
         let mut details = ErrorDetails::new();
         let mut metadata = HashMap::new();
         match &error {
-            ApiError::InvalidArgument(violations) => {
-                for v in violations {
+            ApiError::InvalidArgument(violations) | ApiError::BatchTooLarge(violations) => {
+                for v in violations.iter().take(VIOLATIONS_MAX) {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
+                if violations.len() > VIOLATIONS_MAX {
+                    details.add_bad_request_violation(
+                        "",
+                        format!("{} more violations not listed", violations.len() - VIOLATIONS_MAX),
+                    );
+                }
+            }
+            ApiError::Malformed(description) => {
+                details.add_bad_request_violation("", description.clone());
+            }
+            ApiError::MessageTooLarge { max_bytes, .. } => {
+                metadata.insert("max_bytes".to_owned(), max_bytes.to_string());
             }
             ApiError::Ledger(LedgerError::InvalidBatch(description)) => {
                 details.add_bad_request_violation("transfers", description.clone());
@@ -228,6 +276,7 @@ impl From<ApiError> for Status {
             | ApiError::Holder(_)
             | ApiError::PiiKeyMissing
             | ApiError::PiiSealing
+            | ApiError::UnknownMethod
             | ApiError::Unauthenticated(_)
             | ApiError::PermissionDenied(_) => {}
             ApiError::Settlement(e) => crate::settlement_service::add_details(e, &mut details, &mut metadata),
@@ -242,5 +291,23 @@ impl From<ApiError> for Status {
             _ => tracing::debug!(%error, "request rejected"),
         }
         Status::with_error_details(code, error.to_string(), details)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_lists_at_most_the_first_violations_and_how_many_more() {
+        let violations: Vec<_> =
+            (0..8_189).map(|i| Violation::new(format!("transfers[{i}].id"), "a UUID is required")).collect();
+        let status: Status = ApiError::InvalidArgument(violations).into();
+        let listed = status.get_details_bad_request().unwrap().field_violations;
+        assert_eq!(listed.len(), VIOLATIONS_MAX + 1);
+        assert_eq!(listed[0].field, "transfers[0].id");
+        assert_eq!(listed[VIOLATIONS_MAX].description, "8089 more violations not listed");
+        assert!(status.message().ends_with("; and 8179 more"), "{}", status.message());
+        assert!(status.details().len() < 16 * 1024, "{} bytes of details", status.details().len());
     }
 }

@@ -3,7 +3,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use pb::fx_service_server::FxService;
+use crate::grpc::fx_service_server::FxService;
 use puente_fx::{Disclosure, FixedSide, FxError, Lang, Pair, QuoteRequest, Segment};
 use puente_money::{CurrencyCode, CurrencyTable};
 use puente_proto::v1 as pb;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pb::holder_service_server::HolderService;
+use crate::grpc::holder_service_server::HolderService;
 use puente_identity::kyc::{KycPolicy, Tier, UsTierLimits};
 use puente_identity::pii::Keyring;
 use puente_ledger::Ledger;
@@ -25,6 +25,8 @@ use crate::error::{ApiError, Violation, check};
 
 /// Longest plaintext of one personal-data field, in bytes.
 pub const PII_FIELD_LEN_MAX: usize = 512;
+/// Most US tiers in one KYC policy (bounded on the wire, `wire::REPEATED_FIELD_LIMITS`).
+pub const US_TIERS_PER_POLICY_MAX: usize = 32;
 
 pub struct HolderApi {
     ledger: Ledger,

@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 
-use pb::ledger_service_server::LedgerService;
+use crate::grpc::ledger_service_server::LedgerService;
 use puente_ledger::{AccountResult, Ledger, PAGE_SIZE_MAX, Prior};
 use puente_proto::v1 as pb;
 use tokio_stream::Stream;

@@ -2,6 +2,7 @@
 //! (v1 and v1alpha), request limits and tracing spans with request ids.
 
 pub mod auth;
+pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod fx_desk;
@@ -11,6 +12,14 @@ pub mod ledger_service;
 pub mod metrics;
 pub mod participant_service;
 pub mod settlement_service;
+pub mod wire;
+
+/// The server side of the puente.v1 services, generated here (build.rs) with this crate's
+/// codec; the messages are `puente_proto::v1`'s.
+pub mod grpc {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("puente.v1");
+}
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +34,14 @@ pub use error::{ApiError, ERROR_DOMAIN, Violation};
 /// Largest request or response message: 64 MiB (a full batch of 8,189 transfers with maximal
 /// metadata is ~40 MiB).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Largest request message of every other service (participants, holders, settlement):
+/// tonic's default, 4 MiB.
+pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest request message of what may be called without credentials (health, reflection,
+/// the operator's bootstrap): all tiny.
+pub const UNAUTHENTICATED_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+/// The services whose requests may be up to [`MESSAGE_BYTES_MAX`].
+pub const BULK_SERVICES: &[&str] = &["puente.v1.LedgerService", "puente.v1.FxService"];
 /// Most requests in flight per connection.
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 256;
 /// Most concurrent HTTP/2 streams per connection.
@@ -48,6 +65,8 @@ pub enum ServerError {
     Fx(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("wire guard: {0}")]
+    Wire(String),
 }
 
 /// Where the server's TLS material is (PEM files). With `client_ca_path`, clients must present
@@ -178,18 +197,19 @@ pub async fn serve_with(
         let _ = stopping_tx.send(true);
     };
     metrics::check()?;
+    let auth_layer = auth::AuthLayer::new(ledger.clone(), extras.limits)?;
     metrics::observe_ledger(&ledger);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<pb::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
+        .set_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
         .await;
     if extras.fx.is_some() {
-        health_reporter.set_serving::<pb::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
+        health_reporter.set_serving::<grpc::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
     }
     let settlement = settlement_service::Settlement::new(ledger.clone(), extras.settlement.clone());
     let scheduler = settlement_service::spawn_scheduler(settlement.clone());
     health_reporter
-        .set_serving::<pb::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
+        .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
         .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -201,10 +221,9 @@ pub async fn serve_with(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let ledger_service = pb::ledger_service_server::LedgerServiceServer::new(ledger_service::LedgerApi::new(
-        ledger.clone(),
-        stopping.clone(),
-    ))
+    let ledger_service = grpc::ledger_service_server::LedgerServiceServer::new(
+        ledger_service::LedgerApi::new(ledger.clone(), stopping.clone()),
+    )
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
 
@@ -217,7 +236,7 @@ pub async fn serve_with(
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if !ledger.is_healthy() {
                     reporter
-                        .set_not_serving::<pb::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
+                        .set_not_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
                         .await;
                     reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
                     break;
@@ -251,23 +270,32 @@ pub async fn serve_with(
             )
         })
         .layer(metrics::GrpcMetricsLayer)
-        .layer(auth::AuthLayer::new(ledger.clone(), extras.limits))
+        .layer(auth_layer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ledger_service)
-        .add_service(pb::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
-            ledger.clone(),
-            extras.pii_keyring.clone(),
-        )))
-        .add_service(pb::participant_service_server::ParticipantServiceServer::new(
-            participant_service::ParticipantApi::new(ledger.clone()),
-        ))
-        .add_service(pb::settlement_service_server::SettlementServiceServer::new(
-            settlement_service::SettlementApi::new(settlement),
-        ))
+        .add_service(
+            grpc::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
+                ledger.clone(),
+                extras.pii_keyring.clone(),
+            ))
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::participant_service_server::ParticipantServiceServer::new(
+                participant_service::ParticipantApi::new(ledger.clone()),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::settlement_service_server::SettlementServiceServer::new(
+                settlement_service::SettlementApi::new(settlement),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
         .add_optional_service(extras.fx.map(|desk| {
-            pb::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
+            grpc::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX)
         }))

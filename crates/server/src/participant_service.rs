@@ -1,7 +1,7 @@
 //! `puente.v1.ParticipantService`: participants, roles, API keys, client certificates.
 //! Who may call each method is decided by the auth layer (`auth::access`).
 
-use pb::participant_service_server::ParticipantService;
+use crate::grpc::participant_service_server::ParticipantService;
 use puente_ledger::Ledger;
 use puente_ledger::identity::{Digest, IdentityRequest, IdentityResponse, Participant, Role};
 use puente_proto::v1 as pb;

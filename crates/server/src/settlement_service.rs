@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pb::settlement_service_server::SettlementService;
+use crate::grpc::settlement_service_server::SettlementService;
 use puente_ledger::Ledger;
 use puente_ledger::settlement::{
     self as st, Country, CurrencyProfile, ParticipantProfile, SettlementRail, SettlementRefusal,
