@@ -560,3 +560,35 @@ async fn a_participants_feed_is_exactly_its_own_transfers() {
     assert_eq!(seen, mine);
     assert!(tokio::time::timeout(Duration::from_millis(200), stream.next()).await.is_err(), "nothing else");
 }
+
+/// Finding 7 (storage): a failure is remembered compactly, whatever the request carried, so a
+/// participant sending full batches of failing transfers with maximal metadata cannot grow the
+/// journal by megabytes per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_cost_a_small_fixed_size_to_store_whatever_their_metadata() {
+    let dir = temp_dir();
+    let data = dir.path().join("data");
+    let server = Server::start(&data);
+    let mut operator = server.client().await;
+    let mut flood = fintech(&mut operator, &server.addr, "flood").await;
+    let from = flood.create_account(NewAccount::new("flood", "USD").no_overdraft()).await.unwrap().id;
+    let to = flood.create_account(NewAccount::new("flood", "USD")).await.unwrap().id;
+    let journal = data.join("journal.log");
+    let before = std::fs::metadata(&journal).unwrap().len();
+    const EVENTS: usize = 2_000;
+    let batch: Vec<pb::Transfer> = (0..EVENTS)
+        .map(|i| {
+            let mut t = NewTransfer::new(&from, &to, "USD", "1.00").reference(&"r".repeat(128));
+            for k in 0..16 {
+                t = t.metadata(&format!("{k:0>64}"), &format!("{i:0>256}"));
+            }
+            t.0
+        })
+        .collect();
+    let wire_bytes: usize = batch.iter().map(prost::Message::encoded_len).sum();
+    let results = flood.create_transfers(batch).await.unwrap();
+    assert!(results.iter().all(|r| r.code == "EXCEEDS_CREDITS"), "every one fails on the state");
+    let grown = std::fs::metadata(&journal).unwrap().len() - before;
+    assert!(wire_bytes / EVENTS > 5_000, "a maximal request: {} bytes per transfer", wire_bytes / EVENTS);
+    assert!(grown / EVENTS as u64 <= 200, "each failure cost {} journal bytes", grown / EVENTS as u64);
+}
