@@ -104,6 +104,10 @@ impl Command {
 /// Counters the writer keeps (exposed for status and benchmarks).
 #[derive(Debug, Default)]
 pub struct WriterStats {
+    /// Sequence number of the last journal record made durable (acknowledged).
+    pub committed_seq: AtomicU64,
+    /// Sequence number of the last journal record the index has applied (reads see it).
+    pub indexed_seq: AtomicU64,
     pub commits: AtomicU64,
     pub events: AtomicU64,
     pub last_group_events: AtomicU64,
@@ -273,6 +277,8 @@ impl Ledger {
         let healthy = Arc::new(AtomicBool::new(true));
         let writer_stats = Arc::new(WriterStats::default());
         writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
+        writer_stats.committed_seq.store(stats.last_seq, Ordering::Relaxed);
+        writer_stats.indexed_seq.store(stats.last_seq, Ordering::Relaxed);
         let chain_head = Arc::new(Mutex::new(journal.chain_head()));
         let credentials = Arc::new(RwLock::new(Arc::new(engine.identity().credentials())));
         let writer = Writer {
@@ -323,6 +329,11 @@ impl Ledger {
 
     pub fn stats(&self) -> &WriterStats {
         &self.stats
+    }
+
+    /// How far the index is behind the journal: (last durable record, last indexed record).
+    pub fn index_watermarks(&self) -> (u64, u64) {
+        (self.stats.committed_seq.load(Ordering::Acquire), self.stats.indexed_seq.load(Ordering::Acquire))
     }
 
     /// Registers the observer told of every group commit. Only the first one is kept;
@@ -773,11 +784,13 @@ impl Writer {
         self.journal.append(&entry)?;
         let flush_elapsed = flush_started.elapsed();
         self.seq = seq;
+        self.stats.committed_seq.store(seq, Ordering::Release);
         *self.chain_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = self.journal.chain_head();
         self.stats.last_flush_us.store(flush_started.elapsed().as_micros() as u64, Ordering::Relaxed);
         out.ops = entry.ops;
         let accounts = touched(&self.engine, &mut out.touched_accounts);
         self.store.apply(seq, out, &accounts)?;
+        self.stats.indexed_seq.store(seq, Ordering::Release);
         self.engine.store_caught_up();
         if out.credentials_changed {
             let credentials = Arc::new(self.engine.identity().credentials());
