@@ -4,6 +4,7 @@
 mod api;
 mod crash;
 mod deploy;
+mod first_run;
 mod fx;
 mod ops;
 mod security;
