@@ -322,7 +322,10 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let out = Output { json: args.json };
     match args.command {
         Command::Serve(serve) => run_server(serve).await,
-        Command::Ops(command) => ops::run(command, &args.server, &options, args.json).await,
+        Command::Ops(command) => {
+            let credentials = options.api_key.is_some() || args.tls_cert.is_some();
+            ops::run(command, &args.server, &options, credentials, args.json).await
+        }
         Command::Settlement(command) => {
             let mut client = settlement::connect(&args.server, &options).await?;
             settlement::run(&mut client, command, &out).await

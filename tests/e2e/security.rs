@@ -64,6 +64,7 @@ const OPERATOR_METHODS: &[&str] = &[
     "SettlementService/GetSettlementReport",
     "SettlementService/ListSettlementPayments",
     "HolderService/SetKycPolicy",
+    "OperationsService/GetServerStatus",
 ];
 
 const BOOTSTRAP: &str = "ParticipantService/BootstrapOperator";

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use pb::fx_service_client::FxServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
+use pb::operations_service_client::OperationsServiceClient;
 use pb::participant_service_client::ParticipantServiceClient;
 use pb::settlement_service_client::SettlementServiceClient;
 pub use puente_proto::v1 as pb;
@@ -433,6 +434,15 @@ impl Client {
     /// Who this client's credentials belong to.
     pub async fn whoami(&mut self) -> Result<pb::GetCallerResponse, ClientError> {
         Ok(self.participants().get_caller(pb::GetCallerRequest {}).await?.into_inner())
+    }
+
+    pub fn operations(&self) -> OperationsServiceClient<AuthChannel> {
+        OperationsServiceClient::new(self.channel.clone())
+    }
+
+    /// The server's version, store, chain head, writes and requests (operators only).
+    pub async fn server_status(&mut self) -> Result<pb::GetServerStatusResponse, ClientError> {
+        Ok(self.operations().get_server_status(pb::GetServerStatusRequest {}).await?.into_inner())
     }
 
     /// The generated stub, for anything this wrapper does not cover.

@@ -9,6 +9,7 @@ pub mod fx_service;
 pub mod holder_service;
 pub mod ledger_service;
 pub mod metrics;
+pub mod operations_service;
 pub mod participant_service;
 pub mod settlement_service;
 
@@ -167,6 +168,7 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let started_at_ns = puente_ledger::now_ns();
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -260,6 +262,9 @@ pub async fn serve_with(
         ))
         .add_service(pb::settlement_service_server::SettlementServiceServer::new(
             settlement_service::SettlementApi::new(settlement),
+        ))
+        .add_service(pb::operations_service_server::OperationsServiceServer::new(
+            operations_service::OperationsApi::new(ledger.clone(), started_at_ns),
         ))
         .add_optional_service(extras.fx.map(|desk| {
             pb::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
