@@ -268,16 +268,50 @@ impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
         let text = match &error {
             ClientError::Status { code, message, reason, violations } => {
-                let mut text = format!("{code:?} {}: {message}", reason.as_deref().unwrap_or(""));
-                for (field, description) in violations {
-                    text.push_str(&format!("\n  {field}: {description}"));
-                }
-                text
+                status_text(*code, message, reason.as_deref(), violations)
             }
             other => other.to_string(),
         };
         CliError::Client(text)
     }
+}
+
+/// An error status as the CLI prints it: code, reason and message on the first line, then
+/// each bad field on its own line. The server's message already spells the violations out
+/// ("invalid request: transfers[0].amount.value: ..."); then only what precedes them is kept,
+/// so that each is printed once.
+fn status_text(
+    code: tonic::Code,
+    message: &str,
+    reason: Option<&str>,
+    violations: &[(String, String)],
+) -> String {
+    let repeated = !violations.is_empty() && violations.iter().all(|(_, d)| message.contains(d.as_str()));
+    let headline = if repeated {
+        let first = violations
+            .iter()
+            .filter_map(|(field, description)| {
+                message
+                    .find(&format!("{field}: {description}"))
+                    .or_else(|| message.find(description.as_str()))
+            })
+            .min()
+            .unwrap_or(message.len());
+        message[..first].trim_end_matches([' ', ':', ';', ',']).to_owned()
+    } else {
+        message.to_owned()
+    };
+    let mut text = format!("{code:?}");
+    if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" {reason}"));
+    }
+    if !headline.is_empty() {
+        text.push_str(&format!(": {headline}"));
+    }
+    for (field, description) in violations {
+        text.push_str(&format!("\n  {field}: {description}"));
+    }
+    text
 }
 
 /// The client side of the connection: the API key and TLS files from flags or environment.
@@ -534,7 +568,7 @@ fn account_json(a: &pb::Account) -> Value {
         "debits_pending": a.debits_pending, "debits_posted": a.debits_posted,
         "credits_pending": a.credits_pending, "credits_posted": a.credits_posted,
         "posted_balance": a.posted_balance, "available_balance": a.available_balance,
-        "create_time": time_text(&a.create_time), "closed": a.closed,
+        "create_time": time_text(&a.create_time), "closed": a.closed, "state": account_state(a),
     })
 }
 
@@ -576,17 +610,23 @@ fn transfer_json(t: &pb::Transfer) -> Value {
     })
 }
 
+/// "open", or "closed" for an account that takes no new transfers.
+fn account_state(a: &pb::Account) -> &'static str {
+    if a.closed { "closed" } else { "open" }
+}
+
 fn account_rows(accounts: &[pb::Account]) -> String {
     let mut out = format!(
-        "{:<36}  {:<16}  {:<3}  {:>16}  {:>16}  {:>14}  {}\n",
-        "ID", "PARTICIPANT", "CCY", "POSTED", "AVAILABLE", "PENDING DEBITS", "HOLDER"
+        "{:<36}  {:<16}  {:<3}  {:<6}  {:>16}  {:>16}  {:>14}  {}\n",
+        "ID", "PARTICIPANT", "CCY", "STATE", "POSTED", "AVAILABLE", "PENDING DEBITS", "HOLDER"
     );
     for a in accounts {
         out.push_str(&format!(
-            "{:<36}  {:<16}  {:<3}  {:>16}  {:>16}  {:>14}  {}\n",
+            "{:<36}  {:<16}  {:<3}  {:<6}  {:>16}  {:>16}  {:>14}  {}\n",
             a.id,
             a.participant,
             a.currency_code,
+            account_state(a),
             a.posted_balance,
             a.available_balance,
             a.debits_pending,
@@ -799,11 +839,12 @@ async fn statement(client: &mut Client, args: StatementArgs, out: &Output) -> Re
     });
     out.print(value, || {
         let mut text = format!(
-            "Statement for {} ({} {}, holder {})\nOpening posted balance: {}\n",
+            "Statement for {} ({} {}, holder {}{})\nOpening posted balance: {}\n",
             account.id,
             account.participant,
             account.currency_code,
             account.holder_ref,
+            if account.closed { "; CLOSED: takes no new transfers" } else { "" },
             s.opening_posted_balance
         );
         text.push_str(&format!(
@@ -835,4 +876,39 @@ async fn statement(client: &mut Client, args: StatementArgs, out: &Output) -> Re
 #[allow(dead_code)]
 fn now_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_message_is_printed_once() {
+        let description = "amount \"1.001\" has 3 decimal places; USD allows at most 2";
+        let violations = vec![("transfers[0].amount.value".to_owned(), description.to_owned())];
+        let message = format!("invalid request: transfers[0].amount.value: {description}");
+        let text = status_text(tonic::Code::InvalidArgument, &message, Some("INVALID_FIELD"), &violations);
+        assert_eq!(
+            text,
+            format!(
+                "InvalidArgument INVALID_FIELD: invalid request\n  transfers[0].amount.value: {description}"
+            )
+        );
+        assert_eq!(text.matches(description).count(), 1, "{text}");
+        // Two violations: each once.
+        let violations = vec![("a".to_owned(), "bad a".to_owned()), ("b".to_owned(), "bad b".to_owned())];
+        let text = status_text(
+            tonic::Code::InvalidArgument,
+            "invalid request: a: bad a; b: bad b",
+            None,
+            &violations,
+        );
+        assert_eq!(text, "InvalidArgument: invalid request\n  a: bad a\n  b: bad b");
+        // A message that says something else is kept; without violations, it is the text.
+        let text = status_text(tonic::Code::NotFound, "account x not found", Some("ACCOUNT_NOT_FOUND"), &[]);
+        assert_eq!(text, "NotFound ACCOUNT_NOT_FOUND: account x not found");
+        let violations = vec![("f".to_owned(), "d".to_owned())];
+        let text = status_text(tonic::Code::InvalidArgument, "something else", None, &violations);
+        assert_eq!(text, "InvalidArgument: something else\n  f: d");
+    }
 }

@@ -1,0 +1,91 @@
+//! The `puente` CLI as an operator uses it: what it prints for refused input and for closed
+//! accounts.
+
+use puente_client::{NewAccount, NewTransfer};
+
+use crate::support::{Server, key_file_for, temp_dir};
+
+/// Runs `puente --server ADDR ARGS` with the operator's key; returns (success, stdout, stderr).
+fn cli(addr: &str, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_puente"))
+        .arg("--server")
+        .arg(addr)
+        .env("PUENTE_API_KEY_FILE", key_file_for(addr))
+        .env_remove("PUENTE_API_KEY")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
+    (output.status.success(), text(output.stdout), text(output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_message_is_printed_once() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let from = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    let to = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+
+    let (ok, stdout, stderr) = cli(
+        &server.addr,
+        &["transfers", "create", "--from", &from, "--to", &to, "--amount", "1.001", "--currency", "USD"],
+    );
+    assert!(!ok, "{stdout}");
+    let description = "has 3 decimal places; USD allows at most 2";
+    assert_eq!(stderr.matches(description).count(), 1, "printed more than once:\n{stderr}");
+    assert_eq!(stderr.matches("transfers[0].amount.value").count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: InvalidArgument INVALID_FIELD: invalid request\n"), "{stderr}");
+
+    // Several bad fields: each once, on its own line.
+    let (ok, _, stderr) = cli(
+        &server.addr,
+        &["transfers", "create", "--from", "nope", "--to", &to, "--amount=-1", "--currency", "USD"],
+    );
+    assert!(!ok);
+    for field in ["transfers[0].debit_account_id", "transfers[0].amount.value"] {
+        assert_eq!(stderr.matches(field).count(), 1, "{field} in\n{stderr}");
+        assert!(stderr.lines().any(|l| l.starts_with(&format!("  {field}: "))), "{stderr}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_get_marks_a_closed_account() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let id = client.create_account(NewAccount::new("fintech-a", "USD").holder_ref("bob")).await.unwrap().id;
+    let row = |table: &str| table.lines().find(|l| l.starts_with(&id)).unwrap_or_default().to_owned();
+    let state_column = |table: &str| {
+        let header = table.lines().next().unwrap_or_default();
+        let at = header.find("STATE").unwrap_or_else(|| panic!("no STATE column:\n{table}"));
+        row(table)[at..].split_whitespace().next().unwrap_or_default().to_owned()
+    };
+
+    let (ok, table, stderr) = cli(&server.addr, &["accounts", "get", &id]);
+    assert!(ok, "{stderr}");
+    assert_eq!(state_column(&table), "open", "{table}");
+
+    let (ok, _, stderr) = cli(&server.addr, &["accounts", "close", &id]);
+    assert!(ok, "{stderr}");
+    let (ok, table, stderr) = cli(&server.addr, &["accounts", "get", &id]);
+    assert!(ok, "{stderr}");
+    assert_eq!(state_column(&table), "closed", "{table}");
+    let (ok, json, _) = cli(&server.addr, &["accounts", "get", &id, "--json"]);
+    assert!(ok);
+    let account: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (account["closed"].as_bool(), account["state"].as_str()),
+        (Some(true), Some("closed")),
+        "{json}"
+    );
+    let (ok, table, _) = cli(&server.addr, &["accounts", "list", "--participant", "fintech-a"]);
+    assert!(ok);
+    assert_eq!(state_column(&table), "closed", "{table}");
+    let (ok, statement, _) = cli(&server.addr, &["statement", &id]);
+    assert!(ok && statement.lines().next().unwrap().contains("CLOSED"), "{statement}");
+    // And it is closed: a transfer into it is refused.
+    let source = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    let refused = client.transfer(NewTransfer::new(&source, &id, "USD", "1.00")).await.unwrap_err();
+    assert_eq!(refused.reason(), Some("CREDIT_ACCOUNT_CLOSED"));
+}
