@@ -27,12 +27,17 @@ pub struct Args {
     #[arg(long, global = true)]
     json: bool,
     /// API key for client commands (`puente participants create` makes one). Prefer
-    /// PUENTE_API_KEY_FILE: a key on a command line is visible to other local users.
+    /// PUENTE_API_KEY_FILE: a key on a command line is visible to other local users. A flag
+    /// beats the environment; of the two variables, PUENTE_API_KEY_FILE wins.
     #[arg(long, global = true, env = "PUENTE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// File holding the API key (one line).
     #[arg(long, global = true, env = "PUENTE_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// Which of --api-key and --api-key-file were given on the command line (not through the
+    /// environment): set by [`Args::with_sources`].
+    #[arg(skip)]
+    key_flags: (bool, bool),
     /// CA certificate (PEM) to verify a TLS server; turns TLS on for client commands.
     #[arg(long, global = true, env = "PUENTE_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -44,6 +49,15 @@ pub struct Args {
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Args {
+    /// Records which key arguments came from the command line rather than the environment.
+    pub fn with_sources(mut self, matches: &clap::ArgMatches) -> Args {
+        let flag = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        self.key_flags = (flag("api_key"), flag("api_key_file"));
+        self
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -316,14 +330,24 @@ fn status_text(
 
 /// The client side of the connection: the API key and TLS files from flags or environment.
 fn connect_options(args: &Args) -> Result<puente_client::ConnectOptions, CliError> {
-    let api_key = match (&args.api_key, &args.api_key_file) {
-        (Some(key), _) => Some(key.trim().to_owned()),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Usage(format!("--api-key-file {}: {e}", path.display())))?;
-            Some(text.trim().to_owned())
+    // A flag beats the environment; between the two variables the file wins (as in the Rust
+    // and Python clients' `from_env`); both flags at once is a mistake.
+    let read_file = |path: &PathBuf| {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--api-key-file {}: {e}", path.display())))?;
+        match text.trim() {
+            "" => Err(CliError::Usage(format!("--api-key-file {}: the file is empty", path.display()))),
+            key => Ok(Some(key.to_owned())),
         }
-        (None, None) => None,
+    };
+    let api_key = match (&args.api_key, &args.api_key_file, args.key_flags) {
+        (Some(_), Some(_), (true, true)) => {
+            return Err(CliError::Usage("give --api-key or --api-key-file, not both".into()));
+        }
+        (Some(key), _, (true, _)) => Some(key.trim().to_owned()),
+        (_, Some(path), _) => read_file(path)?,
+        (Some(key), None, _) => Some(key.trim().to_owned()),
+        (None, None, _) => None,
     };
     let read = |path: &PathBuf, flag: &str| {
         std::fs::read(path).map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))

@@ -89,3 +89,44 @@ async fn accounts_get_marks_a_closed_account() {
     let refused = client.transfer(NewTransfer::new(&source, &id, "USD", "1.00")).await.unwrap_err();
     assert_eq!(refused.reason(), Some("CREDIT_ACCOUNT_CLOSED"));
 }
+
+/// `puente whoami` with exactly these key sources; returns (success, stdout + stderr).
+fn whoami(addr: &str, env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_puente"))
+        .args(["--server", addr, "whoami"])
+        .args(args)
+        .env_remove("PUENTE_API_KEY")
+        .env_remove("PUENTE_API_KEY_FILE")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_flag_beats_the_environment_and_the_key_file_beats_the_key() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let file = key_file_for(&server.addr);
+    let file = file.to_str().unwrap();
+    let wrong = format!("puente_0123456789abcdef_{}", "0".repeat(64));
+
+    // Both variables: the file wins (as in the Rust and Python clients).
+    let (ok, text) = whoami(&server.addr, &[("PUENTE_API_KEY_FILE", file), ("PUENTE_API_KEY", &wrong)], &[]);
+    assert!(ok && text.contains("operator"), "{text}");
+    // A flag beats either variable.
+    let (ok, text) = whoami(&server.addr, &[("PUENTE_API_KEY_FILE", file)], &["--api-key", &wrong]);
+    assert!(!ok && text.contains("Unauthenticated"), "{text}");
+    let (ok, text) = whoami(&server.addr, &[("PUENTE_API_KEY", &wrong)], &["--api-key-file", file]);
+    assert!(ok && text.contains("operator"), "{text}");
+    // Both flags: refused, before any call.
+    let (ok, text) = whoami(&server.addr, &[], &["--api-key", &wrong, "--api-key-file", file]);
+    assert!(!ok && text.contains("not both"), "{text}");
+    // An empty key file is an error, not "no key".
+    let empty = dir.path().join("empty.key");
+    std::fs::write(&empty, "\n").unwrap();
+    let (ok, text) = whoami(&server.addr, &[("PUENTE_API_KEY_FILE", empty.to_str().unwrap())], &[]);
+    assert!(!ok && text.contains("the file is empty"), "{text}");
+}
