@@ -130,3 +130,35 @@ async fn a_key_flag_beats_the_environment_and_the_key_file_beats_the_key() {
     let (ok, text) = whoami(&server.addr, &[("PUENTE_API_KEY_FILE", empty.to_str().unwrap())], &[]);
     assert!(!ok && text.contains("the file is empty"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_amount_of_31_digits_exceeds_the_maximum_on_the_wire() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let from = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    let to = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    let thirty_one = format!("1{}", "0".repeat(30));
+    for amount in ["1000000000000000.01", thirty_one.as_str()] {
+        let error =
+            client.create_transfers(vec![NewTransfer::new(&from, &to, "USD", amount).0]).await.unwrap_err();
+        let puente_client::ClientError::Status { code, violations, .. } = error else { panic!("{error:?}") };
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!(violations[0].0, "transfers[0].amount.value");
+        assert_eq!(
+            violations[0].1, "amount exceeds the maximum of 100000000000000000 minor units",
+            "{amount}: {violations:?}"
+        );
+        let (ok, _, stderr) = cli(
+            &server.addr,
+            &["transfers", "create", "--from", &from, "--to", &to, "--amount", amount, "--currency", "USD"],
+        );
+        assert!(
+            !ok && stderr.contains("exceeds the maximum") && !stderr.contains("not a decimal number"),
+            "{stderr}"
+        );
+    }
+    // Nothing moved.
+    assert_eq!(client.get_account(&to).await.unwrap().posted_balance, "0.00");
+}
