@@ -445,7 +445,7 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         }
     };
     let resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
-    init_logging(&resolved.log_format)?;
+    crate::logging::init(&resolved.log_format)?;
     let ledger = puente_ledger::LedgerConfig {
         data_dir: resolved.data_dir.clone(),
         currencies: resolved.currencies,
@@ -487,21 +487,6 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         pii_keyring: pii_keyring.map(std::sync::Arc::new),
     };
     puente_server::run(config, shutdown_signal()).await?;
-    Ok(())
-}
-
-fn init_logging(format: &str) -> Result<(), CliError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        "text" => builder.init(),
-        "json" => builder.json().init(),
-        other => return Err(CliError::Usage(format!("--log-format must be text or json, not {other:?}"))),
-    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod crash;
 mod deploy;
 mod first_run;
 mod fx;
+mod hardening;
 mod ops;
 mod security;
 mod settlement;
