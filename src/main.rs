@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod config;
+mod data_dir;
 mod logging;
 
 use clap::{CommandFactory, FromArgMatches};

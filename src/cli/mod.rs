@@ -425,6 +425,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
 }
 
 async fn run_server(args: ServeArgs) -> Result<(), CliError> {
+    // Before anything is created: every file and directory from now on is owner-only.
+    crate::data_dir::restrict_umask();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => config::FileConfig::default(),
@@ -446,6 +448,7 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
     };
     let resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
     crate::logging::init(&resolved.log_format)?;
+    crate::data_dir::make_private(&resolved.data_dir)?;
     let ledger = puente_ledger::LedgerConfig {
         data_dir: resolved.data_dir.clone(),
         currencies: resolved.currencies,

@@ -119,6 +119,10 @@ pub async fn run(
     json: bool,
 ) -> Result<(), CliError> {
     let out = Output { json };
+    if !matches!(command, OpsCommand::Status(_)) {
+        // Backups, restored stores and verify's scratch copies hold the journal: owner-only.
+        crate::data_dir::restrict_umask();
+    }
     match command {
         OpsCommand::Status(args) => status(server, options, credentials, args.health_only, &out).await,
         OpsCommand::Backup(args) => backup(args, &out),
@@ -642,8 +646,8 @@ impl Scratch {
         let nanos =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("puente-verify-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(ops_error(format!("cannot create scratch {}", dir.display())))?;
+        // It holds a copy of the journal: owner-only (and new: create, not reuse).
+        create_private_dir(&dir)?;
         Ok(Scratch(dir))
     }
 }
@@ -902,6 +906,8 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
         for file in &manifest.files {
             copy_private(&args.from.join(&file.name), &target.join(&file.name))?;
         }
+        // fs::copy copied the backup's mode: the store is owner-only whatever it was.
+        crate::data_dir::make_private(target)?;
         sync_dir(target)?;
         sync_dir(&parent_dir(target))
     };
