@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod crash;
 mod deploy;
+mod docs;
 mod first_run;
 mod fx;
 mod hardening;
