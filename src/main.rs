@@ -7,11 +7,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod cli;
 mod config;
+mod data_dir;
+mod logging;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Args::parse();
+    let matches = cli::Args::command().get_matches();
+    let args = match cli::Args::from_arg_matches(&matches) {
+        Ok(args) => args.with_sources(&matches),
+        Err(error) => error.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -56,6 +56,9 @@ except ImportError as error:  # pragma: no cover - a setup problem, not a runtim
     ) from error
 
 __all__ = [
+    "API_KEY_ENV",
+    "API_KEY_FILE_ENV",
+    "api_key_from_env",
     "NewApiKey",
     "new_api_key",
     "participants_pb",
@@ -115,6 +118,18 @@ class FieldViolation(NamedTuple):
     description: str
 
 
+def _headline(message: str, violations: list[FieldViolation]) -> str:
+    """The server's message spells the violations out ("invalid request: transfers[0].amount
+    .value: ..."); when it does, only what precedes them, so each is shown once."""
+    if not violations or not all(v.description in message for v in violations):
+        return message
+    starts = []
+    for v in violations:
+        at = message.find(f"{v.field}: {v.description}")
+        starts.append(at if at >= 0 else message.find(v.description))
+    return message[: min(starts)].rstrip(" :;,")
+
+
 class PuenteError(Exception):
     """A failed RPC: the gRPC status, decoded with its `google.rpc` details.
 
@@ -146,7 +161,9 @@ class PuenteError(Exception):
         text = f"{code.name}"
         if reason:
             text += f" {reason}"
-        text += f": {message}"
+        headline = _headline(message, self.field_violations)
+        if headline:
+            text += f": {headline}"
         for v in self.field_violations:
             text += f"\n  {v.field}: {v.description}"
         super().__init__(text)
@@ -469,14 +486,41 @@ class _Details(
     pass
 
 
+#: The environment variable naming a file that holds the API key (preferred).
+API_KEY_FILE_ENV = "PUENTE_API_KEY_FILE"
+#: The environment variable holding the API key itself.
+API_KEY_ENV = "PUENTE_API_KEY"
+
+
+def api_key_from_env() -> str | None:
+    """The API key from the environment, as the `puente` CLI reads it: the contents of the
+    file named by `PUENTE_API_KEY_FILE` (preferred: the key itself stays out of the
+    environment), else `PUENTE_API_KEY`, else None. A named file that cannot be read raises
+    `OSError`; an empty one `ValueError` (never a silent call without a key)."""
+    path = os.environ.get(API_KEY_FILE_ENV)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as file:
+                key = file.read().strip()
+        except OSError as error:
+            raise OSError(error.errno, f"{API_KEY_FILE_ENV}: cannot read {path}: {error.strerror}") from error
+        if not key:
+            raise ValueError(f"{API_KEY_FILE_ENV}: {path} is empty")
+        return key
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    return key or None
+
+
 class PuenteClient:
     """A connection to a Puente server (one HTTP/2 channel). Use as a context manager or call
     `close()`. Every method takes an optional `timeout` in seconds (default: `timeout` given
     here, 30 s).
 
-    Credentials: `api_key` (default: the `PUENTE_API_KEY` environment variable) is sent as
-    `authorization: Bearer <key>` on every call. For TLS give `root_certificates` (PEM bytes of
-    the CA); for mutual TLS also `private_key` and `certificate_chain`."""
+    Credentials: the API key is sent as `authorization: Bearer <key>` on every call. It is,
+    in this order: `api_key` if given (`api_key=""`: no key at all); else the contents of the
+    file named by the `PUENTE_API_KEY_FILE` environment variable; else `PUENTE_API_KEY`
+    (`api_key_from_env`, the same order as the `puente` CLI). For TLS give `root_certificates`
+    (PEM bytes of the CA); for mutual TLS also `private_key` and `certificate_chain`."""
 
     def __init__(
         self,
@@ -507,7 +551,7 @@ class PuenteClient:
                 channel = grpc.secure_channel(target, credentials, options=options)
             else:
                 channel = grpc.insecure_channel(target, options=options)
-            key = api_key if api_key is not None else os.environ.get("PUENTE_API_KEY")
+            key = api_key if api_key is not None else api_key_from_env()
             if key:
                 channel = grpc.intercept_channel(channel, _BearerAuth(key))
         self.channel = channel

@@ -144,6 +144,9 @@ def test_amount_with_too_many_decimals_is_invalid_argument(client: PuenteClient,
     assert e.domain == "puente.v1"
     assert "transfers[0].amount.value" in e.fields
     assert any("decimal places" in v.description for v in e.field_violations)
+    # The text names each bad field once (the status message already lists them).
+    assert str(e).count("has 3 decimal places") == 1, str(e)
+    assert str(e).startswith("INVALID_ARGUMENT INVALID_FIELD: invalid request\n  transfers[0].amount.value: ")
     # A Decimal with an exponent is sent as plain decimal text, and is just as invalid.
     with pytest.raises(PuenteError) as error:
         client.transfer(a, b, "USD", Decimal("1.001"))

@@ -8,7 +8,7 @@ import uuid
 import grpc
 import pytest
 
-from puente_client import PuenteClient, PuenteError, new_api_key
+from puente_client import PuenteClient, PuenteError, api_key_from_env, new_api_key
 
 
 def test_a_call_without_a_key_is_unauthenticated(server) -> None:
@@ -47,3 +47,36 @@ def test_a_wrong_key_is_unauthenticated(server) -> None:
         with pytest.raises(PuenteError) as error:
             stranger.whoami()
         assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_the_key_comes_from_the_environment_like_the_cli(server, tmp_path, monkeypatch) -> None:
+    """No api_key: the file named by PUENTE_API_KEY_FILE, else PUENTE_API_KEY; api_key wins."""
+    key_file = tmp_path / "operator.key"
+    key_file.write_text(server.operator_key + "\n")
+    wrong = new_api_key().key
+    # Both set: the file wins (as in the CLI and the Rust client).
+    monkeypatch.setenv("PUENTE_API_KEY_FILE", str(key_file))
+    monkeypatch.setenv("PUENTE_API_KEY", wrong)
+    with PuenteClient(server.addr) as operator:
+        assert operator.whoami().participant_id == "operator"
+    # An explicit api_key beats the environment; "" means no key at all.
+    with PuenteClient(server.addr, api_key="") as anonymous:
+        with pytest.raises(PuenteError) as error:
+            anonymous.whoami()
+        assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
+    # Only PUENTE_API_KEY.
+    monkeypatch.delenv("PUENTE_API_KEY_FILE")
+    monkeypatch.setenv("PUENTE_API_KEY", server.operator_key)
+    with PuenteClient(server.addr) as operator:
+        assert operator.whoami().participant_id == "operator"
+    # A named file that is missing or empty is an error, not a call without a key.
+    monkeypatch.setenv("PUENTE_API_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(OSError, match="PUENTE_API_KEY_FILE"):
+        PuenteClient(server.addr)
+    (tmp_path / "empty.key").write_text("\n")
+    monkeypatch.setenv("PUENTE_API_KEY_FILE", str(tmp_path / "empty.key"))
+    with pytest.raises(ValueError, match="empty"):
+        api_key_from_env()
+    monkeypatch.delenv("PUENTE_API_KEY_FILE")
+    monkeypatch.delenv("PUENTE_API_KEY")
+    assert api_key_from_env() is None

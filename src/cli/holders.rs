@@ -1,5 +1,8 @@
 //! `puente holders ...`, `puente kyc ...` and `puente pii-key generate`.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
 use clap::Subcommand;
 use puente_client::{Client, pb};
 use serde_json::{Value, json};
@@ -25,18 +28,12 @@ pub enum HoldersCommand {
         /// Operators name the participant; participants register their own holders.
         #[arg(long, default_value = "")]
         participant: String,
-        #[arg(long, default_value = "")]
-        name: String,
-        #[arg(long, default_value = "")]
-        address: String,
-        #[arg(long, default_value = "")]
-        clabe: String,
-        #[arg(long, default_value = "")]
-        account_number: String,
-        #[arg(long, default_value = "")]
-        routing_number: String,
-        #[arg(long, default_value = "")]
-        rfc: String,
+        /// The holder's personal data, from a file or `-` (standard input), never from the
+        /// command line (any local user can read a process's arguments): a JSON object or a
+        /// TOML table with any of full_name, address, clabe, account_number, routing_number,
+        /// rfc (text; other keys are refused). Without it the holder has no personal data.
+        #[arg(long, value_name = "FILE|-")]
+        pii_file: Option<PathBuf>,
     },
     /// Show a holder with its personal data.
     Get {
@@ -84,6 +81,67 @@ pub enum PiiKeyCommand {
     },
 }
 
+/// Largest personal-data file read.
+const PII_FILE_BYTES_MAX: u64 = 64 * 1024;
+const PII_FIELDS: &str = "full_name, address, clabe, account_number, routing_number, rfc";
+
+/// A holder's personal data as `--pii-file` holds it (JSON or TOML).
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PiiFile {
+    #[serde(default)]
+    full_name: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    clabe: String,
+    #[serde(default)]
+    account_number: String,
+    #[serde(default)]
+    routing_number: String,
+    #[serde(default)]
+    rfc: String,
+}
+
+/// Reads `--pii-file` (`-`: standard input). Errors name the file and where it is wrong, never
+/// a value from it.
+fn read_pii(path: &Path) -> Result<PiiFile, CliError> {
+    let name = if path == Path::new("-") { "standard input".to_owned() } else { path.display().to_string() };
+    let usage = |reason: String| CliError::Usage(format!("--pii-file {name}: {reason}"));
+    let mut text = String::new();
+    let read = if path == Path::new("-") {
+        std::io::stdin().take(PII_FILE_BYTES_MAX + 1).read_to_string(&mut text)
+    } else {
+        std::fs::File::open(path).and_then(|f| f.take(PII_FILE_BYTES_MAX + 1).read_to_string(&mut text))
+    };
+    read.map_err(|e| usage(e.to_string()))?;
+    if text.len() as u64 > PII_FILE_BYTES_MAX {
+        return Err(usage(format!("larger than {PII_FILE_BYTES_MAX} bytes")));
+    }
+    parse_pii(&text).map_err(usage)
+}
+
+/// A JSON object (text starting with `{`) or a TOML table of the fields in [`PII_FIELDS`].
+fn parse_pii(text: &str) -> Result<PiiFile, String> {
+    let expected = format!("expected a JSON object or a TOML table of text fields ({PII_FIELDS})");
+    if text.trim_start().starts_with('{') {
+        // serde's messages may quote a value: only the position is reported.
+        serde_json::from_str(text)
+            .map_err(|e| format!("not valid at line {}, column {}: {expected}", e.line(), e.column()))
+    } else {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let line = e
+                .span()
+                .and_then(|span| text.get(..span.start))
+                .map(|before| before.bytes().filter(|b| *b == b'\n').count() + 1);
+            match line {
+                Some(line) => format!("not valid at line {line}: {expected}"),
+                None => format!("not valid: {expected}"),
+            }
+        })
+    }
+}
+
 fn kind_name(kind: i32) -> &'static str {
     match pb::HolderKind::try_from(kind) {
         Ok(pb::HolderKind::Individual) => "individual",
@@ -113,19 +171,11 @@ fn status(error: tonic::Status) -> CliError {
 pub async fn holders(client: &mut Client, command: HoldersCommand, out: &Output) -> Result<(), CliError> {
     let mut stub = pb::holder_service_client::HolderServiceClient::new(client.channel());
     match command {
-        HoldersCommand::Create {
-            id,
-            kind,
-            country,
-            tier,
-            participant,
-            name,
-            address,
-            clabe,
-            account_number,
-            routing_number,
-            rfc,
-        } => {
+        HoldersCommand::Create { id, kind, country, tier, participant, pii_file } => {
+            let pii = match &pii_file {
+                Some(path) => read_pii(path)?,
+                None => PiiFile::default(),
+            };
             let kind = match kind.as_str() {
                 "individual" => pb::HolderKind::Individual,
                 "business" => pb::HolderKind::Business,
@@ -142,12 +192,12 @@ pub async fn holders(client: &mut Client, command: HoldersCommand, out: &Output)
                 country,
                 kyc_tier: tier,
                 personal_data: Some(pb::HolderPersonalData {
-                    full_name: name,
-                    address,
-                    clabe,
-                    account_number,
-                    routing_number,
-                    rfc,
+                    full_name: pii.full_name,
+                    address: pii.address,
+                    clabe: pii.clabe,
+                    account_number: pii.account_number,
+                    routing_number: pii.routing_number,
+                    rfc: pii.rfc,
                 }),
                 create_time: None,
             };
@@ -281,6 +331,35 @@ pub fn pii_key(command: PiiKeyCommand) -> Result<(), CliError> {
                 .map_err(|e| CliError::Usage(format!("pii-key generate: {e}")))?;
             println!("{spec}");
             Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn personal_data_files_are_json_or_toml_and_errors_never_quote_them() {
+        let json = r#"{"full_name": "Ana López", "clabe": "032180000118359719"}"#;
+        let toml = "full_name = \"Ana López\"\nclabe = \"032180000118359719\"\n";
+        for text in [json, toml] {
+            let pii = parse_pii(text).unwrap();
+            assert_eq!((pii.full_name.as_str(), pii.clabe.as_str()), ("Ana López", "032180000118359719"));
+            assert!(pii.rfc.is_empty());
+        }
+        assert_eq!(parse_pii("").unwrap(), PiiFile::default());
+        for bad in [
+            r#"{"full_name": "Ana López", "name": "Ana López"}"#,
+            r#"{"full_name": 12345678}"#,
+            "full_name = \"Ana López\"\nssn = \"078-05-1120\"\n",
+            "full_name = [\"Ana López\"]",
+        ] {
+            let error = parse_pii(bad).unwrap_err();
+            assert!(error.contains(PII_FIELDS), "{error}");
+            for secret in ["Ana", "12345678", "078-05-1120"] {
+                assert!(!error.contains(secret), "{error} quotes {secret}");
+            }
         }
     }
 }

@@ -27,12 +27,17 @@ pub struct Args {
     #[arg(long, global = true)]
     json: bool,
     /// API key for client commands (`puente participants create` makes one). Prefer
-    /// PUENTE_API_KEY_FILE: a key on a command line is visible to other local users.
+    /// PUENTE_API_KEY_FILE: a key on a command line is visible to other local users. A flag
+    /// beats the environment; of the two variables, PUENTE_API_KEY_FILE wins.
     #[arg(long, global = true, env = "PUENTE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// File holding the API key (one line).
     #[arg(long, global = true, env = "PUENTE_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// Which of --api-key and --api-key-file were given on the command line (not through the
+    /// environment): set by [`Args::with_sources`].
+    #[arg(skip)]
+    key_flags: (bool, bool),
     /// CA certificate (PEM) to verify a TLS server; turns TLS on for client commands.
     #[arg(long, global = true, env = "PUENTE_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -44,6 +49,15 @@ pub struct Args {
     tls_key: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Args {
+    /// Records which key arguments came from the command line rather than the environment.
+    pub fn with_sources(mut self, matches: &clap::ArgMatches) -> Args {
+        let flag = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        self.key_flags = (flag("api_key"), flag("api_key_file"));
+        self
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -276,11 +290,7 @@ impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
         let text = match &error {
             ClientError::Status { code, message, reason, violations } => {
-                let mut text = format!("{code:?} {}: {message}", reason.as_deref().unwrap_or(""));
-                for (field, description) in violations {
-                    text.push_str(&format!("\n  {field}: {description}"));
-                }
-                text
+                status_text(*code, message, reason.as_deref(), violations)
             }
             other => other.to_string(),
         };
@@ -288,16 +298,64 @@ impl From<ClientError> for CliError {
     }
 }
 
+/// An error status as the CLI prints it: code, reason and message on the first line, then
+/// each bad field on its own line. The server's message already spells the violations out
+/// ("invalid request: transfers[0].amount.value: ..."); then only what precedes them is kept,
+/// so that each is printed once.
+fn status_text(
+    code: tonic::Code,
+    message: &str,
+    reason: Option<&str>,
+    violations: &[(String, String)],
+) -> String {
+    let repeated = !violations.is_empty() && violations.iter().all(|(_, d)| message.contains(d.as_str()));
+    let headline = if repeated {
+        let first = violations
+            .iter()
+            .filter_map(|(field, description)| {
+                message
+                    .find(&format!("{field}: {description}"))
+                    .or_else(|| message.find(description.as_str()))
+            })
+            .min()
+            .unwrap_or(message.len());
+        message[..first].trim_end_matches([' ', ':', ';', ',']).to_owned()
+    } else {
+        message.to_owned()
+    };
+    let mut text = format!("{code:?}");
+    if let Some(reason) = reason.filter(|r| !r.is_empty()) {
+        text.push_str(&format!(" {reason}"));
+    }
+    if !headline.is_empty() {
+        text.push_str(&format!(": {headline}"));
+    }
+    for (field, description) in violations {
+        text.push_str(&format!("\n  {field}: {description}"));
+    }
+    text
+}
+
 /// The client side of the connection: the API key and TLS files from flags or environment.
 fn connect_options(args: &Args) -> Result<puente_client::ConnectOptions, CliError> {
-    let api_key = match (&args.api_key, &args.api_key_file) {
-        (Some(key), _) => Some(key.trim().to_owned()),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| CliError::Usage(format!("--api-key-file {}: {e}", path.display())))?;
-            Some(text.trim().to_owned())
+    // A flag beats the environment; between the two variables the file wins (as in the Rust
+    // and Python clients' `from_env`); both flags at once is a mistake.
+    let read_file = |path: &PathBuf| {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--api-key-file {}: {e}", path.display())))?;
+        match text.trim() {
+            "" => Err(CliError::Usage(format!("--api-key-file {}: the file is empty", path.display()))),
+            key => Ok(Some(key.to_owned())),
         }
-        (None, None) => None,
+    };
+    let api_key = match (&args.api_key, &args.api_key_file, args.key_flags) {
+        (Some(_), Some(_), (true, true)) => {
+            return Err(CliError::Usage("give --api-key or --api-key-file, not both".into()));
+        }
+        (Some(key), _, (true, _)) => Some(key.trim().to_owned()),
+        (_, Some(path), _) => read_file(path)?,
+        (Some(key), None, _) => Some(key.trim().to_owned()),
+        (None, None, _) => None,
     };
     let read = |path: &PathBuf, flag: &str| {
         std::fs::read(path).map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
@@ -330,7 +388,10 @@ pub async fn run(args: Args) -> Result<(), CliError> {
     let out = Output { json: args.json };
     match args.command {
         Command::Serve(serve) => run_server(serve).await,
-        Command::Ops(command) => ops::run(command, &args.server, &options, args.json).await,
+        Command::Ops(command) => {
+            let credentials = options.api_key.is_some() || args.tls_cert.is_some();
+            ops::run(command, &args.server, &options, credentials, args.json).await
+        }
         Command::Settlement(command) => {
             let mut client = settlement::connect(&args.server, &options).await?;
             settlement::run(&mut client, command, &out).await
@@ -373,6 +434,8 @@ pub async fn run(args: Args) -> Result<(), CliError> {
 }
 
 async fn run_server(args: ServeArgs) -> Result<(), CliError> {
+    // Before anything is created: every file and directory from now on is owner-only.
+    crate::data_dir::restrict_umask();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => config::FileConfig::default(),
@@ -393,7 +456,8 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         }
     };
     let mut resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
-    init_logging(&resolved.log_format)?;
+    crate::logging::init(&resolved.log_format)?;
+    crate::data_dir::make_private(&resolved.data_dir)?;
     // The quote-signing keys: read before listening, so a refused key file stops the start.
     if let Some(path) = args.fx_signing_key_file.or(resolved.fx_signing_key_file.take()) {
         let keyring = puente_identity::pii::read_key_file(
@@ -455,21 +519,6 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         pii_keyring: pii_keyring.map(std::sync::Arc::new),
     };
     puente_server::run(config, shutdown_signal()).await?;
-    Ok(())
-}
-
-fn init_logging(format: &str) -> Result<(), CliError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colour only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    match format {
-        "text" => builder.init(),
-        "json" => builder.json().init(),
-        other => return Err(CliError::Usage(format!("--log-format must be text or json, not {other:?}"))),
-    }
     Ok(())
 }
 
@@ -560,7 +609,7 @@ fn account_json(a: &pb::Account) -> Value {
         "debits_pending": a.debits_pending, "debits_posted": a.debits_posted,
         "credits_pending": a.credits_pending, "credits_posted": a.credits_posted,
         "posted_balance": a.posted_balance, "available_balance": a.available_balance,
-        "create_time": time_text(&a.create_time), "closed": a.closed,
+        "create_time": time_text(&a.create_time), "closed": a.closed, "state": account_state(a),
     })
 }
 
@@ -602,17 +651,23 @@ fn transfer_json(t: &pb::Transfer) -> Value {
     })
 }
 
+/// "open", or "closed" for an account that takes no new transfers.
+fn account_state(a: &pb::Account) -> &'static str {
+    if a.closed { "closed" } else { "open" }
+}
+
 fn account_rows(accounts: &[pb::Account]) -> String {
     let mut out = format!(
-        "{:<36}  {:<16}  {:<3}  {:>16}  {:>16}  {:>14}  {}\n",
-        "ID", "PARTICIPANT", "CCY", "POSTED", "AVAILABLE", "PENDING DEBITS", "HOLDER"
+        "{:<36}  {:<16}  {:<3}  {:<6}  {:>16}  {:>16}  {:>14}  {}\n",
+        "ID", "PARTICIPANT", "CCY", "STATE", "POSTED", "AVAILABLE", "PENDING DEBITS", "HOLDER"
     );
     for a in accounts {
         out.push_str(&format!(
-            "{:<36}  {:<16}  {:<3}  {:>16}  {:>16}  {:>14}  {}\n",
+            "{:<36}  {:<16}  {:<3}  {:<6}  {:>16}  {:>16}  {:>14}  {}\n",
             a.id,
             a.participant,
             a.currency_code,
+            account_state(a),
             a.posted_balance,
             a.available_balance,
             a.debits_pending,
@@ -825,11 +880,12 @@ async fn statement(client: &mut Client, args: StatementArgs, out: &Output) -> Re
     });
     out.print(value, || {
         let mut text = format!(
-            "Statement for {} ({} {}, holder {})\nOpening posted balance: {}\n",
+            "Statement for {} ({} {}, holder {}{})\nOpening posted balance: {}\n",
             account.id,
             account.participant,
             account.currency_code,
             account.holder_ref,
+            if account.closed { "; CLOSED: takes no new transfers" } else { "" },
             s.opening_posted_balance
         );
         text.push_str(&format!(
@@ -861,4 +917,39 @@ async fn statement(client: &mut Client, args: StatementArgs, out: &Output) -> Re
 #[allow(dead_code)]
 fn now_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_message_is_printed_once() {
+        let description = "amount \"1.001\" has 3 decimal places; USD allows at most 2";
+        let violations = vec![("transfers[0].amount.value".to_owned(), description.to_owned())];
+        let message = format!("invalid request: transfers[0].amount.value: {description}");
+        let text = status_text(tonic::Code::InvalidArgument, &message, Some("INVALID_FIELD"), &violations);
+        assert_eq!(
+            text,
+            format!(
+                "InvalidArgument INVALID_FIELD: invalid request\n  transfers[0].amount.value: {description}"
+            )
+        );
+        assert_eq!(text.matches(description).count(), 1, "{text}");
+        // Two violations: each once.
+        let violations = vec![("a".to_owned(), "bad a".to_owned()), ("b".to_owned(), "bad b".to_owned())];
+        let text = status_text(
+            tonic::Code::InvalidArgument,
+            "invalid request: a: bad a; b: bad b",
+            None,
+            &violations,
+        );
+        assert_eq!(text, "InvalidArgument: invalid request\n  a: bad a\n  b: bad b");
+        // A message that says something else is kept; without violations, it is the text.
+        let text = status_text(tonic::Code::NotFound, "account x not found", Some("ACCOUNT_NOT_FOUND"), &[]);
+        assert_eq!(text, "NotFound ACCOUNT_NOT_FOUND: account x not found");
+        let violations = vec![("f".to_owned(), "d".to_owned())];
+        let text = status_text(tonic::Code::InvalidArgument, "something else", None, &violations);
+        assert_eq!(text, "InvalidArgument: something else\n  f: d");
+    }
 }

@@ -1,7 +1,8 @@
-//! Operations: `puente status` (health, versions, store size, settlement windows, in one
-//! screen), `puente backup` (a consistent copy of the journal while the server runs),
-//! `puente restore` and `puente verify` (replays a store or a backup offline and checks every
-//! invariant, without touching it).
+//! Operations: `puente status` (gRPC health, then, with an operator's key, versions, store
+//! size, chain head, writes and settlement windows over gRPC; in one screen), `puente backup`
+//! (a consistent copy of the journal while the server runs), `puente restore` and
+//! `puente verify` (replays a store or a backup offline and checks every invariant, without
+//! touching it).
 //!
 //! A backup is a directory: `journal.log` (the longest prefix of intact journal records, so a
 //! consistent state holding every write acknowledged before the backup started) and
@@ -14,21 +15,21 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Subcommand;
+use puente_client::{Client, ClientError, pb};
 use puente_ledger::journal::{Journal, chain_hex, copy_intact_prefix};
 use puente_ledger::{Ledger, LedgerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{CliError, Output};
 use crate::config;
 
-/// Longest `puente status` waits for the server or the metrics endpoint.
+/// Longest `puente status` waits for each of health and the details.
 const STATUS_TIMEOUT_MS: u64 = 5_000;
-/// Largest metrics response `puente status` reads.
-const METRICS_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
-/// The metrics address `puente status` reads by default (the conventional port).
-const STATUS_METRICS_DEFAULT: &str = "127.0.0.1:9464";
+/// Open settlement windows `puente status` asks for per page, and at most in all (there is
+/// one per currency).
+const STATUS_WINDOW_PAGE: i32 = 100;
+const STATUS_WINDOWS_MAX: usize = 1_000;
 /// Backup format written in (and required of) `MANIFEST.json`.
 const BACKUP_FORMAT: &str = "puente-backup/1";
 const MANIFEST_FILE: &str = "MANIFEST.json";
@@ -45,8 +46,9 @@ const VERIFY_PAGE_ROWS: usize = puente_ledger::PAGE_SIZE_MAX;
 
 #[derive(Subcommand, Debug)]
 pub enum OpsCommand {
-    /// Health, versions, store size and settlement windows of a running server, in one screen.
-    /// Exits non-zero unless the server is SERVING.
+    /// Health, versions, store size, writes and settlement windows of a running server, in one
+    /// screen. Health needs no key; the rest needs an operator's key. Exits non-zero unless the
+    /// server is SERVING.
     Status(StatusArgs),
     /// Write a consistent backup of a store (safe while the server runs) into a new directory.
     Backup(BackupArgs),
@@ -59,10 +61,13 @@ pub enum OpsCommand {
 
 #[derive(clap::Args, Debug)]
 pub struct StatusArgs {
-    /// The server's metrics address (its --metrics-listen) [default: 127.0.0.1:9464]; "off"
-    /// to skip metrics.
-    #[arg(long, env = "PUENTE_METRICS_LISTEN")]
-    metrics: Option<String>,
+    /// Only the gRPC health check (for probes: one call, no credentials used).
+    #[arg(long)]
+    health_only: bool,
+    /// Ignored: status reads everything over gRPC now. Accepted so that health checks written
+    /// for older versions (`puente status --metrics off`) keep working.
+    #[arg(long = "metrics", hide = true)]
+    _metrics: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -106,15 +111,22 @@ pub struct VerifyArgs {
     expect_head: Option<String>,
 }
 
+/// `credentials`: whether the command line or environment gave any (an API key or a client
+/// certificate).
 pub async fn run(
     command: OpsCommand,
     server: &str,
     options: &puente_client::ConnectOptions,
+    credentials: bool,
     json: bool,
 ) -> Result<(), CliError> {
     let out = Output { json };
+    if !matches!(command, OpsCommand::Status(_)) {
+        // Backups, restored stores and verify's scratch copies hold the journal: owner-only.
+        crate::data_dir::restrict_umask();
+    }
     match command {
-        OpsCommand::Status(args) => status(server, options, args, &out).await,
+        OpsCommand::Status(args) => status(server, options, credentials, args.health_only, &out).await,
         OpsCommand::Backup(args) => backup(args, &out),
         OpsCommand::Restore(args) => restore(args, &out).await,
         OpsCommand::Verify(args) => verify(args, &out).await,
@@ -130,7 +142,8 @@ fn ops_error(context: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> 
 async fn status(
     server: &str,
     options: &puente_client::ConnectOptions,
-    args: StatusArgs,
+    credentials: bool,
+    health_only: bool,
     out: &Output,
 ) -> Result<(), CliError> {
     let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
@@ -141,77 +154,122 @@ async fn status(
         Ok(statuses) => statuses,
         Err(error) => (format!("UNREACHABLE ({error})"), String::new()),
     };
-    let metrics_addr = args.metrics.unwrap_or_else(|| STATUS_METRICS_DEFAULT.to_owned());
-    let scraped = if metrics_addr == "off" {
-        Err("not read (--metrics off)".to_owned())
+    // Health needs no key (load balancers and orchestrators call `puente status` without one);
+    // the rest is an operator's business.
+    let details = if overall.starts_with("UNREACHABLE") {
+        Err("not read: the server is unreachable".to_owned())
+    } else if health_only {
+        Err("not read (--health-only)".to_owned())
+    } else if !credentials {
+        Err("not read: they need an operator's key (PUENTE_API_KEY_FILE or --api-key-file)".to_owned())
     } else {
-        scrape(&metrics_addr, timeout).await
+        tokio::time::timeout(timeout, details(server, options))
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
     };
-    let metrics = scraped.as_ref().map(|text| Samples::parse(text));
-    let client_version = env!("CARGO_PKG_VERSION");
-    let value = match &metrics {
-        Ok(m) => {
-            let mut windows_transfers = BTreeMap::new();
-            let mut windows_gross = BTreeMap::new();
-            for (labels, value) in m.all("puente_settlement_open_window_transfers") {
-                windows_transfers.insert(label(labels, "currency"), *value as u64);
-            }
-            for (labels, value) in m.all("puente_settlement_open_window_gross_minor") {
-                windows_gross.insert(label(labels, "currency"), *value as u64);
-            }
-            let requests: f64 = m.all("puente_grpc_requests_total").map(|(_, v)| v).sum();
-            let failed: f64 = m
-                .all("puente_grpc_requests_total")
-                .filter(|(labels, _)| label(labels, "code") != "OK")
-                .map(|(_, v)| v)
-                .sum();
-            let flush_count = m.one("puente_commit_flush_seconds_count").unwrap_or(0.0);
-            let flush_mean_ms = if flush_count > 0.0 {
-                m.one("puente_commit_flush_seconds_sum").unwrap_or(0.0) * 1_000.0 / flush_count
-            } else {
-                0.0
-            };
-            json!({
-                "server": server,
-                "health": {"overall": overall, "ledger": ledger},
-                "versions": {
-                    "server": m.all("puente_build_info").next().map(|(labels, _)| label(labels, "version")),
-                    "client": client_version,
-                },
-                "up": m.one("puente_up").map(|v| v == 1.0),
-                "store": {
-                    "journal_bytes": m.one("puente_journal_bytes").unwrap_or(0.0) as u64,
-                    "store_bytes": m.one("puente_store_bytes").unwrap_or(0.0) as u64,
-                },
-                "writes": {
-                    "group_commits": m.one("puente_commit_group_events_count").unwrap_or(0.0) as u64,
-                    "events": m.one("puente_commit_group_events_sum").unwrap_or(0.0) as u64,
-                    "flush_mean_ms": (flush_mean_ms * 1_000.0).round() / 1_000.0,
-                },
-                "requests": {"total": requests as u64, "not_ok": failed as u64},
-                "settlement": {
-                    "open_windows": m.one("puente_settlement_open_windows").unwrap_or(0.0) as u64,
-                    "open_window_transfers": windows_transfers,
-                    "open_window_gross_minor": windows_gross,
-                    "last_netting_efficiency_bps": m.one("puente_settlement_last_netting_efficiency_bps").unwrap_or(0.0) as u64,
-                    "last_run_unix_seconds": m.one("puente_settlement_last_run_timestamp_seconds").unwrap_or(0.0) as u64,
-                },
-                "metrics": {"address": metrics_addr, "error": null},
-            })
-        }
-        Err(error) => json!({
-            "server": server,
-            "health": {"overall": overall, "ledger": ledger},
-            "versions": {"server": null, "client": client_version},
-            "metrics": {"address": metrics_addr, "error": error},
-        }),
-    };
+    let value = status_json(server, &overall, &ledger, &details);
     out.print(value.clone(), || status_screen(&value));
     if overall == "SERVING" {
         Ok(())
     } else {
         Err(CliError::Ops(format!("the server at {server} is not serving: {overall}")))
     }
+}
+
+/// What an operator's key reads beyond health.
+struct Details {
+    status: pb::GetServerStatusResponse,
+    open_windows: Vec<pb::SettlementWindow>,
+}
+
+/// `OperationsService.GetServerStatus` and the open settlement windows (`ListWindows`).
+async fn details(server: &str, options: &puente_client::ConnectOptions) -> Result<Details, String> {
+    let describe = |error: ClientError| match &error {
+        ClientError::Status {
+            code: tonic::Code::PermissionDenied | tonic::Code::Unauthenticated, ..
+        } => {
+            format!("not read: they need an operator's key ({error})")
+        }
+        _ => error.to_string(),
+    };
+    let mut client = Client::connect_with(server, options).await.map_err(describe)?;
+    let status = client.server_status().await.map_err(describe)?;
+    let mut settlement = client.settlement();
+    let mut open_windows = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = pb::ListWindowsRequest {
+            state: pb::WindowState::Open as i32,
+            page_size: STATUS_WINDOW_PAGE,
+            page_token,
+            ..Default::default()
+        };
+        let page = settlement
+            .list_windows(request)
+            .await
+            .map_err(|status| describe(ClientError::from(status)))?
+            .into_inner();
+        open_windows.extend(page.windows);
+        if page.next_page_token.is_empty() || open_windows.len() >= STATUS_WINDOWS_MAX {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(Details { status, open_windows })
+}
+
+fn status_json(server: &str, overall: &str, ledger: &str, details: &Result<Details, String>) -> Value {
+    let client_version = env!("CARGO_PKG_VERSION");
+    let Details { status: s, open_windows } = match details {
+        Ok(details) => details,
+        Err(error) => {
+            return json!({
+                "server": server,
+                "health": {"overall": overall, "ledger": ledger},
+                "versions": {"server": null, "client": client_version},
+                "details": {"error": error},
+            });
+        }
+    };
+    let seconds = |ts: &Option<puente_proto::Timestamp>| ts.as_ref().map(|t| t.seconds.max(0) as u64);
+    let started = seconds(&s.start_time).unwrap_or(0);
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut transfers = BTreeMap::new();
+    let mut gross = BTreeMap::new();
+    for w in open_windows {
+        *transfers.entry(w.currency_code.clone()).or_insert(0u64) += w.obligation_count;
+        if let Some(money) = &w.gross_value {
+            gross.insert(w.currency_code.clone(), money.value.clone());
+        }
+    }
+    json!({
+        "server": server,
+        "health": {"overall": overall, "ledger": ledger},
+        "versions": {"server": s.version, "client": client_version},
+        "details": {"error": null},
+        "started": super::time_text(&s.start_time),
+        "uptime_seconds": now.saturating_sub(started),
+        "takes_writes": s.healthy,
+        "store": {
+            "journal_bytes": s.journal_bytes,
+            "store_bytes": s.store_bytes,
+            "chain_head": {"seq": s.chain_head_seq, "sha256": s.chain_head_sha256},
+        },
+        "recovery": {"journal_entries": s.recovered_journal_entries, "ms": s.recovery_ms},
+        "writes": {
+            "group_commits": s.group_commits,
+            "events": s.committed_events,
+            "flush_mean_ms": s.flush_mean_us as f64 / 1_000.0,
+        },
+        "requests": {"total": s.requests, "not_ok": s.requests_not_ok},
+        "settlement": {
+            "open_windows": open_windows.len(),
+            "open_window_transfers": transfers,
+            "open_window_gross": gross,
+            "last_netting_efficiency_bps": s.last_netting_efficiency_bps,
+            "last_run_unix_seconds": seconds(&s.last_netting_run_time).unwrap_or(0),
+        },
+    })
 }
 
 fn status_screen(v: &Value) -> String {
@@ -232,53 +290,66 @@ fn status_screen(v: &Value) -> String {
         text(&v["versions"]["server"]),
         text(&v["versions"]["client"])
     ));
-    if v["metrics"]["error"].is_null() {
-        let bytes = |value: &Value| human_bytes(value.as_u64().unwrap_or(0));
-        lines.push(format!(
-            "  store       journal {}, journal + index {}",
-            bytes(&v["store"]["journal_bytes"]),
-            bytes(&v["store"]["store_bytes"])
-        ));
-        lines.push(format!(
-            "  writes      {} group commits, {} events since start; mean flush {} ms",
-            text(&v["writes"]["group_commits"]),
-            text(&v["writes"]["events"]),
-            text(&v["writes"]["flush_mean_ms"])
-        ));
-        lines.push(format!(
-            "  requests    {} RPCs since start, {} not OK",
-            text(&v["requests"]["total"]),
-            text(&v["requests"]["not_ok"])
-        ));
-        let windows: Vec<String> = v["settlement"]["open_window_transfers"]
-            .as_object()
-            .map(|o| o.iter().map(|(currency, n)| format!("{currency} {n} transfers")).collect())
-            .unwrap_or_default();
-        let last_run = v["settlement"]["last_run_unix_seconds"].as_u64().unwrap_or(0);
-        let efficiency = v["settlement"]["last_netting_efficiency_bps"].as_u64().unwrap_or(0);
-        lines.push(format!(
-            "  settlement  {} open windows ({}); last netting {}",
-            text(&v["settlement"]["open_windows"]),
-            windows.join(", "),
-            if last_run == 0 {
-                "never ran".to_owned()
-            } else {
-                format!(
-                    "saved {}.{:02}% at {}",
-                    efficiency / 100,
-                    efficiency % 100,
-                    humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(last_run))
-                )
-            }
-        ));
-        lines.push(format!("  metrics     http://{}/metrics", text(&v["metrics"]["address"])));
-    } else {
-        lines.push(format!(
-            "  metrics     {}: {} (store size and windows need --metrics ADDR)",
-            text(&v["metrics"]["address"]),
-            text(&v["metrics"]["error"])
-        ));
+    if !v["details"]["error"].is_null() {
+        lines.push(format!("  details     {}", text(&v["details"]["error"])));
+        return lines.join("\n") + "\n";
     }
+    let uptime = Duration::from_secs(v["uptime_seconds"].as_u64().unwrap_or(0));
+    lines.push(format!(
+        "  started     {} (up {}); recovery replayed {} journal records in {} ms{}",
+        text(&v["started"]),
+        humantime::format_duration(uptime),
+        text(&v["recovery"]["journal_entries"]),
+        text(&v["recovery"]["ms"]),
+        if v["takes_writes"] == false { "; REFUSING WRITES since a durable write failed" } else { "" }
+    ));
+    let bytes = |value: &Value| human_bytes(value.as_u64().unwrap_or(0));
+    lines.push(format!(
+        "  store       journal {}, journal + index {}; chain head seq {} {}",
+        bytes(&v["store"]["journal_bytes"]),
+        bytes(&v["store"]["store_bytes"]),
+        text(&v["store"]["chain_head"]["seq"]),
+        text(&v["store"]["chain_head"]["sha256"])
+    ));
+    lines.push(format!(
+        "  writes      {} group commits, {} events since start; mean flush {} ms",
+        text(&v["writes"]["group_commits"]),
+        text(&v["writes"]["events"]),
+        text(&v["writes"]["flush_mean_ms"])
+    ));
+    lines.push(format!(
+        "  requests    {} RPCs since start, {} not OK",
+        text(&v["requests"]["total"]),
+        text(&v["requests"]["not_ok"])
+    ));
+    let windows: Vec<String> = v["settlement"]["open_window_transfers"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(currency, n)| {
+                    let gross = text(&v["settlement"]["open_window_gross"][currency]);
+                    format!("{currency} {n} transfers, {gross}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let last_run = v["settlement"]["last_run_unix_seconds"].as_u64().unwrap_or(0);
+    let efficiency = v["settlement"]["last_netting_efficiency_bps"].as_u64().unwrap_or(0);
+    lines.push(format!(
+        "  settlement  {} open windows{}; last netting {}",
+        text(&v["settlement"]["open_windows"]),
+        if windows.is_empty() { String::new() } else { format!(" ({})", windows.join("; ")) },
+        if last_run == 0 {
+            "none since start".to_owned()
+        } else {
+            format!(
+                "saved {}.{:02}% at {}",
+                efficiency / 100,
+                efficiency % 100,
+                humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(last_run))
+            )
+        }
+    ));
     lines.join("\n") + "\n"
 }
 
@@ -316,82 +387,6 @@ async fn health(server: &str, options: &puente_client::ConnectOptions) -> Result
     let ledger = statuses.pop().unwrap_or_default();
     let overall = statuses.pop().unwrap_or_default();
     Ok((overall, ledger))
-}
-
-/// `GET /metrics` over plain HTTP/1.1.
-async fn scrape(addr: &str, timeout: Duration) -> Result<String, String> {
-    let read = async {
-        let mut stream =
-            tokio::net::TcpStream::connect(addr).await.map_err(|e| format!("cannot connect: {e}"))?;
-        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-        let mut response = Vec::new();
-        (&mut stream)
-            .take(METRICS_RESPONSE_BYTES_MAX as u64 + 1)
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| e.to_string())?;
-        if response.len() > METRICS_RESPONSE_BYTES_MAX {
-            return Err(format!("response larger than {METRICS_RESPONSE_BYTES_MAX} bytes"));
-        }
-        let text = String::from_utf8(response).map_err(|_| "response is not UTF-8".to_owned())?;
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-        let status_line = head.lines().next().unwrap_or_default();
-        if status_line.split_whitespace().nth(1) != Some("200") {
-            return Err(format!("HTTP {status_line}"));
-        }
-        Ok(body.to_owned())
-    };
-    tokio::time::timeout(timeout, read).await.map_err(|_| "timed out".to_owned())?
-}
-
-/// Label pairs of one sample.
-type Labels = Vec<(String, String)>;
-
-/// Samples of the Prometheus text format: (name, labels, value).
-struct Samples(Vec<(String, Labels, f64)>);
-
-impl Samples {
-    fn parse(text: &str) -> Samples {
-        let mut samples = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (series, value) = match line.rsplit_once(' ') {
-                Some(parts) => parts,
-                None => continue,
-            };
-            let Ok(value) = value.parse::<f64>() else { continue };
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
-                None => (series, Vec::new()),
-            };
-            samples.push((name.to_owned(), labels, value));
-        }
-        Samples(samples)
-    }
-
-    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (&'a [(String, String)], &'a f64)> + 'a {
-        self.0.iter().filter(move |(n, _, _)| n == name).map(|(_, labels, value)| (labels.as_slice(), value))
-    }
-
-    fn one(&self, name: &str) -> Option<f64> {
-        self.all(name).next().map(|(_, value)| *value)
-    }
-}
-
-/// `a="x",b="y"` (our label values hold no quotes or commas).
-fn parse_labels(text: &str) -> Vec<(String, String)> {
-    text.split(',')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
-        .collect()
-}
-
-fn label(labels: &[(String, String)], key: &str) -> String {
-    labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default()
 }
 
 // ---- backup ---------------------------------------------------------------------------------
@@ -642,8 +637,8 @@ impl Scratch {
         let nanos =
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let dir = std::env::temp_dir().join(format!("puente-verify-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .map_err(ops_error(format!("cannot create scratch {}", dir.display())))?;
+        // It holds a copy of the journal: owner-only (and new: create, not reuse).
+        create_private_dir(&dir)?;
         Ok(Scratch(dir))
     }
 }
@@ -923,6 +918,8 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
             .map_err(ops_error(format!("cannot sync {}", partial.display())))?;
         std::fs::rename(&partial, &installed)
             .map_err(ops_error(format!("cannot rename {}", partial.display())))?;
+        // fs::copy copied the backup's mode: the store is owner-only whatever it was.
+        crate::data_dir::make_private(target)?;
         sync_dir(target)?;
         sync_dir(&parent_dir(target))
     };

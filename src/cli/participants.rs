@@ -203,7 +203,7 @@ fn show_new_key(
         ),
         None => format!(
             "{} ({}): new API key {}\n\n    {}\n\nThis is the only time the key is shown: store it in a secret manager now.\n\
-             Use it with PUENTE_API_KEY (or --api-key-file); the server keeps only its SHA-256.\n",
+             Put it in a file (mode 0600) named by PUENTE_API_KEY_FILE, or in PUENTE_API_KEY; the server keeps only its SHA-256.\n",
             participant.id,
             role_name(participant.role),
             key.key_id,

@@ -177,7 +177,7 @@ fn systemd_units_verify() {
     }
 
     let Ok(analyze) = which("systemd-analyze") else {
-        eprintln!("skipped: systemd-analyze not installed (scripts/ci-deps installs it)");
+        eprintln!("skipped: systemd-analyze not installed (scripts/test installs it: scripts/test-deps)");
         return;
     };
     // verify insists that ExecStart's binary exists: point the copies at the one just built.

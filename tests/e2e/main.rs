@@ -2,9 +2,13 @@
 //! generated client (`puente-client`). One integration test target for the facade crate.
 
 mod api;
+mod cli;
 mod crash;
 mod deploy;
+mod docs;
+mod first_run;
 mod fx;
+mod hardening;
 mod ops;
 mod security;
 mod settlement;

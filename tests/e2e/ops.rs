@@ -81,7 +81,7 @@ fn text(path: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_count_requests_by_method_and_code_and_status_shows_them() {
+async fn metrics_count_requests_by_method_and_code() {
     let dir = temp_dir();
     let (server, metrics) = start_with_metrics(&dir.path().join("data"));
     let mut client = server.client().await;
@@ -134,35 +134,105 @@ async fn metrics_count_requests_by_method_and_code_and_status_shows_them() {
     assert!(!body.contains("method=\"/"), "{body}");
     let (code, _) = http_get(&metrics, "/other").await;
     assert_eq!(code, 404);
+}
 
-    // `puente status`: health, versions, store size, windows; JSON and the one screen.
-    let (ok, stdout, stderr) =
-        puente(&["status", "--server", &server.addr, "--metrics", &metrics, "--json"]).await;
+/// Runs `puente --server ADDR ARGS` with the given key file (or none); returns (success,
+/// stdout, stderr).
+async fn puente_as(addr: &str, key_file: Option<&Path>, args: &[&str]) -> (bool, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_puente"));
+    command
+        .arg("--server")
+        .arg(addr)
+        .args(args)
+        .env_remove("PUENTE_API_KEY")
+        .env_remove("PUENTE_API_KEY_FILE");
+    if let Some(key_file) = key_file {
+        command.env("PUENTE_API_KEY_FILE", key_file);
+    }
+    let output = command.output().await.unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_everything_over_grpc_without_a_metrics_endpoint() {
+    let dir = temp_dir();
+    // No --metrics-listen: status needs none.
+    let server = Server::start(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let (source, _) = accounts(&mut client, "fintech-a", "USD", 0).await;
+    let (_, wallets) = accounts(&mut client, "fintech-b", "USD", 1).await;
+    // A cross-participant transfer: an obligation in the open USD settlement window.
+    client.transfer(NewTransfer::new(&source, &wallets[0], "USD", "12.50")).await.unwrap();
+    assert!(client.get_account(&new_id()).await.is_err());
+    let operator = crate::support::key_file_for(&server.addr);
+
+    let (ok, stdout, stderr) = puente_as(&server.addr, Some(&operator), &["status", "--json"]).await;
     assert!(ok, "{stderr}");
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status["health"]["overall"], "SERVING", "{stdout}");
     assert_eq!(status["health"]["ledger"], "SERVING");
+    assert_eq!(status["details"]["error"], serde_json::Value::Null, "{stdout}");
     assert_eq!(status["versions"]["server"], env!("CARGO_PKG_VERSION"));
-    assert!(status["store"]["journal_bytes"].as_u64().unwrap() > 8);
-    assert_eq!(status["settlement"]["open_window_transfers"]["MXN"], 0);
-    assert!(status["requests"]["not_ok"].as_u64().unwrap() >= 2);
-    let (ok, screen, stderr) = puente(&["status", "--server", &server.addr, "--metrics", &metrics]).await;
+    assert_eq!(status["takes_writes"], true);
+    let journal_bytes = status["store"]["journal_bytes"].as_u64().unwrap();
+    assert!(journal_bytes > 8 && status["store"]["store_bytes"].as_u64().unwrap() >= journal_bytes);
+    assert_eq!(status["store"]["chain_head"]["sha256"].as_str().unwrap().len(), 64, "{stdout}");
+    assert!(status["writes"]["group_commits"].as_u64().unwrap() >= 4, "{stdout}");
+    assert!(status["requests"]["not_ok"].as_u64().unwrap() >= 1, "{stdout}");
+    assert_eq!(status["settlement"]["open_windows"], 1, "{stdout}");
+    assert_eq!(status["settlement"]["open_window_transfers"]["USD"], 1, "{stdout}");
+    assert_eq!(status["settlement"]["open_window_gross"]["USD"], "12.50", "{stdout}");
+    assert!(status["store"]["chain_head"]["seq"].as_u64().unwrap() >= 4, "{stdout}");
+
+    let (ok, screen, stderr) = puente_as(&server.addr, Some(&operator), &["status"]).await;
     assert!(ok, "{stderr}");
-    for needle in
-        ["health      SERVING", "versions    server", "store       journal", "settlement  0 open windows"]
-    {
+    for needle in [
+        "health      SERVING",
+        &format!("versions    server {}", env!("CARGO_PKG_VERSION")),
+        "store       journal",
+        "writes      ",
+        "settlement  1 open windows (USD 1 transfers, 12.50); last netting none since start",
+    ] {
         assert!(screen.contains(needle), "{needle:?} not in\n{screen}");
     }
+    assert!(!screen.contains("metrics"), "{screen}");
     assert!(screen.lines().count() <= 24, "more than one screen:\n{screen}");
 
-    // No server: non-zero exit with the reason; no metrics: health still reported.
+    // Without a key (a load balancer's health check): health only, exit 0, and why no more.
+    let (ok, screen, stderr) = puente_as(&server.addr, None, &["status"]).await;
+    assert!(ok, "{stderr}");
+    assert!(screen.contains("health      SERVING"), "{screen}");
+    assert!(screen.contains("need an operator's key"), "{screen}");
+    // Older health checks pass --metrics off: still accepted. Probes: --health-only.
+    let (ok, _, stderr) = puente_as(&server.addr, None, &["status", "--metrics", "off"]).await;
+    assert!(ok, "{stderr}");
+    let (ok, screen, stderr) = puente_as(&server.addr, Some(&operator), &["status", "--health-only"]).await;
+    assert!(ok && screen.contains("health      SERVING") && !screen.contains("store"), "{screen}{stderr}");
+    // A participant's key reads health, not the server's details.
+    let fintech = dir.path().join("fintech.key");
+    let (ok, _, stderr) = puente_as(
+        &server.addr,
+        Some(&operator),
+        &["participants", "create", "fintech-z", "--key-file", fintech.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let (ok, stdout, _) = puente_as(&server.addr, Some(&fintech), &["status", "--json"]).await;
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["health"]["overall"], "SERVING");
+    assert!(status["details"]["error"].as_str().unwrap().contains("PermissionDenied"), "{stdout}");
+    assert!(status.get("store").is_none(), "{stdout}");
+
+    // No server: non-zero exit with the reason.
     let nowhere = format!("127.0.0.1:{}", free_port());
-    let (ok, _, stderr) = puente(&["status", "--server", &nowhere, "--metrics", "off"]).await;
+    let (ok, _, stderr) = puente_as(&nowhere, Some(&operator), &["status"]).await;
     assert!(!ok);
     assert!(stderr.contains("not serving") && stderr.contains("UNREACHABLE"), "{stderr}");
-    let (ok, screen, _) = puente(&["status", "--server", &server.addr, "--metrics", &nowhere]).await;
-    assert!(ok);
-    assert!(screen.contains("SERVING") && screen.contains("cannot connect"), "{screen}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

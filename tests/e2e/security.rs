@@ -64,6 +64,7 @@ const OPERATOR_METHODS: &[&str] = &[
     "SettlementService/GetSettlementReport",
     "SettlementService/ListSettlementPayments",
     "HolderService/SetKycPolicy",
+    "OperationsService/GetServerStatus",
 ];
 
 const BOOTSTRAP: &str = "ParticipantService/BootstrapOperator";
@@ -881,24 +882,19 @@ async fn holders_and_the_kyc_policy_through_the_cli() {
     assert!(ok && stdout.contains("1 UDI = 8.70 MXN; 1 US tier"), "{stdout}{stderr}");
     let (ok, _, stderr) = cli(&fintech, &["kyc", "set-policy", "--udi-rate", "1"]);
     assert!(!ok && stderr.contains("PERMISSION_DENIED"), "{stderr}");
-    let create = [
-        "holders",
-        "create",
-        "joe",
-        "--kind",
-        "individual",
-        "--country",
-        "US",
-        "--tier",
-        "US_BASIC",
-        "--name",
-        "Joe Doe",
-        "--routing-number",
-        "011000015",
-        "--account-number",
-        "000123456789",
-    ];
-    let (ok, stdout, stderr) = cli(&fintech, &create);
+    // Personal data comes from a file (JSON or TOML) or standard input, never from argv.
+    let joe = dir.path().join("joe.json");
+    std::fs::write(
+        &joe,
+        r#"{"full_name": "Joe Doe", "routing_number": "011000015", "account_number": "000123456789"}"#,
+    )
+    .unwrap();
+    let create =
+        ["holders", "create", "joe", "--kind", "individual", "--country", "US", "--tier", "US_BASIC"];
+    fn with_file<'a>(args: &[&'a str], file: &'a str) -> Vec<&'a str> {
+        [args, &["--pii-file", file]].concat()
+    }
+    let (ok, stdout, stderr) = cli(&fintech, &with_file(&create, joe.to_str().unwrap()));
     assert!(ok && stdout.contains("holder joe of fintech-a registered (US_BASIC, US)"), "{stdout}{stderr}");
     let (ok, stdout, _) = cli(&fintech, &["holders", "get", "joe", "--json"]);
     let holder: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -910,12 +906,53 @@ async fn holders_and_the_kyc_policy_through_the_cli() {
     );
     let (ok, stdout, _) = cli(&fintech, &["holders", "list"]);
     assert!(ok && stdout.contains("joe") && !stdout.contains("Joe Doe"), "{stdout}");
-    // A bad routing number is refused by check digit, naming the field only.
-    let mut bad = create.to_vec();
-    bad[2] = "jane";
-    bad[12] = "011000016";
-    let (ok, _, stderr) = cli(&fintech, &bad);
+    // A bad routing number (TOML on standard input) is refused by check digit, naming the
+    // field only.
+    let mut jane = create.to_vec();
+    jane[2] = "jane";
+    let output = cli_stdin(
+        &server.addr,
+        &fintech,
+        &with_file(&jane, "-"),
+        "full_name = \"Jane Roe\"\nrouting_number = \"011000016\"\n",
+    );
+    let (ok, stderr) = (output.status.success(), String::from_utf8_lossy(&output.stderr));
     assert!(!ok && stderr.contains("routing_number") && !stderr.contains("011000016"), "{stderr}");
+    // From standard input, valid: registered with its personal data.
+    let output = cli_stdin(&server.addr, &fintech, &with_file(&jane, "-"), r#"{"full_name": "Jane Roe"}"#);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let (_, stdout, _) = cli(&fintech, &["holders", "get", "jane", "--json"]);
+    assert!(stdout.contains("Jane Roe"), "{stdout}");
+    // The old argv flags for personal data are gone.
+    for flag in ["--name", "--address", "--clabe", "--account-number", "--routing-number", "--rfc"] {
+        let (ok, _, stderr) = cli(&fintech, &[&create[..], &[flag, "x"]].concat());
+        assert!(!ok && stderr.contains("unexpected argument"), "{flag}: {stderr}");
+    }
+    // A file with an unknown field is refused before any call, without echoing the file.
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "fullname = \"Joe Doe\"\n").unwrap();
+    let mut again = create.to_vec();
+    again[2] = "joan";
+    let (ok, _, stderr) = cli(&fintech, &with_file(&again, typo.to_str().unwrap()));
+    assert!(!ok && stderr.contains("--pii-file") && !stderr.contains("Joe Doe"), "{stderr}");
+}
+
+/// `puente --server ADDR ARGS` with `key_file`, `stdin` on standard input.
+fn cli_stdin(addr: &str, key_file: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_puente"))
+        .arg("--server")
+        .arg(addr)
+        .env("PUENTE_API_KEY_FILE", key_file)
+        .env_remove("PUENTE_API_KEY")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,20 +19,38 @@ async fn settlement_client(addr: &str) -> SettlementClient {
     crate::support::operator_client(addr).await.settlement()
 }
 
-/// Validates `xml` against `../shared/iso20022/<xsd>` with xmllint (required: scripts/ci-deps
-/// installs it). Never skipped.
+/// Validates `xml` against `../shared/iso20022/<xsd>` with xmllint (required: scripts/test
+/// installs it). Never skipped: a missing xmllint fails with a message saying to run
+/// scripts/test.
 fn validate_xml(xml: &str, xsd: &str, dir: &Path, name: &str) {
     let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/iso20022").join(xsd);
     assert!(schema.exists(), "{} missing: ../shared must sit beside the repository", schema.display());
     let file = dir.join(name);
     std::fs::write(&file, xml).unwrap();
-    let output = Command::new("xmllint")
+    let output = Command::new(required_tool("xmllint", "libxml2-utils"))
         .args(["--noout", "--schema"])
         .arg(&schema)
         .arg(&file)
         .output()
-        .expect("xmllint is required: run scripts/ci-deps (installs libxml2-utils)");
+        .unwrap_or_else(|e| panic!("cannot run xmllint: {e}"));
     assert!(output.status.success(), "{name} fails {xsd}:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// The path of `program` on PATH; panics, saying how to get it, when it is not there.
+fn required_tool(program: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "{program} is not installed (Debian package {debian_package}): run the tests with \
+             scripts/test, which installs what they need (scripts/test-deps), not plain cargo test"
+        )
+    })
+}
+
+#[test]
+#[should_panic(expected = "run the tests with scripts/test, which installs what they need")]
+fn a_missing_tool_says_to_run_scripts_test() {
+    required_tool("puente-no-such-tool", "puente-no-such-package");
 }
 
 fn puente(addr: &str, args: &[&str]) -> String {

@@ -34,17 +34,41 @@ impl Server {
 
     /// Starts the server; `client_args` go to the bootstrap CLI call (e.g. TLS files).
     pub fn try_start_with(data_dir: &Path, extra: &[&str], client_args: &[&str]) -> Result<Server, String> {
+        Server::try_start_in(data_dir, extra, client_args, &[], None)
+    }
+
+    /// Starts the server with extra environment variables (after `RUST_LOG=info`, so they may
+    /// override it) and, with `umask`, under that file-mode creation mask (through `sh`).
+    pub fn try_start_in(
+        data_dir: &Path,
+        extra: &[&str],
+        client_args: &[&str],
+        env: &[(&str, &str)],
+        umask: Option<u32>,
+    ) -> Result<Server, String> {
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
             .map_err(|e| e.to_string())?;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_puente"))
+        let mut command = match umask {
+            // `exec`: the server is the child itself (kill and SIGTERM reach it).
+            Some(mask) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_puente"));
+                sh
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_puente")),
+        };
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

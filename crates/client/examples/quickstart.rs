@@ -7,7 +7,7 @@ use puente_client::{Client, ConnectOptions, NewAccount, NewTransfer, pb};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:50051".to_owned());
-    let mut client = Client::connect_with(&addr, &ConnectOptions::api_key(&api_key()?)).await?;
+    let mut client = Client::connect_with(&addr, &options()?).await?;
     let settlement =
         client.create_account(NewAccount::new("fintech-a", "USD").holder_ref("settlement")).await?;
     let alice =
@@ -42,10 +42,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The key from PUENTE_API_KEY_FILE (preferred) or PUENTE_API_KEY.
-fn api_key() -> Result<String, Box<dyn std::error::Error>> {
-    if let Ok(path) = std::env::var("PUENTE_API_KEY_FILE") {
-        return Ok(std::fs::read_to_string(path)?.trim().to_owned());
+/// The key as the CLI reads it: the file named by PUENTE_API_KEY_FILE, else PUENTE_API_KEY.
+fn options() -> Result<ConnectOptions, Box<dyn std::error::Error>> {
+    let options = ConnectOptions::from_env()?;
+    if options.api_key.is_none() {
+        return Err("no API key: set PUENTE_API_KEY_FILE (or PUENTE_API_KEY) to an operator's key".into());
     }
-    Ok(std::env::var("PUENTE_API_KEY").map_err(|_| "set PUENTE_API_KEY_FILE or PUENTE_API_KEY")?)
+    Ok(options)
 }

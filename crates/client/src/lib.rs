@@ -17,6 +17,7 @@ use std::collections::HashMap;
 
 use pb::fx_service_client::FxServiceClient;
 use pb::ledger_service_client::LedgerServiceClient;
+use pb::operations_service_client::OperationsServiceClient;
 use pb::participant_service_client::ParticipantServiceClient;
 use pb::settlement_service_client::SettlementServiceClient;
 pub use puente_proto::v1 as pb;
@@ -35,6 +36,9 @@ pub enum ClientError {
     /// An API key that cannot be sent, or no randomness to make one.
     #[error("API key: {0}")]
     InvalidKey(&'static str),
+    /// The key file named by `PUENTE_API_KEY_FILE` cannot be read, or is empty.
+    #[error("API key file {path} (PUENTE_API_KEY_FILE): {reason}")]
+    KeyFile { path: String, reason: String },
     /// The server answered with an error status. `reason` is the google.rpc.ErrorInfo reason
     /// (e.g. "INVALID_FIELD", "ACCOUNT_NOT_FOUND"); `violations` the BadRequest fields.
     #[error("{code:?}: {message}")]
@@ -50,7 +54,7 @@ impl ClientError {
         match self {
             ClientError::Status { reason, .. } => reason.as_deref(),
             ClientError::Refused { code } => Some(code),
-            ClientError::Connect { .. } | ClientError::InvalidKey(_) => None,
+            ClientError::Connect { .. } | ClientError::InvalidKey(_) | ClientError::KeyFile { .. } => None,
         }
     }
 }
@@ -235,10 +239,40 @@ impl std::fmt::Debug for ConnectOptions {
     }
 }
 
+/// The environment variable naming a file that holds the API key (preferred).
+pub const API_KEY_FILE_ENV: &str = "PUENTE_API_KEY_FILE";
+/// The environment variable holding the API key itself.
+pub const API_KEY_ENV: &str = "PUENTE_API_KEY";
+
 impl ConnectOptions {
     pub fn api_key(key: &str) -> ConnectOptions {
         ConnectOptions { api_key: Some(key.to_owned()), tls: None }
     }
+
+    /// The API key from the environment, as the `puente` CLI and the Python client read it:
+    /// the file named by `PUENTE_API_KEY_FILE` (preferred: the key stays out of the
+    /// environment), else `PUENTE_API_KEY`, else none. A named file that cannot be read, or is
+    /// empty, is an error (not "no key").
+    pub fn from_env() -> Result<ConnectOptions, ClientError> {
+        let file = std::env::var_os(API_KEY_FILE_ENV).filter(|v| !v.is_empty());
+        let key = std::env::var(API_KEY_ENV).ok().filter(|v| !v.trim().is_empty());
+        Ok(ConnectOptions {
+            api_key: api_key_from(file.as_deref().map(std::path::Path::new), key)?,
+            tls: None,
+        })
+    }
+}
+
+/// The key in `file` if one is named (it wins), else `key`.
+fn api_key_from(file: Option<&std::path::Path>, key: Option<String>) -> Result<Option<String>, ClientError> {
+    let Some(path) = file else { return Ok(key.map(|k| k.trim().to_owned())) };
+    let error = |reason: String| ClientError::KeyFile { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    let key = text.trim();
+    if key.is_empty() {
+        return Err(error("the file is empty".into()));
+    }
+    Ok(Some(key.to_owned()))
 }
 
 /// Opens a channel to `addr` ("127.0.0.1:50051", "http://host:port" or "https://host:port").
@@ -446,6 +480,15 @@ impl Client {
     /// Who this client's credentials belong to.
     pub async fn whoami(&mut self) -> Result<pb::GetCallerResponse, ClientError> {
         Ok(self.participants().get_caller(pb::GetCallerRequest {}).await?.into_inner())
+    }
+
+    pub fn operations(&self) -> OperationsServiceClient<AuthChannel> {
+        OperationsServiceClient::new(self.channel.clone())
+    }
+
+    /// The server's version, store, chain head, writes and requests (operators only).
+    pub async fn server_status(&mut self) -> Result<pb::GetServerStatusResponse, ClientError> {
+        Ok(self.operations().get_server_status(pb::GetServerStatusRequest {}).await?.into_inner())
     }
 
     /// The generated stub, for anything this wrapper does not cover.
@@ -679,4 +722,30 @@ impl Client {
 /// Metadata helper for callers building maps.
 pub fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_file_wins_over_the_key_and_must_hold_a_key() {
+        let dir = std::env::temp_dir().join(format!("puente-client-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("operator.key");
+        std::fs::write(&file, "puente_abc_123\n").unwrap();
+        let from_file = api_key_from(Some(&file), Some("puente_env_456".into())).unwrap();
+        assert_eq!(from_file.as_deref(), Some("puente_abc_123"));
+        assert_eq!(
+            api_key_from(None, Some(" puente_env_456 ".into())).unwrap().as_deref(),
+            Some("puente_env_456")
+        );
+        assert_eq!(api_key_from(None, None).unwrap(), None);
+        std::fs::write(&file, "\n").unwrap();
+        assert!(matches!(api_key_from(Some(&file), None), Err(ClientError::KeyFile { .. })));
+        let missing = dir.join("missing.key");
+        let error = api_key_from(Some(&missing), Some("puente_env_456".into())).unwrap_err();
+        assert!(error.to_string().contains("PUENTE_API_KEY_FILE"), "{error}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

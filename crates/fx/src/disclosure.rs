@@ -227,9 +227,9 @@ impl Disclosure {
 /// A window in the largest unit that states it exactly: "30 minutes", "90 seconds",
 /// "1500 milliseconds" (Spanish: minutos, segundos, milisegundos).
 fn duration_text(ms: u64, lang: Lang) -> String {
-    let (n, unit) = if ms % 60_000 == 0 {
+    let (n, unit) = if ms.is_multiple_of(60_000) {
         (ms / 60_000, ["minute", "minutes", "minuto", "minutos"])
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         (ms / 1_000, ["second", "seconds", "segundo", "segundos"])
     } else {
         (ms, ["millisecond", "milliseconds", "milisegundo", "milisegundos"])

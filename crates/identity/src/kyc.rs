@@ -367,20 +367,20 @@ impl MonthlyUsage {
         }
         let used_minor = if month == self.month { self.credited_minor } else { 0 };
         let credited = used_minor.checked_add(amount_minor);
-        if let Some(limit_minor) = limits.monthly_credit_limit_minor {
-            if credited.is_none_or(|credited| credited > limit_minor) {
-                return Err(KycError::MonthlyLimitExceeded {
-                    limit_minor,
-                    used_minor,
-                    requested_minor: amount_minor,
-                });
-            }
+        if let Some(limit_minor) = limits.monthly_credit_limit_minor
+            && credited.is_none_or(|credited| credited > limit_minor)
+        {
+            return Err(KycError::MonthlyLimitExceeded {
+                limit_minor,
+                used_minor,
+                requested_minor: amount_minor,
+            });
         }
         let credited_minor = credited.ok_or(KycError::Overflow)?;
-        if let Some(limit_minor) = limits.balance_limit_minor {
-            if balance_after_minor > i128::from(limit_minor) {
-                return Err(KycError::BalanceLimitExceeded { limit_minor, balance_after_minor });
-            }
+        if let Some(limit_minor) = limits.balance_limit_minor
+            && balance_after_minor > i128::from(limit_minor)
+        {
+            return Err(KycError::BalanceLimitExceeded { limit_minor, balance_after_minor });
         }
         Ok(MonthlyUsage { month, credited_minor })
     }

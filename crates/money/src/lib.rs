@@ -19,6 +19,9 @@ use serde::{Deserialize, Serialize};
 /// Keeps every sum of a bounded batch far away from `u128` overflow and inside `Decimal`'s
 /// 96-bit mantissa.
 pub const AMOUNT_MAX_MINOR: u64 = 100_000_000_000_000_000;
+/// Decimal digits of [`AMOUNT_MAX_MINOR`]: more significant digits than this (integer part
+/// plus the currency's scale) can only be a larger amount.
+const AMOUNT_MAX_DIGITS: u64 = AMOUNT_MAX_MINOR.ilog10() as u64 + 1;
 
 /// Largest scale (decimal places) a configured currency may have.
 pub const SCALE_MAX: u32 = 6;
@@ -128,7 +131,7 @@ impl Currency {
     /// [`AMOUNT_MAX_MINOR`].
     pub fn parse_amount(&self, text: &str) -> Result<u64, MoneyError> {
         let invalid = || MoneyError::InvalidAmount { text: truncate(text, AMOUNT_TEXT_MAX_LEN) };
-        if text.is_empty() || text.len() > AMOUNT_TEXT_MAX_LEN {
+        if text.is_empty() {
             return Err(invalid());
         }
         // Only plain decimal notation: digits, at most one '.', an optional leading '-'.
@@ -141,11 +144,13 @@ impl Currency {
         {
             return Err(invalid());
         }
-        let value = Decimal::from_str_exact(text).map_err(|_| invalid())?;
-        if value.is_sign_negative() && !value.is_zero() {
+        // Well-formed decimal text from here on: decide from the digits what is wrong with
+        // it, before any arithmetic (which has its own, smaller, limits).
+        let (integer, fraction) = body.split_once('.').unwrap_or((body, ""));
+        if body.len() < text.len() && body.bytes().any(|b| matches!(b, b'1'..=b'9')) {
             return Err(MoneyError::NegativeAmount { text: truncate(text, AMOUNT_TEXT_MAX_LEN) });
         }
-        let decimals = body.split_once('.').map(|(_, frac)| frac.len() as u32).unwrap_or(0);
+        let decimals = u32::try_from(fraction.len()).unwrap_or(u32::MAX);
         if decimals > self.scale {
             return Err(MoneyError::TooManyDecimals {
                 text: truncate(text, AMOUNT_TEXT_MAX_LEN),
@@ -154,6 +159,16 @@ impl Currency {
                 scale: self.scale,
             });
         }
+        // An integer part with more significant digits than the maximum allows is too large,
+        // however many digits it has (10^31 is as much "too large" as 10^15 + 0.01).
+        let significant = integer.trim_start_matches('0').len() as u64;
+        if significant + u64::from(self.scale) > AMOUNT_MAX_DIGITS {
+            return Err(MoneyError::AmountTooLarge);
+        }
+        if text.len() > AMOUNT_TEXT_MAX_LEN {
+            return Err(invalid());
+        }
+        let value = Decimal::from_str_exact(text).map_err(|_| invalid())?;
         decimal_to_minor_exact(value, self.scale)
     }
 
@@ -297,6 +312,43 @@ mod tests {
         }
         assert_eq!(usd().parse_amount("1000000000000000.01"), Err(MoneyError::AmountTooLarge));
         assert_eq!(usd().parse_amount("99999999999999999999999999"), Err(MoneyError::AmountTooLarge));
+    }
+
+    #[test]
+    fn any_number_of_digits_too_many_is_too_large_not_malformed() {
+        // 31 digits: beyond what a Decimal holds, still "exceeds the maximum".
+        let thirty_one = format!("1{}", "0".repeat(30));
+        assert_eq!(thirty_one.len(), 31);
+        for text in [
+            thirty_one.clone(),
+            format!("{thirty_one}.00"),
+            "9".repeat(31),
+            "1".repeat(200),
+            format!("000{}", "9".repeat(17)),
+            "1000000000000001".to_owned(),
+        ] {
+            assert_eq!(usd().parse_amount(&text), Err(MoneyError::AmountTooLarge), "{text}");
+        }
+        assert!(usd().parse_amount(&thirty_one).unwrap_err().to_string().contains("exceeds the maximum"));
+        // The largest amount still parses, leading zeros or not; scale 0 allows more digits.
+        assert_eq!(usd().parse_amount("0001000000000000000.00"), Ok(AMOUNT_MAX_MINOR));
+        let jpy = Currency::new(CurrencyCode::parse("JPY").unwrap(), 0).unwrap();
+        assert_eq!(jpy.parse_amount("100000000000000000"), Ok(AMOUNT_MAX_MINOR));
+        assert_eq!(jpy.parse_amount("100000000000000001"), Err(MoneyError::AmountTooLarge));
+        // Other faults keep their own messages, whatever the length.
+        assert!(matches!(
+            usd().parse_amount(&format!("-{thirty_one}")),
+            Err(MoneyError::NegativeAmount { .. })
+        ));
+        assert!(matches!(
+            usd().parse_amount(&format!("{thirty_one}.001")),
+            Err(MoneyError::TooManyDecimals { decimals: 3, .. })
+        ));
+        assert!(matches!(
+            usd().parse_amount(&format!("{thirty_one}x")),
+            Err(MoneyError::InvalidAmount { .. })
+        ));
+        assert_eq!(usd().parse_amount("-0.00"), Ok(0));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub fn access(path: &str) -> Access {
         | "/puente.v1.HolderService/GetHolder"
         | "/puente.v1.HolderService/ListHolders"
         | "/puente.v1.HolderService/GetHolderUsage" => Access::Authenticated,
+        // Listed for the record: anything not above is operator-only anyway.
+        "/puente.v1.OperationsService/GetServerStatus" => Access::Operator,
         _ => Access::Operator,
     }
 }
@@ -611,6 +613,7 @@ mod tests {
         assert_eq!(access("/grpc.health.v1.Health/Check"), Access::Public);
         assert_eq!(access("/puente.v1.FxService/SetRates"), Access::Operator);
         assert_eq!(access("/puente.v1.LedgerService/GetAccount"), Access::Authenticated);
+        assert_eq!(access("/puente.v1.OperationsService/GetServerStatus"), Access::Operator);
     }
 
     proptest::proptest! {

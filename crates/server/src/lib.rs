@@ -10,6 +10,7 @@ pub mod fx_service;
 pub mod holder_service;
 pub mod ledger_service;
 pub mod metrics;
+pub mod operations_service;
 pub mod participant_service;
 pub mod settlement_service;
 pub mod wire;
@@ -191,6 +192,7 @@ pub async fn serve_with(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
+    let started_at_ns = puente_ledger::now_ns();
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
@@ -291,6 +293,12 @@ pub async fn serve_with(
         .add_service(
             grpc::settlement_service_server::SettlementServiceServer::new(
                 settlement_service::SettlementApi::new(settlement),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::operations_service_server::OperationsServiceServer::new(
+                operations_service::OperationsApi::new(ledger.clone(), started_at_ns),
             )
             .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
         )

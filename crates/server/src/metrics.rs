@@ -289,6 +289,44 @@ pub fn set_last_netting_efficiency_bps(efficiency_bps: u32) {
     }
 }
 
+/// The counters `puente status` shows (through `OperationsService.GetServerStatus`): read from
+/// the same metrics `/metrics` exports, which are kept whether or not they are served.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StatusCounters {
+    /// Finished RPCs, and those whose status was not OK.
+    pub requests: u64,
+    pub requests_not_ok: u64,
+    /// Journal flushes and their total time.
+    pub flushes: u64,
+    pub flush_seconds_sum: f64,
+    /// The last netting run: basis points saved, and when (0: none since start).
+    pub last_netting_efficiency_bps: u32,
+    pub last_run_unix_seconds: u64,
+}
+
+/// The counters of [`StatusCounters`], now.
+pub fn status_counters() -> StatusCounters {
+    use prometheus::core::Collector;
+    let Some(m) = metrics() else { return StatusCounters::default() };
+    let mut counters = StatusCounters {
+        flushes: m.flush_seconds.get_sample_count(),
+        flush_seconds_sum: m.flush_seconds.get_sample_sum(),
+        last_netting_efficiency_bps: u32::try_from(m.netting_efficiency_bps.get()).unwrap_or(0),
+        last_run_unix_seconds: u64::try_from(m.last_run_seconds.get()).unwrap_or(0),
+        ..StatusCounters::default()
+    };
+    for family in m.requests.collect() {
+        for metric in family.get_metric() {
+            let value = metric.get_counter().get_value() as u64;
+            counters.requests += value;
+            if !metric.get_label().iter().any(|l| l.name() == "code" && l.value() == "OK") {
+                counters.requests_not_ok += value;
+            }
+        }
+    }
+    counters
+}
+
 fn saturating_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -568,6 +606,17 @@ mod tests {
         let m = metrics().unwrap();
         assert!(m.known_methods.contains("puente.v1.LedgerService/CreateTransfers"), "{:?}", m.known_methods);
         assert!(m.known_methods.contains("grpc.health.v1.Health/Check"));
+    }
+
+    #[test]
+    fn status_counters_read_the_request_counters() {
+        let before = status_counters();
+        Call::start("/puente.v1.LedgerService/GetAccount").finish("OK");
+        Call::start("/puente.v1.LedgerService/GetAccount").finish("NOT_FOUND");
+        let after = status_counters();
+        // Other tests may count requests meanwhile: at least these two.
+        assert!(after.requests >= before.requests + 2, "{before:?} {after:?}");
+        assert!(after.requests_not_ok > before.requests_not_ok, "{before:?} {after:?}");
     }
 
     #[test]

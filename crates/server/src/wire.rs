@@ -574,7 +574,7 @@ impl<'s> MessageScan<'s> {
             }
             Then::PackedVarints { .. } => {}
             Then::PackedFixed { slot, width } => {
-                if value % width != 0 {
+                if !value.is_multiple_of(width) {
                     return self.fail("a packed field of fixed-width values with a ragged length");
                 }
                 self.count(slot, value / width);

@@ -108,7 +108,7 @@ mod fuzz {
     /// The ABA checksum written out from its definition, independent of `aba_check_digit`.
     fn aba_checksum_holds(text: &str) -> bool {
         let d: Vec<u32> = text.bytes().map(|b| u32::from(b - b'0')).collect();
-        (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8])) % 10 == 0
+        (3 * (d[0] + d[3] + d[6]) + 7 * (d[1] + d[4] + d[7]) + (d[2] + d[5] + d[8])).is_multiple_of(10)
     }
 
     /// The CLABE check digit written out from its definition (Banxico: weights 3, 7, 1; each

@@ -1,7 +1,7 @@
 //! Every XML document this crate writes validates against the official ISO 20022 schemas in
 //! `../shared/iso20022/` (beside the repository root), with `xmllint` (package libxml2-utils,
-//! installed by `scripts/ci-deps`). A missing xmllint or schema fails the test: it is never
-//! skipped silently.
+//! installed by `scripts/test`, the README's test command). A missing xmllint or schema fails
+//! the test with a message saying so: it is never skipped silently.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -27,18 +27,35 @@ pub fn validate(xml: &str, xsd: &str) {
     let dir = tempfile_dir();
     let file = dir.join("doc.xml");
     std::fs::write(&file, xml).unwrap();
-    let output = Command::new("xmllint")
+    let output = Command::new(required_tool("xmllint", "libxml2-utils"))
         .args(["--noout", "--schema"])
         .arg(schema(xsd))
         .arg(&file)
         .output()
-        .expect("xmllint is required (run scripts/ci-deps to install libxml2-utils)");
+        .unwrap_or_else(|e| panic!("cannot run xmllint: {e}"));
     assert!(
         output.status.success(),
         "{xsd} rejects the document:\n{}\n{xml}",
         String::from_utf8_lossy(&output.stderr)
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The path of `program` on PATH; panics, saying how to get it, when it is not there.
+fn required_tool(program: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!(
+            "{program} is not installed (Debian package {debian_package}): run the tests with \
+             scripts/test, which installs what they need (scripts/test-deps), not plain cargo test"
+        )
+    })
+}
+
+#[test]
+#[should_panic(expected = "run the tests with scripts/test, which installs what they need")]
+fn a_missing_tool_says_to_run_scripts_test() {
+    required_tool("puente-no-such-tool", "puente-no-such-package");
 }
 
 fn tempfile_dir() -> PathBuf {
