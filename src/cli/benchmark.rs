@@ -1016,6 +1016,28 @@ mod tests {
         assert_eq!(decimal(7), "0.07");
     }
 
+    #[tokio::test]
+    async fn the_catch_up_ends_when_the_index_reaches_the_last_acknowledged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(LedgerConfig::new(dir.path())).unwrap();
+        // An index two records behind the journal, as an asynchronous index can be (the
+        // writer of this idle ledger touches neither counter).
+        let stats = ledger.stats();
+        stats.committed_seq.store(5, Ordering::Release);
+        stats.indexed_seq.store(3, Ordering::Release);
+        let since = Instant::now();
+        let waiting = tokio::spawn({
+            let ledger = ledger.clone();
+            async move { wait_for_index(&ledger, 5, since).await }
+        });
+        stats.indexed_seq.store(4, Ordering::Release);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "one record still missing");
+        stats.indexed_seq.store(5, Ordering::Release);
+        let waited = waiting.await.unwrap().unwrap();
+        assert!(waited <= since.elapsed());
+    }
+
     #[test]
     fn a_tmpfs_directory_is_refused() {
         let error = benchmark_dir(Path::new("/dev/shm")).unwrap_err().to_string();
