@@ -986,6 +986,7 @@ impl SettlementService for SettlementApi {
                 credit,
                 booked_ns: record.timestamp_ns,
                 end_to_end_id: format!("PUENTE-W{}-{}", window.id, position.participant),
+                uetr: String::new(),
                 info: format!("Net settlement of window {} ({})", window.id, window.currency),
             });
         }

@@ -1,0 +1,1 @@
+//! The night report as HTML.
