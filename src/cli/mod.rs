@@ -14,6 +14,7 @@ mod fx;
 mod holders;
 mod ops;
 mod participants;
+mod reconcile;
 mod settlement;
 mod simulate;
 

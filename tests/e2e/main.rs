@@ -3,9 +3,11 @@
 
 mod api;
 mod crash;
+mod dashboard;
 mod deploy;
 mod fx;
 mod ops;
+mod reconcile;
 mod security;
 mod settlement;
 mod support;

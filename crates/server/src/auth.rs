@@ -72,6 +72,8 @@ pub fn access(path: &str) -> Access {
         | "/puente.v1.HolderService/GetHolder"
         | "/puente.v1.HolderService/ListHolders"
         | "/puente.v1.HolderService/GetHolderUsage" => Access::Authenticated,
+        // Confirms participants' settlements from the banks' documents: operators only.
+        "/puente.v1.SettlementService/ReconcileStatements" => Access::Operator,
         _ => Access::Operator,
     }
 }
@@ -304,7 +306,11 @@ fn admit<B>(
             if access == Access::Operator && caller.role != Role::Operator {
                 return Err(ApiError::PermissionDenied("this method needs the operator role"));
             }
-            let permit = limits.admit(&caller)?;
+            let permit = limits.admit(&caller).inspect_err(|e| {
+                if let ApiError::RateLimited { limit, .. } = e {
+                    crate::metrics::count_rate_limited(limit);
+                }
+            })?;
             request.extensions_mut().insert(caller);
             Ok(Some(permit))
         }

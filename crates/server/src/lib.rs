@@ -10,6 +10,8 @@ pub mod holder_service;
 pub mod ledger_service;
 pub mod metrics;
 pub mod participant_service;
+pub mod reconcile;
+pub mod settlement_metrics;
 pub mod settlement_service;
 
 use std::future::Future;

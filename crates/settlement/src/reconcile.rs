@@ -607,6 +607,9 @@ pub struct DocumentSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconciliation {
     pub documents: Vec<DocumentSummary>,
+    /// Every window the documents name a payment of, whatever its state (e.g. SETTLED).
+    pub named_windows: Vec<u64>,
+    /// The windows awaiting confirmation that the documents concern, with their outcomes.
     pub windows: Vec<WindowOutcome>,
     pub exceptions: Vec<Exception>,
     /// True when nothing was applied (a dry run).
@@ -968,6 +971,7 @@ pub fn reconcile(
                 items: d.items(),
             })
             .collect(),
+        named_windows: referenced.iter().filter_map(|w| windows.get(*w)).map(|w| w.window_id).collect(),
         windows: outcomes,
         exceptions,
         dry_run: false,
