@@ -139,17 +139,17 @@ pub fn render(night: &Night<'_>) -> String {
     let mut out = String::with_capacity(64 * 1024);
     let (verdict_code, verdict_class, verdict_text) = verdict(night.windows);
     let exceptions = night.reconciliation.map(|r| r.exceptions.len());
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>Puente settlement night — {verdict_code}</title><style>{STYLE}</style></head><body>\n"
+<title>Puente settlement night — {verdict_code}</title><style>{STYLE}</style></head><body>"
     );
     let ids: Vec<String> = night.windows.iter().map(|w| w.report.window_id.to_string()).collect();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<header><h1>Puente settlement night</h1><p>Windows {} · generated {} UTC</p></header><main>\n",
+        "<header><h1>Puente settlement night</h1><p>Windows {} · generated {} UTC</p></header><main>",
         if ids.is_empty() { "none".to_owned() } else { ids.join(", ") },
         escape(&datetime_text(night.generated_ns))
     );
@@ -158,10 +158,10 @@ pub fn render(night: &Night<'_>) -> String {
         Some(0) => "no exceptions".to_owned(),
         Some(n) => format!("{n} exceptions"),
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<div class=\"verdict {verdict_class}\" id=\"verdict\" data-state=\"{verdict_code}\"><b>{verdict_code}</b>\
-<span>{} Reconciliation: <span id=\"exceptions-count\" data-value=\"{}\">{exceptions_text}</span>.</span></div>\n",
+<span>{} Reconciliation: <span id=\"exceptions-count\" data-value=\"{}\">{exceptions_text}</span>.</span></div>",
         escape(&verdict_text),
         exceptions.map(|n| n.to_string()).unwrap_or_else(|| "none".into()),
     );
@@ -176,12 +176,12 @@ pub fn render(night: &Night<'_>) -> String {
         let Some(c) = r.netting.currencies.iter().find(|c| c.currency == r.currency) else { continue };
         gross_fees += r.netting.totals.gross_bank_fees_usd_minor;
         actual_fees += r.netting.totals.actual_bank_fees_usd_minor;
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<div class=\"card\"><h3>Window {id} · {code} · <span class=\"state\" id=\"w{id}-state\" data-value=\"{state}\">{state}</span></h3>\
 <div class=\"big\">{net}</div><div class=\"sub\">moved at settlement (multilateral net), of {gross} gross in {count} obligations</div>\
 <div class=\"sub\">crossed the border: {cb} in <span id=\"w{id}-cross-border-payments\" data-value=\"{cbn}\">{cbn}</span> payments, against {cbg} gross cross-border</div>\
-<div class=\"sub\">netting efficiency <span id=\"w{id}-efficiency-bps\" data-value=\"{bps}\">{eff}</span> · <span id=\"w{id}-payments\" data-value=\"{pc}\">{pc}</span> payments</div></div>\n",
+<div class=\"sub\">netting efficiency <span id=\"w{id}-efficiency-bps\" data-value=\"{bps}\">{eff}</span> · <span id=\"w{id}-payments\" data-value=\"{pc}\">{pc}</span> payments</div></div>",
             state = r.state.code(),
             net = amount_span(&format!("w{id}-net"), c.multilateral_net_value_minor, w.scale, code),
             gross = amount_span(&format!("w{id}-gross"), c.gross_value_minor, w.scale, code),
@@ -205,10 +205,10 @@ pub fn render(night: &Night<'_>) -> String {
         );
     }
     let saving = gross_fees as i128 - actual_fees as i128;
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<div class=\"card\"><h3>Bank fees saved by netting</h3><div class=\"big\">{}</div>\
-<div class=\"sub\">{} had every obligation been wired, {} for the settlement payments</div></div>\n",
+<div class=\"sub\">{} had every obligation been wired, {} for the settlement payments</div></div>",
         signed_span("fee-saving", saving, 2, "USD"),
         amount_span("fee-gross", gross_fees, 2, "USD"),
         amount_span("fee-actual", actual_fees, 2, "USD"),
@@ -229,12 +229,12 @@ pub fn render(night: &Night<'_>) -> String {
 
     match &night.chain_head {
         Some((seq, sha)) => {
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<section id=\"journal\"><h2>Journal chain head</h2><p>When these reports were generated the journal \
 held records up to <b id=\"chain-seq\" data-value=\"{seq}\">seq {seq}</b> with SHA-256 chain hash \
 <span class=\"mono\" id=\"chain-sha256\" data-value=\"{sha}\">{sha}</span>. Keep this page: \
-<code>puente verify --expect-head {seq}:{sha}</code> checks later that the journal still holds it.</p></section>\n",
+<code>puente verify --expect-head {seq}:{sha}</code> checks later that the journal still holds it.</p></section>",
                 sha = escape(sha)
             );
         }
@@ -248,28 +248,28 @@ fn window_section(out: &mut String, w: &NightWindow) {
     let r = &w.report;
     let id = r.window_id;
     let code = r.currency.as_str();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<section id=\"window-{id}\"><h2>Window {id} ({code}) — <span class=\"state\">{}</span></h2><div class=\"charts\">\n",
+        "<section id=\"window-{id}\"><h2>Window {id} ({code}) — <span class=\"state\">{}</span></h2><div class=\"charts\">",
         r.state.code()
     );
     bars(out, w);
     flows(out, w);
     out.push_str("</div>\n");
     // Positions and fees.
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<h3>Participants</h3><table><tr><th>Participant</th><th>Country</th><th class=\"n\">Paid ({code})</th>\
 <th class=\"n\">Received ({code})</th><th class=\"n\">Net ({code})</th><th class=\"n\">Fees if gross (USD)</th>\
-<th class=\"n\">Fees actual (USD)</th><th class=\"n\">Saving (USD)</th><th>Confirmed</th></tr>\n"
+<th class=\"n\">Fees actual (USD)</th><th class=\"n\">Saving (USD)</th><th>Confirmed</th></tr>"
     );
     for p in &r.positions {
         let fees = r.netting.participants.iter().find(|f| f.participant.as_str() == p.participant);
         let pid = format!("w{id}-p-{}", escape(&p.participant));
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\" id=\"{pid}-net\" data-minor=\"{}\">{}</td>\
-<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>\n",
+<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             escape(&p.participant),
             match p.country {
                 puente_ledger::settlement::Country::Us => "US",
@@ -287,16 +287,16 @@ fn window_section(out: &mut String, w: &NightWindow) {
     }
     out.push_str("</table>\n");
     if !r.payments.is_empty() {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<h3>Settlement payments (pacs.009)</h3><table><tr><th class=\"n\">#</th><th>EndToEndId</th><th>Payer</th>\
-<th>Payee</th><th class=\"n\">Amount ({code})</th><th>Rail</th><th>UETR</th></tr>\n"
+<th>Payee</th><th class=\"n\">Amount ({code})</th><th>Rail</th><th>UETR</th></tr>"
         );
         for p in &r.payments {
-            let _ = write!(
+            let _ = writeln!(
                 out,
                 "<tr><td class=\"n\">{}</td><td class=\"mono\">{}</td><td>{}</td><td>{}</td>\
-<td class=\"n\" id=\"w{id}-pay-{}\" data-minor=\"{}\">{}</td><td>{}</td><td class=\"mono\">{}</td></tr>\n",
+<td class=\"n\" id=\"w{id}-pay-{}\" data-minor=\"{}\">{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
                 p.index,
                 escape(&p.end_to_end_id),
                 escape(&p.payer),
@@ -322,11 +322,11 @@ fn bars(out: &mut String, w: &NightWindow) {
     let (label_w, bar_w, value_w) = (120.0, 300.0, 130.0);
     let width = label_w + bar_w + value_w;
     let height = 28.0 + row * shown.len() as f64;
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Gross versus net per participant\">\
 <rect x=\"{label_w}\" y=\"4\" width=\"12\" height=\"10\" fill=\"#9db4cf\"/><text x=\"{}\" y=\"13\" font-size=\"11\">gross (paid + received)</text>\
-<rect x=\"{}\" y=\"4\" width=\"12\" height=\"10\" fill=\"#1f6fb2\"/><text x=\"{}\" y=\"13\" font-size=\"11\">net settled</text>\n",
+<rect x=\"{}\" y=\"4\" width=\"12\" height=\"10\" fill=\"#1f6fb2\"/><text x=\"{}\" y=\"13\" font-size=\"11\">net settled</text>",
         label_w + 16.0,
         label_w + 170.0,
         label_w + 186.0
@@ -338,12 +338,12 @@ fn bars(out: &mut String, w: &NightWindow) {
         // Pixel geometry only: the labels are exact decimal text.
         let gw = bar_w * (gross as f64 / max as f64);
         let nw = bar_w * (net as f64 / max as f64);
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<text x=\"{}\" y=\"{}\" font-size=\"12\" text-anchor=\"end\">{}</text>\
 <rect x=\"{label_w}\" y=\"{y}\" width=\"{gw:.1}\" height=\"12\" fill=\"#9db4cf\"><title>gross {}</title></rect>\
 <rect x=\"{label_w}\" y=\"{}\" width=\"{nw:.1}\" height=\"12\" fill=\"#1f6fb2\"><title>net {}</title></rect>\
-<text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>\n",
+<text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"11\">{}</text>",
             label_w - 6.0,
             y + 16.0,
             escape(&p.participant),
@@ -358,9 +358,9 @@ fn bars(out: &mut String, w: &NightWindow) {
             signed_decimal_text(p.net_minor, w.scale),
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</svg><figcaption>Gross vs net per participant ({}){}</figcaption></figure>\n",
+        "</svg><figcaption>Gross vs net per participant ({}){}</figcaption></figure>",
         r.currency,
         if r.positions.len() > shown.len() {
             format!(", first {} of {}", shown.len(), r.positions.len())
@@ -390,11 +390,11 @@ fn flows(out: &mut String, w: &NightWindow) {
         let offset = (rows - list.len()) as f64 * row / 2.0;
         28.0 + offset + row * i as f64
     };
-    let _ = write!(
+    let _ = writeln!(
         out,
         "<figure><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" role=\"img\" aria-label=\"Settlement payments between participants\">\
 <defs><marker id=\"arrow-{id}\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerUnits=\"userSpaceOnUse\" markerWidth=\"10\" markerHeight=\"10\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#c0572b\"/></marker></defs>\
-<text x=\"{left}\" y=\"12\" font-size=\"11\" text-anchor=\"end\" fill=\"#5a6b7b\">pays</text><text x=\"{right}\" y=\"12\" font-size=\"11\" fill=\"#5a6b7b\">receives</text>\n",
+<text x=\"{left}\" y=\"12\" font-size=\"11\" text-anchor=\"end\" fill=\"#5a6b7b\">pays</text><text x=\"{right}\" y=\"12\" font-size=\"11\" fill=\"#5a6b7b\">receives</text>",
         id = r.window_id
     );
     if payments.is_empty() {
@@ -414,10 +414,10 @@ fn flows(out: &mut String, w: &NightWindow) {
         let u = 1.0 - t;
         let lx = u * u * u * x0 + 3.0 * u * u * t * mx + 3.0 * u * t * t * mx + t * t * t * x3;
         let ly = (u * u * u + 3.0 * u * u * t) * y1 + (3.0 * u * t * t + t * t * t) * y2;
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<path d=\"M{x0:.1},{y1:.1} C{mx:.1},{y1:.1} {mx:.1},{y2:.1} {x3:.1},{y2:.1}\" stroke=\"#c0572b\" stroke-opacity=\"0.6\" stroke-width=\"{stroke:.1}\" fill=\"none\" marker-end=\"url(#arrow-{})\"><title>{} → {}: {} {}</title></path>\
-<text x=\"{lx:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#1b1f24\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>\n",
+<text x=\"{lx:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#1b1f24\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">{}</text>",
             r.window_id,
             escape(&p.payer),
             escape(&p.payee),
@@ -428,7 +428,7 @@ fn flows(out: &mut String, w: &NightWindow) {
         );
     }
     for name in &payers {
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<text x=\"{left}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\">{}</text>",
             y_of(&payers, name) + 4.0,
@@ -445,7 +445,7 @@ fn flows(out: &mut String, w: &NightWindow) {
     }
     let _ = write!(
         out,
-        "</svg><figcaption>Settlement payments ({}, fewest payments){}</figcaption></figure>\n",
+        "</svg><figcaption>Settlement payments ({}, fewest payments){}</figcaption></figure>",
         r.currency,
         if r.payments.len() > payments.len() {
             format!(", first {} of {}", payments.len(), r.payments.len())
@@ -466,9 +466,9 @@ fn exceptions_section(out: &mut String, reconciliation: Option<&Reconciliation>)
     };
     let docs: Vec<String> =
         rec.documents.iter().map(|d| format!("{} ({})", escape(&d.name), d.kind.name())).collect();
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<p class=\"muted\">From {}.</p>\n",
+        "<p class=\"muted\">From {}.</p>",
         if docs.is_empty() { "no document".into() } else { docs.join(", ") }
     );
     if rec.exceptions.is_empty() {
@@ -481,10 +481,10 @@ fn exceptions_section(out: &mut String, reconciliation: Option<&Reconciliation>)
     );
     for (i, e) in rec.exceptions.iter().enumerate() {
         let reference = if e.end_to_end_id.is_empty() { &e.uetr } else { &e.end_to_end_id };
-        let _ = write!(
+        let _ = writeln!(
             out,
             "<tr id=\"exception-{i}\" data-kind=\"{kind}\"><td class=\"k-{kind}\">{kind}</td><td class=\"n\">{}</td><td class=\"mono\">{}</td>\
-<td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"mono\">{}</td></tr>\n",
+<td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
             if e.window_id == 0 { String::new() } else { e.window_id.to_string() },
             escape(reference),
             if e.payer.is_empty() {
