@@ -538,7 +538,7 @@ async fn run_one(
     let state = pb::WindowState::try_from(w.state).unwrap_or(pb::WindowState::Unspecified);
     let mut files = Vec::new();
     if let Some(dir) = out_dir
-        && matches!(state, pb::WindowState::Settling | pb::WindowState::Settled)
+        && matches!(state, pb::WindowState::Settling | pb::WindowState::Rejected | pb::WindowState::Settled)
     {
         files = write_outputs(client, &w, dir).await?;
     }

@@ -265,6 +265,27 @@ async fn the_night_settles_from_the_banks_documents_and_reads_in_a_browser() {
     assert_eq!(state_of(&now[&usd]), pb::WindowState::Settled);
     assert!(now[&usd].positions.iter().all(|p| p.confirmed));
 
+    // `report --format html` makes the same page for one window, with the exceptions of a saved
+    // reconciliation.
+    let saved = rejected_dir.join("reconciliation.json");
+    let html = ok(
+        &addr,
+        &[
+            "settlement",
+            "report",
+            &usd.to_string(),
+            "--format",
+            "html",
+            "--reconciliation",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(
+        html.contains(&format!("id=\"w{usd}-gross\"")) && !html.contains(&format!("id=\"w{mxn}-gross\""))
+    );
+    assert!(html.contains("data-kind=\"REJECTED\""));
+
     // The pages in a browser. First a page that must trip the console check (so the check is
     // known to work), then the night with its exception, then the settled night.
     let scratch = dir.path().join("browser");

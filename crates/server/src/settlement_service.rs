@@ -843,7 +843,7 @@ impl SettlementService for SettlementApi {
         let (window, changed) = self.settlement.run(window_id).await?;
         let currencies = self.currencies();
         let mut transfers = Vec::new();
-        if matches!(window.state, WindowState::Settling | WindowState::Settled) {
+        if matches!(window.state, WindowState::Settling | WindowState::Rejected | WindowState::Settled) {
             let profiles = self.settlement.profiles().await?;
             for p in window.positions.iter().filter(|p| p.net_minor != 0) {
                 let account = profiles
@@ -960,11 +960,11 @@ impl SettlementService for SettlementApi {
         }
         check(violations)?;
         let window = self.settlement.get_window(window_id, false).await?;
-        if !matches!(window.state, WindowState::Settling | WindowState::Settled) {
+        if !matches!(window.state, WindowState::Settling | WindowState::Rejected | WindowState::Settled) {
             return Err(ApiError::Settlement(SettlementRefusal::WrongState {
                 window_id,
                 state: window.state,
-                expected: "SETTLING or SETTLED",
+                expected: "SETTLING, REJECTED or SETTLED",
             })
             .into());
         }

@@ -692,6 +692,16 @@ impl<'a> Matcher<'a> {
     }
 
     fn resolve(&self, r: &Reference) -> Resolved {
+        // "NOTPROVIDED" is ISO 20022's placeholder for a missing EndToEndId: the UETR decides.
+        let r = &Reference {
+            end_to_end_id: if r.end_to_end_id == "NOTPROVIDED" {
+                String::new()
+            } else {
+                r.end_to_end_id.clone()
+            },
+            uetr: r.uetr.clone(),
+            amount: None,
+        };
         let by_e2e =
             (!r.end_to_end_id.is_empty()).then(|| self.by_e2e.get(r.end_to_end_id.as_str())).flatten();
         let by_uetr = (!r.uetr.is_empty()).then(|| self.by_uetr.get(&r.uetr)).flatten();

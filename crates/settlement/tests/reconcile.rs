@@ -200,6 +200,15 @@ fn every_bank_document_validates_and_a_clean_night_confirms_everyone() {
         assert_eq!(r.windows[0].confirm, vec!["MX00", "MX01", "US00", "US01"], "{name}");
         assert!(r.windows[0].rejection.is_none());
     }
+    // A bank that does not carry the EndToEndId (ISO's NOTPROVIDED) is matched by UETR.
+    let pacs = docs.pacs002.clone().unwrap();
+    let anonymous = report
+        .payments
+        .iter()
+        .fold(pacs, |xml, p| xml.replace(&format!(">{}<", p.end_to_end_id), ">NOTPROVIDED<"));
+    let r = run(&windows, &[("pacs002.xml", anonymous)]);
+    assert!(r.exceptions.is_empty(), "{:#?}", r.exceptions);
+    assert_eq!(statuses(&r), vec![PaymentStatus::Matched; 3]);
     // All together (a notification and the statement book the same payments: not duplicates).
     let all = run(
         &windows,
