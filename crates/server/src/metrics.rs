@@ -742,6 +742,40 @@ mod tests {
         assert_eq!(code_name(b"x"), "UNKNOWN");
     }
 
+    fn exposition() -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&metrics().unwrap().registry.gather(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn results_limits_states_and_caps_export_with_bounded_labels() {
+        // Every label value exists from the start, at zero.
+        let text = exposition();
+        assert!(text.contains("puente_transfers_total{result=\"EXCEEDS_CREDITS\"}"), "{text}");
+        assert!(text.contains("puente_rate_limited_total{limit=\"concurrent_requests\"}"));
+        assert!(text.contains("puente_settlement_windows{state=\"REJECTED\"} 0"));
+        assert!(text.contains("puente_settlement_reconciliation_exceptions_total{kind=\"DUPLICATE\"}"));
+        count_transfer_results([puente_ledger::TransferResult::Ok, puente_ledger::TransferResult::Ok].iter());
+        count_rate_limited("requests_per_second");
+        count_rate_limited("made up");
+        set_window_states(&[("SETTLING", 3), ("SETTLED", 9)]);
+        let rows: Vec<(String, String, i128, u64)> = (0..PARTICIPANT_LABELS_MAX + 10)
+            .map(|i| (format!("p{i:04}"), "USD".to_owned(), -(i as i128), 1_000))
+            .collect();
+        set_net_debit_positions(&rows);
+        let text = exposition();
+        assert!(!text.contains("made up"));
+        assert!(text.contains("puente_settlement_windows{state=\"SETTLING\"} 3"), "{text}");
+        assert!(!text.contains("state=\"SETTLED\""), "SETTLED is not counted");
+        let caps = text.lines().filter(|l| l.starts_with("puente_settlement_net_debit_cap_minor{")).count();
+        assert_eq!(caps, PARTICIPANT_LABELS_MAX, "participant labels are bounded");
+        assert!(text.contains(
+            "puente_settlement_net_debit_position_minor{currency=\"USD\",participant=\"p0001\"} -1"
+        ));
+        assert!(!text.contains("participant=\"p0256\""));
+    }
+
     #[test]
     fn settlement_gauges_export_and_bound_their_labels() {
         set_open_window_transfers("USD", 7);

@@ -16,9 +16,9 @@ use std::fmt::Write as _;
 
 use puente_ledger::settlement::WindowState;
 
+use crate::datetime_text;
 use crate::reconcile::Reconciliation;
 use crate::report::SettlementReport;
-use crate::{datetime_text, decimal_text, signed_decimal_text};
 
 /// Most participants drawn in a window's charts (the tables list every one).
 pub const CHART_PARTICIPANTS_MAX: usize = 40;
@@ -62,6 +62,37 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// Minor units as decimal text with thousands separators (`1,234,567.89`): exact, and easier
+/// to read than the bare digits of the JSON and CSV documents.
+pub fn money(minor: u128, scale: u32) -> String {
+    group(&crate::decimal_text(minor, scale))
+}
+
+/// Signed minor units, grouped like [`money`].
+pub fn signed_money(minor: i128, scale: u32) -> String {
+    let text = money(minor.unsigned_abs(), scale);
+    if minor < 0 { format!("-{text}") } else { text }
+}
+
+fn group(text: &str) -> String {
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (text, None),
+    };
+    let mut out = String::with_capacity(text.len() + whole.len() / 3);
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if let Some(f) = fraction {
+        out.push('.');
+        out.push_str(f);
+    }
+    out
+}
+
 /// The overall verdict: SETTLED when every window is, REJECTED when any is, else the least
 /// advanced state.
 fn verdict(windows: &[NightWindow]) -> (&'static str, &'static str, String) {
@@ -73,18 +104,17 @@ fn verdict(windows: &[NightWindow]) -> (&'static str, &'static str, String) {
     if states.iter().all(|s| *s == WindowState::Settled) {
         return ("SETTLED", "good", format!("All {} windows settled and confirmed.", states.len()));
     }
-    if count(WindowState::Rejected) > 0 || count(WindowState::Aborted) > 0 || count(WindowState::Failed) > 0 {
-        return (
-            "ATTENTION",
-            "bad",
-            format!(
-                "{} rejected, {} aborted, {} failed of {} windows.",
-                count(WindowState::Rejected),
-                count(WindowState::Aborted),
-                count(WindowState::Failed),
-                states.len()
-            ),
-        );
+    let troubled: Vec<String> = [
+        (WindowState::Rejected, "REJECTED (a bank rejected a settlement payment)"),
+        (WindowState::Aborted, "ABORTED (settlement transfers refused)"),
+        (WindowState::Failed, "FAILED (closing failed)"),
+    ]
+    .into_iter()
+    .filter(|(s, _)| count(*s) > 0)
+    .map(|(s, what)| format!("{} of {} windows {what}", count(s), states.len()))
+    .collect();
+    if !troubled.is_empty() {
+        return ("ATTENTION", "bad", format!("{}.", troubled.join("; ")));
     }
     (
         "AWAITING CONFIRMATION",
@@ -100,14 +130,14 @@ fn verdict(windows: &[NightWindow]) -> (&'static str, &'static str, String) {
 fn amount_span(id: &str, minor: u128, scale: u32, currency: &str) -> String {
     format!(
         r#"<span class="amt" id="{id}" data-minor="{minor}" data-currency="{currency}">{}</span>&nbsp;{currency}"#,
-        decimal_text(minor, scale)
+        money(minor, scale)
     )
 }
 
 fn signed_span(id: &str, minor: i128, scale: u32, currency: &str) -> String {
     format!(
         r#"<span class="amt" id="{id}" data-minor="{minor}" data-currency="{currency}">{}</span>&nbsp;{currency}"#,
-        signed_decimal_text(minor, scale)
+        signed_money(minor, scale)
     )
 }
 
@@ -275,13 +305,13 @@ fn window_section(out: &mut String, w: &NightWindow) {
                 puente_ledger::settlement::Country::Us => "US",
                 puente_ledger::settlement::Country::Mx => "MX",
             },
-            decimal_text(p.paid_minor, w.scale),
-            decimal_text(p.received_minor, w.scale),
+            money(p.paid_minor, w.scale),
+            money(p.received_minor, w.scale),
             p.net_minor,
-            signed_decimal_text(p.net_minor, w.scale),
-            fees.map(|f| decimal_text(f.gross_bank_fees_usd_minor, 2)).unwrap_or_default(),
-            fees.map(|f| decimal_text(f.actual_bank_fees_usd_minor, 2)).unwrap_or_default(),
-            fees.map(|f| signed_decimal_text(f.bank_fee_saving_usd_minor, 2)).unwrap_or_default(),
+            signed_money(p.net_minor, w.scale),
+            fees.map(|f| money(f.gross_bank_fees_usd_minor, 2)).unwrap_or_default(),
+            fees.map(|f| money(f.actual_bank_fees_usd_minor, 2)).unwrap_or_default(),
+            fees.map(|f| signed_money(f.bank_fee_saving_usd_minor, 2)).unwrap_or_default(),
             if p.confirmed { "yes" } else { "no" }
         );
     }
@@ -303,7 +333,7 @@ fn window_section(out: &mut String, w: &NightWindow) {
                 escape(&p.payee),
                 p.index,
                 p.amount_minor,
-                decimal_text(p.amount_minor, w.scale),
+                money(p.amount_minor, w.scale),
                 crate::report::rail_name(p.rail),
                 escape(&p.uetr)
             );
@@ -347,15 +377,15 @@ fn bars(out: &mut String, w: &NightWindow) {
             label_w - 6.0,
             y + 16.0,
             escape(&p.participant),
-            decimal_text(gross, w.scale),
+            money(gross, w.scale),
             y + 13.0,
-            signed_decimal_text(p.net_minor, w.scale),
+            signed_money(p.net_minor, w.scale),
             label_w + bar_w + 6.0,
             y + 10.0,
-            decimal_text(gross, w.scale),
+            money(gross, w.scale),
             label_w + bar_w + 6.0,
             y + 24.0,
-            signed_decimal_text(p.net_minor, w.scale),
+            signed_money(p.net_minor, w.scale),
         );
     }
     let _ = writeln!(
@@ -421,10 +451,10 @@ fn flows(out: &mut String, w: &NightWindow) {
             r.window_id,
             escape(&p.payer),
             escape(&p.payee),
-            decimal_text(p.amount_minor, w.scale),
+            money(p.amount_minor, w.scale),
             r.currency,
             ly - 3.0,
-            decimal_text(p.amount_minor, w.scale)
+            money(p.amount_minor, w.scale)
         );
     }
     for name in &payers {
@@ -508,6 +538,17 @@ mod tests {
     use crate::report::tests::{profiles, window};
     use puente_netting::FeeModel;
     use rust_decimal::Decimal;
+
+    #[test]
+    fn amounts_are_grouped_exactly() {
+        assert_eq!(money(0, 2), "0.00");
+        assert_eq!(money(99_999, 2), "999.99");
+        assert_eq!(money(100_000, 2), "1,000.00");
+        assert_eq!(money(123_456_789_012, 2), "1,234,567,890.12");
+        assert_eq!(money(1_000_000, 0), "1,000,000");
+        assert_eq!(signed_money(-100_000_000, 2), "-1,000,000.00");
+        assert_eq!(money(u128::MAX, 2).replace(',', ""), crate::decimal_text(u128::MAX, 2));
+    }
 
     #[test]
     fn the_page_is_self_contained_and_carries_the_numbers() {
