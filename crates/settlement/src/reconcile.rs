@@ -20,7 +20,8 @@
 //!   their own in the same report.
 //!
 //! Matching, per expected payment: every piece of evidence that names it must carry its
-//! currency and exact amount (else a currency or amount mismatch); two booked entries in the
+//! currency and exact amount (else a currency or amount mismatch), and at least one must state
+//! them (a bare ACSC is not enough); two booked entries in the
 //! same direction in one statement are a duplicate; of settled evidence (a booking, ACSC) and
 //! negative evidence (RJCT, a reversal), the latest wins (on a tie, the negative), so a payment
 //! rejected and later resent and settled matches once both reports are fed in. A participant is
@@ -1100,7 +1101,18 @@ fn decide(
             raised.push(payment_exception(ExceptionKind::Rejected, window, payment, rejected, detail));
             (PaymentStatus::Rejected, raised)
         }
-        (Some(_), _) => (PaymentStatus::Matched, raised),
+        // Settled, and its amount and currency confirmed by at least one document (every
+        // stated amount was checked above): a status report alone that states no amount is
+        // not enough.
+        (Some(_), _) if found.iter().any(|e| e.amount.is_some()) => (PaymentStatus::Matched, raised),
+        (Some(settled), _) => {
+            let detail = format!(
+                "{}, but no document states its amount: feed the statement that books it",
+                settled.detail
+            );
+            raised.push(payment_exception(ExceptionKind::Pending, window, payment, settled, detail));
+            (PaymentStatus::Pending, raised)
+        }
         _ => {
             for e in found.iter().filter(|e| e.kind == Kind::Pending) {
                 raised.push(payment_exception(ExceptionKind::Pending, window, payment, e, e.detail.clone()));

@@ -200,6 +200,17 @@ fn every_bank_document_validates_and_a_clean_night_confirms_everyone() {
         assert_eq!(r.windows[0].confirm, vec!["MX00", "MX01", "US00", "US01"], "{name}");
         assert!(r.windows[0].rejection.is_none());
     }
+    // A status report that states no amount does not confirm on its own (matching is by
+    // reference and amount and currency); with the statement that books the payments it does.
+    let pacs = docs.pacs002.clone().unwrap();
+    let bare = strip_between(&pacs, "<OrgnlTxRef>", "</OrgnlTxRef>");
+    let r = run(&windows, &[("pacs002.xml", bare.clone())]);
+    assert_eq!(kinds(&r), vec![ExceptionKind::Pending; 3], "{:#?}", r.exceptions);
+    assert!(r.exceptions[0].detail.contains("no document states its amount"), "{:?}", r.exceptions[0]);
+    assert!(r.windows[0].confirm.is_empty());
+    let r = run(&windows, &[("pacs002.xml", bare), ("camt053.xml", docs.camt053.clone())]);
+    assert!(r.exceptions.is_empty(), "{:#?}", r.exceptions);
+    assert_eq!(r.windows[0].confirm.len(), 4);
     // A bank that does not carry the EndToEndId (ISO's NOTPROVIDED) is matched by UETR.
     let pacs = docs.pacs002.clone().unwrap();
     let anonymous = report
@@ -444,4 +455,16 @@ fn edit_entries(xml: &str, needle: &str, edit: impl Fn(&str) -> String) -> Strin
     entries_of(xml, needle)
         .iter()
         .fold(xml.to_owned(), |xml, block| xml.replacen(block.as_str(), &edit(block), 1))
+}
+
+/// `xml` without every `open`…`close` element (with its indentation and newline).
+fn strip_between(xml: &str, open: &str, close: &str) -> String {
+    let mut out = xml.to_owned();
+    while let Some(start) = out.find(open) {
+        let line_start = out[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let end = start + out[start..].find(close).unwrap() + close.len();
+        let end = if out[end..].starts_with('\n') { end + 1 } else { end };
+        out.replace_range(line_start..end, "");
+    }
+    out
 }
