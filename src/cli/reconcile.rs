@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use puente_client::pb;
 use puente_settlement::html::{Night, NightWindow};
-use puente_settlement::reconcile::{DOCUMENT_BYTES_MAX, DOCUMENTS_MAX, Reconciliation};
+use puente_settlement::reconcile::{
+    DOCUMENT_BYTES_MAX, DOCUMENTS_MAX, RECONCILIATION_BYTES_MAX, Reconciliation,
+};
 use puente_settlement::{SettlementPayment, SettlementReport};
 use serde_json::json;
 
@@ -67,12 +69,19 @@ pub async fn reconcile(
         return Err(CliError::Usage(format!("at most {DOCUMENTS_MAX} documents in one reconciliation")));
     }
     let mut documents = Vec::with_capacity(args.files.len());
+    let mut total = 0u64;
     for path in &args.files {
         let size = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
         if size > DOCUMENT_BYTES_MAX as u64 {
             return Err(CliError::Usage(format!(
                 "{}: {size} bytes, more than the {DOCUMENT_BYTES_MAX} accepted",
                 path.display()
+            )));
+        }
+        total += size;
+        if total > RECONCILIATION_BYTES_MAX as u64 {
+            return Err(CliError::Usage(format!(
+                "more than {RECONCILIATION_BYTES_MAX} bytes of documents in one reconciliation"
             )));
         }
         let content = std::fs::read(path).map_err(|e| io(path, e))?;

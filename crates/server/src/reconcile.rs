@@ -29,7 +29,7 @@ use puente_ledger::settlement::{
 use puente_proto::v1 as pb;
 use puente_settlement::reconcile::{
     self, DOCUMENT_NAME_LEN_MAX, DOCUMENTS_MAX, DocumentKind, ENTRIES_MAX, ExceptionKind, ExpectedWindow,
-    HubAccounts, PaymentStatus, Reconciliation, WINDOWS_MAX,
+    HubAccounts, PaymentStatus, RECONCILIATION_BYTES_MAX, Reconciliation, WINDOWS_MAX,
 };
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
@@ -162,6 +162,13 @@ async fn documents(
         return Err(ApiError::invalid(
             "documents",
             format!("{} documents, at most {DOCUMENTS_MAX} in one reconciliation", request.documents.len()),
+        ));
+    }
+    let total: usize = request.documents.iter().map(|d| d.content.len()).sum();
+    if total > RECONCILIATION_BYTES_MAX {
+        return Err(ApiError::invalid(
+            "documents",
+            format!("{total} bytes of documents, at most {RECONCILIATION_BYTES_MAX} in one reconciliation"),
         ));
     }
     let mut violations = Vec::new();

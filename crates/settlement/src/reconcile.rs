@@ -42,6 +42,8 @@ use crate::{SettlementError, decimal_text};
 pub const DOCUMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Most documents in one reconciliation.
 pub const DOCUMENTS_MAX: usize = 64;
+/// Most bytes of documents in one reconciliation (under the server's 64 MiB message bound).
+pub const RECONCILIATION_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Most entries and status lines across the documents of one reconciliation.
 pub const ENTRIES_MAX: usize = 100_000;
 /// Most XML nodes in one document (elements, text, attributes' owners): bounds parsing memory.
