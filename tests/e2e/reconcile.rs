@@ -264,6 +264,11 @@ async fn the_night_settles_from_the_banks_documents_and_reads_in_a_browser() {
     let now = windows(&addr).await;
     assert_eq!(state_of(&now[&usd]), pb::WindowState::Settled);
     assert!(now[&usd].positions.iter().all(|p| p.confirmed));
+    // Once settled, the whole night's documents again: nothing to do, nothing to report (the
+    // rejection was superseded).
+    let (success, again) = reconcile(&addr, &all, &dir.path().join("settled-again"));
+    assert!(success && again["exceptions"].as_array().unwrap().is_empty(), "{again}");
+    assert!(again["windows"].as_array().unwrap().is_empty(), "{again}");
 
     // `report --format html` makes the same page for one window, with the exceptions of a saved
     // reconciliation.

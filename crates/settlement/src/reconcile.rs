@@ -611,6 +611,7 @@ pub struct DocumentSummary {
 pub struct Reconciliation {
     pub documents: Vec<DocumentSummary>,
     /// Every window the documents name a payment of, whatever its state (e.g. SETTLED).
+    #[serde(default)]
     pub named_windows: Vec<u64>,
     /// The windows awaiting confirmation that the documents concern, with their outcomes.
     pub windows: Vec<WindowOutcome>,
@@ -879,19 +880,33 @@ pub fn reconcile(
         let in_scope =
             window.awaiting() && (referenced.contains(&w) || covered.contains(window.currency.as_str()));
         if !in_scope {
-            // Evidence about a window that is not awaiting confirmation changes nothing: for a
-            // SETTLED window only a rejection is news; for any other state (not settled yet)
-            // every entry is unexpected.
+            // Evidence about a window that is not awaiting confirmation changes nothing. For a
+            // SETTLED window, what is still news after weighing its evidence like any other
+            // (a rejection not superseded since, a mismatch, a duplicate) is reported; for any
+            // other state (not settled yet) every entry is unexpected.
             for (p, payment) in window.payments.iter().enumerate() {
-                for e in evidence.get(&(w, p)).into_iter().flatten() {
-                    let kind = match (window.state, e.kind) {
-                        (WindowState::Settled, Kind::Rejected) => ExceptionKind::Rejected,
-                        (WindowState::Settled, _) => continue,
-                        _ => ExceptionKind::UnknownEntry,
-                    };
-                    let detail =
-                        format!("{} (window {} is {})", e.detail, window.window_id, window.state.code());
-                    exceptions.push(payment_exception(kind, window, payment, e, detail));
+                let Some(found) = evidence.get(&(w, p)) else { continue };
+                let suffix = format!(" (window {} is {})", window.window_id, window.state.code());
+                if window.state == WindowState::Settled {
+                    let (_, raised) = decide(window, payment, found);
+                    for mut e in raised
+                        .into_iter()
+                        .filter(|e| !matches!(e.kind, ExceptionKind::Missing | ExceptionKind::Pending))
+                    {
+                        e.detail.push_str(&suffix);
+                        exceptions.push(e);
+                    }
+                    continue;
+                }
+                for e in found {
+                    let detail = format!("{}{suffix}", e.detail);
+                    exceptions.push(payment_exception(
+                        ExceptionKind::UnknownEntry,
+                        window,
+                        payment,
+                        e,
+                        detail,
+                    ));
                 }
             }
             continue;

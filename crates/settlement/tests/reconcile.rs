@@ -378,6 +378,41 @@ fn a_rejected_payment_blocks_its_parties_and_a_later_settlement_retries() {
 }
 
 #[test]
+fn a_settled_window_reports_only_news() {
+    let (window, report) = settled_window();
+    let payment = us01_to_mx01(&report).clone();
+    let mut settled = expected(&window, &report);
+    settled.state = WindowState::Settled;
+    for c in settled.confirmed.values_mut() {
+        *c = true;
+    }
+    let rejected = [(payment.index, "AC04".to_owned(), "Closed account".to_owned())];
+    let docs = bank_documents(&report, &rejected);
+    // A rejection nothing superseded is news, even after settlement; nothing changes.
+    let r = run(std::slice::from_ref(&settled), &[("pacs002.xml", docs.pacs002.clone().unwrap())]);
+    assert_eq!(kinds(&r), vec![ExceptionKind::Rejected], "{:#?}", r.exceptions);
+    assert!(r.exceptions[0].detail.ends_with("(window 9 is SETTLED)"), "{:?}", r.exceptions[0]);
+    assert!(r.windows.is_empty(), "a settled window has no outcome to apply");
+    assert_eq!(r.named_windows, vec![9]);
+    // Superseded by a later settlement: nothing to report.
+    let later = bank::simulate(
+        9,
+        CurrencyCode::USD,
+        2,
+        hub_account_id(CurrencyCode::USD),
+        std::slice::from_ref(&payment),
+        &[],
+        AT,
+        AT + 1_000_000_000,
+    );
+    let r = run(
+        std::slice::from_ref(&settled),
+        &[("pacs002.xml", docs.pacs002.unwrap()), ("later.xml", later.pacs002.unwrap())],
+    );
+    assert!(r.exceptions.is_empty(), "{:#?}", r.exceptions);
+}
+
+#[test]
 fn a_whole_message_rejected_by_group_status() {
     let (window, report) = settled_window();
     let report_xml = format!(
