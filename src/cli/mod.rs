@@ -15,6 +15,7 @@ mod fx;
 mod holders;
 mod ops;
 mod participants;
+mod reconcile;
 mod settlement;
 mod simulate;
 
