@@ -24,7 +24,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::filesystem_of;
+use common::disk::require_real_disk;
+use common::workload::{FUNDING_MINOR, Rng, TRANSFER_BASE, TREASURY_BASE, WALLET_BASE, transfer_id};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,48 +35,17 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use puente_ledger::{
     AccountFlags, AccountId, Actor, Ledger, LedgerConfig, Metadata, NewAccount, Transfer, TransferFlags,
-    TransferId, TransferResult,
+    TransferResult,
 };
 use puente_money::CurrencyCode;
 use tokio::runtime::Runtime;
 
 const WALLETS_PER_CURRENCY: u128 = 5_000;
 const CURRENCIES: [CurrencyCode; 2] = [CurrencyCode::USD, CurrencyCode::MXN];
-/// Each wallet starts with 10,000,000.00: the bench can never exhaust it with <= 0.99 moves.
-const FUNDING_MINOR: u64 = 1_000_000_000;
-/// Account ids: treasury of currency c is `TREASURY_BASE + c`, wallet i of currency c is
-/// `WALLET_BASE + c * WALLETS_PER_CURRENCY + i`.
-const TREASURY_BASE: u128 = 1 << 64;
-const WALLET_BASE: u128 = 2 << 64;
-/// Funding transfer ids count down from here; measured ones come from `transfer_id`.
-const TRANSFER_BASE: u128 = 7 << 96;
 
-/// A unique, random-looking transfer id (clients use UUIDv4, so ids arrive in no order): a
-/// bijective mix of the counter in the high half, the counter itself in the low half.
-fn transfer_id(n: u64) -> TransferId {
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    ((z as u128) << 64) | n as u128
-}
-
+/// Wallet `index` of currency `currency` (ids from `common::workload`).
 fn wallet(currency: usize, index: u128) -> AccountId {
     WALLET_BASE + currency as u128 * WALLETS_PER_CURRENCY + index
-}
-
-/// A small xorshift generator: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }
 
 struct Fixture {
@@ -122,16 +92,9 @@ async fn submit(ledger: &Ledger, batch: Vec<Transfer>) {
 fn bench_dir() -> PathBuf {
     let base = std::env::var_os("PUENTE_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/tmp".into());
     std::fs::create_dir_all(&base).expect("bench dir");
-    match filesystem_of(&base) {
-        Some((fstype, source)) => {
-            assert!(
-                !matches!(fstype.as_str(), "tmpfs" | "ramfs"),
-                "{} is on {fstype}: fdatasync would cost nothing; set PUENTE_BENCH_DIR to a real disk",
-                base.display()
-            );
-            eprintln!("ledger bench: data under {} ({fstype} on {source})", base.display());
-        }
-        None => eprintln!("ledger bench: data under {} (filesystem unknown)", base.display()),
+    match require_real_disk(&base) {
+        Ok(filesystem) => eprintln!("ledger bench: data under {} ({filesystem})", base.display()),
+        Err(refused) => panic!("{refused} (set PUENTE_BENCH_DIR)"),
     }
     base
 }

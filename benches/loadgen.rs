@@ -24,7 +24,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::filesystem_of;
+use common::disk::require_real_disk;
+use common::workload::{Rng, transfer_id};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -87,30 +88,6 @@ impl Args {
 
 const CURRENCIES: [&str; 2] = ["USD", "MXN"];
 const TRANSFER_ID_BASE: u128 = 0x5EED_0000_0000_0000_0000_0000_0000_0000;
-
-/// A small xorshift generator: deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-}
-
-/// A unique, random-looking transfer id (like the UUIDv4 real clients send): a bijective mix
-/// of the counter in the high half, the counter itself in the low half.
-fn transfer_id(n: u64) -> u128 {
-    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    ((z as u128) << 64) | n as u128
-}
 
 fn uuid(id: u128) -> String {
     uuid::Uuid::from_u128(id).to_string()
@@ -432,13 +409,9 @@ fn main() {
         }
     }
     std::fs::create_dir_all(&args.dir).expect("bench dir");
-    if let Some((fstype, source)) = filesystem_of(&args.dir) {
-        assert!(
-            !matches!(fstype.as_str(), "tmpfs" | "ramfs"),
-            "{} is on {fstype}: pass --dir on a real disk",
-            args.dir.display()
-        );
-        eprintln!("loadgen: data under {} ({fstype} on {source})", args.dir.display());
+    match require_real_disk(&args.dir) {
+        Ok(filesystem) => eprintln!("loadgen: data under {} ({filesystem})", args.dir.display()),
+        Err(refused) => panic!("{refused} (pass --dir)"),
     }
     let dir = tempfile::Builder::new().prefix("puente-loadgen-").tempdir_in(&args.dir).expect("tempdir");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");

@@ -52,6 +52,10 @@ pub struct SettlementFileConfig {
     pub rate_mxn_per_usd: Option<String>,
     /// Bank fees for the savings report [default: domain.md §3, see puente_netting::FeeModel].
     pub fees: Option<puente_netting::FeeModel>,
+    /// The hub's accounts at its settlement banks, per currency, as their statements name them
+    /// (`Acct/Id`), e.g. `{ USD = ["000123456789"], MXN = ["012180001234567897"] }`:
+    /// reconciliation matches statements of these accounts [default: only the hub's ledger id].
+    pub hub_accounts: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Resolves the `[settlement]` table.
@@ -71,6 +75,14 @@ fn settlement_config(
             .ok()
             .filter(|r| *r > rust_decimal::Decimal::ZERO)
             .ok_or_else(|| err(format!("rate_mxn_per_usd {rate:?} is not a positive decimal")))?;
+    }
+    for (code, ids) in file.hub_accounts.unwrap_or_default() {
+        let currency =
+            puente_money::CurrencyCode::parse(&code).map_err(|e| err(format!("hub_accounts: {e}")))?;
+        if ids.iter().any(|id| id.is_empty() || id.len() > 34) {
+            return Err(err(format!("hub_accounts.{code}: account ids are 1 to 34 characters")));
+        }
+        config.hub_accounts.insert(currency, ids);
     }
     if let Some(cutoff) = file.cutoff {
         let zone = file.time_zone.unwrap_or_else(|| "America/Mexico_City".to_owned());

@@ -8,7 +8,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod cli;
 mod config;
 mod data_dir;
+mod disk;
 mod logging;
+mod workload;
 
 use clap::{CommandFactory, FromArgMatches};
 

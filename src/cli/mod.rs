@@ -10,19 +10,22 @@ use serde_json::{Value, json};
 
 use crate::config;
 
+mod benchmark;
 mod fx;
 mod holders;
 mod ops;
 mod participants;
+mod reconcile;
 mod settlement;
 mod simulate;
 
 #[derive(Parser, Debug)]
 #[command(name = "puente", version, about = "Puente: USD/MXN ledger and settlement engine")]
 pub struct Args {
-    /// Server address for client commands.
-    #[arg(long, global = true, env = "PUENTE_SERVER", default_value = config::DEFAULT_LISTEN)]
-    server: String,
+    /// Server address for client commands [default: 127.0.0.1:50051]. `puente benchmark` runs
+    /// in process without it, and against this server with it.
+    #[arg(long, global = true, env = "PUENTE_SERVER")]
+    server: Option<String>,
     /// Print JSON instead of tables (client commands).
     #[arg(long, global = true)]
     json: bool,
@@ -103,6 +106,9 @@ enum Command {
     /// FX quote-signing keys (Ed25519): make one for the keyring file, or add one to it.
     #[command(subcommand)]
     FxKey(fx::FxKeyCommand),
+    /// Durable transfers per second, batch latency, index lag and bytes per transfer: in
+    /// process on a fresh data directory, or against --server over gRPC.
+    Benchmark(benchmark::BenchmarkArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -386,41 +392,45 @@ fn connect_options(args: &Args) -> Result<puente_client::ConnectOptions, CliErro
 pub async fn run(args: Args) -> Result<(), CliError> {
     let options = connect_options(&args)?;
     let out = Output { json: args.json };
+    let server = args.server.as_deref().unwrap_or(config::DEFAULT_LISTEN);
     match args.command {
         Command::Serve(serve) => run_server(serve).await,
         Command::Ops(command) => {
             let credentials = options.api_key.is_some() || args.tls_cert.is_some();
-            ops::run(command, &args.server, &options, credentials, args.json).await
+            ops::run(command, server, &options, credentials, args.json).await
         }
         Command::Settlement(command) => {
-            let mut client = settlement::connect(&args.server, &options).await?;
+            let mut client = settlement::connect(server, &options).await?;
             settlement::run(&mut client, command, &out).await
         }
         Command::Simulate(simulate) => {
-            let mut client = Client::connect_with(&args.server, &options).await?;
-            let mut settlement = settlement::connect(&args.server, &options).await?;
+            let mut client = Client::connect_with(server, &options).await?;
+            let mut settlement = settlement::connect(server, &options).await?;
             simulate::run(&mut client, &mut settlement, simulate, &out).await
         }
         Command::Participants(command) => {
-            let mut client = Client::connect_with(&args.server, &options).await?;
+            let mut client = Client::connect_with(server, &options).await?;
             participants::run(&mut client, command, &out).await
         }
         Command::PiiKey(command) => holders::pii_key(command),
         Command::FxKey(command) => fx::fx_key(command, &out),
+        Command::Benchmark(benchmark) => {
+            benchmark::run(benchmark, args.server.as_deref(), &options, &out).await
+        }
         Command::Holders(command) => {
-            let mut client = Client::connect_with(&args.server, &options).await?;
+            let mut client = Client::connect_with(server, &options).await?;
             holders::holders(&mut client, command, &out).await
         }
         Command::Kyc(command) => {
-            let mut client = Client::connect_with(&args.server, &options).await?;
+            let mut client = Client::connect_with(server, &options).await?;
             holders::kyc(&mut client, command, &out).await
         }
         Command::Whoami => {
-            let mut client = Client::connect_with(&args.server, &options).await?;
+            let mut client = Client::connect_with(server, &options).await?;
             participants::whoami(&mut client, &out).await
         }
         command => {
-            let mut client = Client::connect_with(&args.server, &options).await?;
+            let mut client = Client::connect_with(server, &options).await?;
             match command {
                 Command::Accounts(c) => accounts(&mut client, c, &out).await,
                 Command::Transfers(c) => transfers(&mut client, c, &out).await,

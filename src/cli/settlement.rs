@@ -24,7 +24,7 @@ pub enum SettlementCommand {
         /// Only this currency.
         #[arg(long)]
         currency: Option<String>,
-        /// Only this state: open, closing, closed, settling, settled, aborted, failed.
+        /// Only this state: open, closing, closed, settling, settled, rejected, aborted, failed.
         #[arg(long)]
         state: Option<String>,
         #[arg(long, default_value_t = 100)]
@@ -45,7 +45,8 @@ pub enum SettlementCommand {
         currency: Option<String>,
     },
     /// Settle a closed window: post every net position in one atomic ledger operation. With
-    /// --out-dir, also write the pacs.009 payments, CSV/JSON and every participant's camt.053.
+    /// --out-dir, also write the pacs.009 payments, CSV/JSON, every participant's camt.053 and
+    /// report.html (the night as one page).
     /// Without a window: the nightly batch: close every open window that has obligations, then
     /// settle every CLOSED or ABORTED window (fails if any window ends FAILED or ABORTED).
     Run {
@@ -63,6 +64,13 @@ pub enum SettlementCommand {
         /// CSV (long format) instead of a table.
         #[arg(long)]
         csv: bool,
+        /// table, csv, json or html (one self-contained page; see also --reconciliation).
+        #[arg(long)]
+        format: Option<String>,
+        /// With --format html: show the exceptions of this reconciliation.json
+        /// (`reconcile --out-dir` writes it).
+        #[arg(long)]
+        reconciliation: Option<PathBuf>,
         /// MXN per USD for USD figures [default: the server's].
         #[arg(long)]
         rate: Option<String>,
@@ -86,6 +94,13 @@ pub enum SettlementCommand {
     /// Settlement profiles.
     #[command(subcommand)]
     Profile(ProfileCommand),
+    /// Reconcile the settlement banks' documents (camt.053 / camt.054 of the hub's accounts,
+    /// pacs.002): confirm every participant all of whose payments matched, and report the
+    /// exceptions (table, --json, --csv; exits non-zero when there are any).
+    Reconcile(super::reconcile::ReconcileArgs),
+    /// Write what the settlement bank of a settled window would send back (camt.053, camt.054,
+    /// pacs.002), optionally with rejected payments: for demos and tests.
+    SimulateBank(super::reconcile::SimulateBankArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +171,7 @@ pub fn state_name(state: i32) -> &'static str {
         Ok(pb::WindowState::Settled) => "SETTLED",
         Ok(pb::WindowState::Aborted) => "ABORTED",
         Ok(pb::WindowState::Failed) => "FAILED",
+        Ok(pb::WindowState::Rejected) => "REJECTED",
         _ => "UNSPECIFIED",
     }
 }
@@ -169,9 +185,10 @@ fn parse_state(text: &str) -> Result<pb::WindowState, CliError> {
         "settled" => pb::WindowState::Settled,
         "aborted" => pb::WindowState::Aborted,
         "failed" => pb::WindowState::Failed,
+        "rejected" => pb::WindowState::Rejected,
         other => {
             return Err(CliError::Usage(format!(
-                "--state {other:?}: open, closing, closed, settling, settled, aborted or failed"
+                "--state {other:?}: open, closing, closed, settling, settled, rejected, aborted or failed"
             )));
         }
     })
@@ -324,7 +341,12 @@ pub async fn run(
             });
         }
         SettlementCommand::Run { window: Some(window), out_dir } => {
-            let (value, text, state, reason) = run_one(client, window, out_dir.as_deref()).await?;
+            let (value, mut text, state, reason) = run_one(client, window, out_dir.as_deref()).await?;
+            if let Some(dir) = &out_dir
+                && matches!(state, pb::WindowState::Settling | pb::WindowState::Settled)
+            {
+                text.push_str(&write_night(client, &[window], dir).await?);
+            }
             out.print(value, || text);
             if state == pb::WindowState::Aborted {
                 return Err(CliError::Client(format!("settlement of window {window} aborted: {reason}")));
@@ -386,14 +408,51 @@ pub async fn run(
             }
             if values.is_empty() {
                 texts.push_str("no window to settle\n");
+            } else if let Some(dir) = &out_dir {
+                let settled: Vec<u64> = values
+                    .iter()
+                    .filter(|v| matches!(v["window"]["state"].as_str(), Some("SETTLING" | "SETTLED")))
+                    .filter_map(|v| v["window"]["window_id"].as_u64())
+                    .collect();
+                if !settled.is_empty() {
+                    texts.push_str(&write_night(client, &settled, dir).await?);
+                }
             }
             out.print(json!({"runs": values, "failures": failures}), || texts);
             if !failures.is_empty() {
                 return Err(CliError::Client(failures.join("; ")));
             }
         }
-        SettlementCommand::Report { window, csv, rate } => {
-            let format = if out.json {
+        SettlementCommand::Report { format: Some(format), window, reconciliation, .. }
+            if format.eq_ignore_ascii_case("html") =>
+        {
+            let reconciliation = match reconciliation {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                    Some(
+                        serde_json::from_str::<puente_settlement::reconcile::Reconciliation>(&text).map_err(
+                            |e| {
+                                CliError::Usage(format!("{}: not a reconciliation.json: {e}", path.display()))
+                            },
+                        )?,
+                    )
+                }
+                None => None,
+            };
+            print!("{}", super::reconcile::night_html(client, &[window], reconciliation.as_ref()).await?);
+        }
+        SettlementCommand::Report { window, csv, rate, format, .. } => {
+            let (csv, json) = match format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None => (csv, out.json),
+                Some("csv") => (true, false),
+                Some("json") => (false, true),
+                Some("table") => (false, false),
+                Some(other) => {
+                    return Err(CliError::Usage(format!("--format {other:?}: table, csv, json or html")));
+                }
+            };
+            let format = if json {
                 pb::ReportFormat::Json
             } else if csv {
                 pb::ReportFormat::Csv
@@ -459,6 +518,8 @@ pub async fn run(
             out.print(value, || format!("window {} is {}\n", w.window_id, state_name(w.state)));
         }
         SettlementCommand::Profile(command) => profile(client, command, out).await?,
+        SettlementCommand::Reconcile(args) => super::reconcile::reconcile(client, args, out).await?,
+        SettlementCommand::SimulateBank(args) => super::reconcile::simulate_bank(client, args, out).await?,
     }
     Ok(())
 }
@@ -477,7 +538,7 @@ async fn run_one(
     let state = pb::WindowState::try_from(w.state).unwrap_or(pb::WindowState::Unspecified);
     let mut files = Vec::new();
     if let Some(dir) = out_dir
-        && matches!(state, pb::WindowState::Settling | pb::WindowState::Settled)
+        && matches!(state, pb::WindowState::Settling | pb::WindowState::Rejected | pb::WindowState::Settled)
     {
         files = write_outputs(client, &w, dir).await?;
     }
@@ -517,6 +578,15 @@ async fn run_one(
         text.push_str(&format!("wrote {}\n", f.display()));
     }
     Ok((value, text, state, w.reason))
+}
+
+/// Writes `dir/report.html`, the night of `windows`; returns the line to print.
+async fn write_night(client: &mut SettlementClient, windows: &[u64], dir: &Path) -> Result<String, CliError> {
+    let html = super::reconcile::night_html(client, windows, None).await?;
+    std::fs::create_dir_all(dir).map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
+    let path = dir.join("report.html");
+    std::fs::write(&path, html).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    Ok(format!("wrote {}\n", path.display()))
 }
 
 fn spinner(message: &str) -> ProgressBar {

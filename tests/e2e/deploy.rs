@@ -104,6 +104,8 @@ fn dockerfile_builds_in_stages_and_runs_as_a_non_root_user() {
     assert!(text.contains("EXPOSE 50051 9464"));
     assert!(text.contains("VOLUME [\"/var/lib/puente\"]"));
     assert!(text.contains("HEALTHCHECK") && text.contains("STOPSIGNAL SIGTERM"));
+    // Reconciliation validates the banks' documents with xmllint at run time.
+    assert!(text.contains("libxml2-utils"), "the runtime image carries xmllint");
     let ignore =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".dockerignore")).unwrap();
     assert!(ignore.lines().any(|l| l == "target") && ignore.lines().any(|l| l == ".git"));

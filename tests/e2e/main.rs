@@ -2,14 +2,17 @@
 //! generated client (`puente-client`). One integration test target for the facade crate.
 
 mod api;
+mod benchmark;
 mod cli;
 mod crash;
+mod dashboard;
 mod deploy;
 mod docs;
 mod first_run;
 mod fx;
 mod hardening;
 mod ops;
+mod reconcile;
 mod security;
 mod settlement;
 mod support;

@@ -63,6 +63,7 @@ const OPERATOR_METHODS: &[&str] = &[
     "SettlementService/RunSettlement",
     "SettlementService/GetSettlementReport",
     "SettlementService/ListSettlementPayments",
+    "SettlementService/ReconcileStatements",
     "HolderService/SetKycPolicy",
     "OperationsService/GetServerStatus",
 ];

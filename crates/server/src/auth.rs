@@ -89,6 +89,8 @@ pub fn access(path: &str) -> Access {
         | "/puente.v1.HolderService/GetHolderUsage" => Access::Authenticated,
         // Listed for the record: anything not above is operator-only anyway.
         "/puente.v1.OperationsService/GetServerStatus" => Access::Operator,
+        // Confirms participants' settlements from the banks' documents: operators only.
+        "/puente.v1.SettlementService/ReconcileStatements" => Access::Operator,
         _ => Access::Operator,
     }
 }

@@ -79,6 +79,13 @@ pub enum ApiError {
     /// Sealed personal data could not be opened (a key was rotated out) or sealed.
     #[error("personal data could not be sealed or opened with the configured keys")]
     PiiSealing,
+    /// A bank document given to reconciliation is not what it claims (schema errors, not
+    /// well-formed, too large): nothing was changed.
+    #[error("invalid document: {}", .0.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+    DocumentInvalid(Vec<Violation>),
+    /// The XSD validator (xmllint) cannot be run on this server.
+    #[error("documents cannot be validated: {0}")]
+    ValidatorUnavailable(String),
     /// One of the caller's rate, cost or concurrency limits: retry after `retry_after_ms`.
     #[error("over the limit {limit}; retry after {retry_after_ms} ms")]
     RateLimited { limit: &'static str, retry_after_ms: u64 },
@@ -225,6 +232,8 @@ impl ApiError {
             ApiError::Unauthenticated(_) => (Code::Unauthenticated, "UNAUTHENTICATED"),
             ApiError::PermissionDenied(_) => (Code::PermissionDenied, "PERMISSION_DENIED"),
             ApiError::RateLimited { .. } => (Code::ResourceExhausted, "RATE_LIMITED"),
+            ApiError::DocumentInvalid(_) => (Code::InvalidArgument, "DOCUMENT_INVALID"),
+            ApiError::ValidatorUnavailable(_) => (Code::FailedPrecondition, "XSD_VALIDATOR_UNAVAILABLE"),
         }
     }
 }
@@ -235,7 +244,9 @@ impl From<ApiError> for Status {
         let mut details = ErrorDetails::new();
         let mut metadata = HashMap::new();
         match &error {
-            ApiError::InvalidArgument(violations) | ApiError::BatchTooLarge(violations) => {
+            ApiError::InvalidArgument(violations)
+            | ApiError::BatchTooLarge(violations)
+            | ApiError::DocumentInvalid(violations) => {
                 for v in violations.iter().take(VIOLATIONS_MAX) {
                     details.add_bad_request_violation(v.field.clone(), v.description.clone());
                 }
@@ -266,6 +277,8 @@ impl From<ApiError> for Status {
                 details.add_bad_request_violation(*field, reason.clone());
             }
             ApiError::RateLimited { limit, retry_after_ms } => {
+                // Every refusal by a limit passes here on its way to the client: counted once.
+                crate::metrics::count_rate_limited(limit);
                 metadata.insert("limit".to_owned(), (*limit).to_owned());
                 details.set_retry_info(Some(std::time::Duration::from_millis(*retry_after_ms)));
             }
@@ -277,6 +290,7 @@ impl From<ApiError> for Status {
             | ApiError::PiiKeyMissing
             | ApiError::PiiSealing
             | ApiError::UnknownMethod
+            | ApiError::ValidatorUnavailable(_)
             | ApiError::Unauthenticated(_)
             | ApiError::PermissionDenied(_) => {}
             ApiError::Settlement(e) => crate::settlement_service::add_details(e, &mut details, &mut metadata),
@@ -288,6 +302,7 @@ impl From<ApiError> for Status {
             ) => {
                 tracing::error!(%error, "request failed on the server side");
             }
+            ApiError::ValidatorUnavailable(_) => tracing::error!(%error, "reconciliation refused"),
             _ => tracing::debug!(%error, "request rejected"),
         }
         Status::with_error_details(code, error.to_string(), details)

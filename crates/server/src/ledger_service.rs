@@ -193,6 +193,7 @@ impl LedgerService for LedgerApi {
             .await
             .map_err(ApiError::from)?;
         let _enter = span.enter();
+        crate::metrics::count_transfer_results(outcomes.iter().map(|o| &o.result));
         let results = outcomes
             .into_iter()
             .enumerate()

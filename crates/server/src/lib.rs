@@ -12,6 +12,8 @@ pub mod ledger_service;
 pub mod metrics;
 pub mod operations_service;
 pub mod participant_service;
+pub mod reconcile;
+pub mod settlement_metrics;
 pub mod settlement_service;
 pub mod wire;
 
@@ -38,6 +40,17 @@ pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// Largest request message of every other service (participants, holders, settlement):
 /// tonic's default, 4 MiB.
 pub const CONTROL_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Methods whose requests may exceed their service's limit, with their own: a reconciliation
+/// carries up to `RECONCILIATION_BYTES_MAX` of bank documents (plus 1 MiB of framing). The
+/// wire guard enforces it per method before anything is decoded.
+pub const METHOD_MESSAGE_BYTES_MAX: &[(&str, usize)] = &[(
+    "/puente.v1.SettlementService/ReconcileStatements",
+    puente_settlement::reconcile::RECONCILIATION_BYTES_MAX + 1024 * 1024,
+)];
+/// Largest request message of the settlement service as tonic sees it: the largest of its
+/// methods (the wire guard holds every other method to [`CONTROL_MESSAGE_BYTES_MAX`]).
+const SETTLEMENT_MESSAGE_BYTES_MAX: usize =
+    puente_settlement::reconcile::RECONCILIATION_BYTES_MAX + 1024 * 1024;
 /// Largest request message of what may be called without credentials (health, reflection,
 /// the operator's bootstrap): all tiny.
 pub const UNAUTHENTICATED_MESSAGE_BYTES_MAX: usize = 64 * 1024;
@@ -294,7 +307,7 @@ pub async fn serve_with(
             grpc::settlement_service_server::SettlementServiceServer::new(
                 settlement_service::SettlementApi::new(settlement),
             )
-            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+            .max_decoding_message_size(SETTLEMENT_MESSAGE_BYTES_MAX),
         )
         .add_service(
             grpc::operations_service_server::OperationsServiceServer::new(

@@ -19,6 +19,13 @@
 //! | `puente_settlement_open_window_gross_minor` | gauge | `currency` | their gross amount, in minor units |
 //! | `puente_settlement_last_netting_efficiency_bps` | gauge | | share of the gross that the last netting run saved, in basis points (10,000 = all) |
 //! | `puente_settlement_last_run_timestamp_seconds` | gauge | | when the last netting run finished (Unix time) |
+//! | `puente_transfers_total` | counter | `result` | transfers submitted through `CreateTransfers`, by per-event result code (`OK`, `EXCEEDS_CREDITS`, `NET_DEBIT_CAP_EXCEEDED`, ...; the ledger's fixed list) |
+//! | `puente_rate_limited_total` | counter | `limit` | requests refused by a participant's limits (`requests_per_second`, `concurrent_requests`) |
+//! | `puente_settlement_windows` | gauge | `state` | settlement windows in each state but SETTLED (whose count only grows): `OPEN`, `CLOSING`, `CLOSED`, `SETTLING`, `REJECTED`, `ABORTED`, `FAILED` |
+//! | `puente_settlement_net_debit_position_minor` | gauge | `participant`, `currency` | a participant's net debit position (what it owes in unconfirmed windows plus pending debits; negative: it is owed), minor units |
+//! | `puente_settlement_net_debit_cap_minor` | gauge | `participant`, `currency` | its Net Debit Cap, minor units |
+//! | `puente_settlement_reconciliation_exceptions_total` | counter | `kind` | reconciliation exceptions (`MISSING`, `AMOUNT_MISMATCH`, `CURRENCY_MISMATCH`, `DUPLICATE`, `UNKNOWN_ENTRY`, `REJECTED`, `PENDING`, `NOT_HUB_ACCOUNT`) |
+//! | `puente_settlement_reconciliation_confirmations_total` | counter | | participants confirmed by reconciliation |
 //!
 //! The settlement gauges are set by the settlement service through [`set_open_windows`],
 //! [`set_open_window_transfers`], [`set_open_window_gross_minor`] and
@@ -26,7 +33,9 @@
 //! may be called from any thread.
 //!
 //! Label values are bounded: `method` takes only the RPCs this server serves (anything else is
-//! `unknown`), `code` the 17 gRPC codes, `currency` at most [`CURRENCY_LABELS_MAX`] codes.
+//! `unknown`), `code` the 17 gRPC codes, `currency` at most [`CURRENCY_LABELS_MAX`] codes, `result` the
+//! ledger's result codes, `limit` two names, `state` seven, `kind` eight, and `participant` the
+//! first [`PARTICIPANT_LABELS_MAX`] participants with a settlement profile (by id).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -54,6 +63,9 @@ pub const METRICS_PATH: &str = "/metrics";
 pub const METRICS_PORT_DEFAULT: u16 = 9464;
 /// Most distinct `currency` label values; later ones are dropped (and logged once).
 pub const CURRENCY_LABELS_MAX: usize = 64;
+/// Most distinct `participant` label values (participants with a settlement profile, by id);
+/// later ones are left out of the Net Debit Cap gauges.
+pub const PARTICIPANT_LABELS_MAX: usize = 256;
 /// Most scrape connections served at once; more wait in the accept queue.
 pub const SCRAPE_CONNECTIONS_MAX: usize = 16;
 /// Longest a scrape connection may stay open.
@@ -93,6 +105,13 @@ struct Metrics {
     open_window_gross_minor: IntGaugeVec,
     netting_efficiency_bps: IntGauge,
     last_run_seconds: IntGauge,
+    transfers: IntCounterVec,
+    rate_limited: IntCounterVec,
+    windows: IntGaugeVec,
+    ndc_position: IntGaugeVec,
+    ndc_cap: IntGaugeVec,
+    reconciliation_exceptions: IntCounterVec,
+    reconciliation_confirmations: prometheus::IntCounter,
     known_methods: HashSet<String>,
     currencies: Mutex<HashSet<String>>,
 }
@@ -159,6 +178,58 @@ impl Metrics {
             "puente_settlement_last_run_timestamp_seconds",
             "When the last netting run finished (Unix time, seconds).",
         )?;
+        let transfers = IntCounterVec::new(
+            Opts::new(
+                "puente_transfers_total",
+                "Transfers submitted through CreateTransfers, by result code.",
+            ),
+            &["result"],
+        )?;
+        for result in puente_ledger::TransferResult::all() {
+            transfers.get_metric_with_label_values(&[result.code()])?;
+        }
+        let rate_limited = IntCounterVec::new(
+            Opts::new("puente_rate_limited_total", "Requests refused by a participant's limits, by limit."),
+            &["limit"],
+        )?;
+        for limit in RATE_LIMITS {
+            rate_limited.get_metric_with_label_values(&[limit])?;
+        }
+        let windows = IntGaugeVec::new(
+            Opts::new("puente_settlement_windows", "Settlement windows in each state (SETTLED left out)."),
+            &["state"],
+        )?;
+        for state in WINDOW_STATES {
+            windows.get_metric_with_label_values(&[state])?.set(0);
+        }
+        let ndc_position = IntGaugeVec::new(
+            Opts::new(
+                "puente_settlement_net_debit_position_minor",
+                "A participant's net debit position (positive: it owes), in minor units.",
+            ),
+            &["participant", "currency"],
+        )?;
+        let ndc_cap = IntGaugeVec::new(
+            Opts::new(
+                "puente_settlement_net_debit_cap_minor",
+                "A participant's Net Debit Cap, in minor units.",
+            ),
+            &["participant", "currency"],
+        )?;
+        let reconciliation_exceptions = IntCounterVec::new(
+            Opts::new(
+                "puente_settlement_reconciliation_exceptions_total",
+                "Reconciliation exceptions, by kind.",
+            ),
+            &["kind"],
+        )?;
+        for kind in RECONCILIATION_KINDS {
+            reconciliation_exceptions.get_metric_with_label_values(&[kind])?;
+        }
+        let reconciliation_confirmations = prometheus::IntCounter::new(
+            "puente_settlement_reconciliation_confirmations_total",
+            "Participants confirmed by reconciliation.",
+        )?;
         // Export the built-in currencies from the start (zero until set).
         let mut currencies = HashSet::new();
         for currency in ["USD", "MXN"] {
@@ -180,6 +251,13 @@ impl Metrics {
         registry.register(Box::new(open_window_gross_minor.clone()))?;
         registry.register(Box::new(netting_efficiency_bps.clone()))?;
         registry.register(Box::new(last_run_seconds.clone()))?;
+        registry.register(Box::new(transfers.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(windows.clone()))?;
+        registry.register(Box::new(ndc_position.clone()))?;
+        registry.register(Box::new(ndc_cap.clone()))?;
+        registry.register(Box::new(reconciliation_exceptions.clone()))?;
+        registry.register(Box::new(reconciliation_confirmations.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -195,6 +273,13 @@ impl Metrics {
             open_window_gross_minor,
             netting_efficiency_bps,
             last_run_seconds,
+            transfers,
+            rate_limited,
+            windows,
+            ndc_position,
+            ndc_cap,
+            reconciliation_exceptions,
+            reconciliation_confirmations,
             known_methods: known_methods(),
             currencies: Mutex::new(currencies),
         })
@@ -325,6 +410,100 @@ pub fn status_counters() -> StatusCounters {
         }
     }
     counters
+}
+
+/// The `limit` label values of `puente_rate_limited_total`.
+const RATE_LIMITS: [&str; 8] = [
+    "requests_per_second",
+    "concurrent_requests",
+    "events_per_second",
+    "concurrent_events",
+    "burst_events",
+    "bytes_per_second",
+    "concurrent_bytes",
+    "burst_bytes",
+];
+/// The `state` label values of `puente_settlement_windows`.
+pub const WINDOW_STATES: [&str; 7] =
+    ["OPEN", "CLOSING", "CLOSED", "SETTLING", "REJECTED", "ABORTED", "FAILED"];
+/// The `kind` label values of `puente_settlement_reconciliation_exceptions_total`.
+const RECONCILIATION_KINDS: [&str; 8] = [
+    "MISSING",
+    "AMOUNT_MISMATCH",
+    "CURRENCY_MISMATCH",
+    "DUPLICATE",
+    "UNKNOWN_ENTRY",
+    "REJECTED",
+    "PENDING",
+    "NOT_HUB_ACCOUNT",
+];
+
+/// Counts the per-event results of one `CreateTransfers` batch.
+pub fn count_transfer_results<'a>(results: impl IntoIterator<Item = &'a puente_ledger::TransferResult>) {
+    let Some(m) = metrics() else { return };
+    for result in results {
+        if let Ok(counter) = m.transfers.get_metric_with_label_values(&[result.code()]) {
+            counter.inc();
+        }
+    }
+}
+
+/// Counts a request refused by the participant limit `limit` (one of two names; others are
+/// ignored).
+pub fn count_rate_limited(limit: &str) {
+    if let Some(m) = metrics()
+        && RATE_LIMITS.contains(&limit)
+        && let Ok(counter) = m.rate_limited.get_metric_with_label_values(&[limit])
+    {
+        counter.inc();
+    }
+}
+
+/// Sets the number of windows per state (`counts` by state code; states not given read 0).
+pub fn set_window_states(counts: &[(&str, u64)]) {
+    let Some(m) = metrics() else { return };
+    for state in WINDOW_STATES {
+        let count = counts.iter().find(|(s, _)| *s == state).map(|(_, c)| *c).unwrap_or(0);
+        if let Ok(gauge) = m.windows.get_metric_with_label_values(&[state]) {
+            gauge.set(saturating_i64(count));
+        }
+    }
+}
+
+/// Sets the Net Debit Cap gauges: (participant, currency, position, cap) for the first
+/// [`PARTICIPANT_LABELS_MAX`] participants by id; series of others are removed.
+pub fn set_net_debit_positions(rows: &[(String, String, i128, u64)]) {
+    let Some(m) = metrics() else { return };
+    let mut participants: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    participants.sort_unstable();
+    participants.dedup();
+    participants.truncate(PARTICIPANT_LABELS_MAX);
+    m.ndc_position.reset();
+    m.ndc_cap.reset();
+    for (participant, currency, position, cap) in rows {
+        if participants.binary_search(&participant.as_str()).is_err() || !m.admit_currency(currency) {
+            continue;
+        }
+        let labels = [participant.as_str(), currency.as_str()];
+        if let Ok(gauge) = m.ndc_position.get_metric_with_label_values(&labels) {
+            gauge.set(i64::try_from(*position).unwrap_or(if *position < 0 { i64::MIN } else { i64::MAX }));
+        }
+        if let Ok(gauge) = m.ndc_cap.get_metric_with_label_values(&labels) {
+            gauge.set(i64::try_from(*cap).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Counts a reconciliation's exceptions by kind and its new confirmations.
+pub fn count_reconciliation(outcome: &puente_settlement::reconcile::Reconciliation) {
+    let Some(m) = metrics() else { return };
+    for e in &outcome.exceptions {
+        if let Ok(counter) = m.reconciliation_exceptions.get_metric_with_label_values(&[e.kind.code()]) {
+            counter.inc();
+        }
+    }
+    let confirmed: usize = outcome.windows.iter().map(|w| w.confirmed_now.len()).sum();
+    m.reconciliation_confirmations.inc_by(confirmed as u64);
 }
 
 fn saturating_i64(value: u64) -> i64 {
@@ -626,6 +805,40 @@ mod tests {
         assert_eq!(code_name(b"16"), "UNAUTHENTICATED");
         assert_eq!(code_name(b"17"), "UNKNOWN");
         assert_eq!(code_name(b"x"), "UNKNOWN");
+    }
+
+    fn exposition() -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new().encode(&metrics().unwrap().registry.gather(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn results_limits_states_and_caps_export_with_bounded_labels() {
+        // Every label value exists from the start, at zero.
+        let text = exposition();
+        assert!(text.contains("puente_transfers_total{result=\"EXCEEDS_CREDITS\"}"), "{text}");
+        assert!(text.contains("puente_rate_limited_total{limit=\"concurrent_requests\"}"));
+        assert!(text.contains("puente_settlement_windows{state=\"REJECTED\"} 0"));
+        assert!(text.contains("puente_settlement_reconciliation_exceptions_total{kind=\"DUPLICATE\"}"));
+        count_transfer_results([puente_ledger::TransferResult::Ok, puente_ledger::TransferResult::Ok].iter());
+        count_rate_limited("requests_per_second");
+        count_rate_limited("made up");
+        set_window_states(&[("SETTLING", 3), ("SETTLED", 9)]);
+        let rows: Vec<(String, String, i128, u64)> = (0..PARTICIPANT_LABELS_MAX + 10)
+            .map(|i| (format!("p{i:04}"), "USD".to_owned(), -(i as i128), 1_000))
+            .collect();
+        set_net_debit_positions(&rows);
+        let text = exposition();
+        assert!(!text.contains("made up"));
+        assert!(text.contains("puente_settlement_windows{state=\"SETTLING\"} 3"), "{text}");
+        assert!(!text.contains("state=\"SETTLED\""), "SETTLED is not counted");
+        let caps = text.lines().filter(|l| l.starts_with("puente_settlement_net_debit_cap_minor{")).count();
+        assert_eq!(caps, PARTICIPANT_LABELS_MAX, "participant labels are bounded");
+        assert!(text.contains(
+            "puente_settlement_net_debit_position_minor{currency=\"USD\",participant=\"p0001\"} -1"
+        ));
+        assert!(!text.contains("participant=\"p0256\""));
     }
 
     #[test]

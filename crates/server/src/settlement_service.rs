@@ -42,11 +42,20 @@ pub struct SettlementConfig {
     pub rate_mxn_per_usd: Decimal,
     /// Close every open window daily at this cutoff (None: only on an operator's command).
     pub cutoff: Option<Cutoff>,
+    /// The hub's accounts at its settlement banks, per currency, as the banks' statements name
+    /// them (`Acct/Id`); reconciliation matches statements of these accounts only. The hub's
+    /// ledger account id (32 hex digits) always counts.
+    pub hub_accounts: puente_settlement::reconcile::HubAccounts,
 }
 
 impl Default for SettlementConfig {
     fn default() -> Self {
-        SettlementConfig { fees: FeeModel::default(), rate_mxn_per_usd: Decimal::new(18, 0), cutoff: None }
+        SettlementConfig {
+            fees: FeeModel::default(),
+            rate_mxn_per_usd: Decimal::new(18, 0),
+            cutoff: None,
+            hub_accounts: Default::default(),
+        }
     }
 }
 
@@ -115,11 +124,15 @@ impl Settlement {
         &self.config
     }
 
-    async fn call(&self, request: SettlementRequest) -> Result<SettlementResponse, ApiError> {
+    pub(crate) fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub(crate) async fn call(&self, request: SettlementRequest) -> Result<SettlementResponse, ApiError> {
         Ok(self.ledger.settlement(request).await??)
     }
 
-    async fn window(&self, request: SettlementRequest) -> Result<(WindowView, bool), ApiError> {
+    pub(crate) async fn window(&self, request: SettlementRequest) -> Result<(WindowView, bool), ApiError> {
         match self.call(request).await? {
             SettlementResponse::Window { window, changed } => Ok((window, changed)),
             other => Err(unexpected(&other)),
@@ -255,7 +268,7 @@ fn report_refusal(error: puente_settlement::SettlementError) -> SettlementRefusa
     }
 }
 
-fn unexpected(response: &SettlementResponse) -> ApiError {
+pub(crate) fn unexpected(response: &SettlementResponse) -> ApiError {
     ApiError::Ledger(puente_ledger::LedgerError::Storage(format!(
         "unexpected settlement response {response:?}"
     )))
@@ -318,6 +331,7 @@ impl Settlement {
             after_id: 0,
             limit: st::WINDOW_PAGE_MAX,
         };
+        crate::settlement_metrics::refresh(self).await;
         let Ok(SettlementResponse::Windows(open)) = self.call(request).await else { return };
         crate::metrics::set_open_windows(open.len() as u64);
         for w in &open {
@@ -391,7 +405,7 @@ impl ChainHead {
 
 // ----- wire conversions ----------------------------------------------------------------------
 
-fn money(currencies: &CurrencyTable, code: CurrencyCode, minor: u128) -> pb::Money {
+pub(crate) fn money(currencies: &CurrencyTable, code: CurrencyCode, minor: u128) -> pb::Money {
     let value = currencies.get(code).map(|c| c.format_amount(minor)).unwrap_or_else(|_| minor.to_string());
     pb::Money { currency_code: code.to_string(), value }
 }
@@ -401,7 +415,7 @@ fn signed_money(currencies: &CurrencyTable, code: CurrencyCode, minor: i128) -> 
     pb::Money { currency_code: code.to_string(), value }
 }
 
-fn scale(currencies: &CurrencyTable, code: CurrencyCode) -> u32 {
+pub(crate) fn scale(currencies: &CurrencyTable, code: CurrencyCode) -> u32 {
     currencies.get(code).map(|c| c.scale).unwrap_or(2)
 }
 
@@ -414,6 +428,7 @@ fn state_out(state: WindowState) -> pb::WindowState {
         WindowState::Settled => pb::WindowState::Settled,
         WindowState::Aborted => pb::WindowState::Aborted,
         WindowState::Failed => pb::WindowState::Failed,
+        WindowState::Rejected => pb::WindowState::Rejected,
     }
 }
 
@@ -427,6 +442,7 @@ fn state_in(state: i32) -> Option<WindowState> {
         pb::WindowState::Settled => Some(WindowState::Settled),
         pb::WindowState::Aborted => Some(WindowState::Aborted),
         pb::WindowState::Failed => Some(WindowState::Failed),
+        pb::WindowState::Rejected => Some(WindowState::Rejected),
     }
 }
 
@@ -445,7 +461,11 @@ fn country_out(country: Country) -> pb::Country {
     }
 }
 
-fn window_out(w: &WindowView, currencies: &CurrencyTable, with_positions: bool) -> pb::SettlementWindow {
+pub(crate) fn window_out(
+    w: &WindowView,
+    currencies: &CurrencyTable,
+    with_positions: bool,
+) -> pb::SettlementWindow {
     let c = w.currency;
     pb::SettlementWindow {
         window_id: w.id,
@@ -823,7 +843,7 @@ impl SettlementService for SettlementApi {
         let (window, changed) = self.settlement.run(window_id).await?;
         let currencies = self.currencies();
         let mut transfers = Vec::new();
-        if matches!(window.state, WindowState::Settling | WindowState::Settled) {
+        if matches!(window.state, WindowState::Settling | WindowState::Rejected | WindowState::Settled) {
             let profiles = self.settlement.profiles().await?;
             for p in window.positions.iter().filter(|p| p.net_minor != 0) {
                 let account = profiles
@@ -940,11 +960,11 @@ impl SettlementService for SettlementApi {
         }
         check(violations)?;
         let window = self.settlement.get_window(window_id, false).await?;
-        if !matches!(window.state, WindowState::Settling | WindowState::Settled) {
+        if !matches!(window.state, WindowState::Settling | WindowState::Rejected | WindowState::Settled) {
             return Err(ApiError::Settlement(SettlementRefusal::WrongState {
                 window_id,
                 state: window.state,
-                expected: "SETTLING or SETTLED",
+                expected: "SETTLING, REJECTED or SETTLED",
             })
             .into());
         }
@@ -983,6 +1003,7 @@ impl SettlementService for SettlementApi {
                 credit,
                 booked_ns: record.timestamp_ns,
                 end_to_end_id: format!("PUENTE-W{}-{}", window.id, position.participant),
+                uetr: String::new(),
                 info: format!("Net settlement of window {} ({})", window.id, window.currency),
             });
         }
@@ -1004,6 +1025,15 @@ impl SettlementService for SettlementApi {
             entries,
         });
         Ok(Response::new(pb::GetSettlementStatementResponse { document }))
+    }
+
+    async fn reconcile_statements(
+        &self,
+        request: Request<pb::ReconcileStatementsRequest>,
+    ) -> Result<Response<pb::ReconcileStatementsResponse>, Status> {
+        Ok(Response::new(
+            crate::reconcile::reconcile_statements(&self.settlement, request.into_inner()).await?,
+        ))
     }
 
     async fn confirm_settlement(

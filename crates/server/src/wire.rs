@@ -26,7 +26,10 @@ use prost_types::{DescriptorProto, FileDescriptorSet};
 
 use crate::auth::{Access, access};
 use crate::error::{ApiError, Violation};
-use crate::{BULK_SERVICES, CONTROL_MESSAGE_BYTES_MAX, MESSAGE_BYTES_MAX, UNAUTHENTICATED_MESSAGE_BYTES_MAX};
+use crate::{
+    BULK_SERVICES, CONTROL_MESSAGE_BYTES_MAX, MESSAGE_BYTES_MAX, METHOD_MESSAGE_BYTES_MAX,
+    UNAUTHENTICATED_MESSAGE_BYTES_MAX,
+};
 
 /// Most entries of every repeated or map field of every request message, by the field's full
 /// name. Every repeated field reachable from an RPC's request must be listed.
@@ -39,6 +42,7 @@ pub const REPEATED_FIELD_LIMITS: &[(&str, usize)] = &[
     ("puente.v1.StreamRatesRequest.rates", crate::fx_desk::RATES_PER_CALL_MAX),
     ("puente.v1.SetKycPolicyRequest.us_tiers", crate::holder_service::US_TIERS_PER_POLICY_MAX),
     ("puente.v1.ParticipantProfile.currencies", puente_ledger::settlement::PROFILE_CURRENCIES_MAX),
+    ("puente.v1.ReconcileStatementsRequest.documents", puente_settlement::reconcile::DOCUMENTS_MAX),
 ];
 
 /// The descriptor sets of every service the server serves.
@@ -225,8 +229,11 @@ impl Schema {
                     let bulk = BULK_SERVICES.contains(&service_name.as_str());
                     for method in &service.method {
                         let path = format!("/{service_name}/{}", method.name());
-                        let max = match access(&path) {
-                            Access::Public | Access::Bootstrap => UNAUTHENTICATED_MESSAGE_BYTES_MAX,
+                        let own =
+                            METHOD_MESSAGE_BYTES_MAX.iter().find(|(p, _)| *p == path).map(|(_, max)| *max);
+                        let max = match (access(&path), own) {
+                            (Access::Public | Access::Bootstrap, _) => UNAUTHENTICATED_MESSAGE_BYTES_MAX,
+                            (_, Some(max)) => max,
                             _ if bulk => MESSAGE_BYTES_MAX,
                             _ => CONTROL_MESSAGE_BYTES_MAX,
                         };

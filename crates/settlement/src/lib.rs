@@ -8,11 +8,18 @@
 //!   payments, efficiency, bank fees gross vs actual, per participant) built with
 //!   `puente-netting`, as data, JSON, CSV and a text table; the settlement payments.
 //! - [`xml`]: ISO 20022 pacs.009 (settlement payments) and camt.053 (participant statements).
+//! - [`reconcile`]: the banks' camt.053 / camt.054 / pacs.002 read and matched against the
+//!   expected settlement payments; exceptions as data, JSON, CSV and a table.
+//! - [`bank`]: the banks' side of those documents (to simulate a bank, and for tests).
+//! - [`html`]: the night's settlement report as one self-contained HTML page (inline SVG).
 //! - [`schedule`]: the next cutoff of a daily schedule in a named time zone.
 //! - [`simulate`]: a seeded, realistic corridor day (participants, identifiers, transfers).
 
+pub mod bank;
+pub mod html;
 pub mod ids;
 pub mod profile;
+pub mod reconcile;
 pub mod report;
 pub mod schedule;
 pub mod simulate;
@@ -33,6 +40,9 @@ pub enum SettlementError {
     Schedule(String),
     #[error("{0}")]
     Invalid(String),
+    /// A document given to reconciliation cannot be read.
+    #[error("{document}: {reason}")]
+    Document { document: String, reason: String },
 }
 
 /// The id `puente simulate` gives a participant's account of `currency` and `role`

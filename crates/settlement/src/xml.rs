@@ -17,6 +17,8 @@ use crate::{SettlementReport, date_text, datetime_text, decimal_text};
 
 pub const PACS009_NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:pacs.009.001.09";
 pub const CAMT053_NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08";
+pub const CAMT054_NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:camt.054.001.08";
+pub const PACS002_NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:pacs.002.001.11";
 
 /// Escapes text for element content and attribute values.
 pub fn escape(text: &str) -> String {
@@ -37,37 +39,37 @@ pub fn escape(text: &str) -> String {
 }
 
 /// At most `max` characters (ISO 20022 MaxNText counts characters), never empty.
-fn max_text(text: &str, max: usize) -> String {
+pub(crate) fn max_text(text: &str, max: usize) -> String {
     let clipped: String = text.chars().take(max).collect();
     if clipped.trim().is_empty() { "-".into() } else { clipped }
 }
 
-struct Writer {
-    out: String,
+pub(crate) struct Writer {
+    pub(crate) out: String,
     depth: usize,
 }
 
 impl Writer {
-    fn new() -> Writer {
+    pub(crate) fn new() -> Writer {
         Writer { out: String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"), depth: 0 }
     }
-    fn open(&mut self, tag: &str) {
+    pub(crate) fn open(&mut self, tag: &str) {
         let _ = writeln!(self.out, "{:indent$}<{tag}>", "", indent = self.depth * 2);
         self.depth += 1;
     }
-    fn open_attr(&mut self, tag: &str, attr: &str, value: &str) {
+    pub(crate) fn open_attr(&mut self, tag: &str, attr: &str, value: &str) {
         let _ =
             writeln!(self.out, "{:indent$}<{tag} {attr}=\"{}\">", "", escape(value), indent = self.depth * 2);
         self.depth += 1;
     }
-    fn close(&mut self, tag: &str) {
+    pub(crate) fn close(&mut self, tag: &str) {
         self.depth -= 1;
         let _ = writeln!(self.out, "{:indent$}</{tag}>", "", indent = self.depth * 2);
     }
-    fn leaf(&mut self, tag: &str, text: &str) {
+    pub(crate) fn leaf(&mut self, tag: &str, text: &str) {
         let _ = writeln!(self.out, "{:indent$}<{tag}>{}</{tag}>", "", escape(text), indent = self.depth * 2);
     }
-    fn amount(&mut self, tag: &str, currency: CurrencyCode, text: &str) {
+    pub(crate) fn amount(&mut self, tag: &str, currency: CurrencyCode, text: &str) {
         let _ = writeln!(
             self.out,
             "{:indent$}<{tag} Ccy=\"{currency}\">{text}</{tag}>",
@@ -170,6 +172,8 @@ pub struct StatementEntry {
     pub credit: bool,
     pub booked_ns: u64,
     pub end_to_end_id: String,
+    /// The payment's UETR (empty: none).
+    pub uetr: String,
     pub info: String,
 }
 
@@ -239,37 +243,45 @@ pub fn camt053(input: &StatementInput) -> String {
     balance(&mut w, "OPBD", input.currency, input.scale, input.opening_minor, input.from_ns);
     balance(&mut w, "CLBD", input.currency, input.scale, input.closing_minor, input.to_ns.max(input.from_ns));
     for e in &input.entries {
-        w.open("Ntry");
-        w.leaf("NtryRef", &max_text(&e.end_to_end_id, 35));
-        w.amount("Amt", input.currency, &decimal_text(e.amount_minor, input.scale));
-        w.leaf("CdtDbtInd", if e.credit { "CRDT" } else { "DBIT" });
-        w.open("Sts");
-        w.leaf("Cd", "BOOK");
-        w.close("Sts");
-        w.open("BookgDt");
-        w.leaf("DtTm", &datetime_text(e.booked_ns));
-        w.close("BookgDt");
-        w.leaf("AcctSvcrRef", &format!("{:032x}", e.transfer_id));
-        w.open("BkTxCd");
-        w.open("Prtry");
-        w.leaf("Cd", "NETTING-SETTLEMENT");
-        w.leaf("Issr", "PUENTE");
-        w.close("Prtry");
-        w.close("BkTxCd");
-        w.open("NtryDtls");
-        w.open("TxDtls");
-        w.open("Refs");
-        w.leaf("EndToEndId", &max_text(&e.end_to_end_id, 35));
-        w.close("Refs");
-        w.close("TxDtls");
-        w.close("NtryDtls");
-        w.leaf("AddtlNtryInf", &max_text(&e.info, 500));
-        w.close("Ntry");
+        entry(&mut w, e, input.currency, input.scale);
     }
     w.close("Stmt");
     w.close("BkToCstmrStmt");
     w.close("Document");
     w.out
+}
+
+/// One booked `Ntry` (camt.053 and camt.054 share `ReportEntry10`).
+pub(crate) fn entry(w: &mut Writer, e: &StatementEntry, currency: CurrencyCode, scale: u32) {
+    w.open("Ntry");
+    w.leaf("NtryRef", &max_text(&e.end_to_end_id, 35));
+    w.amount("Amt", currency, &decimal_text(e.amount_minor, scale));
+    w.leaf("CdtDbtInd", if e.credit { "CRDT" } else { "DBIT" });
+    w.open("Sts");
+    w.leaf("Cd", "BOOK");
+    w.close("Sts");
+    w.open("BookgDt");
+    w.leaf("DtTm", &datetime_text(e.booked_ns));
+    w.close("BookgDt");
+    w.leaf("AcctSvcrRef", &format!("{:032x}", e.transfer_id));
+    w.open("BkTxCd");
+    w.open("Prtry");
+    w.leaf("Cd", "NETTING-SETTLEMENT");
+    w.leaf("Issr", "PUENTE");
+    w.close("Prtry");
+    w.close("BkTxCd");
+    w.open("NtryDtls");
+    w.open("TxDtls");
+    w.open("Refs");
+    w.leaf("EndToEndId", &max_text(&e.end_to_end_id, 35));
+    if !e.uetr.is_empty() {
+        w.leaf("UETR", &e.uetr);
+    }
+    w.close("Refs");
+    w.close("TxDtls");
+    w.close("NtryDtls");
+    w.leaf("AddtlNtryInf", &max_text(&e.info, 500));
+    w.close("Ntry");
 }
 
 #[cfg(test)]
@@ -298,6 +310,7 @@ mod tests {
                 credit: false,
                 booked_ns: 2,
                 end_to_end_id: "PUENTE-W7-US00".into(),
+                uetr: String::new(),
                 info: "net".into(),
             }],
         }

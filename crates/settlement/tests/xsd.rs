@@ -185,6 +185,7 @@ fn camt053_validates() {
                 credit,
                 booked_ns: 1_790_000_200_000_000_000,
                 end_to_end_id: "PUENTE-W3-a-very-long-participant-identifier".into(),
+                uetr: String::new(),
                 info: "Net settlement of window 3".into(),
             }],
         });

@@ -56,7 +56,8 @@ pub enum Op {
         next_window_id: settlement::WindowId,
         timestamp_ns: u64,
     },
-    /// A settlement window changed state (CLOSING/FAILED → CLOSED/FAILED, → ABORTED).
+    /// A settlement window changed state (CLOSING/FAILED → CLOSED/FAILED, → ABORTED,
+    /// SETTLING/REJECTED → REJECTED).
     WindowTransition {
         window_id: settlement::WindowId,
         to: settlement::WindowState,

@@ -19,7 +19,9 @@
 //!   has no cap.
 //! - Window states follow Mojaloop: OPEN → CLOSING → CLOSED → SETTLING → SETTLED, with FAILED
 //!   (closing failed: e.g. a participant without a settlement profile) and ABORTED (the
-//!   settlement transfers were refused; the window can be settled again later).
+//!   settlement transfers were refused; the window can be settled again later), and REJECTED
+//!   (SETTLING, but a settlement payment was reported rejected by its bank: confirmations go on,
+//!   and the last one still makes the window SETTLED).
 //! - Settling a window is one group of ops in one journal record: per participant with a
 //!   non-zero net, one linked transfer between its settlement account and the hub account of
 //!   the currency, with ids derived from (window, attempt, participant), then `SettleWindow`.
@@ -112,6 +114,9 @@ pub enum WindowState {
     Settled,
     Aborted,
     Failed,
+    /// Settling, but a settlement payment was rejected by its bank (reconciliation of a
+    /// pacs.002 RJCT; see the reason). Confirmations go on as in SETTLING.
+    Rejected,
 }
 
 impl WindowState {
@@ -124,6 +129,7 @@ impl WindowState {
             WindowState::Settled => "SETTLED",
             WindowState::Aborted => "ABORTED",
             WindowState::Failed => "FAILED",
+            WindowState::Rejected => "REJECTED",
         }
     }
 }
@@ -288,6 +294,12 @@ pub enum SettlementRequest {
     Confirm {
         window_id: WindowId,
         participant: String,
+    },
+    /// SETTLING or REJECTED → REJECTED with `reason` (a settlement payment was rejected by its
+    /// bank). The same reason again, or a SETTLED window, is returned unchanged.
+    RejectPayments {
+        window_id: WindowId,
+        reason: String,
     },
 }
 
@@ -668,6 +680,7 @@ impl Engine {
                     (w.state, to),
                     (WindowState::Closing | WindowState::Failed, WindowState::Closed | WindowState::Failed)
                         | (WindowState::Closed | WindowState::Aborted, WindowState::Aborted)
+                        | (WindowState::Settling | WindowState::Rejected, WindowState::Rejected)
                 );
                 assert!(allowed, "journal: window {window_id} cannot go from {:?} to {to:?}", w.state);
                 if *to == WindowState::Aborted {
@@ -712,7 +725,11 @@ impl Engine {
                     .unwrap_or_else(|| panic!("journal: unknown participant {participant}"));
                 let w = self.settlement.windows.get_mut(window_id);
                 let w = w.unwrap_or_else(|| panic!("journal: confirmation for unknown window {window_id}"));
-                assert_eq!(w.state, WindowState::Settling, "journal: confirmation of window {window_id}");
+                assert!(
+                    matches!(w.state, WindowState::Settling | WindowState::Rejected),
+                    "journal: confirmation of window {window_id} in {:?}",
+                    w.state
+                );
                 let currency = w.currency;
                 let pos = w
                     .positions
@@ -730,11 +747,12 @@ impl Engine {
 
     fn finish_if_confirmed(&mut self, window_id: WindowId, ts: u64) {
         if let Some(w) = self.settlement.windows.get_mut(&window_id)
-            && w.state == WindowState::Settling
+            && matches!(w.state, WindowState::Settling | WindowState::Rejected)
             && w.positions.values().all(|p| p.confirmed)
         {
             w.state = WindowState::Settled;
             w.completed_at_ns = ts;
+            w.reason.clear();
         }
     }
 
@@ -818,6 +836,9 @@ impl Engine {
             SettlementRequest::Settle { window_id } => self.settle(prefetched, window_id, now_ns, out),
             SettlementRequest::Confirm { window_id, participant } => {
                 self.confirm(window_id, participant, now_ns, out)
+            }
+            SettlementRequest::RejectPayments { window_id, reason } => {
+                self.reject_payments(window_id, reason, now_ns, out)
             }
         }
     }
@@ -978,7 +999,9 @@ impl Engine {
         };
         match w.state {
             WindowState::Closed | WindowState::Aborted => {}
-            WindowState::Settling | WindowState::Settled => return self.window_response(window_id, false),
+            WindowState::Settling | WindowState::Rejected | WindowState::Settled => {
+                return self.window_response(window_id, false);
+            }
             state => {
                 return Err(SettlementRefusal::WrongState {
                     window_id,
@@ -1115,12 +1138,41 @@ impl Engine {
             return Err(SettlementRefusal::ParticipantNotInWindow { window_id, participant });
         };
         match w.state {
-            WindowState::Settling if !position.confirmed => {}
-            WindowState::Settling | WindowState::Settled => return self.window_response(window_id, false),
+            WindowState::Settling | WindowState::Rejected if !position.confirmed => {}
+            WindowState::Settling | WindowState::Rejected | WindowState::Settled => {
+                return self.window_response(window_id, false);
+            }
             state => return Err(SettlementRefusal::WrongState { window_id, state, expected: "SETTLING" }),
         }
         let timestamp_ns = self.next_timestamp(now_ns);
         self.apply(Op::ConfirmSettlement { window_id, participant, timestamp_ns }, out);
+        self.window_response(window_id, true)
+    }
+
+    fn reject_payments(
+        &mut self,
+        window_id: WindowId,
+        reason: String,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> SettlementResult {
+        let w =
+            self.settlement.windows.get(&window_id).ok_or(SettlementRefusal::WindowNotFound(window_id))?;
+        let reason = clip(&reason, WINDOW_REASON_LEN_MAX);
+        match w.state {
+            WindowState::Settling => {}
+            WindowState::Rejected if w.reason != reason => {}
+            WindowState::Rejected | WindowState::Settled => return self.window_response(window_id, false),
+            state => {
+                return Err(SettlementRefusal::WrongState {
+                    window_id,
+                    state,
+                    expected: "SETTLING or REJECTED",
+                });
+            }
+        }
+        let timestamp_ns = self.next_timestamp(now_ns);
+        self.apply(Op::WindowTransition { window_id, to: WindowState::Rejected, reason, timestamp_ns }, out);
         self.window_response(window_id, true)
     }
 
@@ -1457,6 +1509,39 @@ mod tests {
         assert_eq!(w.state, WindowState::Settling);
         assert_eq!(h.engine.account(41).unwrap().posted_balance_minor(), 0);
         assert_eq!(h.engine.account(11).unwrap().posted_balance_minor(), 80);
+        h.replay_matches();
+    }
+
+    #[test]
+    fn a_rejected_payment_marks_the_window_and_confirmations_still_settle_it() {
+        let mut h = Harness::new();
+        for (p, account) in [("a", 11), ("b", 21)] {
+            h.profile(p, account, 10_000);
+        }
+        assert_eq!(h.transfers(&[transfer(1, 10, 20, 300)]), [R::Ok]);
+        h.window(SettlementRequest::CloseWindow { window_id: None, currency: Some(USD) });
+        h.window(SettlementRequest::FinishClose { window_id: 1, failure: None });
+        let reject = |reason: &str| SettlementRequest::RejectPayments { window_id: 1, reason: reason.into() };
+        // Only a settling window can be rejected.
+        assert!(matches!(h.command(reject("early")), Err(SettlementRefusal::WrongState { .. })));
+        h.window(SettlementRequest::Settle { window_id: 1 });
+        let (w, changed) = h.window(reject("PUENTE-W1-1 rejected: AC04"));
+        assert_eq!(
+            (w.state, changed, w.reason.as_str()),
+            (WindowState::Rejected, true, "PUENTE-W1-1 rejected: AC04")
+        );
+        // The same reason again changes nothing; a new one replaces it.
+        assert!(!h.window(reject("PUENTE-W1-1 rejected: AC04")).1);
+        assert!(h.window(reject("PUENTE-W1-1 rejected: AC01")).1);
+        // A rerun of the settlement changes nothing: the ledger side is done.
+        let (w, changed) = h.window(SettlementRequest::Settle { window_id: 1 });
+        assert_eq!((w.state, changed), (WindowState::Rejected, false));
+        // Confirmations go on; the last one settles the window and clears the reason.
+        h.window(SettlementRequest::Confirm { window_id: 1, participant: "a".into() });
+        let (w, _) = h.window(SettlementRequest::Confirm { window_id: 1, participant: "b".into() });
+        assert_eq!((w.state, w.reason.as_str()), (WindowState::Settled, ""));
+        assert_eq!(h.engine.settlement_position("a", USD), 0);
+        assert!(!h.window(reject("late")).1, "a settled window stays settled");
         h.replay_matches();
     }
 

@@ -162,6 +162,7 @@ fn state_code(state: WindowState) -> u8 {
         WindowState::Settled => 5,
         WindowState::Aborted => 6,
         WindowState::Failed => 7,
+        WindowState::Rejected => 8,
     }
 }
 
@@ -174,6 +175,7 @@ fn state_of(code: u8) -> Result<WindowState, FormatError> {
         5 => WindowState::Settled,
         6 => WindowState::Aborted,
         7 => WindowState::Failed,
+        8 => WindowState::Rejected,
         _ => return Err(bad(format!("window state {code}"))),
     })
 }

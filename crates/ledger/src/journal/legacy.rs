@@ -269,6 +269,8 @@ enum WindowState {
     Settled,
     Aborted,
     Failed,
+    /// Appended by the reconciliation change (bincode numbers variants by position).
+    Rejected,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -484,6 +486,7 @@ impl LegacyOp {
                     WindowState::Settled => st::WindowState::Settled,
                     WindowState::Aborted => st::WindowState::Aborted,
                     WindowState::Failed => st::WindowState::Failed,
+                    WindowState::Rejected => st::WindowState::Rejected,
                 },
                 reason,
                 timestamp_ns,
