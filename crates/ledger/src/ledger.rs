@@ -48,11 +48,19 @@ pub struct LedgerConfig {
     pub currencies: CurrencyTable,
     /// Delete the index and rebuild it from the journal at open.
     pub rebuild_index: bool,
+    /// A snapshot is taken once this many events were committed since the last one (default
+    /// [`SNAPSHOT_EVENTS`]; tests lower it).
+    pub snapshot_events: u64,
 }
 
 impl LedgerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> LedgerConfig {
-        LedgerConfig { data_dir: data_dir.into(), currencies: CurrencyTable::default(), rebuild_index: false }
+        LedgerConfig {
+            data_dir: data_dir.into(),
+            currencies: CurrencyTable::default(),
+            rebuild_index: false,
+            snapshot_events: SNAPSHOT_EVENTS,
+        }
     }
 }
 
@@ -79,9 +87,15 @@ enum Command {
         reply: oneshot::Sender<Result<SettlementResult, LedgerError>>,
     },
     /// Participants, keys and certificates (see `engine::identity`).
-    Identity { request: Box<IdentityRequest>, reply: oneshot::Sender<Result<IdentityResult, LedgerError>> },
+    Identity {
+        request: Box<IdentityRequest>,
+        reply: oneshot::Sender<Result<IdentityResult, LedgerError>>,
+    },
     /// Account holders and the KYC policy (see `engine::holders`).
-    Holder { request: Box<HolderRequest>, reply: oneshot::Sender<Result<HolderResult, LedgerError>> },
+    Holder {
+        request: Box<HolderRequest>,
+        reply: oneshot::Sender<Result<HolderResult, LedgerError>>,
+    },
 }
 
 impl Command {
@@ -157,7 +171,7 @@ impl std::fmt::Debug for CommitHook {
 /// What recovery found at open.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
-    /// Journal records read at this start (after the snapshot or the index's resume point).
+    /// Records in the journal (their sequence numbers run from 1 without gaps).
     pub journal_entries: u64,
     /// Of those, records the index had not persisted (indexed again).
     pub replayed_into_index: u64,
@@ -303,9 +317,9 @@ fn migrate_legacy(config: &LedgerConfig) -> Result<Option<u64>, LedgerError> {
         }
         tracing::warn!(%tail, "the PUENTEJ2 journal ends in a torn record: it is not migrated (it stays in the archive)");
     }
-    engine
-        .check_invariants()
-        .map_err(|e| LedgerError::Corrupt(format!("invariant broken after replaying the PUENTEJ2 journal: {e}")))?;
+    engine.check_invariants().map_err(|e| {
+        LedgerError::Corrupt(format!("invariant broken after replaying the PUENTEJ2 journal: {e}"))
+    })?;
     drop(target);
     let archived = journal::archived_legacy_path(&config.data_dir);
     std::fs::rename(&legacy, &archived)?;
@@ -326,13 +340,24 @@ impl Ledger {
         let migrated_records = migrate_legacy(&config)?;
         let reader = JournalReader::new(&config.data_dir);
         let index = Index::open(&config.data_dir.join("index"), reader.clone(), config.rebuild_index)?;
-        let index_resume = index.resume_point().filter(|r| journal::resume_point_holds(&config.data_dir, r).unwrap_or(false));
-        if index.resume_point().is_some() && index_resume.is_none() {
-            // The index describes another journal (or one since rewritten): rebuild it.
-            drop(index);
-            return Ledger::open(LedgerConfig { rebuild_index: true, ..config });
+        let index_resume = index.resume_point();
+        if let Some(point) = index_resume
+            && !journal::resume_point_holds(&config.data_dir, &point)?
+        {
+            // The index applied a record the journal does not hold (any more, or not intact):
+            // that record WAS acknowledged (the index only applies durable records), so the
+            // journal lost acknowledged writes, or the index belongs to another store. Refused,
+            // with the journal untouched; --rebuild-index accepts the journal as it is.
+            return Err(LedgerError::Corrupt(format!(
+                "the index applied journal record {} ({}), so it WAS acknowledged, but the journal does not \
+                 hold it intact: the journal lost acknowledged data (or the index belongs to another store). \
+                 Restore from a backup, or restart with --rebuild-index to accept the journal as it is",
+                point.seq,
+                journal::chain_hex(&point.head)
+            )));
         }
-        // The newest snapshot that reads back and still describes this journal.
+        // The newest snapshot that reads back and still describes this journal. A readable
+        // snapshot the journal does not reach means lost records, like the index above.
         let mut engine = Engine::new(config.currencies.clone());
         let mut snapshot_resume = None;
         let mut seqs = snapshot::list(&config.data_dir)?;
@@ -344,7 +369,21 @@ impl Ledger {
                     snapshot_resume = Some(resume);
                     break;
                 }
-                Ok(_) => tracing::warn!(seq, "skipping a snapshot that does not match the journal"),
+                Ok(Snapshot { resume, .. }) if config.rebuild_index => {
+                    tracing::warn!(
+                        seq = resume.seq,
+                        "removing a snapshot the journal does not hold (--rebuild-index)"
+                    );
+                    snapshot::remove(&config.data_dir, seq)?;
+                }
+                Ok(Snapshot { resume, .. }) => {
+                    return Err(LedgerError::Corrupt(format!(
+                        "snapshot {} was taken at journal record {}, which the journal does not hold: the \
+                         journal lost acknowledged data or the snapshot belongs to another store. Restore from \
+                         a backup, or restart with --rebuild-index to accept the journal as it is",
+                        seq, resume.seq
+                    )));
+                }
                 Err(reason) => tracing::warn!(seq, %reason, "skipping an unreadable snapshot"),
             }
         }
@@ -379,7 +418,13 @@ impl Ledger {
             }
             if replayed.seq > index_from {
                 let head = replayed.head;
-                let batch = IndexBatch { seq: replayed.seq, record: replayed.record, head, ops, locations: replayed.locations };
+                let batch = IndexBatch {
+                    seq: replayed.seq,
+                    record: replayed.record,
+                    head,
+                    ops,
+                    locations: replayed.locations,
+                };
                 index.apply(&batch, &EngineOwners(&engine))?;
                 replayed_into_index += 1;
             }
@@ -393,7 +438,9 @@ impl Ledger {
                 state_from.max(index_from)
             )));
         }
-        engine.check_invariants().map_err(|e| LedgerError::Corrupt(format!("invariant broken after replay: {e}")))?;
+        engine
+            .check_invariants()
+            .map_err(|e| LedgerError::Corrupt(format!("invariant broken after replay: {e}")))?;
         // The index adds up to the same balances for every account the replay touched.
         for account in engine.accounts() {
             if let Some(balances) = index.balances_if_loaded(account.id)? {
@@ -429,7 +476,8 @@ impl Ledger {
             }
         }
         let recovery = RecoveryReport {
-            journal_entries: stats.entries,
+            // Sequence numbers run from 1 without gaps: the last is the count.
+            journal_entries: stats.last_seq,
             replayed_into_index,
             replayed_into_state,
             snapshot_seq: snapshot_resume.map(|r| r.seq),
@@ -469,7 +517,9 @@ impl Ledger {
         let (to_snapshots, snapshot_rx) = std::sync::mpsc::sync_channel::<Snapshot>(1);
         {
             let shared = shared.clone();
-            std::thread::Builder::new().name("puente-indexer".into()).spawn(move || run_indexer(shared, indexer_rx))?;
+            std::thread::Builder::new()
+                .name("puente-indexer".into())
+                .spawn(move || run_indexer(shared, indexer_rx))?;
         }
         {
             let shared = shared.clone();
@@ -487,6 +537,7 @@ impl Ledger {
             to_indexer,
             to_snapshots,
             snapshot_due: SnapshotDue { events: 0, since: Instant::now() },
+            snapshot_events: config.snapshot_events.max(1),
             locations: Vec::new(),
         };
         let writer_queue = queue.clone();
@@ -518,7 +569,8 @@ impl Ledger {
 
     /// How far the index is behind the journal: (last durable record, last indexed record).
     pub fn index_watermarks(&self) -> (u64, u64) {
-        (self.shared.stats.committed_seq.load(Ordering::Acquire), self.shared.index.applied_seq())
+        let stats = &self.shared.stats;
+        (stats.committed_seq.load(Ordering::Acquire), stats.indexed_seq.load(Ordering::Acquire))
     }
 
     /// The last record the index has persisted (a restart replays the index from there).
@@ -546,14 +598,22 @@ impl Ledger {
         self.shared.index.size_on_disk() + self.shared.stats.journal_bytes.load(Ordering::Relaxed)
     }
 
-    pub async fn create_accounts(&self, actor: Actor, batch: Vec<NewAccount>) -> Result<Vec<AccountOutcome>, LedgerError> {
+    pub async fn create_accounts(
+        &self,
+        actor: Actor,
+        batch: Vec<NewAccount>,
+    ) -> Result<Vec<AccountOutcome>, LedgerError> {
         check_batch(batch.len())?;
         let (reply, response) = oneshot::channel();
         self.send(Command::CreateAccounts { actor, batch, reply }).await?;
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
     }
 
-    pub async fn create_transfers(&self, actor: Actor, batch: Vec<Transfer>) -> Result<Vec<TransferOutcome>, LedgerError> {
+    pub async fn create_transfers(
+        &self,
+        actor: Actor,
+        batch: Vec<Transfer>,
+    ) -> Result<Vec<TransferOutcome>, LedgerError> {
         check_batch(batch.len())?;
         let (reply, response) = oneshot::channel();
         self.send(Command::CreateTransfers { actor, batch, reply }).await?;
@@ -593,7 +653,10 @@ impl Ledger {
         }
         let lane = command.lane().to_owned();
         let events = command.events();
-        self.queue.push(&lane, events, command).await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
+        self.queue
+            .push(&lane, events, command)
+            .await
+            .map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
     }
 
     /// Closes an account (see `Engine::close_account`).
@@ -609,7 +672,12 @@ impl Ledger {
     }
 
     /// Accounts in id order after `after_id`, optionally of one participant.
-    pub fn list_accounts(&self, participant: Option<&str>, after_id: AccountId, limit: usize) -> Result<Vec<Account>, LedgerError> {
+    pub fn list_accounts(
+        &self,
+        participant: Option<&str>,
+        after_id: AccountId,
+        limit: usize,
+    ) -> Result<Vec<Account>, LedgerError> {
         let limit = limit.min(crate::index::PAGE_SIZE_MAX);
         let view = self.shared.accounts();
         Ok(match participant {
@@ -626,6 +694,18 @@ impl Ledger {
                 .take(limit)
                 .collect(),
         })
+    }
+
+    /// Waits until the index has applied every acknowledged write, then persists it: the next
+    /// start replays nothing into the index. For a graceful shutdown (the index persists by
+    /// itself about every second and when the ledger's last handle goes, but a process may
+    /// exit before that thread is done).
+    pub async fn flush_index(&self) -> Result<(), LedgerError> {
+        self.caught_up().await?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.index.persist())
+            .await
+            .map_err(|e| LedgerError::Storage(format!("index flush task failed: {e}")))?
     }
 
     /// Waits until the index shows every write acknowledged before this call (read your
@@ -708,7 +788,11 @@ impl Ledger {
     }
 
     /// Committed transfers (every balance change) after a position, in commit order.
-    pub async fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError> {
+    pub async fn transfers_after(
+        &self,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<TransferRecord>, LedgerError> {
         self.caught_up().await?;
         self.records(self.shared.index.feed_after("", after_ns, limit)?)
     }
@@ -743,7 +827,9 @@ fn check_batch(len: usize) -> Result<(), LedgerError> {
         return Err(LedgerError::InvalidBatch("a batch needs at least one event".into()));
     }
     if len > BATCH_EVENTS_MAX {
-        return Err(LedgerError::InvalidBatch(format!("a batch holds at most {BATCH_EVENTS_MAX} events, got {len}")));
+        return Err(LedgerError::InvalidBatch(format!(
+            "a batch holds at most {BATCH_EVENTS_MAX} events, got {len}"
+        )));
     }
     Ok(())
 }
@@ -810,7 +896,13 @@ struct Overlay {
 }
 
 impl Overlay {
-    fn add(&mut self, seq: u64, ops: &[Op], locations: &[Location], resolved: impl Iterator<Item = (TransferId, (PendingState, AccountId))>) {
+    fn add(
+        &mut self,
+        seq: u64,
+        ops: &[Op],
+        locations: &[Location],
+        resolved: impl Iterator<Item = (TransferId, (PendingState, AccountId))>,
+    ) {
         let mut ids = Vec::new();
         for (op, location) in ops.iter().zip(locations) {
             let id = match op {
@@ -861,6 +953,7 @@ struct Writer {
     to_indexer: std::sync::mpsc::SyncSender<IndexBatch>,
     to_snapshots: std::sync::mpsc::SyncSender<Snapshot>,
     snapshot_due: SnapshotDue,
+    snapshot_events: u64,
     locations: Vec<Location>,
 }
 
@@ -962,7 +1055,9 @@ impl Writer {
         let currency_of = |account: AccountId| self.engine.account(account).map(|a| a.currency);
         let mut locations = Vec::new();
         let mut pending_seen = std::collections::HashSet::new();
-        for (id, is_pending) in wanted.ids.iter().map(|id| (*id, false)).chain(wanted.pendings.iter().map(|id| (*id, true))) {
+        for (id, is_pending) in
+            wanted.ids.iter().map(|id| (*id, false)).chain(wanted.pendings.iter().map(|id| (*id, true)))
+        {
             if is_pending && !pending_seen.insert(id) {
                 continue;
             }
@@ -983,13 +1078,20 @@ impl Writer {
                         prefetched.refused.entry(id).or_default().push(RefusedTransfer::from_legacy(&f))
                     }
                     op @ (Op::Expire { .. } | Op::AutoPost { .. }) => {
-                        let (Op::Expire { pending_id, timestamp_ns, effect } | Op::AutoPost { pending_id, timestamp_ns, effect }) = op
+                        let (Op::Expire { pending_id, timestamp_ns, effect }
+                        | Op::AutoPost { pending_id, timestamp_ns, effect }) = op
                         else {
                             continue;
                         };
                         let posted = crate::engine::expiry_record_id(pending_id, true) == id;
                         if let Some(currency) = currency_of(effect.debit_account_id) {
-                            let record = crate::engine::expiry_record_from(pending_id, effect, currency, posted, timestamp_ns);
+                            let record = crate::engine::expiry_record_from(
+                                pending_id,
+                                effect,
+                                currency,
+                                posted,
+                                timestamp_ns,
+                            );
                             prefetched.committed.insert(id, record);
                         }
                     }
@@ -1041,7 +1143,8 @@ impl Writer {
         for command in group.drain(..) {
             match command {
                 Command::CreateAccounts { actor, batch, reply } => {
-                    replies.push(Reply::Accounts(reply, self.engine.create_accounts(&actor, batch, now, out)));
+                    replies
+                        .push(Reply::Accounts(reply, self.engine.create_accounts(&actor, batch, now, out)));
                 }
                 Command::CreateTransfers { actor, batch, reply } => {
                     let outcomes = self.engine.create_transfers(&prefetched, &actor, &batch, now, out);
@@ -1138,8 +1241,9 @@ impl Writer {
     }
 
     fn maybe_snapshot(&mut self) {
-        let due = self.snapshot_due.events >= SNAPSHOT_EVENTS
-            || (self.snapshot_due.events > 0 && self.snapshot_due.since.elapsed() >= Duration::from_millis(SNAPSHOT_INTERVAL_MS));
+        let due = self.snapshot_due.events >= self.snapshot_events
+            || (self.snapshot_due.events > 0
+                && self.snapshot_due.since.elapsed() >= Duration::from_millis(SNAPSHOT_INTERVAL_MS));
         if !due {
             return;
         }

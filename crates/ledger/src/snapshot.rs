@@ -40,7 +40,8 @@ fn snapshot_path(data_dir: &Path, seq: u64) -> PathBuf {
 pub fn write(data_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf, LedgerError> {
     let dir = snapshots_dir(data_dir);
     std::fs::create_dir_all(&dir)?;
-    let state = bincode::serialize(&snapshot.state).map_err(|e| LedgerError::Storage(format!("snapshot: {e}")))?;
+    let state =
+        bincode::serialize(&snapshot.state).map_err(|e| LedgerError::Storage(format!("snapshot: {e}")))?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES + state.len() + 4);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -104,7 +105,10 @@ pub fn read(data_dir: &Path, seq: u64) -> Result<Snapshot, String> {
     }
     let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(format!("{}: format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}", path.display()));
+        return Err(format!(
+            "{}: format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}",
+            path.display()
+        ));
     }
     let seq_read = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes"));
     let record = Location(u64::from_le_bytes(body[20..28].try_into().expect("8 bytes")));
@@ -114,7 +118,14 @@ pub fn read(data_dir: &Path, seq: u64) -> Result<Snapshot, String> {
     if seq_read != seq || HEADER_BYTES + len != body.len() {
         return Err(format!("{}: inconsistent header", path.display()));
     }
-    let state: EngineState =
-        bincode::deserialize(&body[HEADER_BYTES..]).map_err(|e| format!("{}: undecodable state: {e}", path.display()))?;
+    let state: EngineState = bincode::deserialize(&body[HEADER_BYTES..])
+        .map_err(|e| format!("{}: undecodable state: {e}", path.display()))?;
     Ok(Snapshot { resume: ResumePoint { seq, record, head }, state })
+}
+
+/// Deletes the snapshot taken at `seq` (one the journal does not hold, accepted with
+/// `--rebuild-index`).
+pub fn remove(data_dir: &Path, seq: u64) -> Result<(), LedgerError> {
+    std::fs::remove_file(snapshot_path(data_dir, seq))?;
+    crate::journal::sync_dir(&snapshots_dir(data_dir))
 }

@@ -179,7 +179,12 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         tls,
         pii_keyring: config.pii_keyring.clone(),
     };
-    let result = serve_with(ledger, extras, listener, shutdown).await;
+    let result = serve_with(ledger.clone(), extras, listener, shutdown).await;
+    // Every request has been answered: the index catches up and persists, so the next start
+    // replays nothing into it.
+    if let Err(error) = ledger.flush_index().await {
+        tracing::warn!(%error, "could not persist the index at shutdown (the next start replays into it)");
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

@@ -133,7 +133,6 @@ impl Engine {
         }
         Ok
     }
-
 }
 
 fn compare_account(existing: &Account, new: &NewAccount) -> AccountResult {
@@ -154,4 +153,3 @@ fn compare_account(existing: &Account, new: &NewAccount) -> AccountResult {
         Ok
     }
 }
-

@@ -273,7 +273,12 @@ impl Output {
 /// reaches its timeout: a void (`Expire`) or a full post (`AutoPost`). Its id is a system id
 /// derived from the pending transfer's, so it can be read with GetTransfer, appears in the
 /// feed and in transfer lists, and no client can ever use it.
-pub fn expiry_record(pending_id: TransferId, pending: &Pending, posted: bool, timestamp_ns: u64) -> TransferRecord {
+pub fn expiry_record(
+    pending_id: TransferId,
+    pending: &Pending,
+    posted: bool,
+    timestamp_ns: u64,
+) -> TransferRecord {
     let effect = Effect {
         debit_account_id: pending.debit_account_id,
         credit_account_id: pending.credit_account_id,
@@ -474,7 +479,11 @@ impl Engine {
         if let Some(refused) = recent.or_else(|| prefetched.refused(id, scope)) {
             return Some(Prior::Failed(refused.clone()));
         }
-        self.recent_committed.get(&id).or_else(|| prefetched.committed.get(&id)).cloned().map(Prior::Committed)
+        self.recent_committed
+            .get(&id)
+            .or_else(|| prefetched.committed.get(&id))
+            .cloned()
+            .map(Prior::Committed)
     }
 
     /// Whether a transfer was committed under `id`.
@@ -533,7 +542,6 @@ impl Engine {
         // reuse is not.
     }
 
-    /// One transfer outside any chain.
     // ----- the one place state changes --------------------------------------------------
 
     fn save_account(&mut self, id: AccountId) {
@@ -645,7 +653,10 @@ impl Engine {
                 // Failures are remembered outside linked chains only: nothing to undo.
                 debug_assert!(self.undo.is_none());
                 self.bump_timestamp(failed.timestamp_ns);
-                self.recent_refused.entry(failed.transfer.id).or_default().push(RefusedTransfer::from_legacy(failed));
+                self.recent_refused
+                    .entry(failed.transfer.id)
+                    .or_default()
+                    .push(RefusedTransfer::from_legacy(failed));
             }
             Op::Refused(refused) => {
                 debug_assert!(self.undo.is_none());
@@ -655,7 +666,8 @@ impl Engine {
                 }
                 self.recent_refused.entry(refused.id).or_default().push(refused.clone());
             }
-            Op::Expire { pending_id, timestamp_ns, effect } | Op::AutoPost { pending_id, timestamp_ns, effect } => {
+            Op::Expire { pending_id, timestamp_ns, effect }
+            | Op::AutoPost { pending_id, timestamp_ns, effect } => {
                 let posting = auto_post;
                 let (pending_id, ts) = (*pending_id, *timestamp_ns);
                 self.bump_timestamp(ts);
@@ -736,7 +748,6 @@ impl Engine {
             out.touched_accounts.push(account_id);
         }
     }
-
 }
 
 #[cfg(test)]

@@ -70,7 +70,13 @@ impl Engine {
     /// resolution goes through: balances, the expiry queue, the holder's KYC month (the credit
     /// that does not arrive gives its room back), settlement positions. Returns the pending
     /// transfer's accounts and amount (the reservation released).
-    pub(super) fn release(&mut self, pending_id: TransferId, posted_minor: u64, ts: u64, state: PendingState) -> Effect {
+    pub(super) fn release(
+        &mut self,
+        pending_id: TransferId,
+        posted_minor: u64,
+        ts: u64,
+        state: PendingState,
+    ) -> Effect {
         let p = self.pendings.get(&pending_id).cloned();
         let p = p.unwrap_or_else(|| panic!("journal: resolving unknown pending {pending_id}"));
         assert_eq!(p.state, PendingState::Pending, "journal: pending {pending_id} resolved twice");
@@ -101,6 +107,10 @@ impl Engine {
         self.pendings.remove(&pending_id);
         self.recent_resolved.insert(pending_id, (state, p.debit_account_id));
         self.note(Undo::Resolved(pending_id));
-        Effect { debit_account_id: p.debit_account_id, credit_account_id: p.credit_account_id, amount_minor: p.amount_minor }
+        Effect {
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            amount_minor: p.amount_minor,
+        }
     }
 }

@@ -1084,8 +1084,13 @@ impl Engine {
             Vec::new()
         } else {
             self.settlement.settling = true;
-            let outcomes =
-                self.create_transfers(prefetched, &crate::Actor::system(HUB_PARTICIPANT), &chain, now_ns, out);
+            let outcomes = self.create_transfers(
+                prefetched,
+                &crate::Actor::system(HUB_PARTICIPANT),
+                &chain,
+                now_ns,
+                out,
+            );
             self.settlement.settling = false;
             outcomes
         };
@@ -1305,7 +1310,8 @@ mod tests {
 
         fn transfers(&mut self, batch: &[Transfer]) -> Vec<TransferResult> {
             let mut out = Output::default();
-            let outcomes = self.engine.create_transfers(&self.store.everything(), &sys(), batch, NOW, &mut out);
+            let outcomes =
+                self.engine.create_transfers(&self.store.everything(), &sys(), batch, NOW, &mut out);
             self.persist(&mut out);
             outcomes.iter().map(|o| o.result).collect()
         }

@@ -164,14 +164,23 @@ impl Engine {
             }
         };
         let timestamp_ns = self.next_timestamp(now_ns);
-        let expires_at_ns =
-            if transfer.flags.pending { crate::journal::format::expires_at(timestamp_ns, transfer.timeout_ms) } else { 0 };
+        let expires_at_ns = if transfer.flags.pending {
+            crate::journal::format::expires_at(timestamp_ns, transfer.timeout_ms)
+        } else {
+            0
+        };
         let released_minor = if transfer.flags.post_pending || transfer.flags.void_pending {
             self.pendings.get(&transfer.pending_id).map_or(0, |p| p.amount_minor)
         } else {
             0
         };
-        let record = TransferRecord { transfer: transfer.clone(), effect, timestamp_ns, expires_at_ns, released_minor };
+        let record = TransferRecord {
+            transfer: transfer.clone(),
+            effect,
+            timestamp_ns,
+            expires_at_ns,
+            released_minor,
+        };
         self.apply(Op::Transfer(record), out);
         TransferOutcome { result: TransferResult::Ok, replayed: false, timestamp_ns }
     }
@@ -371,14 +380,18 @@ impl Engine {
         }
         self.check_net_debit_cap(t)?;
         // The credited account's holder: its KYC tier's monthly and balance limits.
-        self.check_kyc_credit(actor, t.credit_account_id, t.amount_minor, now_ns.max(self.last_timestamp_ns + 1))?;
+        self.check_kyc_credit(
+            actor,
+            t.credit_account_id,
+            t.amount_minor,
+            now_ns.max(self.last_timestamp_ns + 1),
+        )?;
         Ok(Effect {
             debit_account_id: t.debit_account_id,
             credit_account_id: t.credit_account_id,
             amount_minor: t.amount_minor,
         })
     }
-
 }
 
 /// A retry against a remembered failure: the same checks as [`compare_transfer`], the free text
@@ -432,4 +445,3 @@ fn compare_transfer(prior: &Transfer, t: &Transfer) -> TransferResult {
         Ok
     }
 }
-

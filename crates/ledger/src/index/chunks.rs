@@ -35,7 +35,8 @@ pub struct ChunkEntry {
 impl ChunkEntry {
     pub fn of(entry: &Entry, released_minor: u64, location: Location) -> ChunkEntry {
         // Only a post can release other than what it moved (a partial post).
-        let released_minor = if entry.kind == EntryKind::PostPending { released_minor } else { entry.amount_minor };
+        let released_minor =
+            if entry.kind == EntryKind::PostPending { released_minor } else { entry.amount_minor };
         ChunkEntry {
             timestamp_ns: entry.timestamp_ns,
             transfer_id: entry.transfer_id,
@@ -191,7 +192,9 @@ impl AccountChunk {
         let mut entries = Vec::with_capacity(n);
         let (mut ts, mut location) = (first_ts, 0u64);
         for _ in 0..n {
-            ts = ts.checked_add(u64::try_from(r.varint().ok_or_else(bad)?).map_err(|_| bad())?).ok_or_else(bad)?;
+            ts = ts
+                .checked_add(u64::try_from(r.varint().ok_or_else(bad)?).map_err(|_| bad())?)
+                .ok_or_else(bad)?;
             let transfer_id = r.id().ok_or_else(bad)?;
             let flags = r.u8().ok_or_else(bad)?;
             let kind = kind_of(flags & 7).ok_or_else(bad)?;
@@ -219,7 +222,11 @@ impl AccountChunk {
     }
 
     /// Its entries as statement entries, with the balances after each.
-    pub fn statement(&self, account_id: AccountId, out: &mut Vec<(Entry, Location)>) -> Result<(), LedgerError> {
+    pub fn statement(
+        &self,
+        account_id: AccountId,
+        out: &mut Vec<(Entry, Location)>,
+    ) -> Result<(), LedgerError> {
         let mut b = self.start;
         for e in &self.entries {
             b = e.apply(b).ok_or_else(|| corrupt("balances underflow"))?;
@@ -281,7 +288,9 @@ impl FeedChunk {
         let mut entries = Vec::with_capacity(n);
         let (mut ts, mut location) = (first_ts, 0u64);
         for _ in 0..n {
-            ts = ts.checked_add(u64::try_from(r.varint().ok_or_else(bad)?).map_err(|_| bad())?).ok_or_else(bad)?;
+            ts = ts
+                .checked_add(u64::try_from(r.varint().ok_or_else(bad)?).map_err(|_| bad())?)
+                .ok_or_else(bad)?;
             location = location.wrapping_add(u64::try_from(r.varint().ok_or_else(bad)?).map_err(|_| bad())?);
             entries.push((ts, Location(location)));
         }
@@ -298,7 +307,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry_strategy() -> impl Strategy<Value = (u64, u128, u8, bool, u64, u64, u64)> {
-        (1..1_000_000u64, any::<u128>(), 0..5u8, any::<bool>(), 0..1_000_000u64, 0..1_000_000u64, 1..1_000_000u64)
+        (
+            1..1_000_000u64,
+            any::<u128>(),
+            0..5u8,
+            any::<bool>(),
+            0..1_000_000u64,
+            0..1_000_000u64,
+            1..1_000_000u64,
+        )
     }
 
     proptest! {

@@ -124,9 +124,11 @@ pub trait Owners {
     fn owner(&self, account: AccountId) -> Option<String>;
 }
 
-/// The statement entries an op makes: (account, is_debit, kind, amount, released), and the
-/// transfer id they name.
-fn entries_of(op: &Op) -> Option<(TransferId, [(AccountId, bool); 2], crate::engine::EntryKind, u64, u64)> {
+/// The statement entries an op makes: the transfer id they name, its two sides (account,
+/// is_debit), the kind, the amount and the reservation released.
+type OpEntries = (TransferId, [(AccountId, bool); 2], crate::engine::EntryKind, u64, u64);
+
+fn entries_of(op: &Op) -> Option<OpEntries> {
     use crate::engine::EntryKind;
     let sides = |e: &Effect| [(e.debit_account_id, true), (e.credit_account_id, false)];
     match op {
@@ -147,9 +149,13 @@ fn entries_of(op: &Op) -> Option<(TransferId, [(AccountId, bool); 2], crate::eng
         Op::Expire { pending_id, effect, .. } => {
             Some((*pending_id, sides(effect), EntryKind::Expired, effect.amount_minor, effect.amount_minor))
         }
-        Op::AutoPost { pending_id, effect, .. } => {
-            Some((*pending_id, sides(effect), EntryKind::PostPending, effect.amount_minor, effect.amount_minor))
-        }
+        Op::AutoPost { pending_id, effect, .. } => Some((
+            *pending_id,
+            sides(effect),
+            EntryKind::PostPending,
+            effect.amount_minor,
+            effect.amount_minor,
+        )),
         _ => None,
     }
 }
@@ -170,6 +176,9 @@ struct Memory {
     feeds: HashMap<String, FeedChunk>,
     /// Pending states changed since the last persist.
     pendings: HashMap<TransferId, PendingState>,
+    /// Chunks that filled up since the last persist, readable until it writes them to sled.
+    sealed_accounts: HashMap<AccountId, Vec<AccountChunk>>,
+    sealed_feeds: HashMap<String, Vec<FeedChunk>>,
 }
 
 /// What only the indexer thread touches.
@@ -204,8 +213,9 @@ impl Index {
     /// is rebuilt by replaying the journal). `rebuild` wipes it in any case.
     pub fn open(dir: &Path, journal: JournalReader, rebuild: bool) -> Result<Index, LedgerError> {
         if dir.exists() {
-            let stale = rebuild || {
-                let db = open_db(dir)?;
+            let sled_dir = dir.join("sled");
+            let stale = rebuild || !sled_dir.exists() || {
+                let db = open_db(&sled_dir)?;
                 let tree = db.open_tree("index").map_err(sled_err)?;
                 let version = tree.get(META_VERSION).map_err(sled_err)?;
                 let version = version.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
@@ -225,7 +235,9 @@ impl Index {
         let get_u64 = |key: &[u8]| -> Result<u64, LedgerError> {
             match tree.get(key).map_err(sled_err)? {
                 Some(v) => Ok(u64::from_be_bytes(
-                    v.as_ref().try_into().map_err(|_| LedgerError::Corrupt("index: bad meta value".into()))?,
+                    v.as_ref()
+                        .try_into()
+                        .map_err(|_| LedgerError::Corrupt("index: bad meta value".into()))?,
                 )),
                 None => Ok(0),
             }
@@ -262,7 +274,9 @@ impl Index {
             None => None,
         };
         if persisted_resume.map_or(0, |r| r.seq) != persisted_seq {
-            return Err(LedgerError::Corrupt("index: its resume point and persisted sequence disagree".into()));
+            return Err(LedgerError::Corrupt(
+                "index: its resume point and persisted sequence disagree".into(),
+            ));
         }
         let (applied, _) = tokio::sync::watch::channel(persisted_seq);
         Ok(Index {
@@ -276,7 +290,9 @@ impl Index {
             next_run: AtomicU64::new(next_run),
             persisted_seq: AtomicU64::new(persisted_seq),
             last_record: AtomicU64::new(persisted_resume.map_or(0, |r| r.record.0)),
-            last_head: std::sync::Mutex::new(persisted_resume.map_or(crate::journal::CHAIN_GENESIS, |r| r.head)),
+            last_head: std::sync::Mutex::new(
+                persisted_resume.map_or(crate::journal::CHAIN_GENESIS, |r| r.head),
+            ),
             persisted_resume: std::sync::Mutex::new(persisted_resume),
             applied,
         })
@@ -334,7 +350,9 @@ impl Index {
                 }
                 let debit = owners.owner(sides[0].0);
                 let credit = owners.owner(sides[1].0).filter(|c| Some(c) != debit.as_ref());
-                for owner in std::iter::once(String::new()).chain(debit.iter().cloned()).chain(credit.iter().cloned()) {
+                for owner in
+                    std::iter::once(String::new()).chain(debit.iter().cloned()).chain(credit.iter().cloned())
+                {
                     if !memory.feeds.contains_key(&owner) {
                         feeds_needed.insert(owner);
                     }
@@ -380,24 +398,36 @@ impl Index {
                 Op::Fail(failed) => memory.ids.entry(failed.transfer.id).or_default().push(location),
                 Op::Expire { pending_id, .. } | Op::AutoPost { pending_id, .. } => {
                     let posted = matches!(op, Op::AutoPost { .. });
-                    memory.pendings.insert(*pending_id, if posted { PendingState::Posted } else { PendingState::Expired });
+                    memory.pendings.insert(
+                        *pending_id,
+                        if posted { PendingState::Posted } else { PendingState::Expired },
+                    );
                     let id = crate::engine::expiry_record_id(*pending_id, posted);
                     memory.ids.entry(id).or_default().push(location);
                 }
                 _ => {}
             }
-            let Some((transfer_id, sides, kind, amount_minor, released_minor)) = entries_of(op) else { continue };
+            let Some((transfer_id, sides, kind, amount_minor, released_minor)) = entries_of(op) else {
+                continue;
+            };
             // The feeds: the ledger's, and each party's.
             for owner in std::iter::once("").chain(owners.iter().flatten().map(String::as_str)) {
                 let chunk = memory
                     .feeds
                     .entry(owner.to_owned())
                     .or_insert_with(|| FeedChunk { first_ts: ts, entries: Vec::new() });
+                if chunk.entries.last().is_some_and(|(last, _)| *last >= ts) {
+                    continue; // applied before (a replay over what was persisted)
+                }
                 if chunk.is_full() {
                     let mut bytes = Vec::new();
                     chunk.encode(&mut bytes);
                     dirty.sealed.push((feed_key(owner, chunk.first_ts), bytes));
-                    *chunk = FeedChunk { first_ts: ts, entries: Vec::new() };
+                    let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
+                    chunk.entries.push((ts, location));
+                    memory.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
+                    dirty.feeds.insert(owner.to_owned());
+                    continue;
                 }
                 chunk.entries.push((ts, location));
                 dirty.feeds.insert(owner.to_owned());
@@ -410,22 +440,36 @@ impl Index {
                     kind,
                     is_debit,
                     amount_minor,
-                    released_minor: if kind == crate::engine::EntryKind::PostPending { released_minor } else { amount_minor },
+                    released_minor: if kind == crate::engine::EntryKind::PostPending {
+                        released_minor
+                    } else {
+                        amount_minor
+                    },
                     location,
                 };
                 let chunk = match memory.accounts.get_mut(&account) {
                     Some(chunk) => chunk,
-                    None => memory
-                        .accounts
-                        .entry(account)
-                        .or_insert(AccountChunk { first_ts: ts, start: [0; 4], entries: Vec::new() }),
+                    None => memory.accounts.entry(account).or_insert(AccountChunk {
+                        first_ts: ts,
+                        start: [0; 4],
+                        entries: Vec::new(),
+                    }),
                 };
+                if chunk.entries.last().is_some_and(|last| last.timestamp_ns >= ts) {
+                    continue; // applied before (a replay over what was persisted)
+                }
                 if chunk.is_full() {
                     let end = chunk.end_balances()?;
                     let mut bytes = Vec::new();
                     chunk.encode(&mut bytes);
                     dirty.sealed.push((account_key(account, chunk.first_ts).to_vec(), bytes));
-                    *chunk = AccountChunk { first_ts: ts, start: end, entries: Vec::new() };
+                    let full = std::mem::replace(
+                        chunk,
+                        AccountChunk { first_ts: ts, start: end, entries: vec![entry] },
+                    );
+                    memory.sealed_accounts.entry(account).or_default().push(full);
+                    dirty.accounts.insert(account);
+                    continue;
                 }
                 chunk.entries.push(entry);
                 dirty.accounts.insert(account);
@@ -457,18 +501,23 @@ impl Index {
         self.read().ids.len() >= MEMORY_IDS_MAX
     }
 
-    /// Persists everything applied so far (the indexer thread only): a run of the ids in memory,
+    /// Persists everything applied so far (from any thread; serialized with `apply`): a run of the ids in memory,
     /// the touched chunks and the pending states, with `persisted_seq`, in one sled batch.
     pub fn persist(&self) -> Result<(), LedgerError> {
+        // Held throughout (the merge included): `apply` and other persists wait, so what is
+        // written is exactly what was applied up to `seq`.
+        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         let seq = self.applied_seq();
         if seq == self.persisted_seq() {
             return Ok(());
         }
-        let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         let (ids, mut batch_entries) = {
             let memory = self.read();
-            let mut ids: Vec<(TransferId, Location)> =
-                memory.ids.iter().flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l))).collect();
+            let mut ids: Vec<(TransferId, Location)> = memory
+                .ids
+                .iter()
+                .flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l)))
+                .collect();
             ids.sort_unstable();
             let mut entries: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut dirty.sealed);
             for account in dirty.accounts.drain() {
@@ -505,7 +554,8 @@ impl Index {
             manifest.extend_from_slice(&run.number.to_be_bytes());
         }
         batch_entries.push((META_RUNS.to_vec(), manifest));
-        batch_entries.push((META_NEXT_RUN.to_vec(), self.next_run.load(Ordering::Acquire).to_be_bytes().to_vec()));
+        batch_entries
+            .push((META_NEXT_RUN.to_vec(), self.next_run.load(Ordering::Acquire).to_be_bytes().to_vec()));
         batch_entries.push((META_PERSISTED_SEQ.to_vec(), seq.to_be_bytes().to_vec()));
         let resume = crate::journal::ResumePoint {
             seq,
@@ -528,11 +578,13 @@ impl Index {
             memory.runs = Arc::new(RunSet { runs });
             memory.ids.clear();
             memory.pendings.clear();
+            memory.sealed_accounts.clear();
+            memory.sealed_feeds.clear();
         }
         self.persisted_seq.store(seq, Ordering::Release);
         *self.persisted_resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume);
-        drop(dirty);
         self.merge_runs()?;
+        drop(dirty);
         Ok(())
     }
 
@@ -638,12 +690,21 @@ impl Index {
     ) -> Result<Option<TransferRecord>, LedgerError> {
         match op {
             Op::Transfer(record) => Ok(Some(record)),
-            Op::Expire { pending_id, timestamp_ns, effect } | Op::AutoPost { pending_id, timestamp_ns, effect } => {
+            Op::Expire { pending_id, timestamp_ns, effect }
+            | Op::AutoPost { pending_id, timestamp_ns, effect } => {
                 let posted = matches!(op, Op::AutoPost { .. });
                 let currency = currency_of(effect.debit_account_id).ok_or_else(|| {
-                    LedgerError::Corrupt(format!("index: the expiry of {pending_id} names an unknown account"))
+                    LedgerError::Corrupt(format!(
+                        "index: the expiry of {pending_id} names an unknown account"
+                    ))
                 })?;
-                Ok(Some(crate::engine::expiry_record_from(pending_id, effect, currency, posted, timestamp_ns)))
+                Ok(Some(crate::engine::expiry_record_from(
+                    pending_id,
+                    effect,
+                    currency,
+                    posted,
+                    timestamp_ns,
+                )))
             }
             _ => Ok(None),
         }
@@ -656,7 +717,10 @@ impl Index {
         }
         match self.tree.get(pending_key(id)).map_err(sled_err)? {
             Some(v) => Ok(Some(
-                v.first().copied().and_then(state_of).ok_or_else(|| LedgerError::Corrupt("index: bad pending state".into()))?,
+                v.first()
+                    .copied()
+                    .and_then(state_of)
+                    .ok_or_else(|| LedgerError::Corrupt("index: bad pending state".into()))?,
             )),
             None => Ok(None),
         }
@@ -709,7 +773,13 @@ impl Index {
         if lo >= hi || limit == 0 {
             return Ok(Vec::new());
         }
-        let current = self.read().accounts.get(&account_id).cloned();
+        let (current, sealed) = {
+            let memory = self.read();
+            (
+                memory.accounts.get(&account_id).cloned(),
+                memory.sealed_accounts.get(&account_id).cloned().unwrap_or_default(),
+            )
+        };
         let mut out = Vec::new();
         // Chunks overlapping [lo, hi): from the last chunk starting at or before lo.
         let keep = |entry: &Entry| entry.timestamp_ns >= lo && entry.timestamp_ns < hi;
@@ -723,11 +793,14 @@ impl Index {
         for item in self.tree.range::<&[u8], _>((Bound::Included(&begin[..]), Bound::Excluded(&end[..]))) {
             let (key, value) = item.map_err(sled_err)?;
             let first_ts = ts_of(&key)?;
-            if current.as_ref().is_some_and(|c| c.first_ts == first_ts) {
+            if current.as_ref().is_some_and(|c| c.first_ts == first_ts)
+                || sealed.iter().any(|c| c.first_ts == first_ts)
+            {
                 continue; // the in-memory copy is newer
             }
             chunks.push(AccountChunk::decode(first_ts, &value)?);
         }
+        chunks.extend(sealed.into_iter().filter(|c| c.first_ts < hi));
         if let Some(current) = current
             && current.first_ts < hi
         {
@@ -749,9 +822,17 @@ impl Index {
 
     /// The feed of `owner` ("" for the ledger's own) after `after_ns`: (position, location) in
     /// commit order, at most `limit`.
-    pub fn feed_after(&self, owner: &str, after_ns: u64, limit: usize) -> Result<Vec<(u64, Location)>, LedgerError> {
+    pub fn feed_after(
+        &self,
+        owner: &str,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Location)>, LedgerError> {
         let limit = limit.min(PAGE_SIZE_MAX);
-        let current = self.read().feeds.get(owner).cloned();
+        let (current, sealed) = {
+            let memory = self.read();
+            (memory.feeds.get(owner).cloned(), memory.sealed_feeds.get(owner).cloned().unwrap_or_default())
+        };
         let begin = match self.tree.range(feed_key(owner, 0)..=feed_key(owner, after_ns)).next_back() {
             Some(item) => item.map_err(sled_err)?.0.to_vec(),
             None => feed_key(owner, 0),
@@ -761,7 +842,9 @@ impl Index {
         for item in self.tree.range::<&[u8], _>((Bound::Included(&begin[..]), Bound::Included(&end[..]))) {
             let (key, value) = item.map_err(sled_err)?;
             let first_ts = ts_of(&key)?;
-            if current.as_ref().is_some_and(|c| c.first_ts == first_ts) {
+            if current.as_ref().is_some_and(|c| c.first_ts == first_ts)
+                || sealed.iter().any(|c| c.first_ts == first_ts)
+            {
                 continue;
             }
             let chunk = FeedChunk::decode(first_ts, &value)?;
@@ -770,8 +853,8 @@ impl Index {
                 break;
             }
         }
-        if let Some(current) = current {
-            out.extend(current.entries.into_iter().filter(|(ts, _)| *ts > after_ns));
+        for chunk in sealed.into_iter().chain(current) {
+            out.extend(chunk.entries.into_iter().filter(|(ts, _)| *ts > after_ns));
         }
         out.sort_by_key(|(ts, _)| *ts);
         out.dedup_by_key(|(ts, _)| *ts);
@@ -797,7 +880,8 @@ impl Index {
         currency_of: &dyn Fn(AccountId) -> Option<puente_money::CurrencyCode>,
     ) -> Result<Option<Prior>, LedgerError> {
         let (committed, refused) = self.seen(id, currency_of)?;
-        let own = refused.iter().find(|r| r.scope == scope).or_else(|| refused.iter().find(|r| r.scope.is_empty()));
+        let own =
+            refused.iter().find(|r| r.scope == scope).or_else(|| refused.iter().find(|r| r.scope.is_empty()));
         if let Some(refused) = own {
             return Ok(Some(Prior::Failed(refused.clone())));
         }
@@ -814,4 +898,3 @@ fn open_db(dir: &Path) -> Result<sled::Db, LedgerError> {
         .open()
         .map_err(|e| LedgerError::Corrupt(format!("cannot open the index at {}: {e}", dir.display())))
 }
-

@@ -106,7 +106,8 @@ impl Run {
         } else {
             Some(BinaryFuse16::try_from(&keys).map_err(|e| LedgerError::Storage(format!("id filter: {e}")))?)
         };
-        let filter_bytes = bincode::serialize(&filter).map_err(|e| LedgerError::Storage(format!("id filter: {e}")))?;
+        let filter_bytes =
+            bincode::serialize(&filter).map_err(|e| LedgerError::Storage(format!("id filter: {e}")))?;
         let fences_offset = (fences.len() * BLOCK_BYTES) as u64;
         let mut tail = Vec::with_capacity(fences.len() * 16 + filter_bytes.len());
         for fence in &fences {
@@ -165,8 +166,8 @@ impl Run {
             .chunks_exact(16)
             .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
             .collect();
-        let filter: Option<BinaryFuse16> =
-            bincode::deserialize(&tail[block_count as usize * 16..]).map_err(|_| corrupt(&path, "undecodable filter"))?;
+        let filter: Option<BinaryFuse16> = bincode::deserialize(&tail[block_count as usize * 16..])
+            .map_err(|_| corrupt(&path, "undecodable filter"))?;
         Ok(Run { number, path, file, fences, filter, entries })
     }
 
@@ -283,8 +284,9 @@ mod tests {
     #[test]
     fn a_run_finds_every_location_of_every_id_and_says_no_to_others() {
         let dir = tempfile::tempdir().unwrap();
-        let mut entries: Vec<(u128, Location)> =
-            (1..=10_000u128).map(|i| (filter_key(i) as u128 * 7919 + (i << 64), Location(i as u64))).collect();
+        let mut entries: Vec<(u128, Location)> = (1..=10_000u128)
+            .map(|i| (filter_key(i) as u128 * 7919 + (i << 64), Location(i as u64)))
+            .collect();
         // An id with several locations, straddling block boundaries.
         let repeated = entries[500].0;
         for n in 0..(BLOCK_ENTRIES_MAX * 2) {

@@ -23,10 +23,10 @@ use std::collections::BTreeMap;
 
 use puente_money::CurrencyCode;
 
+use crate::engine::Op;
 use crate::engine::holders::{Holder, HolderKind, SealedPii};
 use crate::engine::identity::Role;
 use crate::engine::settlement::{Country, CurrencyProfile, ParticipantProfile, SettlementRail, WindowState};
-use crate::engine::Op;
 use crate::types::*;
 
 /// The payload version this code writes (and the only one it reads in `PUENTEJ3` segments).
@@ -135,7 +135,11 @@ fn result_code(result: TransferResult) -> u8 {
 
 fn result_of(code: u8) -> Result<TransferResult, FormatError> {
     let text = RESULT_CODES.get(code as usize).ok_or_else(|| bad(format!("result code {code}")))?;
-    TransferResult::all().iter().copied().find(|r| r.code() == *text).ok_or_else(|| bad(format!("result {text}")))
+    TransferResult::all()
+        .iter()
+        .copied()
+        .find(|r| r.code() == *text)
+        .ok_or_else(|| bad(format!("result {text}")))
 }
 
 fn role_code(role: Role) -> u8 {
@@ -256,7 +260,10 @@ fn account_flags_of(byte: u8) -> Result<AccountFlags, FormatError> {
     if byte >> 2 != 0 {
         return Err(bad(format!("account flags {byte:#x}")));
     }
-    Ok(AccountFlags { debits_must_not_exceed_credits: byte & 1 != 0, credits_must_not_exceed_debits: byte & 2 != 0 })
+    Ok(AccountFlags {
+        debits_must_not_exceed_credits: byte & 1 != 0,
+        credits_must_not_exceed_debits: byte & 2 != 0,
+    })
 }
 
 // ----- writer -------------------------------------------------------------------------------
@@ -345,7 +352,13 @@ pub fn op_timestamp(op: &Op) -> u64 {
 /// its tag within the payload.
 /// Encodes a record's payload into `out` (appended). Returns, in `offsets`, the offset of each
 /// op's tag within the payload. `scratch` is reused between calls.
-pub fn encode_payload(seq: u64, ops: &[Op], out: &mut Vec<u8>, offsets: &mut Vec<u32>, scratch: &mut Vec<u8>) {
+pub fn encode_payload(
+    seq: u64,
+    ops: &[Op],
+    out: &mut Vec<u8>,
+    offsets: &mut Vec<u32>,
+    scratch: &mut Vec<u8>,
+) {
     let start = out.len();
     offsets.clear();
     out.extend_from_slice(&seq.to_le_bytes());
@@ -422,7 +435,7 @@ fn encode_op_body(op: &Op, body: &mut Vec<u8>) -> u8 {
             }
             tag::TRANSFER
         }
-        Op::Fail(f) => return encode_op_body(&Op::Refused(RefusedTransfer::from_legacy(f)), body),
+        Op::Fail(f) => encode_op_body(&Op::Refused(RefusedTransfer::from_legacy(f)), body),
         Op::Refused(r) => {
             w.str(&r.scope);
             w.id(r.id);
@@ -439,7 +452,8 @@ fn encode_op_body(op: &Op, body: &mut Vec<u8>) -> u8 {
             w.ts(r.timestamp_ns);
             tag::REFUSED
         }
-        Op::Expire { pending_id, timestamp_ns, effect } | Op::AutoPost { pending_id, timestamp_ns, effect } => {
+        Op::Expire { pending_id, timestamp_ns, effect }
+        | Op::AutoPost { pending_id, timestamp_ns, effect } => {
             w.id(*pending_id);
             w.ts(*timestamp_ns);
             w.effect(effect);
@@ -516,7 +530,11 @@ fn encode_op_body(op: &Op, body: &mut Vec<u8>) -> u8 {
             w.str(participant);
             w.out.extend_from_slice(cert_sha256);
             w.ts(*timestamp_ns);
-            if matches!(op, Op::BindCertificate { .. }) { tag::BIND_CERTIFICATE } else { tag::UNBIND_CERTIFICATE }
+            if matches!(op, Op::BindCertificate { .. }) {
+                tag::BIND_CERTIFICATE
+            } else {
+                tag::UNBIND_CERTIFICATE
+            }
         }
         Op::RegisterHolder(h) => {
             w.str(&h.participant);
@@ -524,7 +542,14 @@ fn encode_op_body(op: &Op, body: &mut Vec<u8>) -> u8 {
             w.u8(kind_code(h.kind));
             w.str(&h.country);
             w.str(h.tier.as_str());
-            for field in [&h.pii.full_name, &h.pii.address, &h.pii.clabe, &h.pii.account_number, &h.pii.routing_number, &h.pii.rfc] {
+            for field in [
+                &h.pii.full_name,
+                &h.pii.address,
+                &h.pii.clabe,
+                &h.pii.account_number,
+                &h.pii.routing_number,
+                &h.pii.rfc,
+            ] {
                 w.bytes(field);
             }
             w.ts(h.created_at_ns);
@@ -564,7 +589,8 @@ impl<'a> Reader<'a> {
         self.at
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], FormatError> {
-        let end = self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or_else(|| bad("truncated"))?;
+        let end =
+            self.at.checked_add(n).filter(|end| *end <= self.bytes.len()).ok_or_else(|| bad("truncated"))?;
         let slice = &self.bytes[self.at..end];
         self.at = end;
         Ok(slice)
@@ -639,7 +665,11 @@ impl<'a> Reader<'a> {
         }
     }
     fn effect(&mut self) -> Result<Effect, FormatError> {
-        Ok(Effect { debit_account_id: self.id()?, credit_account_id: self.id()?, amount_minor: self.varint()? })
+        Ok(Effect {
+            debit_account_id: self.id()?,
+            credit_account_id: self.id()?,
+            amount_minor: self.varint()?,
+        })
     }
     fn done(&self) -> Result<(), FormatError> {
         if self.at == self.bytes.len() { Ok(()) } else { Err(bad("trailing bytes")) }

@@ -144,8 +144,8 @@ enum LegacyResult {
 
 impl LegacyResult {
     fn current(self) -> t::TransferResult {
-        use t::TransferResult as R;
         use LegacyResult as L;
+        use t::TransferResult as R;
         match self {
             L::Ok => R::Ok,
             L::LinkedEventFailed => R::LinkedEventFailed,
@@ -286,15 +286,6 @@ enum HolderKind {
 }
 
 #[derive(Deserialize)]
-enum Tier {
-    MxNivel1,
-    MxNivel2,
-    MxNivel3,
-    MxNivel4,
-    Us(String),
-}
-
-#[derive(Deserialize)]
 struct SealedPii {
     full_name: Vec<u8>,
     address: Vec<u8>,
@@ -310,7 +301,8 @@ struct Holder {
     id: String,
     kind: HolderKind,
     country: String,
-    tier: Tier,
+    /// The tier's text (`MX_NIVEL_1`, `US_BASIC`): `Tier` serialized itself as a string.
+    tier: String,
     pii: SealedPii,
     created_at_ns: u64,
 }
@@ -423,8 +415,11 @@ impl LegacyOp {
                 released_minor: 0,
             }),
             LegacyOp::Fail(f) => {
-                let failed =
-                    t::FailedTransfer { transfer: transfer(f.transfer)?, result: f.result.current(), timestamp_ns: f.timestamp_ns };
+                let failed = t::FailedTransfer {
+                    transfer: transfer(f.transfer)?,
+                    result: f.result.current(),
+                    timestamp_ns: f.timestamp_ns,
+                };
                 Op::Fail(failed)
             }
             LegacyOp::Refused(r) => Op::Refused(t::RefusedTransfer {
@@ -442,7 +437,9 @@ impl LegacyOp {
                 result: r.result.current(),
                 timestamp_ns: r.timestamp_ns,
             }),
-            LegacyOp::Expire { pending_id, timestamp_ns } => Op::Expire { pending_id, timestamp_ns, effect: UNKNOWN_EFFECT },
+            LegacyOp::Expire { pending_id, timestamp_ns } => {
+                Op::Expire { pending_id, timestamp_ns, effect: UNKNOWN_EFFECT }
+            }
             LegacyOp::AutoPost { pending_id, timestamp_ns } => {
                 Op::AutoPost { pending_id, timestamp_ns, effect: UNKNOWN_EFFECT }
             }
@@ -497,7 +494,9 @@ impl LegacyOp {
             LegacyOp::ConfirmSettlement { window_id, participant, timestamp_ns } => {
                 Op::ConfirmSettlement { window_id, participant, timestamp_ns }
             }
-            LegacyOp::CloseAccount { account_id, timestamp_ns } => Op::CloseAccount { account_id, timestamp_ns },
+            LegacyOp::CloseAccount { account_id, timestamp_ns } => {
+                Op::CloseAccount { account_id, timestamp_ns }
+            }
             LegacyOp::RegisterParticipant { id, name, role, timestamp_ns } => Op::RegisterParticipant {
                 id,
                 name,
@@ -521,13 +520,8 @@ impl LegacyOp {
             }
             LegacyOp::RegisterHolder(h) => {
                 use crate::engine::holders as hd;
-                let tier = match h.tier {
-                    Tier::MxNivel1 => puente_identity::kyc::Tier::MxNivel1,
-                    Tier::MxNivel2 => puente_identity::kyc::Tier::MxNivel2,
-                    Tier::MxNivel3 => puente_identity::kyc::Tier::MxNivel3,
-                    Tier::MxNivel4 => puente_identity::kyc::Tier::MxNivel4,
-                    Tier::Us(name) => puente_identity::kyc::Tier::Us(name),
-                };
+                let tier = puente_identity::kyc::Tier::parse(&h.tier)
+                    .map_err(|e| format!("holder {}: tier {:?}: {e}", h.id, h.tier))?;
                 Op::RegisterHolder(Box::new(hd::Holder {
                     participant: h.participant,
                     id: h.id,
@@ -549,7 +543,8 @@ impl LegacyOp {
                 }))
             }
             LegacyOp::SetKycPolicy { policy, timestamp_ns } => {
-                let udi_rate = policy.udi_rate.parse().map_err(|_| format!("UDI rate {}", policy.udi_rate))?;
+                let udi_rate =
+                    policy.udi_rate.parse().map_err(|_| format!("UDI rate {}", policy.udi_rate))?;
                 let us_tiers = policy
                     .us_tiers
                     .into_iter()
@@ -561,7 +556,10 @@ impl LegacyOp {
                         (name, limits)
                     })
                     .collect();
-                Op::SetKycPolicy { policy: puente_identity::kyc::KycPolicy { udi_rate, us_tiers }, timestamp_ns }
+                Op::SetKycPolicy {
+                    policy: puente_identity::kyc::KycPolicy { udi_rate, us_tiers },
+                    timestamp_ns,
+                }
             }
         })
     }
@@ -576,7 +574,10 @@ pub fn decode_payload(payload: &[u8]) -> Result<(u64, Vec<Op>), String> {
 
 /// The chain hash stored with record `seq` of the `PUENTEJ2` file at `path` (the archive of a
 /// migrated journal), if it holds that record intact.
-pub fn stored_hash_at(path: &std::path::Path, seq: u64) -> Result<Option<super::ChainHash>, crate::LedgerError> {
+pub fn stored_hash_at(
+    path: &std::path::Path,
+    seq: u64,
+) -> Result<Option<super::ChainHash>, crate::LedgerError> {
     use std::io::{Read, Seek, SeekFrom};
     let file = std::fs::File::open(path)?;
     let file_len = file.metadata()?.len();
@@ -589,7 +590,8 @@ pub fn stored_hash_at(path: &std::path::Path, seq: u64) -> Result<Option<super::
     let mut offset = 8;
     let mut payload = Vec::new();
     while offset < file_len {
-        let Ok((record_len, stored)) = super::read_record(&mut reader, file_len - offset, &mut payload) else {
+        let Ok((record_len, stored)) = super::read_record(&mut reader, file_len - offset, &mut payload)
+        else {
             return Ok(None);
         };
         let record_seq = payload.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);

@@ -214,7 +214,10 @@ pub(crate) fn read_record(
     stored.copy_from_slice(&header[8..]);
     let declared_end = Some(HEADER + len);
     if len as usize > RECORD_BYTES_MAX || HEADER + len > remaining {
-        return Err(Damage { reason: format!("record of {len} bytes runs past the end"), declared_end: None });
+        return Err(Damage {
+            reason: format!("record of {len} bytes runs past the end"),
+            declared_end: None,
+        });
     }
     payload.resize(len as usize, 0);
     if reader.read_exact(payload).is_err() {
@@ -393,10 +396,15 @@ impl Scan<'_> {
                         offset += record_len;
                         continue;
                     }
-                    let seq = payload_seq(&payload)
-                        .ok_or_else(|| corrupt(self.path, offset, "undecodable record: shorter than a sequence number"))?;
+                    let seq = payload_seq(&payload).ok_or_else(|| {
+                        corrupt(self.path, offset, "undecodable record: shorter than a sequence number")
+                    })?;
                     if seq != last_seq + 1 {
-                        return Err(corrupt(self.path, offset, &format!("sequence {seq} follows {last_seq}")));
+                        return Err(corrupt(
+                            self.path,
+                            offset,
+                            &format!("sequence {seq} follows {last_seq}"),
+                        ));
                     }
                     if chain_hash(&head, seq, &payload) != stored {
                         return Err(LedgerError::Corrupt(format!(
@@ -413,7 +421,13 @@ impl Scan<'_> {
                         .iter()
                         .map(|o| Location::new(self.segment, payload_start + u64::from(*o)))
                         .collect();
-                    each(Replayed { seq, record: Location::new(self.segment, offset), head: stored, ops, locations })?;
+                    each(Replayed {
+                        seq,
+                        record: Location::new(self.segment, offset),
+                        head: stored,
+                        ops,
+                        locations,
+                    })?;
                     last_seq = seq;
                     head = stored;
                     entries += 1;
@@ -422,7 +436,11 @@ impl Scan<'_> {
                 }
                 Err(damage) => {
                     if resume {
-                        return Err(corrupt(self.path, offset, "the record the snapshot was taken at is damaged"));
+                        return Err(corrupt(
+                            self.path,
+                            offset,
+                            "the record the snapshot was taken at is damaged",
+                        ));
                     }
                     // Torn tail or corruption? Look for any intact record after this one.
                     let next = damage.declared_end.map(|end| offset + end);
@@ -450,7 +468,14 @@ impl Scan<'_> {
                         reason: damage.reason,
                         seq: last_seq + 1,
                     };
-                    return Ok(Scanned { last_seq, head, entries, end: offset, last_record, tail: Some(tail) });
+                    return Ok(Scanned {
+                        last_seq,
+                        head,
+                        entries,
+                        end: offset,
+                        last_record,
+                        tail: Some(tail),
+                    });
                 }
             }
         }
@@ -662,7 +687,11 @@ impl Journal {
             if let Some(t) = &scanned.tail
                 && i + 1 != segments.len()
             {
-                return Err(corrupt(&path, t.offset, &format!("{} in a segment that is not the last", t.reason)));
+                return Err(corrupt(
+                    &path,
+                    t.offset,
+                    &format!("{} in a segment that is not the last", t.reason),
+                ));
             }
             stats.entries += scanned.entries;
             last_seq = scanned.last_seq;
@@ -721,17 +750,23 @@ impl Journal {
             return Err(LedgerError::Storage("the journal's bad tail was not cut before appending".into()));
         }
         if seq != self.head_seq + 1 {
-            return Err(LedgerError::Storage(format!("journal entry {seq} appended after {}", self.head_seq)));
+            return Err(LedgerError::Storage(format!(
+                "journal entry {seq} appended after {}",
+                self.head_seq
+            )));
         }
         self.buffer.clear();
         self.buffer.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
         format::encode_payload(seq, ops, &mut self.buffer, &mut self.offsets, &mut self.scratch);
         let payload_len = self.buffer.len() - RECORD_HEADER_BYTES;
         if payload_len > RECORD_BYTES_MAX {
-            return Err(LedgerError::Storage(format!("journal record of {payload_len} bytes exceeds the limit")));
+            return Err(LedgerError::Storage(format!(
+                "journal record of {payload_len} bytes exceeds the limit"
+            )));
         }
         let record_len = self.buffer.len() as u64;
-        if self.segment_len + record_len > SEGMENT_BYTES_MAX && self.segment_len > SEGMENT_HEADER_BYTES as u64 {
+        if self.segment_len + record_len > SEGMENT_BYTES_MAX && self.segment_len > SEGMENT_HEADER_BYTES as u64
+        {
             self.roll(seq)?;
         }
         let payload = &self.buffer[RECORD_HEADER_BYTES..];
@@ -745,7 +780,8 @@ impl Journal {
         self.file.sync_data()?;
         let payload_start = record_offset + RECORD_HEADER_BYTES as u64;
         locations.clear();
-        locations.extend(self.offsets.iter().map(|o| Location::new(self.segment, payload_start + u64::from(*o))));
+        locations
+            .extend(self.offsets.iter().map(|o| Location::new(self.segment, payload_start + u64::from(*o))));
         self.segment_len += record_len;
         self.len_bytes += record_len;
         self.head_seq = seq;
@@ -758,7 +794,9 @@ impl Journal {
     fn roll(&mut self, seq: u64) -> Result<(), LedgerError> {
         let next = self.segment + 1;
         if next > SEGMENTS_MAX {
-            return Err(LedgerError::Storage(format!("the journal holds its most segments ({SEGMENTS_MAX})")));
+            return Err(LedgerError::Storage(format!(
+                "the journal holds its most segments ({SEGMENTS_MAX})"
+            )));
         }
         self.file.sync_all()?;
         let header = SegmentHeader { segment: next, first_seq: seq, prev_head: self.head };
@@ -975,7 +1013,8 @@ pub fn copy_journal(src_dir: &Path, dst_dir: &Path) -> Result<PrefixCopy, Ledger
             }
             // A record the server was writing while we read can look damaged: if it reads
             // intact now, it was in progress.
-            let in_progress = tail.kind == TailKind::Damaged && record_after_at(&src, tail.offset, scanned.last_seq)?;
+            let in_progress =
+                tail.kind == TailKind::Damaged && record_after_at(&src, tail.offset, scanned.last_seq)?;
             copy.tail_kind = Some(if in_progress { TailKind::Torn } else { tail.kind });
             copy.tail_bytes_left = snapshot_len.saturating_sub(scanned.end).max(tail.bytes.min(snapshot_len));
         }
@@ -1005,16 +1044,15 @@ pub fn copy_journal(src_dir: &Path, dst_dir: &Path) -> Result<PrefixCopy, Ledger
     Ok(copy)
 }
 
-/// The chain hash stored with record `seq` in the journal of `data_dir`, or `None` when it has
-/// no such intact record. Records before a migration from `PUENTEJ2` are looked up in the
-/// archived legacy journal (their hashes were computed over the old encoding). It reads stored
-/// hashes without recomputing them: call it on a journal that an open has just verified.
+/// The chain hash stored with record `seq` in the journal of `data_dir` (its `PUENTEJ3`
+/// segments, or a `PUENTEJ2` journal not yet migrated), or `None` when it has no such intact
+/// record. It reads stored hashes without recomputing them: call it on a journal that an open
+/// has just verified. Heads recorded before a migration were computed over the old encoding:
+/// see [`archived_chain_hash_at`].
 pub fn chain_hash_at(data_dir: &Path, seq: u64) -> Result<Option<ChainHash>, LedgerError> {
-    let archived = archived_legacy_path(data_dir);
-    if archived.exists()
-        && let Some(hash) = legacy::stored_hash_at(&archived, seq)?
-    {
-        return Ok(Some(hash));
+    let legacy = legacy_path(data_dir);
+    if legacy.exists() {
+        return legacy::stored_hash_at(&legacy, seq);
     }
     for n in list_segments(data_dir)? {
         let path = segment_path(data_dir, n);
@@ -1035,6 +1073,16 @@ pub fn chain_hash_at(data_dir: &Path, seq: u64) -> Result<Option<ChainHash>, Led
         }
     }
     Ok(None)
+}
+
+/// The chain hash record `seq` had in the `PUENTEJ2` journal this data directory was migrated
+/// from (kept read-only as `journal.j2.log`), or `None` (no archive, or no such record).
+pub fn archived_chain_hash_at(data_dir: &Path, seq: u64) -> Result<Option<ChainHash>, LedgerError> {
+    let archived = archived_legacy_path(data_dir);
+    if !archived.exists() {
+        return Ok(None);
+    }
+    legacy::stored_hash_at(&archived, seq)
 }
 
 /// Whether the journal of `data_dir` holds, at `point.record`, an intact record of sequence
@@ -1062,14 +1110,20 @@ pub(crate) fn scan_legacy(
     each: &mut dyn FnMut(Replayed) -> Result<(), LedgerError>,
 ) -> Result<(u64, ChainHash, u64, Option<TailCut>), LedgerError> {
     let mut magic = [0u8; 8];
-    File::open(path)?
-        .read_exact(&mut magic)
-        .map_err(|_| corrupt(path, 0, "file shorter than its header"))?;
+    File::open(path)?.read_exact(&mut magic).map_err(|_| corrupt(path, 0, "file shorter than its header"))?;
     if &magic != LEGACY_MAGIC {
         return Err(corrupt(path, 0, "not a PUENTEJ2 journal (bad magic)"));
     }
-    let scanned = Scan { path, segment: 0, start: 8, last_seq: 0, head: CHAIN_GENESIS, resume: false, decode: decode_j2 }
-        .run(each)?;
+    let scanned = Scan {
+        path,
+        segment: 0,
+        start: 8,
+        last_seq: 0,
+        head: CHAIN_GENESIS,
+        resume: false,
+        decode: decode_j2,
+    }
+    .run(each)?;
     Ok((scanned.last_seq, scanned.head, scanned.entries, scanned.tail))
 }
 
