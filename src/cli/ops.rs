@@ -864,7 +864,10 @@ async fn replay(
         after_ns = last.timestamp_ns;
         transfers += page.len() as u64;
     }
+    // The writer's final snapshot goes into the scratch directory: wait for it first.
+    let stopped = ledger.stopped();
     drop(ledger);
+    stopped.await;
     drop(scratch);
     Ok(Replay {
         entries: recovery.journal_entries,

@@ -36,7 +36,7 @@ pub const INDEX_QUEUE_GROUPS: usize = 8;
 /// The indexer persists at least this often while it has something to persist.
 pub const INDEX_PERSIST_INTERVAL_MS: u64 = 1_000;
 /// A snapshot is taken once this many events were committed since the last one...
-pub const SNAPSHOT_EVENTS: u64 = 2_000_000;
+pub const SNAPSHOT_EVENTS: u64 = 1_000_000;
 /// ...or this long after the last one, if anything was committed.
 pub const SNAPSHOT_INTERVAL_MS: u64 = 5 * 60 * 1_000;
 /// Longest a read waits for the index to reach the writes acknowledged before it.
@@ -220,6 +220,19 @@ struct Shared {
     chain_head: Mutex<(u64, ChainHash)>,
     /// Live credentials, replaced by the writer after every commit that changes them.
     credentials: RwLock<Arc<Credentials>>,
+    /// Set by the writer when it has stopped (see [`Ledger::stopped`]).
+    stopped: tokio::sync::watch::Sender<bool>,
+    /// The check of the journal before the point this start resumed from (see
+    /// [`Ledger::history_verified`]).
+    history: tokio::sync::watch::Sender<History>,
+}
+
+/// Where the check of the journal's older records stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum History {
+    Checking,
+    Verified,
+    Broken(String),
 }
 
 impl Shared {
@@ -397,6 +410,7 @@ impl Ledger {
         let mut out = Output::default();
         let mut replayed_into_index = 0;
         let mut replayed_into_state = 0;
+        let mut replayed_events_into_state = 0u64;
         let (mut journal, stats) = Journal::open(&config.data_dir, resume, |replayed| {
             let mut ops = replayed.ops;
             if replayed.seq > state_from {
@@ -415,6 +429,7 @@ impl Ledger {
                 engine.store_caught_up();
                 ops = std::mem::take(&mut out.ops);
                 replayed_into_state += 1;
+                replayed_events_into_state += ops.len() as u64;
             }
             if replayed.seq > index_from {
                 let head = replayed.head;
@@ -510,7 +525,25 @@ impl Ledger {
             data_dir: config.data_dir.clone(),
             chain_head: Mutex::new(journal.chain_head()),
             credentials: RwLock::new(Arc::new(engine.identity().credentials())),
+            stopped: tokio::sync::watch::Sender::new(false),
+            history: tokio::sync::watch::Sender::new(if resume.is_some() {
+                History::Checking
+            } else {
+                // This start read and checked the whole journal.
+                History::Verified
+            }),
         });
+        if let Some(point) = resume {
+            // A start from a snapshot (or a persisted index) reads only the records after it,
+            // so that it takes the same time at 10M records as at 10k. The records before are
+            // checked here, in the background: a broken chain stops all writes, as a start
+            // that found it would have refused to serve.
+            // Holds no strong handle: a ledger dropped meanwhile closes its index as usual.
+            let (weak, data_dir) = (Arc::downgrade(&shared), config.data_dir.clone());
+            std::thread::Builder::new()
+                .name("puente-scrub".into())
+                .spawn(move || run_history_check(weak, &data_dir, point))?;
+        }
         let queue = Arc::new(FairQueue::default());
         let (alive, handles_gone) = mpsc::channel(1);
         let (to_indexer, indexer_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_GROUPS);
@@ -536,7 +569,8 @@ impl Ledger {
             overlay: Overlay::default(),
             to_indexer,
             to_snapshots,
-            snapshot_due: SnapshotDue { events: 0, since: Instant::now() },
+            // What this start replayed counts toward the next snapshot.
+            snapshot_due: SnapshotDue { events: replayed_events_into_state, since: Instant::now() },
             snapshot_events: config.snapshot_events.max(1),
             locations: Vec::new(),
         };
@@ -694,6 +728,33 @@ impl Ledger {
                 .take(limit)
                 .collect(),
         })
+    }
+
+    /// Resolves once the journal's records before the point this start resumed from (a
+    /// snapshot or the persisted index) were read back and their checksums and hash chain
+    /// recomputed: `Err(Corrupt)` when one was damaged or altered, after which every write is
+    /// refused. Immediate when the start read the whole journal.
+    pub async fn history_verified(&self) -> Result<(), LedgerError> {
+        let mut history = self.shared.history.subscribe();
+        let state = history.wait_for(|h| *h != History::Checking).await.map(|h| h.clone());
+        match state {
+            Ok(History::Broken(reason)) => Err(LedgerError::Corrupt(reason)),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                Err(LedgerError::Unavailable("the ledger stopped before its history was checked".into()))
+            }
+        }
+    }
+
+    /// Resolves once the writer has stopped (after the last handle is dropped) and written its
+    /// final snapshot. Take it before dropping the last handle; a server awaits it before it
+    /// exits so that the next start replays nothing.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.shared.stopped.subscribe();
+        async move {
+            // An error means the sender is gone with the writer: stopped too.
+            let _ = stopped.wait_for(|s| *s).await;
+        }
     }
 
     /// Waits until the index has applied every acknowledged write, then persists it: the next
@@ -869,6 +930,27 @@ fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatc
     }
 }
 
+fn run_history_check(shared: std::sync::Weak<Shared>, data_dir: &Path, point: ResumePoint) {
+    let started = Instant::now();
+    let verified = journal::verify_prefix(data_dir, &point);
+    let Some(shared) = shared.upgrade() else { return };
+    match verified {
+        Ok(()) => {
+            tracing::info!(
+                up_to_seq = point.seq,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "journal history verified"
+            );
+            shared.history.send_replace(History::Verified);
+        }
+        Err(error) => {
+            shared.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(%error, "the journal's history is damaged or was altered: writes stopped");
+            shared.history.send_replace(History::Broken(error.to_string()));
+        }
+    }
+}
+
 fn run_snapshots(shared: Arc<Shared>, snapshots: std::sync::mpsc::Receiver<Snapshot>) {
     for snapshot in snapshots {
         let started = Instant::now();
@@ -1037,7 +1119,30 @@ impl Writer {
             }
         });
         queue.close();
+        self.final_snapshot();
+        self.shared.stopped.send_replace(true);
         tracing::info!("writer stopped");
+    }
+
+    /// At a clean stop, a snapshot of whatever the last one does not hold, written before the
+    /// writer ends: the next start then replays nothing into the engine.
+    fn final_snapshot(&mut self) {
+        if self.snapshot_due.events == 0 || !self.shared.healthy.load(Ordering::Relaxed) {
+            return;
+        }
+        let (seq, head) = self.journal.chain_head();
+        let snapshot = Snapshot {
+            resume: ResumePoint { seq, head, record: self.journal.last_record() },
+            state: self.engine.state(),
+        };
+        let started = Instant::now();
+        match snapshot::write(&self.shared.data_dir, &snapshot) {
+            Ok(path) => tracing::info!(seq, path = %path.display(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written at stop"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot write a snapshot at stop (the next start replays more)")
+            }
+        }
     }
 
     /// Looks up everything the group needs that is not in memory (see `engine::Prefetched`).

@@ -10,7 +10,7 @@ use crate::journal::Location;
 use crate::types::{AccountId, TransferId};
 
 /// Entries per account chunk before a new chunk starts.
-pub const ACCOUNT_CHUNK_ENTRIES_MAX: usize = 128;
+pub const ACCOUNT_CHUNK_ENTRIES_MAX: usize = 32;
 /// Entries per feed chunk before a new chunk starts.
 pub const FEED_CHUNK_ENTRIES_MAX: usize = 512;
 const CHUNK_VERSION: u8 = 1;

@@ -24,6 +24,7 @@ use std::sync::{Arc, RwLock};
 
 use chunks::{AccountChunk, Balances, ChunkEntry, FeedChunk};
 use runs::{Run, RunSet};
+use smallvec::SmallVec;
 
 use crate::LedgerError;
 use crate::engine::{Entry, Op, Prior};
@@ -167,8 +168,9 @@ fn op_timestamp(op: &Op) -> u64 {
 /// What readers and the indexer share.
 #[derive(Default)]
 struct Memory {
-    /// Ids applied since the last persisted run.
-    ids: HashMap<TransferId, Vec<Location>>,
+    /// Ids applied since the last persisted run (almost always one location each: no
+    /// allocation per id).
+    ids: HashMap<TransferId, SmallVec<[Location; 1]>>,
     runs: Arc<RunSet>,
     /// Each touched account's current chunk (also in sled as of the last persist).
     accounts: HashMap<AccountId, AccountChunk>,
@@ -188,6 +190,20 @@ struct Dirty {
     feeds: HashSet<String>,
     /// Chunks that filled up since the last persist (written at the next one).
     sealed: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Who owns each account seen (ownership never changes): asked once, shared cheaply.
+    /// Bounded by the ledger's accounts.
+    owners: HashMap<AccountId, Arc<str>>,
+}
+
+impl Dirty {
+    fn owner(&mut self, account: AccountId, owners: &dyn Owners) -> Option<Arc<str>> {
+        if let Some(owner) = self.owners.get(&account) {
+            return Some(owner.clone());
+        }
+        let owner: Arc<str> = owners.owner(account)?.into();
+        self.owners.insert(account, owner.clone());
+        Some(owner)
+    }
 }
 
 pub struct Index {
@@ -335,9 +351,12 @@ impl Index {
         // What is not in memory yet is read from sled first, without the write lock.
         let mut accounts_needed = HashSet::new();
         let mut feeds_needed: HashSet<String> = HashSet::new();
-        let mut op_owners: Vec<[Option<String>; 2]> = Vec::with_capacity(batch.ops.len());
+        let mut op_owners: Vec<[Option<Arc<str>>; 2]> = Vec::with_capacity(batch.ops.len());
         {
             let memory = self.read();
+            if !memory.feeds.contains_key("") {
+                feeds_needed.insert(String::new());
+            }
             for op in &batch.ops {
                 let Some((_, sides, ..)) = entries_of(op) else {
                     op_owners.push([None, None]);
@@ -348,13 +367,11 @@ impl Index {
                         accounts_needed.insert(account);
                     }
                 }
-                let debit = owners.owner(sides[0].0);
-                let credit = owners.owner(sides[1].0).filter(|c| Some(c) != debit.as_ref());
-                for owner in
-                    std::iter::once(String::new()).chain(debit.iter().cloned()).chain(credit.iter().cloned())
-                {
-                    if !memory.feeds.contains_key(&owner) {
-                        feeds_needed.insert(owner);
+                let debit = dirty.owner(sides[0].0, owners);
+                let credit = dirty.owner(sides[1].0, owners).filter(|c| Some(c) != debit.as_ref());
+                for owner in debit.iter().chain(credit.iter()) {
+                    if !memory.feeds.contains_key(&**owner) && !feeds_needed.contains(&**owner) {
+                        feeds_needed.insert(owner.to_string());
                     }
                 }
                 op_owners.push([debit, credit]);
@@ -411,11 +428,11 @@ impl Index {
                 continue;
             };
             // The feeds: the ledger's, and each party's.
-            for owner in std::iter::once("").chain(owners.iter().flatten().map(String::as_str)) {
-                let chunk = memory
-                    .feeds
-                    .entry(owner.to_owned())
-                    .or_insert_with(|| FeedChunk { first_ts: ts, entries: Vec::new() });
+            for owner in std::iter::once("").chain(owners.iter().flatten().map(|o| &**o)) {
+                if !memory.feeds.contains_key(owner) {
+                    memory.feeds.insert(owner.to_owned(), FeedChunk { first_ts: ts, entries: Vec::new() });
+                }
+                let Some(chunk) = memory.feeds.get_mut(owner) else { continue };
                 if chunk.entries.last().is_some_and(|(last, _)| *last >= ts) {
                     continue; // applied before (a replay over what was persisted)
                 }
@@ -426,11 +443,12 @@ impl Index {
                     let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
                     chunk.entries.push((ts, location));
                     memory.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
-                    dirty.feeds.insert(owner.to_owned());
-                    continue;
+                } else {
+                    chunk.entries.push((ts, location));
                 }
-                chunk.entries.push((ts, location));
-                dirty.feeds.insert(owner.to_owned());
+                if !dirty.feeds.contains(owner) {
+                    dirty.feeds.insert(owner.to_owned());
+                }
             }
             // The two accounts' histories.
             for (account, is_debit) in sides {
@@ -631,7 +649,7 @@ impl Index {
     pub fn locations(&self, id: TransferId) -> Result<Vec<Location>, LedgerError> {
         let (mut out, runs) = {
             let memory = self.read();
-            (memory.ids.get(&id).cloned().unwrap_or_default(), memory.runs.clone())
+            (memory.ids.get(&id).map(|l| l.to_vec()).unwrap_or_default(), memory.runs.clone())
         };
         runs.find(id, &mut out)?;
         out.sort_unstable();

@@ -356,6 +356,8 @@ struct Scan<'a> {
     head: ChainHash,
     resume: bool,
     decode: PayloadDecoder,
+    /// Stop once the record of this sequence number was read (`u64::MAX`: read to the end).
+    stop_after_seq: u64,
 }
 
 struct Scanned {
@@ -379,7 +381,7 @@ impl Scan<'_> {
         let mut last_record = None;
         let mut payload = Vec::new();
         let mut resume = self.resume;
-        while offset < file_len {
+        while offset < file_len && last_seq < self.stop_after_seq {
             match read_record(&mut reader, file_len - offset, &mut payload) {
                 Ok((record_len, stored)) => {
                     if resume {
@@ -658,6 +660,7 @@ impl Journal {
                     head: r.head,
                     resume: true,
                     decode: decode_v3,
+                    stop_after_seq: u64::MAX,
                 },
                 None => {
                     // Each segment starts exactly where the chain stands.
@@ -680,6 +683,7 @@ impl Journal {
                         head,
                         resume: false,
                         decode: decode_v3,
+                        stop_after_seq: u64::MAX,
                     }
                 }
             };
@@ -1004,6 +1008,7 @@ pub fn copy_journal(src_dir: &Path, dst_dir: &Path) -> Result<PrefixCopy, Ledger
             head,
             resume: false,
             decode: |payload| Ok((payload_seq(payload).unwrap_or(0), Vec::new(), Vec::new())),
+            stop_after_seq: u64::MAX,
         }
         .run(&mut |_| Ok(()))?;
         let last = i + 1 == segments.len();
@@ -1085,6 +1090,52 @@ pub fn archived_chain_hash_at(data_dir: &Path, seq: u64) -> Result<Option<ChainH
     legacy::stored_hash_at(&archived, seq)
 }
 
+/// Recomputes the checksum, sequence number and chain hash of every record of the journal of
+/// `data_dir` up to `point` (the part a start from a snapshot or a persisted index does not
+/// read) and checks that the chain arrives at `point.head`. Reads only: safe while the writer
+/// appends after `point`.
+pub fn verify_prefix(data_dir: &Path, point: &ResumePoint) -> Result<(), LedgerError> {
+    let (mut last_seq, mut head) = (0, CHAIN_GENESIS);
+    for n in list_segments(data_dir)? {
+        if n > point.record.segment() || last_seq >= point.seq {
+            break;
+        }
+        let path = segment_path(data_dir, n);
+        let header = SegmentHeader::read(&path)?;
+        if header.first_seq != last_seq + 1 || header.prev_head != head {
+            return Err(corrupt(&path, 0, "the segment does not continue the chain"));
+        }
+        let scanned = Scan {
+            path: &path,
+            segment: n,
+            start: SEGMENT_HEADER_BYTES as u64,
+            last_seq,
+            head,
+            resume: false,
+            decode: |payload| Ok((payload_seq(payload).unwrap_or(0), Vec::new(), Vec::new())),
+            stop_after_seq: point.seq,
+        }
+        .run(&mut |_| Ok(()))?;
+        if let Some(tail) = &scanned.tail
+            && scanned.last_seq < point.seq
+        {
+            return Err(corrupt(&path, tail.offset, &tail.reason));
+        }
+        last_seq = scanned.last_seq;
+        head = scanned.head;
+    }
+    if last_seq != point.seq || head != point.head {
+        return Err(LedgerError::Corrupt(format!(
+            "the journal's chain reaches seq {last_seq} ({}) where the state was taken at seq {} ({}): a record \
+             before it is missing or was altered",
+            chain_hex(&head),
+            point.seq,
+            chain_hex(&point.head)
+        )));
+    }
+    Ok(())
+}
+
 /// Whether the journal of `data_dir` holds, at `point.record`, an intact record of sequence
 /// `point.seq` whose stored chain hash is `point.head` (a snapshot's or the index's resume
 /// point still describes this journal).
@@ -1122,6 +1173,7 @@ pub(crate) fn scan_legacy(
         head: CHAIN_GENESIS,
         resume: false,
         decode: decode_j2,
+        stop_after_seq: u64::MAX,
     }
     .run(each)?;
     Ok((scanned.last_seq, scanned.head, scanned.entries, scanned.tail))

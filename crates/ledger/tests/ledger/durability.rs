@@ -82,6 +82,23 @@ fn open_rebuilding(dir: &Path) -> Result<Ledger, LedgerError> {
     open_config(config)
 }
 
+/// Opens, then waits for the background check of the journal before the snapshot the start
+/// resumed from: damage anywhere in the journal is an error, found either by the start or by
+/// that check (which then stops all writes).
+async fn open_checked(dir: &Path) -> Result<Ledger, LedgerError> {
+    let ledger = open(dir)?;
+    match ledger.history_verified().await {
+        Ok(()) => Ok(ledger),
+        Err(error) => {
+            assert!(!ledger.is_healthy(), "a ledger with a broken history still takes writes");
+            let refused = ledger.create_accounts(Actor::system("tests"), vec![account(99, USD, false)]).await;
+            assert!(matches!(refused, Err(LedgerError::Unavailable(_))), "{refused:?}");
+            close(ledger, dir);
+            Err(error)
+        }
+    }
+}
+
 /// Drops the ledger and waits (bounded) until its writer released the sled index.
 fn close(ledger: Ledger, dir: &Path) {
     drop(ledger);
@@ -272,7 +289,7 @@ async fn flipped_byte_in_the_middle_is_corruption() {
 
     // In the payload of the second record.
     flip_byte(&journal, offsets[1] + RECORD_HEADER as u64 + 20);
-    assert!(matches!(open(dir.path()), Err(LedgerError::Corrupt(_))));
+    assert!(matches!(open_checked(dir.path()).await, Err(LedgerError::Corrupt(_))));
     assert!(matches!(open_rebuilding(dir.path()), Err(LedgerError::Corrupt(_))));
     // Nothing was cut off.
     assert_eq!(std::fs::read(&journal).unwrap().len(), pristine.len());
@@ -630,12 +647,11 @@ async fn edited_payload_with_a_recomputed_crc_breaks_the_hash_chain() {
     let pristine = std::fs::read(&journal).unwrap();
 
     // A record in the middle, and the last one (which must not pass for a torn tail).
-    type Opener = fn(&Path) -> Result<Ledger, LedgerError>;
-    let cases: [(usize, Opener); 2] = [(2, open), (offsets.len() - 1, open_rebuilding)];
-    for (index, reopen) in cases {
+    for (index, rebuild) in [(2, false), (offsets.len() - 1, true)] {
         let tampered = tamper_with_fixed_crc(&journal, offsets[index]);
         let seq = index + 1;
-        match reopen(dir.path()) {
+        let reopened = if rebuild { open_rebuilding(dir.path()) } else { open_checked(dir.path()).await };
+        match reopened {
             Err(LedgerError::Corrupt(message)) => {
                 let expected = format!("journal record seq {seq} at byte {} ", offsets[index]);
                 assert!(message.contains(&expected), "{message}");
@@ -685,6 +701,11 @@ async fn chain_head_survives_a_restart() {
 
     let ledger = open(dir.path()).unwrap();
     assert_eq!(ledger.chain_head(), head);
+    // The start resumed from the snapshot taken at the clean stop; the records before it were
+    // checked in the background and found whole.
+    assert_eq!(ledger.recovery().snapshot_seq, Some(6));
+    ledger.history_verified().await.unwrap();
+    assert!(ledger.is_healthy());
     let copy = copy_journal(dir.path(), &dir.path().join("copy")).unwrap();
     assert_eq!((copy.last_seq, copy.chain_head), head);
     // New records continue the chain from there.

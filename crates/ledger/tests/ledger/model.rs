@@ -349,7 +349,8 @@ struct State {
     /// Net Debit Caps by (participant, currency).
     caps: HashMap<(String, CurrencyCode), u64>,
     /// Each participant's profile as set: (currency, cap), sorted by currency.
-    profiles: HashMap<String, Vec<(CurrencyCode, u64)>>,
+    /// Per participant, what its profile sets: (currency, cap, settlement account).
+    profiles: HashMap<String, Vec<(CurrencyCode, u64, AccountId)>>,
     /// Settlement positions (what a participant owes: cross-participant obligations paid
     /// minus received, plus pending cross-participant debits). No window is ever settled here.
     positions: HashMap<(String, CurrencyCode), i128>,
@@ -687,18 +688,22 @@ impl Model {
         if profile.currencies.is_empty() {
             return (false, false);
         }
-        let caps: Vec<(CurrencyCode, u64)> =
-            profile.currencies.iter().map(|c| (c.currency, c.net_debit_cap_minor)).collect();
+        // A new settlement account with the same cap is a change too.
+        let settings: Vec<(CurrencyCode, u64, AccountId)> = profile
+            .currencies
+            .iter()
+            .map(|c| (c.currency, c.net_debit_cap_minor, c.settlement_account_id))
+            .collect();
         let key = profile.participant.clone();
-        if self.state.profiles.get(&key) == Some(&caps) {
+        if self.state.profiles.get(&key) == Some(&settings) {
             return (true, false);
         }
         self.tick(now);
         self.state.caps.retain(|(p, _), _| *p != key);
-        for (currency, cap) in &caps {
+        for (currency, cap, _) in &settings {
             self.state.caps.insert((key.clone(), *currency), *cap);
         }
-        self.state.profiles.insert(key, caps);
+        self.state.profiles.insert(key, settings);
         (true, true)
     }
 
