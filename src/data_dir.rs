@@ -23,7 +23,9 @@ const GROUP_OTHER_BITS: u32 = 0o077;
 /// Paths named one by one in the warning; the rest are counted.
 const PATHS_LOGGED_MAX: usize = 20;
 /// The journal's file name: its presence makes a directory a Puente data directory.
-const JOURNAL_FILE: &str = "journal.log";
+/// What makes a directory Puente's: its journal (segments, or the single file of earlier
+/// versions, or that file kept after its migration).
+const JOURNAL_PATHS: [&str; 3] = ["journal", "journal.log", "journal.j2.log"];
 
 /// From now on, files and directories this process creates get no group or other permission
 /// bits (umask 077), whatever the umask it inherited.
@@ -76,7 +78,7 @@ pub fn make_private(dir: &Path) -> Result<Tightened, CliError> {
     let mut tightened = Tightened::default();
     tighten(dir, &mut tightened);
     let entries = std::fs::read_dir(dir).map_err(|e| error("cannot list it", e))?;
-    let puente_dir = dir.join(JOURNAL_FILE).exists();
+    let puente_dir = JOURNAL_PATHS.iter().any(|p| dir.join(p).exists());
     for entry in entries {
         let path = entry.map_err(|e| error("cannot list it", e))?.path();
         if puente_dir {
@@ -198,7 +200,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("data");
         std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join(JOURNAL_FILE), b"x").unwrap();
+        std::fs::write(dir.join(JOURNAL_PATHS[1]), b"x").unwrap();
         std::fs::create_dir(dir.join("index")).unwrap();
         std::fs::write(dir.join("index/db"), b"x").unwrap();
         let outside = root.path().join("outside");
@@ -206,7 +208,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
         for (path, mode) in [
             (&dir, 0o755),
-            (&dir.join(JOURNAL_FILE), 0o644),
+            (&dir.join(JOURNAL_PATHS[1]), 0o644),
             (&dir.join("index"), 0o775),
             (&dir.join("index/db"), 0o666),
             (&outside, 0o644),
@@ -216,7 +218,7 @@ mod tests {
         let tightened = make_private(&dir).unwrap();
         assert_eq!(tightened.changed.len(), 4, "{tightened:?}");
         assert_eq!((mode_of(&dir), mode_of(&dir.join("index"))), (0o700, 0o700));
-        assert_eq!((mode_of(&dir.join(JOURNAL_FILE)), mode_of(&dir.join("index/db"))), (0o600, 0o600));
+        assert_eq!((mode_of(&dir.join(JOURNAL_PATHS[1])), mode_of(&dir.join("index/db"))), (0o600, 0o600));
         assert_eq!(mode_of(&outside), 0o644, "the link's target is not touched");
         assert!(tightened.left.iter().any(|(p, r)| p.ends_with("link") && r.contains("symbolic link")));
         // Idempotent.

@@ -546,7 +546,10 @@ async fn in_process(args: &BenchmarkArgs) -> Result<Report, CliError> {
         bytes_on_disk,
         bytes_apparent,
     };
+    // The writer's final snapshot goes into the directory: wait for it before removing it.
+    let stopped = ledger.stopped();
     drop(ledger);
+    stopped.await;
     drop(data);
     Ok(Report {
         mode: "in_process",

@@ -489,9 +489,9 @@ async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         resolved.fx.signing_keys = Some(std::sync::Arc::new(keyring));
     }
     let ledger = puente_ledger::LedgerConfig {
-        data_dir: resolved.data_dir.clone(),
         currencies: resolved.currencies,
         rebuild_index: args.rebuild_index,
+        ..puente_ledger::LedgerConfig::new(resolved.data_dir.clone())
     };
     let pii_key_file = args.pii_key_file.or(file_pii_key_file);
     let pii_keyring = match (pii_key_file, std::env::var("PUENTE_PII_KEY").ok()) {

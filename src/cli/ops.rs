@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Subcommand;
 use puente_client::{Client, ClientError, pb};
-use puente_ledger::journal::{Journal, chain_hex, copy_intact_prefix};
+use puente_ledger::journal::{self, chain_hex};
 use puente_ledger::{Ledger, LedgerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -30,8 +30,12 @@ const STATUS_TIMEOUT_MS: u64 = 5_000;
 /// one per currency).
 const STATUS_WINDOW_PAGE: i32 = 100;
 const STATUS_WINDOWS_MAX: usize = 1_000;
-/// Backup format written in (and required of) `MANIFEST.json`.
-const BACKUP_FORMAT: &str = "puente-backup/1";
+/// Backup format written in `MANIFEST.json`: the journal's segments, as in a data directory.
+const BACKUP_FORMAT: &str = "puente-backup/2";
+/// The format of earlier versions (one `PUENTEJ2` file), still verified and restored.
+const BACKUP_FORMAT_V1: &str = "puente-backup/1";
+/// The directory of journal segments, in a data directory and in a backup.
+const SEGMENTS_DIR: &str = "journal";
 const MANIFEST_FILE: &str = "MANIFEST.json";
 /// Files that backups made by earlier versions may list beside the journal: the FX
 /// quote-signing key those versions kept in the data directory. Such a file is still checked
@@ -397,17 +401,25 @@ struct Manifest {
     puente_version: String,
     created_at: String,
     source_data_dir: String,
+    /// `puente-backup/1`: the `PUENTEJ2` journal file (`journal.log`). `puente-backup/2`: the
+    /// directory of `PUENTEJ3` segments (`journal`), listed in `journal_segments`.
     journal_file: String,
     journal_entries: u64,
     journal_last_seq: u64,
     journal_bytes: u64,
+    /// SHA-256 of the journal's bytes: of the file (format 1), of the segments read in order
+    /// (format 2).
     journal_sha256: String,
     /// Hash of the journal's last record (its SHA-256 chain head, hex), checked along the
     /// whole chain when the copy was made. Empty in backups made before it was recorded.
     #[serde(default)]
     journal_chain_head: String,
-    /// Files copied verbatim beside the journal: none since keys left the data directory
-    /// (see [`LEGACY_BACKUP_FILES`]).
+    /// Format 2: every segment (`journal/NNNNNNNN.log`), in order, with its size and SHA-256.
+    #[serde(default)]
+    journal_segments: Vec<ManifestFile>,
+    /// Other files: format 1 may list an FX signing key (see [`LEGACY_BACKUP_FILES`]), never
+    /// restored; format 2 the `PUENTEJ2` journal a store was migrated from (`journal.j2.log`,
+    /// kept so heads recorded before the migration can still be checked).
     #[serde(default)]
     files: Vec<ManifestFile>,
 }
@@ -421,12 +433,16 @@ struct ManifestFile {
 
 fn backup(args: BackupArgs, out: &Output) -> Result<(), CliError> {
     let started = Instant::now();
-    let source = Journal::path(&args.data_dir);
-    if !source.is_file() {
-        return Err(CliError::Ops(format!(
-            "no journal at {}: is --data-dir a Puente data directory?",
-            source.display()
-        )));
+    let segments = journal::list_segments(&args.data_dir)
+        .map_err(|e| CliError::Ops(format!("cannot read the journal of {}: {e}", args.data_dir.display())))?;
+    if segments.is_empty() {
+        let hint = if journal::legacy_path(&args.data_dir).is_file() {
+            "it holds a journal of an earlier version (PUENTEJ2): start `puente serve` on it once (it \
+             migrates the journal), or back it up with the version that wrote it"
+        } else {
+            "is --data-dir a Puente data directory?"
+        };
+        return Err(CliError::Ops(format!("no journal in {}: {hint}", args.data_dir.display())));
     }
     if args.out.exists() {
         return Err(CliError::Ops(format!(
@@ -438,7 +454,7 @@ fn backup(args: BackupArgs, out: &Output) -> Result<(), CliError> {
     let parent = parent_dir(&args.out);
     let partial = parent.join(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
     create_private_dir(&partial)?;
-    let result = write_backup(&args.data_dir, &source, &partial, &args.out, &parent);
+    let result = write_backup(&args.data_dir, &partial, &args.out, &parent);
     let manifest = match result {
         Ok(manifest) => manifest,
         Err(error) => {
@@ -451,17 +467,19 @@ fn backup(args: BackupArgs, out: &Output) -> Result<(), CliError> {
         "journal_entries": manifest.journal_entries,
         "journal_last_seq": manifest.journal_last_seq,
         "journal_bytes": manifest.journal_bytes,
+        "journal_segments": manifest.journal_segments.len(),
         "journal_sha256": manifest.journal_sha256,
         "journal_chain_head": manifest.journal_chain_head,
         "elapsed_ms": started.elapsed().as_millis() as u64,
     });
     out.print(value, || {
         format!(
-            "backup {}: {} journal entries (through sequence {}), {}, sha256 {}\n  \
+            "backup {}: {} journal entries (through sequence {}) in {} segment(s), {}, sha256 {}\n  \
              chain head: seq {} {}\n",
             args.out.display(),
             manifest.journal_entries,
             manifest.journal_last_seq,
+            manifest.journal_segments.len(),
             human_bytes(manifest.journal_bytes),
             manifest.journal_sha256,
             manifest.journal_last_seq,
@@ -471,17 +489,10 @@ fn backup(args: BackupArgs, out: &Output) -> Result<(), CliError> {
     Ok(())
 }
 
-fn write_backup(
-    data_dir: &Path,
-    source: &Path,
-    partial: &Path,
-    out: &Path,
-    parent: &Path,
-) -> Result<Manifest, CliError> {
-    let journal = partial.join("journal.log");
-    let copy = copy_intact_prefix(source, &journal)
+fn write_backup(data_dir: &Path, partial: &Path, out: &Path, parent: &Path) -> Result<Manifest, CliError> {
+    let copy = journal::copy_journal(data_dir, partial)
         .map_err(|e| CliError::Ops(format!("cannot back up {}: {e}", data_dir.display())))?;
-    if copy.tail_kind == Some(puente_ledger::journal::TailKind::Damaged) {
+    if copy.tail_kind == Some(journal::TailKind::Damaged) {
         // The copy holds every intact record; the damaged one is the source's problem, and the
         // operator must hear of it now, not at the next start.
         eprintln!(
@@ -494,6 +505,21 @@ fn write_backup(
             data_dir.display()
         );
     }
+    let (journal_segments, journal_sha256) = hash_segments(partial, &copy.segments)?;
+    let mut files = Vec::new();
+    let archived = journal::archived_legacy_path(data_dir);
+    if archived.is_file() {
+        let name = file_name(&archived);
+        let target = partial.join(&name);
+        std::fs::copy(&archived, &target)
+            .map_err(ops_error(format!("cannot copy {}", archived.display())))?;
+        std::fs::File::open(&target)
+            .and_then(|f| f.sync_all())
+            .map_err(ops_error(format!("cannot sync {}", target.display())))?;
+        let bytes =
+            std::fs::metadata(&target).map_err(ops_error(format!("cannot read {}", target.display())))?.len();
+        files.push(ManifestFile { name, bytes, sha256: sha256_file(&target)? });
+    }
     let manifest = Manifest {
         format: BACKUP_FORMAT.to_owned(),
         puente_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -502,13 +528,14 @@ fn write_backup(
             .unwrap_or_else(|_| data_dir.to_owned())
             .display()
             .to_string(),
-        journal_file: "journal.log".to_owned(),
+        journal_file: SEGMENTS_DIR.to_owned(),
         journal_entries: copy.entries,
         journal_last_seq: copy.last_seq,
         journal_bytes: copy.bytes,
-        journal_sha256: sha256_file(&journal)?,
+        journal_sha256,
         journal_chain_head: chain_hex(&copy.chain_head),
-        files: Vec::new(),
+        journal_segments,
+        files,
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Ops(e.to_string()))?;
     write_synced(&partial.join(MANIFEST_FILE), text.as_bytes())?;
@@ -516,6 +543,24 @@ fn write_backup(
     std::fs::rename(partial, out).map_err(ops_error(format!("cannot rename into {}", out.display())))?;
     sync_dir(parent)?;
     Ok(manifest)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Each segment of the journal in `dir` (numbers `segments`): name, size and SHA-256, and the
+/// SHA-256 of all of them read in order.
+fn hash_segments(dir: &Path, segments: &[u32]) -> Result<(Vec<ManifestFile>, String), CliError> {
+    let mut all = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut files = Vec::with_capacity(segments.len());
+    for &n in segments {
+        let path = journal::segment_path(dir, n);
+        let (bytes, sha256) = sha256_of(&path, Some(&mut all))?;
+        let name = format!("{SEGMENTS_DIR}/{}", file_name(&path));
+        files.push(ManifestFile { name, bytes, sha256 });
+    }
+    Ok((files, hex(all.finish().as_ref())))
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), CliError> {
@@ -548,22 +593,46 @@ fn sync_dir(dir: &Path) -> Result<(), CliError> {
         .map_err(ops_error(format!("cannot sync directory {}", dir.display())))
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn sha256_file(path: &Path) -> Result<String, CliError> {
+    Ok(sha256_of(path, None)?.1)
+}
+
+/// The length and SHA-256 of the file at `path`, also fed to `also` when given.
+fn sha256_of(path: &Path, mut also: Option<&mut ring::digest::Context>) -> Result<(u64, String), CliError> {
     let mut file = std::fs::File::open(path).map_err(ops_error(format!("cannot read {}", path.display())))?;
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buffer = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
     loop {
         let n = file.read(&mut buffer).map_err(ops_error(format!("cannot read {}", path.display())))?;
         if n == 0 {
             break;
         }
+        bytes += n as u64;
         context.update(&buffer[..n]);
+        if let Some(all) = also.as_deref_mut() {
+            all.update(&buffer[..n]);
+        }
     }
-    Ok(context.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    Ok((bytes, hex(context.finish().as_ref())))
 }
 
-/// Reads a backup's manifest and checks its journal's size and checksum against it.
-fn check_backup(dir: &Path) -> Result<(Manifest, PathBuf), CliError> {
+/// Where a checked backup's journal is.
+enum BackupJournal {
+    /// Format 1: one `PUENTEJ2` file.
+    Legacy(PathBuf),
+    /// Format 2: the backup directory is laid out like a data directory (`journal/`, and
+    /// perhaps `journal.j2.log`).
+    Segments(PathBuf),
+}
+
+/// Reads a backup's manifest and checks every file it lists (size and SHA-256) and that the
+/// journal holds nothing it does not list.
+fn check_backup(dir: &Path) -> Result<(Manifest, BackupJournal), CliError> {
     let damaged = |reason: String| CliError::Ops(format!("backup {} is damaged: {reason}", dir.display()));
     let manifest_path = dir.join(MANIFEST_FILE);
     let size = std::fs::metadata(&manifest_path)
@@ -578,45 +647,118 @@ fn check_backup(dir: &Path) -> Result<(Manifest, PathBuf), CliError> {
         std::fs::read_to_string(&manifest_path).map_err(|e| damaged(format!("{MANIFEST_FILE}: {e}")))?;
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| damaged(format!("{MANIFEST_FILE}: {e}")))?;
-    if manifest.format != BACKUP_FORMAT {
-        return Err(CliError::Ops(format!(
-            "backup {} has format {:?}; this puente reads {BACKUP_FORMAT:?}",
-            dir.display(),
-            manifest.format
-        )));
-    }
-    if manifest.journal_file.contains('/') || manifest.journal_file.contains("..") {
-        return Err(damaged(format!("bad journal file name {:?}", manifest.journal_file)));
-    }
-    let journal = dir.join(&manifest.journal_file);
-    let bytes =
-        std::fs::metadata(&journal).map_err(|e| damaged(format!("{}: {e}", manifest.journal_file)))?.len();
-    if bytes != manifest.journal_bytes {
-        return Err(damaged(format!(
-            "{} has {bytes} bytes, the manifest says {}",
-            manifest.journal_file, manifest.journal_bytes
-        )));
-    }
-    let sha256 = sha256_file(&journal)?;
-    if sha256 != manifest.journal_sha256 {
-        return Err(damaged(format!(
-            "{} has SHA-256 {sha256}, the manifest says {} (checksum mismatch)",
-            manifest.journal_file, manifest.journal_sha256
-        )));
-    }
-    for file in &manifest.files {
-        if !LEGACY_BACKUP_FILES.contains(&file.name.as_str()) {
-            return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
+    let check_file = |file: &ManifestFile, also: Option<&mut ring::digest::Context>| {
+        let path = dir.join(&file.name);
+        let bytes = std::fs::metadata(&path).map_err(|e| damaged(format!("{}: {e}", file.name)))?.len();
+        if bytes != file.bytes {
+            return Err(damaged(format!(
+                "{} has {bytes} bytes, the manifest says {}",
+                file.name, file.bytes
+            )));
         }
-        let sha256 = sha256_file(&dir.join(&file.name))?;
+        let (_, sha256) = sha256_of(&path, also)?;
         if sha256 != file.sha256 {
             return Err(damaged(format!(
                 "{} has SHA-256 {sha256}, the manifest says {} (checksum mismatch)",
                 file.name, file.sha256
             )));
         }
-    }
+        Ok(())
+    };
+    let journal = match manifest.format.as_str() {
+        BACKUP_FORMAT_V1 => {
+            if manifest.journal_file != journal::legacy_path(Path::new("")).display().to_string() {
+                return Err(damaged(format!("bad journal file name {:?}", manifest.journal_file)));
+            }
+            let file = ManifestFile {
+                name: manifest.journal_file.clone(),
+                bytes: manifest.journal_bytes,
+                sha256: manifest.journal_sha256.clone(),
+            };
+            check_file(&file, None)?;
+            for file in &manifest.files {
+                if !LEGACY_BACKUP_FILES.contains(&file.name.as_str()) {
+                    return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
+                }
+                check_file(file, None)?;
+            }
+            BackupJournal::Legacy(dir.join(&manifest.journal_file))
+        }
+        BACKUP_FORMAT => {
+            let on_disk = journal::list_segments(dir).map_err(|e| damaged(format!("{SEGMENTS_DIR}: {e}")))?;
+            let listed: Vec<String> = manifest.journal_segments.iter().map(|f| f.name.clone()).collect();
+            let present: Vec<String> = on_disk
+                .iter()
+                .map(|&n| format!("{SEGMENTS_DIR}/{}", file_name(&journal::segment_path(dir, n))))
+                .collect();
+            if listed != present || listed.is_empty() {
+                return Err(damaged(format!(
+                    "the manifest lists the segments {listed:?}, the backup holds {present:?}"
+                )));
+            }
+            let mut all = ring::digest::Context::new(&ring::digest::SHA256);
+            let mut bytes = 0;
+            for file in &manifest.journal_segments {
+                check_file(file, Some(&mut all))?;
+                bytes += file.bytes;
+            }
+            let sha256 = hex(all.finish().as_ref());
+            if bytes != manifest.journal_bytes || sha256 != manifest.journal_sha256 {
+                return Err(damaged(format!(
+                    "the segments hold {bytes} bytes with SHA-256 {sha256}, the manifest says {} bytes, {} \
+                     (checksum mismatch)",
+                    manifest.journal_bytes, manifest.journal_sha256
+                )));
+            }
+            let archive = file_name(&journal::archived_legacy_path(dir));
+            for file in &manifest.files {
+                if file.name != archive {
+                    return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
+                }
+                check_file(file, None)?;
+            }
+            BackupJournal::Segments(dir.to_owned())
+        }
+        other => {
+            return Err(CliError::Ops(format!(
+                "backup {} has format {other:?}; this puente reads {BACKUP_FORMAT:?} and {BACKUP_FORMAT_V1:?}",
+                dir.display()
+            )));
+        }
+    };
     Ok((manifest, journal))
+}
+
+/// Copies, byte for byte, every journal file of the data directory (or format-2 backup)
+/// `src` into the data directory `dst`: segments, a `PUENTEJ2` journal not yet migrated, the
+/// archive of one that was. Nothing is checked or cut here: the ledger's open does that, on
+/// the copy. Returns the bytes copied.
+fn copy_journal_files(src: &Path, dst: &Path) -> Result<u64, CliError> {
+    let mut bytes = 0;
+    let segments = journal::list_segments(src)
+        .map_err(|e| CliError::Ops(format!("cannot read the journal of {}: {e}", src.display())))?;
+    if !segments.is_empty() {
+        let dir = journal::segments_dir(dst);
+        std::fs::create_dir_all(&dir).map_err(ops_error(format!("cannot create {}", dir.display())))?;
+    }
+    let mut files: Vec<(PathBuf, PathBuf)> =
+        segments.iter().map(|&n| (journal::segment_path(src, n), journal::segment_path(dst, n))).collect();
+    for path in [journal::legacy_path, journal::archived_legacy_path] {
+        if path(src).is_file() {
+            files.push((path(src), path(dst)));
+        }
+    }
+    for (from, to) in files {
+        bytes += std::fs::copy(&from, &to).map_err(ops_error(format!(
+            "cannot copy {} to {}",
+            from.display(),
+            to.display()
+        )))?;
+        std::fs::File::open(&to)
+            .and_then(|f| f.sync_all())
+            .map_err(ops_error(format!("cannot sync {}", to.display())))?;
+    }
+    Ok(bytes)
 }
 
 // ---- verify and restore ---------------------------------------------------------------------
@@ -654,7 +796,7 @@ struct Replay {
     entries: u64,
     truncated_tail_bytes: u64,
     /// What was wrong with the end of the journal, if anything.
-    tail: Option<puente_ledger::journal::TailCut>,
+    tail: Option<journal::TailCut>,
     /// The journal's chain head after replay: sequence and hash (hex) of its last record.
     chain_head_seq: u64,
     chain_head: String,
@@ -665,68 +807,79 @@ struct Replay {
     elapsed_ms: u64,
 }
 
-/// Copies `journal` into a scratch directory and opens a ledger there: the same recovery the
-/// server runs (every record's checksum and sequence, replay through the engine, every
-/// invariant), then counts what it holds. `journal` itself is only read.
+/// Copies the journal files of `source` (a data directory or a backup) into a scratch
+/// directory and opens a ledger there, from the journal alone (no snapshot, no index): the
+/// same recovery the server runs (every record's checksum, sequence and chain link, replay
+/// through the engine, every invariant), then counts what it holds. `source` is only read.
 async fn replay(
-    journal: &Path,
+    source: &BackupJournal,
     currencies: puente_money::CurrencyTable,
     what: &str,
 ) -> Result<Replay, CliError> {
     let scratch = Scratch::new()?;
-    std::fs::copy(journal, Journal::path(&scratch.0)).map_err(ops_error(format!(
-        "cannot copy {} to {}",
-        journal.display(),
-        scratch.0.display()
-    )))?;
+    match source {
+        BackupJournal::Legacy(file) => {
+            std::fs::copy(file, journal::legacy_path(&scratch.0)).map_err(ops_error(format!(
+                "cannot copy {} to {}",
+                file.display(),
+                scratch.0.display()
+            )))?;
+        }
+        BackupJournal::Segments(dir) => {
+            copy_journal_files(dir, &scratch.0)?;
+        }
+    }
     let dir = scratch.0.clone();
-    let what = what.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let ledger = Ledger::open(LedgerConfig { data_dir: dir, currencies, rebuild_index: true })
-            .map_err(|e| CliError::Ops(format!("{what} is NOT whole: {e}")))?;
-        let recovery = ledger.recovery().clone();
-        let (chain_head_seq, chain_head) = ledger.chain_head();
-        let mut posted_minor = BTreeMap::new();
-        let mut accounts = 0u64;
-        let mut after = 0;
-        loop {
-            let page = ledger
-                .list_accounts(None, after, VERIFY_PAGE_ROWS)
-                .map_err(|e| CliError::Ops(format!("{what}: reading accounts: {e}")))?;
-            let Some(last) = page.last() else { break };
-            after = last.id;
-            for account in &page {
-                accounts += 1;
-                *posted_minor.entry(account.currency.to_string()).or_insert(0u128) +=
-                    account.debits_posted_minor;
-            }
-        }
-        let mut transfers = 0u64;
-        let mut after_ns = 0;
-        loop {
-            let page = ledger
-                .transfers_after(after_ns, VERIFY_PAGE_ROWS)
-                .map_err(|e| CliError::Ops(format!("{what}: reading transfers: {e}")))?;
-            let Some(last) = page.last() else { break };
-            after_ns = last.timestamp_ns;
-            transfers += page.len() as u64;
-        }
-        drop(ledger);
-        drop(scratch);
-        Ok(Replay {
-            entries: recovery.journal_entries,
-            truncated_tail_bytes: recovery.truncated_tail_bytes,
-            tail: recovery.tail.clone(),
-            chain_head_seq,
-            chain_head: chain_hex(&chain_head),
-            accounts,
-            transfers,
-            posted_minor,
-            elapsed_ms: recovery.elapsed_ms,
-        })
+    let opening = what.to_owned();
+    let ledger = tokio::task::spawn_blocking(move || {
+        Ledger::open(LedgerConfig { currencies, rebuild_index: true, ..LedgerConfig::new(dir) })
+            .map_err(|e| CliError::Ops(format!("{opening} is NOT whole: {e}")))
     })
     .await
-    .map_err(|e| CliError::Ops(format!("verify task failed: {e}")))?
+    .map_err(|e| CliError::Ops(format!("verify task failed: {e}")))??;
+    let recovery = ledger.recovery().clone();
+    let (chain_head_seq, chain_head) = ledger.chain_head();
+    let mut posted_minor = BTreeMap::new();
+    let mut accounts = 0u64;
+    let mut after = 0;
+    loop {
+        let page = ledger
+            .list_accounts(None, after, VERIFY_PAGE_ROWS)
+            .map_err(|e| CliError::Ops(format!("{what}: reading accounts: {e}")))?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for account in &page {
+            accounts += 1;
+            *posted_minor.entry(account.currency.to_string()).or_insert(0u128) += account.debits_posted_minor;
+        }
+    }
+    let mut transfers = 0u64;
+    let mut after_ns = 0;
+    loop {
+        let page = ledger
+            .transfers_after(after_ns, VERIFY_PAGE_ROWS)
+            .await
+            .map_err(|e| CliError::Ops(format!("{what}: reading transfers: {e}")))?;
+        let Some(last) = page.last() else { break };
+        after_ns = last.timestamp_ns;
+        transfers += page.len() as u64;
+    }
+    // The writer's final snapshot goes into the scratch directory: wait for it first.
+    let stopped = ledger.stopped();
+    drop(ledger);
+    stopped.await;
+    drop(scratch);
+    Ok(Replay {
+        entries: recovery.journal_entries,
+        truncated_tail_bytes: recovery.truncated_tail_bytes,
+        tail: recovery.tail.clone(),
+        chain_head_seq,
+        chain_head: chain_hex(&chain_head),
+        accounts,
+        transfers,
+        posted_minor,
+        elapsed_ms: recovery.elapsed_ms,
+    })
 }
 
 fn replay_json(what: &str, replay: &Replay) -> Value {
@@ -776,7 +929,7 @@ fn replay_text(what: &str, replay: &Replay) -> String {
 /// an acknowledged write: that is not "whole", whatever the rest says.
 fn check_tail(what: &str, replay: &Replay) -> Result<(), CliError> {
     match &replay.tail {
-        Some(tail) if tail.kind == puente_ledger::journal::TailKind::Damaged => Err(CliError::Ops(format!(
+        Some(tail) if tail.kind == journal::TailKind::Damaged => Err(CliError::Ops(format!(
             "{what} is NOT whole: it ends in {tail}. Every record before it replays and every \
              invariant holds ({} journal entries, chain head seq {} {}).",
             replay.entries, replay.chain_head_seq, replay.chain_head
@@ -805,31 +958,32 @@ fn check_replay_against_manifest(what: &str, manifest: &Manifest, replay: &Repla
 
 async fn verify(args: VerifyArgs, out: &Output) -> Result<(), CliError> {
     let currencies = currencies(&args.config)?;
-    let (what, journal, manifest) = match &args.backup {
+    let (what, source, manifest) = match &args.backup {
         Some(dir) => {
             let (manifest, journal) = check_backup(dir)?;
             (format!("backup {}", dir.display()), journal, Some(manifest))
         }
         None => {
             let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_DATA_DIR));
-            let journal = Journal::path(&dir);
-            if !journal.is_file() {
+            let has_journal = journal::list_segments(&dir).is_ok_and(|s| !s.is_empty())
+                || journal::legacy_path(&dir).is_file();
+            if !has_journal {
                 return Err(CliError::Ops(format!(
-                    "no journal at {}: is it a Puente data directory?",
-                    journal.display()
+                    "no journal in {}: is it a Puente data directory?",
+                    dir.display()
                 )));
             }
-            (format!("store {}", dir.display()), journal, None)
+            (format!("store {}", dir.display()), BackupJournal::Segments(dir), None)
         }
     };
     let expected = args.expect_head.as_deref().map(parse_head).transpose()?;
-    let replay = replay(&journal, currencies, &what).await?;
+    let replay = replay(&source, currencies, &what).await?;
     check_tail(&what, &replay)?;
     if let Some(manifest) = &manifest {
         check_replay_against_manifest(&what, manifest, &replay)?;
     }
     if let Some((seq, hash)) = &expected {
-        check_expected_head(&what, &journal, &replay, *seq, hash)?;
+        check_expected_head(&what, &source, &replay, *seq, hash)?;
     }
     let mut value = replay_json(&what, &replay);
     if let Some((seq, hash)) = &expected {
@@ -858,10 +1012,12 @@ fn parse_head(text: &str) -> Result<(u64, String), CliError> {
     Ok((seq, hash))
 }
 
-/// The verified journal still holds record `seq` with the recorded chain hash.
+/// The verified journal still holds record `seq` with the recorded chain hash: the hash it has
+/// now, or, for a record from before a migration, the one it had in the `PUENTEJ2` journal
+/// (kept as `journal.j2.log`).
 fn check_expected_head(
     what: &str,
-    journal: &Path,
+    source: &BackupJournal,
     replay: &Replay,
     seq: u64,
     hash: &str,
@@ -876,13 +1032,24 @@ fn check_expected_head(
     if seq == 0 {
         return Ok(());
     }
-    let stored = puente_ledger::journal::chain_hash_at(journal, seq)
-        .map_err(|e| CliError::Ops(format!("{what}: reading record {seq}: {e}")))?;
-    match stored.map(|h| puente_ledger::journal::chain_hex(&h)) {
-        Some(actual) if actual == hash => Ok(()),
+    let reading = |e: puente_ledger::LedgerError| CliError::Ops(format!("{what}: reading record {seq}: {e}"));
+    let (stored, archived) = match source {
+        BackupJournal::Legacy(file) => (journal::legacy::stored_hash_at(file, seq).map_err(reading)?, None),
+        BackupJournal::Segments(dir) => (
+            journal::chain_hash_at(dir, seq).map_err(reading)?,
+            journal::archived_chain_hash_at(dir, seq).map_err(reading)?,
+        ),
+    };
+    let stored = stored.map(|h| chain_hex(&h));
+    let archived = archived.map(|h| chain_hex(&h));
+    if stored.as_deref() == Some(hash) || archived.as_deref() == Some(hash) {
+        return Ok(());
+    }
+    match stored {
         Some(actual) => Err(CliError::Ops(format!(
-            "{what} does NOT match the recorded head: record {seq} has chain hash {actual}, the recorded \
-             head says {hash} (the journal was rewritten up to or before record {seq})"
+            "{what} does NOT match the recorded head: record {seq} has chain hash {actual}{}, the recorded \
+             head says {hash} (the journal was rewritten up to or before record {seq})",
+            archived.map(|a| format!(" (before the migration to PUENTEJ3: {a})")).unwrap_or_default()
         ))),
         None => Err(CliError::Ops(format!("{what} has no record {seq}"))),
     }
@@ -890,7 +1057,7 @@ fn check_expected_head(
 
 async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
     let currencies = currencies(&args.config)?;
-    let (manifest, journal) = check_backup(&args.from)?;
+    let (manifest, source) = check_backup(&args.from)?;
     let target = &args.data_dir;
     if target.exists() {
         let mut entries =
@@ -904,28 +1071,45 @@ async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
     }
     // Prove the backup whole before anything is written.
     let what = format!("backup {}", args.from.display());
-    let replay = replay(&journal, currencies, &what).await?;
+    let replay = replay(&source, currencies, &what).await?;
     check_tail(&what, &replay)?;
     check_replay_against_manifest(&what, &manifest, &replay)?;
-    std::fs::create_dir_all(target).map_err(ops_error(format!("cannot create {}", target.display())))?;
-    let installed = Journal::path(target);
-    let partial = target.join("journal.log.partial");
+    // Installed under a partial name, then renamed: a directory that is a data directory holds
+    // a whole journal.
+    let partial = parent_dir(target).join(format!(
+        ".{}.restore-{}",
+        target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        std::process::id()
+    ));
     let install = || -> Result<(), CliError> {
-        std::fs::copy(&journal, &partial)
-            .map_err(ops_error(format!("cannot copy into {}", partial.display())))?;
-        std::fs::File::open(&partial)
-            .and_then(|f| f.sync_all())
-            .map_err(ops_error(format!("cannot sync {}", partial.display())))?;
-        std::fs::rename(&partial, &installed)
-            .map_err(ops_error(format!("cannot rename {}", partial.display())))?;
+        create_private_dir(&partial)?;
+        match &source {
+            BackupJournal::Legacy(file) => {
+                let installed = journal::legacy_path(&partial);
+                std::fs::copy(file, &installed)
+                    .map_err(ops_error(format!("cannot copy into {}", installed.display())))?;
+                std::fs::File::open(&installed)
+                    .and_then(|f| f.sync_all())
+                    .map_err(ops_error(format!("cannot sync {}", installed.display())))?;
+            }
+            BackupJournal::Segments(dir) => {
+                copy_journal_files(dir, &partial)?;
+                sync_dir(&journal::segments_dir(&partial))?;
+            }
+        }
         // fs::copy copied the backup's mode: the store is owner-only whatever it was.
-        crate::data_dir::make_private(target)?;
-        sync_dir(target)?;
+        crate::data_dir::make_private(&partial)?;
+        sync_dir(&partial)?;
+        if target.exists() {
+            // Checked empty above.
+            std::fs::remove_dir(target).map_err(ops_error(format!("cannot replace {}", target.display())))?;
+        }
+        std::fs::rename(&partial, target)
+            .map_err(ops_error(format!("cannot rename into {}", target.display())))?;
         sync_dir(&parent_dir(target))
     };
     if let Err(error) = install() {
-        let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_file(&installed);
+        let _ = std::fs::remove_dir_all(&partial);
         return Err(error);
     }
     let value = json!({

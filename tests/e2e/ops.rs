@@ -10,7 +10,9 @@ use std::time::Duration;
 use puente_client::{NewTransfer, new_id, pb};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Server, accounts, all_accounts, eventually, minor, temp_dir};
+use crate::support::{
+    SEGMENT_HEADER_BYTES, Server, accounts, all_accounts, eventually, journal_segment, minor, temp_dir,
+};
 
 /// A loopback port free right now (the server binds it a moment later).
 fn free_port() -> u16 {
@@ -308,7 +310,7 @@ async fn backup_while_writing_restores_every_acknowledged_transfer() {
     let mut names: Vec<String> =
         std::fs::read_dir(&backup).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["MANIFEST.json", "journal.log"]);
+    assert_eq!(names, ["MANIFEST.json", "journal"]);
     let (ok, _, stderr) =
         puente(&["restore", "--from", &text(&backup), "--data-dir", &text(&restored)]).await;
     assert!(!ok && stderr.contains("not empty"), "{stderr}");
@@ -372,12 +374,12 @@ async fn a_damaged_backup_fails_verify_and_restore_with_the_reason() {
             .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
             .collect()
     };
-    let journal_before = std::fs::read(data.join("journal.log")).unwrap();
+    let journal_before = std::fs::read(journal_segment(&data)).unwrap();
     let files_before = listing(&data);
     let (ok, stdout, stderr) = puente(&["verify", "--data-dir", &text(&data)]).await;
     assert!(ok, "{stderr}");
     assert!(stdout.contains(" accounts, 20 transfers;"), "{stdout}");
-    assert_eq!(std::fs::read(data.join("journal.log")).unwrap(), journal_before);
+    assert_eq!(std::fs::read(journal_segment(&data)).unwrap(), journal_before);
     assert_eq!(listing(&data), files_before);
 
     // A head recorded outside the store: it matches now; a rewritten journal does not.
@@ -400,7 +402,7 @@ async fn a_damaged_backup_fails_verify_and_restore_with_the_reason() {
     let backup = dir.path().join("backup");
     let (ok, _, stderr) = puente(&["backup", "--data-dir", &text(&data), "--out", &text(&backup)]).await;
     assert!(ok, "{stderr}");
-    let journal = backup.join("journal.log");
+    let journal = journal_segment(&backup);
     let mut bytes = std::fs::read(&journal).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x5a;
@@ -412,21 +414,21 @@ async fn a_damaged_backup_fails_verify_and_restore_with_the_reason() {
     let target = dir.path().join("restored");
     let (ok, _, stderr) = puente(&["restore", "--from", &text(&backup), "--data-dir", &text(&target)]).await;
     assert!(!ok && stderr.contains("is damaged"), "{stderr}");
-    assert!(!target.join("journal.log").exists());
+    assert!(!target.exists());
 
     // The same damage in a store's journal: recovery's own check names it.
     let store = dir.path().join("damaged-store");
-    std::fs::create_dir(&store).unwrap();
-    std::fs::copy(&journal, store.join("journal.log")).unwrap();
+    std::fs::create_dir_all(store.join("journal")).unwrap();
+    std::fs::copy(&journal, journal_segment(&store)).unwrap();
     let (ok, _, stderr) = puente(&["verify", "--data-dir", &text(&store)]).await;
     assert!(!ok);
     assert!(stderr.contains("is NOT whole") && stderr.contains("corrupt"), "{stderr}");
 }
 
-/// The offset where the journal's last record starts (records: length u32 LE, CRC, 32-byte
-/// chain hash, payload; after an 8-byte magic).
+/// The offset where a journal segment's last record starts (records: length u32 LE, CRC,
+/// 32-byte chain hash, payload; after the segment's header).
 fn last_record_offset(journal: &[u8]) -> usize {
-    let mut offset = 8;
+    let mut offset = SEGMENT_HEADER_BYTES;
     let mut last = offset;
     while offset + 40 <= journal.len() {
         let len = u32::from_le_bytes(journal[offset..offset + 4].try_into().unwrap()) as usize;
@@ -454,7 +456,7 @@ async fn a_damaged_last_record_is_reported_loudly_and_never_cut_by_a_refused_sta
     drop(client);
     assert!(server.terminate().success());
     drop(server);
-    let journal_path = data.join("journal.log");
+    let journal_path = journal_segment(&data);
     let mut journal = std::fs::read(&journal_path).unwrap();
     let last = last_record_offset(&journal);
     // One flipped bit in the payload of the last record: its length is whole, its CRC fails.
@@ -476,7 +478,7 @@ async fn a_damaged_last_record_is_reported_loudly_and_never_cut_by_a_refused_sta
     // bytes are kept beside the journal, and the log says what may have been lost.
     let server = Server::try_start(&data, &["--rebuild-index"]).unwrap_or_else(|log| panic!("{log}"));
     drop(server);
-    let evidence = data.join(format!("journal.log.cut-{last}"));
+    let evidence = data.join("journal").join(format!("00000001.log.cut-{last}"));
     assert_eq!(std::fs::read(&evidence).unwrap(), journal[last..], "the cut bytes are kept");
     assert_eq!(std::fs::read(&journal_path).unwrap(), journal[..last], "cut at the damaged record");
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap();

@@ -13,7 +13,7 @@ use puente_client::{Client, ConnectOptions, Fixed, NewAccount, NewTransfer, new_
 use rustls_pki_types::pem::PemObject;
 use tonic::Code;
 
-use crate::support::{Server, client_with_key, operator_key, temp_dir};
+use crate::support::{Server, client_with_key, journal_bytes, operator_key, temp_dir};
 
 /// Methods any authenticated participant may call (the handler then checks ownership).
 const PARTICIPANT_METHODS: &[&str] = &[
@@ -115,7 +115,7 @@ struct Snapshot {
 }
 
 async fn snapshot(operator: &mut Client, data_dir: &Path, participants: &[&str]) -> Snapshot {
-    let journal_bytes = std::fs::metadata(data_dir.join("journal.log")).unwrap().len();
+    let journal_bytes = journal_bytes(data_dir);
     let accounts = crate::support::all_accounts(operator)
         .await
         .into_iter()

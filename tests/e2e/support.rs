@@ -298,3 +298,25 @@ pub async fn operator_client(addr: &str) -> Client {
 pub async fn client_with_key(addr: &str, key: &str) -> Client {
     Client::connect_with(addr, &ConnectOptions::api_key(key)).await.expect("connect")
 }
+
+/// The first segment of a data directory's journal (`data/journal/00000001.log`).
+pub fn journal_segment(data_dir: &Path) -> PathBuf {
+    data_dir.join("journal").join("00000001.log")
+}
+
+/// Bytes in all of a data directory's journal segments.
+pub fn journal_bytes(data_dir: &Path) -> u64 {
+    std::fs::read_dir(data_dir.join("journal"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Where a journal segment's records start (after its header).
+pub const SEGMENT_HEADER_BYTES: usize = 64;

@@ -10,7 +10,7 @@ use puente_client::{Client, ClientError, Fixed, NewAccount, NewTransfer, new_id,
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-use crate::support::{Server, client_with_key, eventually, minor, participant, temp_dir};
+use crate::support::{Server, client_with_key, eventually, journal_segment, minor, participant, temp_dir};
 
 fn uuid_text(id: u128) -> String {
     uuid::Uuid::from_u128(id).to_string()
@@ -573,7 +573,7 @@ async fn failures_cost_a_small_fixed_size_to_store_whatever_their_metadata() {
     let mut flood = fintech(&mut operator, &server.addr, "flood").await;
     let from = flood.create_account(NewAccount::new("flood", "USD").no_overdraft()).await.unwrap().id;
     let to = flood.create_account(NewAccount::new("flood", "USD")).await.unwrap().id;
-    let journal = data.join("journal.log");
+    let journal = journal_segment(&data);
     let before = std::fs::metadata(&journal).unwrap().len();
     const EVENTS: usize = 2_000;
     let batch: Vec<pb::Transfer> = (0..EVENTS)

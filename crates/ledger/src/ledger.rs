@@ -1,24 +1,26 @@
-//! The durable ledger: recovery at open, one writer thread with group commit, reads from the
-//! store. See ARCHITECTURE.md ("Durability", "Write path").
+//! The durable ledger: recovery at open, one writer thread with group commit (prefetch, then
+//! commit, then one `fdatasync`'d journal record), one indexer thread off the write path,
+//! snapshots, and reads. See ARCHITECTURE.md ("Storage").
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use puente_money::CurrencyTable;
+use puente_money::{CurrencyCode, CurrencyTable};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::LedgerError;
 use crate::engine::holders::{HolderRequest, HolderResult};
 use crate::engine::identity::{Credentials, IdentityRequest, IdentityResult};
 use crate::engine::settlement::{SettlementRequest, SettlementResult};
-use crate::engine::{Engine, Entry, Output, Prior, TransferLookup};
-use crate::journal::{ChainHash, Journal, JournalEntry};
+use crate::engine::{Engine, EngineState, Entry, Op, Output, Prefetched, Prior, Wanted};
+use crate::index::{Index, IndexBatch, Owners};
+use crate::journal::{self, ChainHash, Journal, JournalReader, Location, ResumePoint};
 use crate::queue::FairQueue;
-use crate::store::{SledStore, Store};
+use crate::snapshot::{self, Snapshot};
 use crate::types::*;
 
 /// Most events (accounts + transfers) in one group commit.
@@ -28,18 +30,37 @@ pub const GROUP_EVENTS_MAX: usize = 65_536;
 const IDLE_WAKE_MAX: Duration = Duration::from_secs(3_600);
 /// How many committed groups the live feed buffers for slow subscribers.
 pub const FEED_BUFFER_GROUPS: usize = 1_024;
+/// Committed groups waiting for the indexer before the writer waits (backpressure: the writer
+/// never runs more than this many groups ahead of the index).
+pub const INDEX_QUEUE_GROUPS: usize = 8;
+/// The indexer persists at least this often while it has something to persist.
+pub const INDEX_PERSIST_INTERVAL_MS: u64 = 1_000;
+/// A snapshot is taken once this many events were committed since the last one...
+pub const SNAPSHOT_EVENTS: u64 = 1_000_000;
+/// ...or this long after the last one, if anything was committed.
+pub const SNAPSHOT_INTERVAL_MS: u64 = 5 * 60 * 1_000;
+/// Longest a read waits for the index to reach the writes acknowledged before it.
+pub const READ_WAIT_MAX_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
     pub data_dir: PathBuf,
     pub currencies: CurrencyTable,
-    /// Delete the sled index and rebuild it from the journal at open.
+    /// Delete the index and rebuild it from the journal at open.
     pub rebuild_index: bool,
+    /// A snapshot is taken once this many events were committed since the last one (default
+    /// [`SNAPSHOT_EVENTS`]; tests lower it).
+    pub snapshot_events: u64,
 }
 
 impl LedgerConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> LedgerConfig {
-        LedgerConfig { data_dir: data_dir.into(), currencies: CurrencyTable::default(), rebuild_index: false }
+        LedgerConfig {
+            data_dir: data_dir.into(),
+            currencies: CurrencyTable::default(),
+            rebuild_index: false,
+            snapshot_events: SNAPSHOT_EVENTS,
+        }
     }
 }
 
@@ -99,6 +120,17 @@ impl Command {
             | Command::Holder { .. } => 1,
         }
     }
+
+    fn fail(self, error: LedgerError) {
+        match self {
+            Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
+            Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
+            Command::Settlement { reply, .. } => drop(reply.send(Err(error))),
+            Command::CloseAccount { reply, .. } => drop(reply.send(Err(error))),
+            Command::Identity { reply, .. } => drop(reply.send(Err(error))),
+            Command::Holder { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 /// Counters the writer keeps (exposed for status and benchmarks).
@@ -113,6 +145,8 @@ pub struct WriterStats {
     pub last_group_events: AtomicU64,
     pub last_flush_us: AtomicU64,
     pub journal_bytes: AtomicU64,
+    /// Snapshots written since start.
+    pub snapshots: AtomicU64,
     /// Told of every group commit (metrics); see [`Ledger::observe_commits`].
     pub commit_hook: CommitHook,
 }
@@ -137,15 +171,94 @@ impl std::fmt::Debug for CommitHook {
 /// What recovery found at open.
 #[derive(Debug, Clone, Default)]
 pub struct RecoveryReport {
+    /// Records in the journal (their sequence numbers run from 1 without gaps).
     pub journal_entries: u64,
+    /// Of those, records the index had not persisted (indexed again).
     pub replayed_into_index: u64,
+    /// Records applied to the engine after the snapshot it started from.
+    pub replayed_into_state: u64,
+    /// The snapshot the state was loaded from (its sequence number), if any.
+    pub snapshot_seq: Option<u64>,
     pub truncated_tail_bytes: u64,
     /// The bad tail cut at this start, if any (a torn record, or a damaged one that may have
     /// been acknowledged), and where its bytes were saved.
-    pub tail: Option<crate::journal::TailCut>,
+    pub tail: Option<journal::TailCut>,
     pub tail_evidence: Option<PathBuf>,
+    /// A `PUENTEJ2` journal was migrated to `PUENTEJ3` at this start (records converted).
+    pub migrated_records: Option<u64>,
     pub accounts: usize,
     pub elapsed_ms: u64,
+}
+
+/// Accounts as readers see them: published by the writer after each commit, before replies.
+#[derive(Default)]
+struct AccountsView {
+    by_id: BTreeMap<AccountId, Account>,
+    by_participant: BTreeSet<(String, AccountId)>,
+}
+
+impl AccountsView {
+    fn put(&mut self, account: &Account) {
+        if !self.by_id.contains_key(&account.id) {
+            self.by_participant.insert((account.participant.clone(), account.id));
+        }
+        self.by_id.insert(account.id, account.clone());
+    }
+}
+
+struct Shared {
+    index: Index,
+    accounts: RwLock<AccountsView>,
+    feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
+    healthy: AtomicBool,
+    stats: WriterStats,
+    currencies: CurrencyTable,
+    recovery: RecoveryReport,
+    data_dir: PathBuf,
+    /// The journal's chain head (sequence, hash of that record), set by the writer once each
+    /// record is durable.
+    chain_head: Mutex<(u64, ChainHash)>,
+    /// Live credentials, replaced by the writer after every commit that changes them.
+    credentials: RwLock<Arc<Credentials>>,
+    /// Set by the writer when it has stopped (see [`Ledger::stopped`]).
+    stopped: tokio::sync::watch::Sender<bool>,
+    /// The check of the journal before the point this start resumed from (see
+    /// [`Ledger::history_verified`]).
+    history: tokio::sync::watch::Sender<History>,
+}
+
+/// Where the check of the journal's older records stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum History {
+    Checking,
+    Verified,
+    Broken(String),
+}
+
+impl Shared {
+    fn accounts(&self) -> std::sync::RwLockReadGuard<'_, AccountsView> {
+        self.accounts.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn currency_of(&self, account: AccountId) -> Option<CurrencyCode> {
+        self.accounts().by_id.get(&account).map(|a| a.currency)
+    }
+}
+
+struct SharedOwners<'a>(&'a Shared);
+
+impl Owners for SharedOwners<'_> {
+    fn owner(&self, account: AccountId) -> Option<String> {
+        self.0.accounts().by_id.get(&account).map(|a| a.participant.clone())
+    }
+}
+
+struct EngineOwners<'a>(&'a Engine);
+
+impl Owners for EngineOwners<'_> {
+    fn owner(&self, account: AccountId) -> Option<String> {
+        self.0.account(account).map(|a| a.participant.clone())
+    }
 }
 
 /// A handle to the ledger. Cheap to clone; all clones share one writer.
@@ -154,104 +267,222 @@ pub struct Ledger {
     queue: Arc<FairQueue<Command>>,
     /// Held by every handle: when the last one is dropped, the writer stops.
     _alive: mpsc::Sender<()>,
-    store: Arc<SledStore>,
-    feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
-    healthy: Arc<AtomicBool>,
-    stats: Arc<WriterStats>,
-    currencies: CurrencyTable,
-    recovery: RecoveryReport,
-    data_dir: PathBuf,
-    /// The journal's chain head (sequence, hash of that record), set by the writer once each
-    /// record is durable.
-    chain_head: Arc<Mutex<(u64, ChainHash)>>,
-    /// Live credentials, replaced by the writer after every commit that changes them.
-    credentials: Arc<RwLock<Arc<Credentials>>>,
+    shared: Arc<Shared>,
 }
 
 pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// Converts a `PUENTEJ2` journal (`data/journal.log`) to `PUENTEJ3` segments: every record
+/// replayed through the engine (which completes what the old format did not record) and
+/// written again, with the same sequence numbers; then the old file is kept, read-only, as
+/// `journal.j2.log`. The rename is the commit point: a crash before it leaves the old journal
+/// in force and the half-written segments are discarded at the next start.
+fn migrate_legacy(config: &LedgerConfig) -> Result<Option<u64>, LedgerError> {
+    let legacy = journal::legacy_path(&config.data_dir);
+    if !legacy.exists() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    tracing::warn!(journal = %legacy.display(), "migrating a PUENTEJ2 journal to PUENTEJ3 segments");
+    let segments = journal::segments_dir(&config.data_dir);
+    if segments.exists() {
+        std::fs::remove_dir_all(&segments)?;
+    }
+    let index_dir = config.data_dir.join("index");
+    if index_dir.exists() {
+        std::fs::remove_dir_all(&index_dir)?;
+    }
+    let snapshots = snapshot::snapshots_dir(&config.data_dir);
+    if snapshots.exists() {
+        std::fs::remove_dir_all(&snapshots)?;
+    }
+    let (mut target, _) = Journal::open(&config.data_dir, None, |_| Ok(()))?;
+    let mut engine = Engine::new(config.currencies.clone());
+    let mut out = Output::default();
+    let mut locations = Vec::new();
+    let mut records = 0;
+    let (_, _, _, tail) = journal::scan_legacy(&legacy, &mut |replayed| {
+        out.clear();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            for op in replayed.ops {
+                engine.apply(op, &mut out);
+            }
+        }));
+        if applied.is_err() {
+            return Err(LedgerError::Corrupt(format!(
+                "PUENTEJ2 journal entry {} cannot be applied to the state before it",
+                replayed.seq
+            )));
+        }
+        engine.store_caught_up();
+        target.append(replayed.seq, &out.ops, &mut locations)?;
+        records += 1;
+        Ok(())
+    })?;
+    if let Some(tail) = tail {
+        if tail.kind == journal::TailKind::Damaged {
+            return Err(LedgerError::Corrupt(format!(
+                "cannot migrate: the PUENTEJ2 journal ends in {tail}. Nothing was changed; check the disk \
+                 and restore from a backup, or move the damaged bytes aside to accept the loss."
+            )));
+        }
+        tracing::warn!(%tail, "the PUENTEJ2 journal ends in a torn record: it is not migrated (it stays in the archive)");
+    }
+    engine.check_invariants().map_err(|e| {
+        LedgerError::Corrupt(format!("invariant broken after replaying the PUENTEJ2 journal: {e}"))
+    })?;
+    drop(target);
+    let archived = journal::archived_legacy_path(&config.data_dir);
+    std::fs::rename(&legacy, &archived)?;
+    journal::sync_dir(&config.data_dir)?;
+    tracing::warn!(records, archived = %archived.display(), elapsed_ms = started.elapsed().as_millis() as u64,
+        "migrated the PUENTEJ2 journal; the old file is kept read-only");
+    Ok(Some(records))
+}
+
 impl Ledger {
-    /// Opens the ledger: replays the journal, repairs the index, checks every invariant, and
-    /// starts the writer. Refuses (with `LedgerError::Corrupt`) a store that fails a check.
+    /// Opens the ledger: migrates an old journal, loads the newest usable snapshot, replays the
+    /// journal after it (and the index from what it persisted), checks every invariant, and
+    /// starts the writer and the indexer. Refuses (with `LedgerError::Corrupt`) a store that
+    /// fails a check, without modifying the journal.
     pub fn open(config: LedgerConfig) -> Result<Ledger, LedgerError> {
         let started = Instant::now();
         std::fs::create_dir_all(&config.data_dir)?;
-        let index_dir = config.data_dir.join("index");
-        if config.rebuild_index && index_dir.exists() {
-            tracing::warn!(dir = %index_dir.display(), "rebuilding the sled index from the journal");
-            std::fs::remove_dir_all(&index_dir)?;
-        }
-        let mut store = SledStore::open(&index_dir)?;
-        if !store.is_empty()? && store.index_version()? != crate::store::INDEX_VERSION {
-            // The index is derived state: an older layout is rebuilt from the journal.
-            tracing::warn!(
-                dir = %index_dir.display(),
-                found = store.index_version()?,
-                current = crate::store::INDEX_VERSION,
-                "the sled index has an older layout; rebuilding it from the journal"
-            );
-            drop(store);
-            std::fs::remove_dir_all(&index_dir)?;
-            store = SledStore::open(&index_dir)?;
-        }
-        store.mark_current_version()?;
-        let applied_seq = store.applied_seq()?;
-        let mut engine = Engine::new(config.currencies.clone());
-        let mut out = Output::default();
-        let mut replayed_into_index = 0;
-        let (mut journal, stats) = Journal::open(&config.data_dir, |entry| {
-            out.clear();
-            let replay = catch_unwind(AssertUnwindSafe(|| {
-                for op in entry.ops {
-                    engine.apply(op, &mut out);
-                }
-            }));
-            if replay.is_err() {
-                return Err(LedgerError::Corrupt(format!(
-                    "journal entry {} cannot be applied to the state before it",
-                    entry.seq
-                )));
-            }
-            if entry.seq > applied_seq {
-                let accounts = touched(&engine, &mut out.touched_accounts);
-                store.apply(entry.seq, &out, &accounts)?;
-                replayed_into_index += 1;
-            }
-            engine.store_caught_up();
-            Ok(())
-        })?;
-        if applied_seq > stats.last_seq
-            && let Some(tail) = stats.tail.as_ref().filter(|t| t.kind == crate::journal::TailKind::Damaged)
+        let migrated_records = migrate_legacy(&config)?;
+        let reader = JournalReader::new(&config.data_dir);
+        let index = Index::open(&config.data_dir.join("index"), reader.clone(), config.rebuild_index)?;
+        let index_resume = index.resume_point();
+        if let Some(point) = index_resume
+            && !journal::resume_point_holds(&config.data_dir, &point)?
         {
+            // The index applied a record the journal does not hold (any more, or not intact):
+            // that record WAS acknowledged (the index only applies durable records), so the
+            // journal lost acknowledged writes, or the index belongs to another store. Refused,
+            // with the journal untouched; --rebuild-index accepts the journal as it is.
             return Err(LedgerError::Corrupt(format!(
-                "the journal ends in {tail}, and the index shows entry {applied_seq} was applied, so it WAS \
-                 acknowledged: starting would lose acknowledged writes. Restore the journal from a backup \
-                 or replica. Nothing was changed."
+                "the index applied journal record {} ({}), so it WAS acknowledged, but the journal does not \
+                 hold it intact: the journal lost acknowledged data (or the index belongs to another store). \
+                 Restore from a backup, or restart with --rebuild-index to accept the journal as it is",
+                point.seq,
+                journal::chain_hex(&point.head)
             )));
         }
-        if applied_seq > stats.last_seq {
+        // The newest snapshot that reads back and still describes this journal. A readable
+        // snapshot the journal does not reach means lost records, like the index above.
+        let mut engine = Engine::new(config.currencies.clone());
+        let mut snapshot_resume = None;
+        let mut seqs = snapshot::list(&config.data_dir)?;
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        for seq in seqs {
+            match snapshot::read(&config.data_dir, seq) {
+                Ok(Snapshot { resume, state }) if journal::resume_point_holds(&config.data_dir, &resume)? => {
+                    engine = Engine::from_state(config.currencies.clone(), state);
+                    snapshot_resume = Some(resume);
+                    break;
+                }
+                Ok(Snapshot { resume, .. }) if config.rebuild_index => {
+                    tracing::warn!(
+                        seq = resume.seq,
+                        "removing a snapshot the journal does not hold (--rebuild-index)"
+                    );
+                    snapshot::remove(&config.data_dir, seq)?;
+                }
+                Ok(Snapshot { resume, .. }) => {
+                    return Err(LedgerError::Corrupt(format!(
+                        "snapshot {} was taken at journal record {}, which the journal does not hold: the \
+                         journal lost acknowledged data or the snapshot belongs to another store. Restore from \
+                         a backup, or restart with --rebuild-index to accept the journal as it is",
+                        seq, resume.seq
+                    )));
+                }
+                Err(reason) => tracing::warn!(seq, %reason, "skipping an unreadable snapshot"),
+            }
+        }
+        let state_from = snapshot_resume.map_or(0, |r| r.seq);
+        let index_from = index_resume.map_or(0, |r| r.seq);
+        // Replay from the earlier of the two resume points.
+        let resume = match (snapshot_resume, index_resume) {
+            (Some(s), Some(i)) => Some(if s.seq <= i.seq { s } else { i }),
+            _ => None,
+        };
+        let mut out = Output::default();
+        let mut replayed_into_index = 0;
+        let mut replayed_into_state = 0;
+        let mut replayed_events_into_state = 0u64;
+        let (mut journal, stats) = Journal::open(&config.data_dir, resume, |replayed| {
+            let mut ops = replayed.ops;
+            if replayed.seq > state_from {
+                out.clear();
+                let applied = catch_unwind(AssertUnwindSafe(|| {
+                    for op in ops.drain(..) {
+                        engine.apply(op, &mut out);
+                    }
+                }));
+                if applied.is_err() {
+                    return Err(LedgerError::Corrupt(format!(
+                        "journal entry {} cannot be applied to the state before it",
+                        replayed.seq
+                    )));
+                }
+                engine.store_caught_up();
+                ops = std::mem::take(&mut out.ops);
+                replayed_into_state += 1;
+                replayed_events_into_state += ops.len() as u64;
+            }
+            if replayed.seq > index_from {
+                let head = replayed.head;
+                let batch = IndexBatch {
+                    seq: replayed.seq,
+                    record: replayed.record,
+                    head,
+                    ops,
+                    locations: replayed.locations,
+                };
+                index.apply(&batch, &EngineOwners(&engine))?;
+                replayed_into_index += 1;
+            }
+            Ok(())
+        })?;
+        if stats.last_seq < state_from.max(index_from) {
             return Err(LedgerError::Corrupt(format!(
-                "the index has applied journal entry {applied_seq} but the journal ends at {}; \
-                 the journal lost acknowledged data or belongs to another store",
-                stats.last_seq
+                "the journal ends at {} but the state or the index was taken at {}; the journal lost \
+                 acknowledged data or belongs to another store",
+                stats.last_seq,
+                state_from.max(index_from)
             )));
         }
         engine
             .check_invariants()
             .map_err(|e| LedgerError::Corrupt(format!("invariant broken after replay: {e}")))?;
-        verify_index(&engine, &store)?;
+        // The index adds up to the same balances for every account the replay touched.
+        for account in engine.accounts() {
+            if let Some(balances) = index.balances_if_loaded(account.id)? {
+                let expected = [
+                    account.debits_pending_minor,
+                    account.debits_posted_minor,
+                    account.credits_pending_minor,
+                    account.credits_posted_minor,
+                ];
+                if balances != expected {
+                    return Err(LedgerError::Corrupt(format!(
+                        "account {} in the index differs from the journal; restart with --rebuild-index",
+                        account.id
+                    )));
+                }
+            }
+        }
         // Only now, with every check passed, is the bad tail (if any) cut: a refused start
         // leaves the journal exactly as it found it.
         let tail_evidence = journal.cut_tail()?;
         if let Some(tail) = &stats.tail {
             let evidence = tail_evidence.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
             match tail.kind {
-                crate::journal::TailKind::Torn => {
+                journal::TailKind::Torn => {
                     tracing::warn!(%tail, %evidence, "journal: cut a torn, never-acknowledged record off the end")
                 }
-                crate::journal::TailKind::Damaged => tracing::error!(
+                journal::TailKind::Damaged => tracing::error!(
                     %tail,
                     %evidence,
                     "journal: the LAST RECORD IS DAMAGED and was cut; it may have held acknowledged writes, \
@@ -260,55 +491,94 @@ impl Ledger {
             }
         }
         let recovery = RecoveryReport {
-            journal_entries: stats.entries,
+            // Sequence numbers run from 1 without gaps: the last is the count.
+            journal_entries: stats.last_seq,
             replayed_into_index,
+            replayed_into_state,
+            snapshot_seq: snapshot_resume.map(|r| r.seq),
             truncated_tail_bytes: stats.truncated_tail_bytes,
             tail: stats.tail.clone(),
             tail_evidence,
+            migrated_records,
             accounts: engine.accounts().count(),
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         tracing::info!(?recovery, "ledger recovered");
 
-        let queue = Arc::new(FairQueue::default());
-        let (alive, handles_gone) = mpsc::channel(1);
+        let mut view = AccountsView::default();
+        for account in engine.accounts() {
+            view.put(account);
+        }
         let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
-        let store = Arc::new(store);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let writer_stats = Arc::new(WriterStats::default());
+        let writer_stats = WriterStats::default();
         writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
         writer_stats.committed_seq.store(stats.last_seq, Ordering::Relaxed);
         writer_stats.indexed_seq.store(stats.last_seq, Ordering::Relaxed);
-        let chain_head = Arc::new(Mutex::new(journal.chain_head()));
-        let credentials = Arc::new(RwLock::new(Arc::new(engine.identity().credentials())));
+        let shared = Arc::new(Shared {
+            index,
+            accounts: RwLock::new(view),
+            feed,
+            healthy: AtomicBool::new(true),
+            stats: writer_stats,
+            currencies: config.currencies.clone(),
+            recovery,
+            data_dir: config.data_dir.clone(),
+            chain_head: Mutex::new(journal.chain_head()),
+            credentials: RwLock::new(Arc::new(engine.identity().credentials())),
+            stopped: tokio::sync::watch::Sender::new(false),
+            history: tokio::sync::watch::Sender::new(if resume.is_some() {
+                History::Checking
+            } else {
+                // This start read and checked the whole journal.
+                History::Verified
+            }),
+        });
+        if let Some(point) = resume {
+            // A start from a snapshot (or a persisted index) reads only the records after it,
+            // so that it takes the same time at 10M records as at 10k. The records before are
+            // checked here, in the background: a broken chain stops all writes, as a start
+            // that found it would have refused to serve.
+            // Holds no strong handle: a ledger dropped meanwhile closes its index as usual.
+            let (weak, data_dir) = (Arc::downgrade(&shared), config.data_dir.clone());
+            std::thread::Builder::new()
+                .name("puente-scrub".into())
+                .spawn(move || run_history_check(weak, &data_dir, point))?;
+        }
+        let queue = Arc::new(FairQueue::default());
+        let (alive, handles_gone) = mpsc::channel(1);
+        let (to_indexer, indexer_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_GROUPS);
+        let (to_snapshots, snapshot_rx) = std::sync::mpsc::sync_channel::<Snapshot>(1);
+        {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("puente-indexer".into())
+                .spawn(move || run_indexer(shared, indexer_rx))?;
+        }
+        {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("puente-snapshot".into())
+                .spawn(move || run_snapshots(shared, snapshot_rx))?;
+        }
         let writer = Writer {
-            credentials: credentials.clone(),
             engine,
             journal,
-            store: store.clone(),
+            reader,
+            shared: shared.clone(),
             seq: stats.last_seq,
-            feed: feed.clone(),
-            healthy: healthy.clone(),
-            stats: writer_stats.clone(),
-            chain_head: chain_head.clone(),
+            overlay: Overlay::default(),
+            to_indexer,
+            to_snapshots,
+            // What this start replayed counts toward the next snapshot.
+            snapshot_due: SnapshotDue { events: replayed_events_into_state, since: Instant::now() },
+            snapshot_events: config.snapshot_events.max(1),
+            locations: Vec::new(),
         };
         let writer_queue = queue.clone();
         std::thread::Builder::new()
             .name("puente-writer".into())
             .spawn(move || writer.run(writer_queue, handles_gone))?;
-        Ok(Ledger {
-            queue,
-            _alive: alive,
-            store,
-            feed,
-            healthy,
-            stats: writer_stats,
-            currencies: config.currencies,
-            recovery,
-            data_dir: config.data_dir,
-            chain_head,
-            credentials,
-        })
+        Ok(Ledger { queue, _alive: alive, shared })
     }
 
     /// The journal's chain head: the sequence number of the last durable record and its
@@ -316,44 +586,50 @@ impl Ledger {
     /// up to it; record it outside the data directory (e.g. in a settlement report) so that a
     /// later rewrite of the journal can be detected (see `journal`).
     pub fn chain_head(&self) -> (u64, ChainHash) {
-        *self.chain_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self.shared.chain_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn currencies(&self) -> &CurrencyTable {
-        &self.currencies
+        &self.shared.currencies
     }
 
     pub fn recovery(&self) -> &RecoveryReport {
-        &self.recovery
+        &self.shared.recovery
     }
 
     pub fn stats(&self) -> &WriterStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// How far the index is behind the journal: (last durable record, last indexed record).
     pub fn index_watermarks(&self) -> (u64, u64) {
-        (self.stats.committed_seq.load(Ordering::Acquire), self.stats.indexed_seq.load(Ordering::Acquire))
+        let stats = &self.shared.stats;
+        (stats.committed_seq.load(Ordering::Acquire), stats.indexed_seq.load(Ordering::Acquire))
+    }
+
+    /// The last record the index has persisted (a restart replays the index from there).
+    pub fn index_persisted_seq(&self) -> u64 {
+        self.shared.index.persisted_seq()
     }
 
     /// Registers the observer told of every group commit. Only the first one is kept;
     /// returns false if one was already set.
     pub fn observe_commits(&self, observer: Arc<dyn CommitObserver>) -> bool {
-        self.stats.commit_hook.0.set(observer).is_ok()
+        self.shared.stats.commit_hook.0.set(observer).is_ok()
     }
 
     pub fn data_dir(&self) -> &Path {
-        &self.data_dir
+        &self.shared.data_dir
     }
 
     /// False once a durable write failed: the process must be restarted (recovery replays
     /// the journal). Health reports NOT_SERVING.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.shared.healthy.load(Ordering::Relaxed)
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.store.size_on_disk() + self.stats.journal_bytes.load(Ordering::Relaxed)
+        self.shared.index.size_on_disk() + self.shared.stats.journal_bytes.load(Ordering::Relaxed)
     }
 
     pub async fn create_accounts(
@@ -402,7 +678,7 @@ impl Ledger {
 
     /// The credentials in force (a snapshot; cheap to call on every request).
     pub fn credentials(&self) -> Arc<Credentials> {
-        self.credentials.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.shared.credentials.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     async fn send(&self, command: Command) -> Result<(), LedgerError> {
@@ -424,39 +700,127 @@ impl Ledger {
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
     }
 
+    /// An account as of the last commit (accounts are live state: always current).
     pub fn get_account(&self, id: AccountId) -> Result<Option<Account>, LedgerError> {
-        self.store.get_account(id)
+        Ok(self.shared.accounts().by_id.get(&id).cloned())
     }
 
+    /// Accounts in id order after `after_id`, optionally of one participant.
     pub fn list_accounts(
         &self,
         participant: Option<&str>,
         after_id: AccountId,
         limit: usize,
     ) -> Result<Vec<Account>, LedgerError> {
-        self.store.list_accounts(participant, after_id, limit)
+        let limit = limit.min(crate::index::PAGE_SIZE_MAX);
+        let view = self.shared.accounts();
+        Ok(match participant {
+            Some(p) => view
+                .by_participant
+                .range((p.to_owned(), after_id.saturating_add(1))..=(p.to_owned(), AccountId::MAX))
+                .filter_map(|(_, id)| view.by_id.get(id).cloned())
+                .take(limit)
+                .collect(),
+            None => view
+                .by_id
+                .range((std::ops::Bound::Excluded(after_id), std::ops::Bound::Unbounded))
+                .map(|(_, a)| a.clone())
+                .take(limit)
+                .collect(),
+        })
+    }
+
+    /// Resolves once the journal's records before the point this start resumed from (a
+    /// snapshot or the persisted index) were read back and their checksums and hash chain
+    /// recomputed: `Err(Corrupt)` when one was damaged or altered, after which every write is
+    /// refused. Immediate when the start read the whole journal.
+    pub async fn history_verified(&self) -> Result<(), LedgerError> {
+        let mut history = self.shared.history.subscribe();
+        let state = history.wait_for(|h| *h != History::Checking).await.map(|h| h.clone());
+        match state {
+            Ok(History::Broken(reason)) => Err(LedgerError::Corrupt(reason)),
+            Ok(_) => Ok(()),
+            Err(_) => {
+                Err(LedgerError::Unavailable("the ledger stopped before its history was checked".into()))
+            }
+        }
+    }
+
+    /// Resolves once the writer has stopped (after the last handle is dropped) and written its
+    /// final snapshot. Take it before dropping the last handle; a server awaits it before it
+    /// exits so that the next start replays nothing.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.shared.stopped.subscribe();
+        async move {
+            // An error means the sender is gone with the writer: stopped too.
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Waits until the index has applied every acknowledged write, then persists it: the next
+    /// start replays nothing into the index. For a graceful shutdown (the index persists by
+    /// itself about every second and when the ledger's last handle goes, but a process may
+    /// exit before that thread is done).
+    pub async fn flush_index(&self) -> Result<(), LedgerError> {
+        self.caught_up().await?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.index.persist())
+            .await
+            .map_err(|e| LedgerError::Storage(format!("index flush task failed: {e}")))?
+    }
+
+    /// Waits until the index shows every write acknowledged before this call (read your
+    /// writes). The wait is the indexer's lag: milliseconds.
+    pub async fn caught_up(&self) -> Result<(), LedgerError> {
+        let target = self.shared.stats.committed_seq.load(Ordering::Acquire);
+        let mut applied = self.shared.index.watch_applied();
+        let wait = async {
+            while *applied.borrow_and_update() < target {
+                if applied.changed().await.is_err() {
+                    return Err(LedgerError::Unavailable("the indexer stopped".into()));
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(Duration::from_millis(READ_WAIT_MAX_MS), wait).await {
+            Ok(result) => result,
+            Err(_) => Err(LedgerError::Unavailable(format!(
+                "the index is more than {READ_WAIT_MAX_MS} ms behind the journal"
+            ))),
+        }
+    }
+
+    fn currency_of(&self) -> impl Fn(AccountId) -> Option<CurrencyCode> + '_ {
+        |account| self.shared.currency_of(account)
     }
 
     /// What `scope` sees under `id`: its own remembered failure, else the committed transfer
     /// (another participant's failures under the same id are not its business).
-    pub fn get_transfer(&self, id: TransferId, scope: &str) -> Result<Option<Prior>, LedgerError> {
-        self.store.get_prior(id, scope)
+    pub async fn get_transfer(&self, id: TransferId, scope: &str) -> Result<Option<Prior>, LedgerError> {
+        self.caught_up().await?;
+        self.shared.index.prior(id, scope, &self.currency_of())
     }
 
     /// A committed transfer.
-    pub fn get_committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
-        self.store.get_committed(id)
+    pub async fn get_committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
+        self.caught_up().await?;
+        Ok(self.shared.index.seen(id, &self.currency_of())?.0)
     }
 
-    pub fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
-        self.store.pending_state(id)
+    /// The state of a pending (two-phase) transfer.
+    pub async fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
+        self.caught_up().await?;
+        self.shared.index.pending_state(id)
     }
 
-    pub fn get_transfer_at(&self, timestamp_ns: u64) -> Result<Option<TransferRecord>, LedgerError> {
-        self.store.get_transfer_at(timestamp_ns)
+    /// The transfer record at a journal location (from an entry of a statement).
+    pub fn record_at(&self, location: Location) -> Result<Option<TransferRecord>, LedgerError> {
+        self.shared.index.record_at(location, &self.currency_of())
     }
 
-    pub fn account_entries(
+    /// An account's statement entries with `from_ns <= timestamp < to_ns`, in either order,
+    /// starting after `cursor_ns` (exclusive) when given, each with where its record is.
+    pub async fn account_entries(
         &self,
         account_id: AccountId,
         from_ns: u64,
@@ -464,32 +828,58 @@ impl Ledger {
         descending: bool,
         cursor_ns: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<Entry>, LedgerError> {
-        self.store.account_entries(account_id, from_ns, to_ns, descending, cursor_ns, limit)
+    ) -> Result<Vec<(Entry, Location)>, LedgerError> {
+        self.caught_up().await?;
+        self.shared.index.account_entries(account_id, from_ns, to_ns, descending, cursor_ns, limit)
     }
 
-    pub fn transfers_after(&self, after_ns: u64, limit: usize) -> Result<Vec<TransferRecord>, LedgerError> {
-        self.store.transfers_after(after_ns, limit)
+    fn records(&self, feed: Vec<(u64, Location)>) -> Result<Vec<TransferRecord>, LedgerError> {
+        let mut out = Vec::with_capacity(feed.len());
+        for (ts, location) in feed {
+            match self.record_at(location)? {
+                Some(record) if record.timestamp_ns == ts => out.push(record),
+                _ => {
+                    return Err(LedgerError::Corrupt(format!(
+                        "index: the feed's position {ts} points at no transfer record"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Committed transfers (every balance change) after a position, in commit order.
+    pub async fn transfers_after(
+        &self,
+        after_ns: u64,
+        limit: usize,
+    ) -> Result<Vec<TransferRecord>, LedgerError> {
+        self.caught_up().await?;
+        self.records(self.shared.index.feed_after("", after_ns, limit)?)
     }
 
     /// The transfers touching `participant`'s accounts after a position (its feed).
-    pub fn participant_transfers_after(
+    pub async fn participant_transfers_after(
         &self,
         participant: &str,
         after_ns: u64,
         limit: usize,
     ) -> Result<Vec<TransferRecord>, LedgerError> {
-        self.store.participant_transfers_after(participant, after_ns, limit)
+        self.caught_up().await?;
+        if participant.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.records(self.shared.index.feed_after(participant, after_ns, limit)?)
     }
 
     /// Live feed of committed transfers, one message per group commit.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Vec<TransferRecord>>> {
-        self.feed.subscribe()
+        self.shared.feed.subscribe()
     }
 
     /// How many live feed subscriptions are open (each open StreamTransfers holds one).
     pub fn feed_subscribers(&self) -> usize {
-        self.feed.receiver_count()
+        self.shared.feed.receiver_count()
     }
 }
 
@@ -505,150 +895,181 @@ fn check_batch(len: usize) -> Result<(), LedgerError> {
     Ok(())
 }
 
-fn touched(engine: &Engine, ids: &mut Vec<AccountId>) -> Vec<Account> {
-    ids.sort_unstable();
-    ids.dedup();
-    ids.iter().filter_map(|id| engine.account(*id).cloned()).collect()
-}
+// ----- the indexer and snapshot threads ------------------------------------------------------
 
-/// Every account in the index equals the account the journal produces.
-fn verify_index(engine: &Engine, store: &SledStore) -> Result<(), LedgerError> {
-    let stored = store.all_accounts()?;
-    let expected = engine.accounts().count();
-    if stored.len() != expected {
-        return Err(LedgerError::Corrupt(format!(
-            "the index holds {} accounts but the journal has {expected}; \
-             restart with --rebuild-index to rebuild it from the journal",
-            stored.len()
-        )));
-    }
-    for account in stored {
-        if engine.account(account.id) != Some(&account) {
-            return Err(LedgerError::Corrupt(format!(
-                "account {} in the index differs from the journal (balances do not equal the sum of \
-                 its entries); restart with --rebuild-index to rebuild it from the journal",
-                account.id
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// From this many transfers in one group, the writer looks their ids up in the store on two
-/// threads before the engine runs (the idempotency check is two sled reads per new id).
-const PREFETCH_TRANSFERS_MIN: usize = 1_024;
-
-/// The store as the engine sees it during one commit, with the group's transfer ids looked up
-/// in advance. Only the writer writes the store, and it does so after the engine ran, so these
-/// answers are exactly what the engine would read; anything else (pending ids of post/void)
-/// is read from the store as before. The engine consults its own overlay of transfers decided
-/// since the store last caught up before asking this.
-struct Prefetched<'a> {
-    store: &'a SledStore,
-    /// id → (the committed transfer, the failure of the submitter's scope), as the store had
-    /// them before the group ran.
-    found: HashMap<TransferId, Looked>,
-}
-
-/// What the store held for an id: the committed transfer, and the failure that binds the scope
-/// it was looked up for (with that scope).
-struct Looked {
-    committed: Option<TransferRecord>,
-    scope: String,
-    refused: Option<RefusedTransfer>,
-}
-
-impl<'a> Prefetched<'a> {
-    fn new(store: &'a SledStore, group: &[Command]) -> Prefetched<'a> {
-        let ids: Vec<(TransferId, &str)> = group
-            .iter()
-            .filter_map(|command| match command {
-                Command::CreateTransfers { batch, actor, .. } => {
-                    Some(batch.iter().map(move |t| (t.id, actor.scope())))
+fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatch>) {
+    let interval = Duration::from_millis(INDEX_PERSIST_INTERVAL_MS);
+    let mut last_persist = Instant::now();
+    let fail = |error: LedgerError| {
+        tracing::error!(%error, "the indexer failed; refusing further writes (restart to rebuild from the journal)");
+        shared.healthy.store(false, Ordering::Relaxed);
+    };
+    loop {
+        let wait = interval.saturating_sub(last_persist.elapsed());
+        match batches.recv_timeout(wait) {
+            Ok(batch) => {
+                if let Err(error) = shared.index.apply(&batch, &SharedOwners(&shared)) {
+                    return fail(error);
                 }
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        let mut found = HashMap::new();
-        if ids.len() >= PREFETCH_TRANSFERS_MIN {
-            let lookup = |ids: &[(TransferId, &str)]| -> Result<Vec<(TransferId, Looked)>, LedgerError> {
-                ids.iter()
-                    .map(|(id, scope)| {
-                        let looked = Looked {
-                            committed: store.get_committed(*id)?,
-                            scope: (*scope).to_owned(),
-                            refused: store.get_refused(*id, scope)?,
-                        };
-                        Ok((*id, looked))
-                    })
-                    .collect()
-            };
-            let (left, right) = ids.split_at(ids.len() / 2);
-            let looked_up = std::thread::scope(|scope| {
-                let right = std::thread::Builder::new()
-                    .name("puente-prefetch".into())
-                    .spawn_scoped(scope, || lookup(right))
-                    .ok();
-                let left = lookup(left);
-                let right = right.and_then(|handle| handle.join().ok());
-                (left, right)
-            });
-            // On any failure nothing is prefetched: the engine reads the store itself and
-            // meets the same error where it did before.
-            if let (Ok(left), Some(Ok(right))) = looked_up {
-                found.reserve(ids.len());
-                found.extend(left);
-                found.extend(right);
+                shared.stats.indexed_seq.store(batch.seq, Ordering::Release);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Err(error) = shared.index.persist() {
+                    fail(error);
+                }
+                return;
             }
         }
-        Prefetched { store, found }
+        if last_persist.elapsed() >= interval || shared.index.persist_due() {
+            if let Err(error) = shared.index.persist() {
+                return fail(error);
+            }
+            last_persist = Instant::now();
+        }
     }
 }
 
-impl TransferLookup for Prefetched<'_> {
-    fn committed(&self, id: TransferId) -> Result<Option<TransferRecord>, LedgerError> {
-        match self.found.get(&id) {
-            Some(looked) => Ok(looked.committed.clone()),
-            None => self.store.get_committed(id),
+fn run_history_check(shared: std::sync::Weak<Shared>, data_dir: &Path, point: ResumePoint) {
+    let started = Instant::now();
+    let verified = journal::verify_prefix(data_dir, &point);
+    let Some(shared) = shared.upgrade() else { return };
+    match verified {
+        Ok(()) => {
+            tracing::info!(
+                up_to_seq = point.seq,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "journal history verified"
+            );
+            shared.history.send_replace(History::Verified);
         }
+        Err(error) => {
+            shared.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(%error, "the journal's history is damaged or was altered: writes stopped");
+            shared.history.send_replace(History::Broken(error.to_string()));
+        }
+    }
+}
+
+fn run_snapshots(shared: Arc<Shared>, snapshots: std::sync::mpsc::Receiver<Snapshot>) {
+    for snapshot in snapshots {
+        let started = Instant::now();
+        match snapshot::write(&shared.data_dir, &snapshot) {
+            Ok(path) => {
+                shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(seq = snapshot.resume.seq, path = %path.display(),
+                    elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
+            }
+            // A snapshot only shortens the next start: failing one is logged, not fatal.
+            Err(error) => tracing::warn!(%error, "cannot write a snapshot"),
+        }
+    }
+}
+
+// ----- the writer ----------------------------------------------------------------------------
+
+/// What the writer committed that the indexer has not applied yet: ids and their locations,
+/// pending transfers resolved (with their debit account), by group.
+#[derive(Default)]
+struct Overlay {
+    ids: HashMap<TransferId, Vec<Location>>,
+    resolved: HashMap<TransferId, (PendingState, AccountId)>,
+    groups: VecDeque<(u64, Vec<TransferId>, Vec<TransferId>)>,
+}
+
+impl Overlay {
+    fn add(
+        &mut self,
+        seq: u64,
+        ops: &[Op],
+        locations: &[Location],
+        resolved: impl Iterator<Item = (TransferId, (PendingState, AccountId))>,
+    ) {
+        let mut ids = Vec::new();
+        for (op, location) in ops.iter().zip(locations) {
+            let id = match op {
+                Op::Transfer(r) => r.transfer.id,
+                Op::Refused(r) => r.id,
+                Op::Fail(f) => f.transfer.id,
+                Op::Expire { pending_id, .. } => crate::engine::expiry_record_id(*pending_id, false),
+                Op::AutoPost { pending_id, .. } => crate::engine::expiry_record_id(*pending_id, true),
+                _ => continue,
+            };
+            self.ids.entry(id).or_default().push(*location);
+            ids.push(id);
+        }
+        let mut resolved_ids = Vec::new();
+        for (id, value) in resolved {
+            self.resolved.insert(id, value);
+            resolved_ids.push(id);
+        }
+        self.groups.push_back((seq, ids, resolved_ids));
     }
 
-    fn refused(&self, id: TransferId, scope: &str) -> Result<Option<RefusedTransfer>, LedgerError> {
-        // Prefetched for the scope that submitted this id in the group; another scope (the same
-        // id sent by two participants in one group) reads the store.
-        match self.found.get(&id) {
-            Some(looked) if looked.scope == scope => Ok(looked.refused.clone()),
-            _ => self.store.get_refused(id, scope),
+    /// Forgets what the indexer has applied (it answers for it now).
+    fn prune(&mut self, applied_seq: u64) {
+        while self.groups.front().is_some_and(|(seq, ..)| *seq <= applied_seq) {
+            let Some((_, ids, resolved)) = self.groups.pop_front() else { break };
+            for id in ids {
+                self.ids.remove(&id);
+            }
+            for id in resolved {
+                self.resolved.remove(&id);
+            }
         }
     }
+}
+
+struct SnapshotDue {
+    events: u64,
+    since: Instant,
 }
 
 struct Writer {
     engine: Engine,
     journal: Journal,
-    store: Arc<SledStore>,
+    reader: JournalReader,
+    shared: Arc<Shared>,
     seq: u64,
-    feed: broadcast::Sender<Arc<Vec<TransferRecord>>>,
-    healthy: Arc<AtomicBool>,
-    stats: Arc<WriterStats>,
-    chain_head: Arc<Mutex<(u64, ChainHash)>>,
-    credentials: Arc<RwLock<Arc<Credentials>>>,
+    overlay: Overlay,
+    to_indexer: std::sync::mpsc::SyncSender<IndexBatch>,
+    to_snapshots: std::sync::mpsc::SyncSender<Snapshot>,
+    snapshot_due: SnapshotDue,
+    snapshot_events: u64,
+    locations: Vec<Location>,
 }
 
 enum Reply {
-    Close(oneshot::Sender<Result<AccountOutcome, LedgerError>>, Result<AccountOutcome, LedgerError>),
-    Accounts(
-        oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>,
-        Result<Vec<AccountOutcome>, LedgerError>,
-    ),
-    Transfers(
-        oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>,
-        Result<Vec<TransferOutcome>, LedgerError>,
-    ),
-    Settlement(oneshot::Sender<Result<SettlementResult, LedgerError>>, Result<SettlementResult, LedgerError>),
+    Close(oneshot::Sender<Result<AccountOutcome, LedgerError>>, AccountOutcome),
+    Accounts(oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>, Vec<AccountOutcome>),
+    Transfers(oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>, Vec<TransferOutcome>),
+    Settlement(oneshot::Sender<Result<SettlementResult, LedgerError>>, SettlementResult),
     Identity(oneshot::Sender<Result<IdentityResult, LedgerError>>, IdentityResult),
     Holder(oneshot::Sender<Result<HolderResult, LedgerError>>, HolderResult),
+}
+
+impl Reply {
+    fn send(self) {
+        match self {
+            Reply::Accounts(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Transfers(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Settlement(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Close(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Identity(tx, r) => drop(tx.send(Ok(r))),
+            Reply::Holder(tx, r) => drop(tx.send(Ok(r))),
+        }
+    }
+
+    fn fail(self, error: LedgerError) {
+        match self {
+            Reply::Accounts(tx, _) => drop(tx.send(Err(error))),
+            Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
+            Reply::Settlement(tx, _) => drop(tx.send(Err(error))),
+            Reply::Close(tx, _) => drop(tx.send(Err(error))),
+            Reply::Identity(tx, _) => drop(tx.send(Err(error))),
+            Reply::Holder(tx, _) => drop(tx.send(Err(error))),
+        }
+    }
 }
 
 impl Writer {
@@ -657,7 +1078,7 @@ impl Writer {
             Ok(runtime) => runtime,
             Err(error) => {
                 tracing::error!(%error, "cannot start the writer");
-                self.healthy.store(false, Ordering::Relaxed);
+                self.shared.healthy.store(false, Ordering::Relaxed);
                 queue.close();
                 return;
             }
@@ -698,134 +1119,253 @@ impl Writer {
             }
         });
         queue.close();
+        self.final_snapshot();
+        self.shared.stopped.send_replace(true);
         tracing::info!("writer stopped");
     }
 
+    /// At a clean stop, a snapshot of whatever the last one does not hold, written before the
+    /// writer ends: the next start then replays nothing into the engine.
+    fn final_snapshot(&mut self) {
+        if self.snapshot_due.events == 0 || !self.shared.healthy.load(Ordering::Relaxed) {
+            return;
+        }
+        let (seq, head) = self.journal.chain_head();
+        let snapshot = Snapshot {
+            resume: ResumePoint { seq, head, record: self.journal.last_record() },
+            state: self.engine.state(),
+        };
+        let started = Instant::now();
+        match snapshot::write(&self.shared.data_dir, &snapshot) {
+            Ok(path) => tracing::info!(seq, path = %path.display(),
+                elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written at stop"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot write a snapshot at stop (the next start replays more)")
+            }
+        }
+    }
+
+    /// Looks up everything the group needs that is not in memory (see `engine::Prefetched`).
+    fn prefetch(&mut self, group: &[Command]) -> Result<Prefetched, LedgerError> {
+        let mut wanted = Wanted::default();
+        for command in group {
+            match command {
+                Command::CreateTransfers { batch, .. } => self.engine.wanted(batch, &mut wanted),
+                Command::Settlement { request, .. } => self.engine.settlement_wanted(request, &mut wanted),
+                _ => {}
+            }
+        }
+        let mut prefetched = Prefetched::default();
+        let shared = &self.shared;
+        let currency_of = |account: AccountId| self.engine.account(account).map(|a| a.currency);
+        let mut locations = Vec::new();
+        let mut pending_seen = std::collections::HashSet::new();
+        for (id, is_pending) in
+            wanted.ids.iter().map(|id| (*id, false)).chain(wanted.pendings.iter().map(|id| (*id, true)))
+        {
+            if is_pending && !pending_seen.insert(id) {
+                continue;
+            }
+            locations.clear();
+            if let Some(recent) = self.overlay.ids.get(&id) {
+                locations.extend_from_slice(recent);
+            }
+            locations.extend(shared.index.locations(id)?);
+            locations.sort_unstable();
+            locations.dedup();
+            for location in &locations {
+                match self.reader.read_op(*location)? {
+                    Op::Transfer(record) if record.transfer.id == id => {
+                        prefetched.committed.insert(id, record);
+                    }
+                    Op::Refused(r) if r.id == id => prefetched.refused.entry(id).or_default().push(r),
+                    Op::Fail(f) if f.transfer.id == id => {
+                        prefetched.refused.entry(id).or_default().push(RefusedTransfer::from_legacy(&f))
+                    }
+                    op @ (Op::Expire { .. } | Op::AutoPost { .. }) => {
+                        let (Op::Expire { pending_id, timestamp_ns, effect }
+                        | Op::AutoPost { pending_id, timestamp_ns, effect }) = op
+                        else {
+                            continue;
+                        };
+                        let posted = crate::engine::expiry_record_id(pending_id, true) == id;
+                        if let Some(currency) = currency_of(effect.debit_account_id) {
+                            let record = crate::engine::expiry_record_from(
+                                pending_id,
+                                effect,
+                                currency,
+                                posted,
+                                timestamp_ns,
+                            );
+                            prefetched.committed.insert(id, record);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if is_pending && !self.engine.is_live_pending(id) {
+                let resolved = match self.overlay.resolved.get(&id) {
+                    Some(r) => Some(*r),
+                    None => match shared.index.pending_state(id)? {
+                        Some(state) if state != PendingState::Pending => prefetched
+                            .committed
+                            .get(&id)
+                            .map(|record| (state, record.effect.debit_account_id)),
+                        _ => None,
+                    },
+                };
+                if let Some(resolved) = resolved {
+                    prefetched.resolved.insert(id, resolved);
+                }
+            }
+        }
+        Ok(prefetched)
+    }
+
     fn commit(&mut self, group: &mut Vec<Command>, out: &mut Output) {
-        let now = now_ns();
         out.clear();
-        if !self.healthy.load(Ordering::Relaxed) {
+        if !self.shared.healthy.load(Ordering::Relaxed) {
             for command in group.drain(..) {
-                fail_command(
-                    command,
-                    LedgerError::Unavailable("a durable write failed; restart the server".into()),
-                );
+                command.fail(LedgerError::Unavailable("a durable write failed; restart the server".into()));
             }
             return;
         }
+        self.overlay.prune(self.shared.index.applied_seq());
+        // Prefetch first: nothing has changed yet if it fails.
+        let prefetched = match self.prefetch(group) {
+            Ok(prefetched) => prefetched,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the index; the group is refused");
+                for command in group.drain(..) {
+                    command.fail(LedgerError::Storage(format!("reading the index: {error}")));
+                }
+                return;
+            }
+        };
+        let now = now_ns();
         self.engine.expire_due(now, out);
-        let lookup = Prefetched::new(self.store.as_ref(), group);
         let mut replies = Vec::with_capacity(group.len());
         for command in group.drain(..) {
             match command {
                 Command::CreateAccounts { actor, batch, reply } => {
-                    let outcomes = self.engine.create_accounts(&actor, batch, now, out);
-                    replies.push(Reply::Accounts(reply, Ok(outcomes)));
+                    replies
+                        .push(Reply::Accounts(reply, self.engine.create_accounts(&actor, batch, now, out)));
                 }
                 Command::CreateTransfers { actor, batch, reply } => {
-                    let outcomes = self.engine.create_transfers(&lookup, &actor, &batch, now, out);
+                    let outcomes = self.engine.create_transfers(&prefetched, &actor, &batch, now, out);
                     replies.push(Reply::Transfers(reply, outcomes));
                 }
                 Command::CloseAccount { actor, id, reply } => {
-                    let outcome = self.engine.close_account(&actor, id, now, out);
-                    replies.push(Reply::Close(reply, Ok(outcome)));
+                    replies.push(Reply::Close(reply, self.engine.close_account(&actor, id, now, out)));
                 }
                 Command::Settlement { request, reply } => {
-                    let result = self.engine.settlement_command(self.store.as_ref(), *request, now, out);
+                    let result = self.engine.settlement_command(&prefetched, *request, now, out);
                     replies.push(Reply::Settlement(reply, result));
                 }
                 Command::Identity { request, reply } => {
-                    let result = self.engine.identity_command(*request, now, out);
-                    replies.push(Reply::Identity(reply, result));
+                    replies.push(Reply::Identity(reply, self.engine.identity_command(*request, now, out)));
                 }
                 Command::Holder { request, reply } => {
-                    let result = self.engine.holder_command(*request, now, out);
-                    replies.push(Reply::Holder(reply, result));
+                    replies.push(Reply::Holder(reply, self.engine.holder_command(*request, now, out)));
                 }
             }
         }
-        if !out.is_empty() {
-            debug_assert!(self.engine.check_invariants().is_ok());
-            if let Err(error) = self.persist(out) {
-                // The in-memory state is ahead of what is durable: stop taking writes. Restart
-                // recovers exactly what the journal holds.
-                tracing::error!(%error, "durable write failed; refusing further writes");
-                self.healthy.store(false, Ordering::Relaxed);
-                for reply in replies {
-                    let error = LedgerError::Unavailable(format!("durable write failed: {error}"));
-                    match reply {
-                        Reply::Accounts(tx, _) => drop(tx.send(Err(error))),
-                        Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
-                        Reply::Settlement(tx, _) => drop(tx.send(Err(error))),
-                        Reply::Close(tx, _) => drop(tx.send(Err(error))),
-                        Reply::Identity(tx, _) => drop(tx.send(Err(error))),
-                        Reply::Holder(tx, _) => drop(tx.send(Err(error))),
-                    }
-                }
-                return;
-            }
+        if out.is_empty() {
+            self.engine.store_caught_up();
+            replies.into_iter().for_each(Reply::send);
+            return;
         }
-        for reply in replies {
-            match reply {
-                Reply::Accounts(tx, result) => drop(tx.send(result)),
-                Reply::Transfers(tx, result) => drop(tx.send(result)),
-                Reply::Settlement(tx, result) => drop(tx.send(result)),
-                Reply::Close(tx, result) => drop(tx.send(result)),
-                Reply::Identity(tx, result) => drop(tx.send(Ok(result))),
-                Reply::Holder(tx, result) => drop(tx.send(Ok(result))),
-            }
-        }
-    }
-
-    fn persist(&mut self, out: &mut Output) -> Result<(), LedgerError> {
+        debug_assert!(self.engine.check_invariants().is_ok());
         let seq = self.seq + 1;
-        let entry = JournalEntry { seq, ops: std::mem::take(&mut out.ops) };
         let flush_started = Instant::now();
-        self.journal.append(&entry)?;
-        let flush_elapsed = flush_started.elapsed();
+        if let Err(error) = self.journal.append(seq, &out.ops, &mut self.locations) {
+            // The in-memory state is ahead of what is durable: stop taking writes. Restart
+            // recovers exactly what the journal holds.
+            tracing::error!(%error, "durable write failed; refusing further writes");
+            self.shared.healthy.store(false, Ordering::Relaxed);
+            for reply in replies {
+                reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
+            }
+            return;
+        }
+        let flush = flush_started.elapsed();
         self.seq = seq;
-        self.stats.committed_seq.store(seq, Ordering::Release);
-        *self.chain_head.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = self.journal.chain_head();
-        self.stats.last_flush_us.store(flush_started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        out.ops = entry.ops;
-        let accounts = touched(&self.engine, &mut out.touched_accounts);
-        self.store.apply(seq, out, &accounts)?;
-        self.stats.indexed_seq.store(seq, Ordering::Release);
-        self.engine.store_caught_up();
+        let stats = &self.shared.stats;
+        stats.committed_seq.store(seq, Ordering::Release);
+        let head = self.journal.chain_head();
+        *self.shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
+        // Readers see the accounts (and credentials) of this group before anyone is answered.
+        {
+            let mut touched = std::mem::take(&mut out.touched_accounts);
+            touched.sort_unstable();
+            touched.dedup();
+            let mut view = self.shared.accounts.write().unwrap_or_else(|p| p.into_inner());
+            for id in &touched {
+                if let Some(account) = self.engine.account(*id) {
+                    view.put(account);
+                }
+            }
+        }
         if out.credentials_changed {
             let credentials = Arc::new(self.engine.identity().credentials());
-            *self.credentials.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = credentials;
+            *self.shared.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
         }
+        self.overlay.add(seq, &out.ops, &self.locations, self.engine.recent_resolved());
+        self.engine.store_caught_up();
+        let events = out.ops.len() as u64;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.events.fetch_add(events, Ordering::Relaxed);
+        stats.last_group_events.store(events, Ordering::Relaxed);
+        stats.journal_bytes.store(self.journal.len_bytes(), Ordering::Relaxed);
+        if let Some(observer) = stats.commit_hook.0.get() {
+            observer.committed(events, flush);
+        }
+        tracing::debug!(seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
+        replies.into_iter().for_each(Reply::send);
         // Every balance change, the ledger's own expiries and automatic posts included.
-        let committed: Vec<TransferRecord> = std::mem::take(&mut out.records);
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        self.stats.events.fetch_add(out.ops.len() as u64, Ordering::Relaxed);
-        self.stats.last_group_events.store(out.ops.len() as u64, Ordering::Relaxed);
-        self.stats.journal_bytes.store(self.journal.len_bytes(), Ordering::Relaxed);
-        if let Some(observer) = self.stats.commit_hook.0.get() {
-            observer.committed(out.ops.len() as u64, flush_elapsed);
-        }
-        tracing::debug!(
-            seq,
-            ops = out.ops.len(),
-            flush_us = flush_started.elapsed().as_micros() as u64,
-            "committed"
-        );
-        if !committed.is_empty() {
+        let records = std::mem::take(&mut out.records);
+        if !records.is_empty() {
             // No subscribers is fine.
-            let _ = self.feed.send(Arc::new(committed));
+            let _ = self.shared.feed.send(Arc::new(records));
         }
-        Ok(())
+        self.snapshot_due.events += events;
+        let batch = IndexBatch {
+            seq,
+            record: self.journal.last_record(),
+            head: head.1,
+            ops: std::mem::take(&mut out.ops),
+            locations: std::mem::take(&mut self.locations),
+        };
+        // Backpressure: this waits while the indexer is INDEX_QUEUE_GROUPS groups behind.
+        if self.to_indexer.send(batch).is_err() {
+            tracing::error!("the indexer stopped; refusing further writes");
+            self.shared.healthy.store(false, Ordering::Relaxed);
+        }
+        self.maybe_snapshot();
+    }
+
+    fn maybe_snapshot(&mut self) {
+        let due = self.snapshot_due.events >= self.snapshot_events
+            || (self.snapshot_due.events > 0
+                && self.snapshot_due.since.elapsed() >= Duration::from_millis(SNAPSHOT_INTERVAL_MS));
+        if !due {
+            return;
+        }
+        let (seq, head) = self.journal.chain_head();
+        let snapshot = Snapshot {
+            resume: ResumePoint { seq, head, record: self.journal.last_record() },
+            state: self.engine.state(),
+        };
+        // A snapshot still being written: skip this one (the next is due soon).
+        if self.to_snapshots.try_send(snapshot).is_ok() {
+            self.snapshot_due = SnapshotDue { events: 0, since: Instant::now() };
+        }
     }
 }
 
-fn fail_command(command: Command, error: LedgerError) {
-    match command {
-        Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
-        Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
-        Command::Settlement { reply, .. } => drop(reply.send(Err(error))),
-        Command::CloseAccount { reply, .. } => drop(reply.send(Err(error))),
-        Command::Identity { reply, .. } => drop(reply.send(Err(error))),
-        Command::Holder { reply, .. } => drop(reply.send(Err(error))),
-    }
+/// The engine state a snapshot would hold now (tests).
+#[doc(hidden)]
+pub fn engine_state_for_tests(engine: &Engine) -> EngineState {
+    engine.state()
 }

@@ -8,18 +8,21 @@
 //! - [`ledger`]: recovery, the single writer with group commit, reads.
 
 pub mod engine;
+pub mod index;
 pub mod journal;
 pub mod ledger;
 pub mod queue;
+pub mod snapshot;
 pub mod store;
 pub mod types;
 
 pub use engine::holders;
 pub use engine::identity;
 pub use engine::settlement;
-pub use engine::{Engine, Entry, EntryKind, Op, Output, Prior};
+pub use engine::{Engine, Entry, EntryKind, Op, Output, Prefetched, Prior, Wanted};
+pub use journal::Location;
 pub use ledger::{Ledger, LedgerConfig, RecoveryReport, now_ns};
-pub use store::{MemoryStore, PAGE_SIZE_MAX, SledStore, Store};
+pub use store::{MemoryStore, PAGE_SIZE_MAX};
 pub use types::*;
 
 /// Errors of the ledger as a service (per-event outcomes are [`TransferResult`] and

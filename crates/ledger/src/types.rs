@@ -156,6 +156,9 @@ pub struct TransferRecord {
     pub timestamp_ns: u64,
     /// For a pending transfer: when it expires (0 = never).
     pub expires_at_ns: u64,
+    /// For a post or void: the reservation it released (the pending transfer's amount), so
+    /// the record alone gives its balance effect. 0 otherwise.
+    pub released_minor: u64,
 }
 
 /// A transfer whose first attempt failed on the ledger's state. Remembered so that a retry

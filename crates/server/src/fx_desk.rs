@@ -757,7 +757,7 @@ impl FxDesk {
         let actor = Actor::system(quote.participant.clone());
         // A retry of this execution returns the first outcome, even after the quote expired
         // or was pruned: the legs carry the digest of the bytes executed.
-        match self.ledger.get_transfer(first_leg, actor.scope())? {
+        match self.ledger.get_transfer(first_leg, actor.scope()).await? {
             Some(Prior::Committed(record)) => {
                 if !leg_matches(&record.transfer, &digest, &quote) {
                     return Err(self.not_issued(&quote));
@@ -767,7 +767,7 @@ impl FxDesk {
                     return Err(DeskError::AlreadyUsed);
                 }
                 let window = if record.transfer.flags.pending { record.transfer.timeout_ms } else { 0 };
-                return self.describe(quote, true, record.timestamp_ns, window);
+                return self.describe(quote, true, record.timestamp_ns, window).await;
             }
             Some(Prior::Failed(failed)) => {
                 // A failure is remembered with a digest of its metadata (execution id, destination,
@@ -870,7 +870,7 @@ impl FxDesk {
         }
         let replayed = outcomes.iter().all(|o| o.replayed);
         let timestamp_ns = outcomes.first().map(|o| o.timestamp_ns).unwrap_or(0);
-        let mut execution = self.describe(quote, replayed, timestamp_ns, window)?;
+        let mut execution = self.describe(quote, replayed, timestamp_ns, window).await?;
         execution.transfer_ids = ids;
         Ok(execution)
     }
@@ -902,7 +902,7 @@ impl FxDesk {
     }
 
     /// The execution of `quote` committed at `timestamp_ns`, held for `window_ms` (0: posted).
-    fn describe(
+    async fn describe(
         &self,
         quote: Quote,
         replayed: bool,
@@ -912,7 +912,7 @@ impl FxDesk {
         let first = leg_id(&quote.id, 1);
         let held = window_ms > 0;
         let state = if held {
-            match self.ledger.pending_state(first)? {
+            match self.ledger.pending_state(first).await? {
                 Some(PendingState::Pending) => PendingOrPosted::Held,
                 Some(PendingState::Voided) => PendingOrPosted::Cancelled,
                 _ => PendingOrPosted::Posted,
@@ -944,7 +944,7 @@ impl FxDesk {
         let quote_uuid = uuid::Uuid::from_bytes(*quote_id).to_string();
         let mut legs = Vec::new();
         for n in 1..=4u8 {
-            if let Some(record) = self.ledger.get_committed(leg_id(quote_id, n))? {
+            if let Some(record) = self.ledger.get_committed(leg_id(quote_id, n)).await? {
                 legs.push(record);
             }
         }
@@ -966,7 +966,7 @@ impl FxDesk {
         let refund: u64 =
             legs.iter().filter(|l| l.effect.debit_account_id == source).map(|l| l.effect.amount_minor).sum();
         let currency = first.transfer.currency;
-        match self.ledger.pending_state(first.transfer.id)? {
+        match self.ledger.pending_state(first.transfer.id).await? {
             Some(PendingState::Voided) => return Ok((currency, refund, true)),
             Some(PendingState::Pending) => {}
             _ => return Err(DeskError::CancellationWindowClosed),

@@ -224,7 +224,7 @@ impl LedgerService for LedgerApi {
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
-        let prior = self.ledger.get_transfer(id, &caller.participant).map_err(ApiError::from)?;
+        let prior = self.ledger.get_transfer(id, &caller.participant).await.map_err(ApiError::from)?;
         // A committed transfer is visible to the owners of its accounts; a failed attempt only
         // to the participant that made it (not to the owners of the accounts it named).
         let prior = prior
@@ -240,7 +240,7 @@ impl LedgerService for LedgerApi {
             .ok_or(ApiError::NotFound { resource: "transfer", id: request.id })?;
         let pending_state = match &prior {
             Prior::Committed(r) if r.transfer.flags.pending => {
-                self.ledger.pending_state(id).map_err(ApiError::from)?
+                self.ledger.pending_state(id).await.map_err(ApiError::from)?
             }
             _ => None,
         };
@@ -284,14 +284,16 @@ impl LedgerService for LedgerApi {
         let entries = self
             .ledger
             .account_entries(account_id, from_ns, to_ns, descending, cursor, page_size)
+            .await
             .map_err(ApiError::from)?;
         let currencies = self.ledger.currencies();
         let mut transfers = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            // Every line has its transfer record, the ledger's own expiries included.
-            if let Some(record) = self.ledger.get_transfer_at(entry.timestamp_ns).map_err(ApiError::from)? {
+        for (_, location) in &entries {
+            // Every line has its transfer record, the ledger's own expiries included: the entry
+            // points at it in the journal.
+            if let Some(record) = self.ledger.record_at(*location).map_err(ApiError::from)? {
                 let state = if record.transfer.flags.pending {
-                    self.ledger.pending_state(record.transfer.id).map_err(ApiError::from)?
+                    self.ledger.pending_state(record.transfer.id).await.map_err(ApiError::from)?
                 } else {
                     None
                 };
@@ -299,7 +301,7 @@ impl LedgerService for LedgerApi {
             }
         }
         let next_page_token = match entries.last() {
-            Some(last) if entries.len() == page_size => convert::position_token(last.timestamp_ns),
+            Some((last, _)) if entries.len() == page_size => convert::position_token(last.timestamp_ns),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListTransfersResponse { transfers, next_page_token }))
@@ -322,11 +324,16 @@ impl LedgerService for LedgerApi {
         let account = self.visible_account(&caller, account_id, &request.account_id)?;
         let start = cursor.map(|c| c + 1).unwrap_or(from_ns).max(from_ns);
         // The opening balance is the running balance of the last entry before the page.
-        let before = ledger.account_entries(account_id, 0, start, true, None, 1).map_err(ApiError::from)?;
-        let opening = convert::posted_balance(before.first());
-        let entries = ledger
+        let before =
+            ledger.account_entries(account_id, 0, start, true, None, 1).await.map_err(ApiError::from)?;
+        let opening = convert::posted_balance(before.first().map(|(e, _)| e));
+        let entries: Vec<_> = ledger
             .account_entries(account_id, start, to_ns, false, None, page_size)
-            .map_err(ApiError::from)?;
+            .await
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|(entry, _)| entry)
+            .collect();
         let closing = entries.last().map(|e| convert::posted_balance(Some(e))).unwrap_or(opening);
         let currencies = ledger.currencies();
         let next_page_token = match entries.last() {
@@ -429,8 +436,8 @@ async fn feed(ledger: Ledger, caller: Caller, mut position: u64, tx: &FeedSender
             // A participant reads its own index of transfers: its catch-up never scans other
             // participants' history.
             let page = match caller.scope() {
-                Some(own) => ledger.participant_transfers_after(own, position, FEED_PAGE_ROWS),
-                None => ledger.transfers_after(position, FEED_PAGE_ROWS),
+                Some(own) => ledger.participant_transfers_after(own, position, FEED_PAGE_ROWS).await,
+                None => ledger.transfers_after(position, FEED_PAGE_ROWS).await,
             }
             .map_err(ApiError::from)?;
             let done = page.len() < FEED_PAGE_ROWS;

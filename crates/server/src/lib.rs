@@ -60,6 +60,8 @@ pub const BULK_SERVICES: &[&str] = &["puente.v1.LedgerService", "puente.v1.FxSer
 pub const CONCURRENCY_PER_CONNECTION_MAX: usize = 256;
 /// Most concurrent HTTP/2 streams per connection.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 1_024;
+/// Longest a stopping server waits for the ledger's final snapshot.
+const STOP_SNAPSHOT_WAIT_MS: u64 = 30_000;
 /// Slowest unary request before it is cut off.
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 
@@ -179,13 +181,26 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         tls,
         pii_keyring: config.pii_keyring.clone(),
     };
-    let result = serve_with(ledger, extras, listener, shutdown).await;
+    let result = serve_with(ledger.clone(), extras, listener, shutdown).await;
+    // Every request has been answered: the index catches up and persists, so the next start
+    // replays nothing into it.
+    if let Err(error) = ledger.flush_index().await {
+        tracing::warn!(%error, "could not persist the index at shutdown (the next start replays into it)");
+    }
     if let Some(task) = metrics_task {
         task.abort();
+        let _ = task.await;
     }
     prune_task.abort();
     // The task holds the desk: let it go, so the desk's store is flushed as it closes.
     let _ = prune_task.await;
+    // The last handle goes: the writer writes its final snapshot and stops. Bounded: a stop
+    // is never held up for long by it (a start replays whatever it did not write).
+    let stopped = ledger.stopped();
+    drop(ledger);
+    if tokio::time::timeout(std::time::Duration::from_millis(STOP_SNAPSHOT_WAIT_MS), stopped).await.is_err() {
+        tracing::warn!("the ledger writer did not stop in time; the next start replays the journal's tail");
+    }
     result
 }
 
@@ -327,9 +342,12 @@ pub async fn serve_with(
             shutdown,
         )
         .await;
+    // Aborted and awaited: the tasks (and the ledger handles they hold) are gone on return.
     watcher.abort();
+    let _ = watcher.await;
     if let Some(scheduler) = scheduler {
         scheduler.abort();
+        let _ = scheduler.await;
     }
     result?;
     tracing::info!("server stopped; every acknowledged write is in the journal");

@@ -987,10 +987,11 @@ impl SettlementService for SettlementApi {
         };
         let ledger = &self.settlement.ledger;
         let transfer_id = window.settlement_transfer_id(&position.participant);
-        let booked = ledger.get_committed(transfer_id).map_err(ApiError::from)?;
+        let booked = ledger.get_committed(transfer_id).await.map_err(ApiError::from)?;
         let at = booked.as_ref().map(|r| r.timestamp_ns).unwrap_or(window.settled_at_ns);
-        let before = ledger.account_entries(account_id, 0, at, true, None, 1).map_err(ApiError::from)?;
-        let opening = convert::posted_balance(before.first());
+        let before =
+            ledger.account_entries(account_id, 0, at, true, None, 1).await.map_err(ApiError::from)?;
+        let opening = convert::posted_balance(before.first().map(|(e, _)| e));
         let mut entries = Vec::new();
         let mut closing = opening;
         if let Some(record) = &booked {

@@ -254,7 +254,7 @@ async fn a_held_remittance_posts_by_itself_when_its_window_closes() {
         (window_ms, done.paid_at_ms + window_ms)
     );
     let deadline = Instant::now() + Duration::from_secs(15);
-    while ledger.pending_state(leg_id(&issued.quote.id, 1)).unwrap() != Some(PendingState::Posted) {
+    while ledger.pending_state(leg_id(&issued.quote.id, 1)).await.unwrap() != Some(PendingState::Posted) {
         assert!(Instant::now() < deadline, "the remittance did not post when its window closed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

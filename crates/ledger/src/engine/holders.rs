@@ -144,7 +144,7 @@ pub const KYC_FOREIGN_REFUSALS_MAX: u32 = 5;
 /// (participant, holder id).
 type HolderKey = (String, String);
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HolderState {
     holders: BTreeMap<HolderKey, Holder>,
     usage: HashMap<HolderKey, MonthlyUsage>,
@@ -447,7 +447,8 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::engine::tests::{NoStore, sys};
+    use crate::engine::Prefetched;
+    use crate::engine::tests::sys;
     use crate::types::*;
 
     /// 2026-01-01T00:00:00Z.
@@ -603,7 +604,7 @@ mod tests {
                         let (funding, currency) =
                             if to == N1_USD { (FUNDING_USD, CurrencyCode::USD) } else { (FUNDING, CurrencyCode::MXN) };
                         let want = expected(&month_used, &balance, to, amount_minor, month);
-                        let got = e.create_transfers(&NoStore, &sys(), &[transfer(id, funding, to, amount_minor, currency)], now, &mut out).unwrap();
+                        let got = e.create_transfers(&Prefetched::default(), &sys(), &[transfer(id, funding, to, amount_minor, currency)], now, &mut out);
                         prop_assert_eq!(got[0].result, want);
                         if want == TransferResult::Ok {
                             *month_used.entry((to, month)).or_default() += amount_minor;
@@ -616,14 +617,14 @@ mod tests {
                         let mut first = transfer(id, funding, to, amount_minor, currency);
                         first.flags.linked = true;
                         let broken = transfer(id + 1, funding, MISSING, 1, currency);
-                        let got = e.create_transfers(&NoStore, &sys(), &[first, broken], now, &mut out).unwrap();
+                        let got = e.create_transfers(&Prefetched::default(), &sys(), &[first, broken], now, &mut out);
                         prop_assert!(got.iter().all(|o| !o.result.is_ok()));
                     }
                     Step::Withdraw { from, amount_minor } => {
                         let available = balance.get(&from).copied().unwrap_or(0);
                         let amount = amount_minor.min(available.max(0) as u64);
                         if amount > 0 {
-                            let got = e.create_transfers(&NoStore, &sys(), &[transfer(id, from, FUNDING, amount, CurrencyCode::MXN)], now, &mut out).unwrap();
+                            let got = e.create_transfers(&Prefetched::default(), &sys(), &[transfer(id, from, FUNDING, amount, CurrencyCode::MXN)], now, &mut out);
                             prop_assert_eq!(got[0].result, TransferResult::Ok);
                             *balance.entry(from).or_default() -= amount as i128;
                         }

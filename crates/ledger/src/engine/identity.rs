@@ -199,7 +199,7 @@ pub enum IdentityRefusal {
 pub type IdentityResult = Result<IdentityResponse, IdentityRefusal>;
 
 /// The registry inside the engine.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct IdentityState {
     participants: BTreeMap<String, Participant>,
     /// key_id → participant (key ids are unique across the ledger).

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, HashMap};
 use puente_money::CurrencyCode;
 use serde::{Deserialize, Serialize};
 
-use super::{Engine, Op, Output, TransferLookup, Undo};
+use super::{Engine, Op, Output, Prefetched, Undo, Wanted};
 use crate::types::*;
 
 /// The participant that owns the settlement hub accounts (one per currency). Reserved: no
@@ -141,7 +141,7 @@ pub struct Flow {
     pub value_minor: u128,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Position {
     paid_minor: u128,
     received_minor: u128,
@@ -157,7 +157,7 @@ impl Position {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Window {
     id: WindowId,
     currency: CurrencyCode,
@@ -340,7 +340,7 @@ pub(super) struct WindowCounters {
 }
 
 /// The engine's settlement state.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub(super) struct SettlementState {
     /// Participant id → dense index (never exposed; replay may number differently).
     index: HashMap<String, u32>,
@@ -759,14 +759,26 @@ impl Engine {
     // ----- commands -----------------------------------------------------------------------
 
     /// Runs one settlement command; ops go to `out` like any other write.
+    /// What a settlement command needs looked up before it runs: the ids of the transfers a
+    /// `Settle` would post.
+    pub fn settlement_wanted(&self, request: &SettlementRequest, wanted: &mut Wanted) {
+        let SettlementRequest::Settle { window_id } = request else { return };
+        let Some(w) = self.settlement.windows.get(window_id) else { return };
+        for p in w.positions.keys() {
+            let participant = &self.settlement.names[*p as usize];
+            wanted.ids.push(settlement_transfer_id(*window_id, w.attempts, participant));
+        }
+    }
+
+    /// Runs one settlement command; ops go to `out` like any other write.
     pub fn settlement_command(
         &mut self,
-        lookup: &dyn TransferLookup,
+        prefetched: &Prefetched,
         request: SettlementRequest,
         now_ns: u64,
         out: &mut Output,
-    ) -> Result<SettlementResult, crate::LedgerError> {
-        Ok(match request {
+    ) -> SettlementResult {
+        match request {
             SettlementRequest::SetProfile(profile) => self.set_profile(profile, now_ns, out),
             SettlementRequest::GetProfile(participant) => self
                 .settlement
@@ -821,14 +833,14 @@ impl Engine {
             SettlementRequest::FinishClose { window_id, failure } => {
                 self.finish_close(window_id, failure, now_ns, out)
             }
-            SettlementRequest::Settle { window_id } => self.settle(lookup, window_id, now_ns, out)?,
+            SettlementRequest::Settle { window_id } => self.settle(prefetched, window_id, now_ns, out),
             SettlementRequest::Confirm { window_id, participant } => {
                 self.confirm(window_id, participant, now_ns, out)
             }
             SettlementRequest::RejectPayments { window_id, reason } => {
                 self.reject_payments(window_id, reason, now_ns, out)
             }
-        })
+        }
     }
 
     fn window_response(&self, window_id: WindowId, changed: bool) -> SettlementResult {
@@ -977,34 +989,34 @@ impl Engine {
 
     fn settle(
         &mut self,
-        lookup: &dyn TransferLookup,
+        prefetched: &Prefetched,
         window_id: WindowId,
         now_ns: u64,
         out: &mut Output,
-    ) -> Result<SettlementResult, crate::LedgerError> {
+    ) -> SettlementResult {
         let Some(w) = self.settlement.windows.get(&window_id) else {
-            return Ok(Err(SettlementRefusal::WindowNotFound(window_id)));
+            return Err(SettlementRefusal::WindowNotFound(window_id));
         };
         match w.state {
             WindowState::Closed | WindowState::Aborted => {}
             WindowState::Settling | WindowState::Rejected | WindowState::Settled => {
-                return Ok(self.window_response(window_id, false));
+                return self.window_response(window_id, false);
             }
             state => {
-                return Ok(Err(SettlementRefusal::WrongState {
+                return Err(SettlementRefusal::WrongState {
                     window_id,
                     state,
                     expected: "CLOSED or ABORTED",
-                }));
+                });
             }
         }
         let missing = self.missing_profiles(w);
         if !missing.is_empty() {
-            return Ok(Err(SettlementRefusal::MissingProfiles {
+            return Err(SettlementRefusal::MissingProfiles {
                 window_id,
                 currency: w.currency,
                 participants: missing,
-            }));
+            });
         }
         let currency = w.currency;
         let attempt = w.attempts;
@@ -1050,7 +1062,7 @@ impl Engine {
                 Op::WindowTransition { window_id, to: WindowState::Aborted, reason, timestamp_ns },
                 out,
             );
-            return Ok(self.window_response(window_id, true));
+            return self.window_response(window_id, true);
         }
         if !chain.is_empty() && !self.accounts.contains_key(&hub) {
             let ts = self.next_timestamp(now_ns);
@@ -1072,10 +1084,15 @@ impl Engine {
             Vec::new()
         } else {
             self.settlement.settling = true;
-            let outcomes =
-                self.create_transfers(lookup, &crate::Actor::system(HUB_PARTICIPANT), &chain, now_ns, out);
+            let outcomes = self.create_transfers(
+                prefetched,
+                &crate::Actor::system(HUB_PARTICIPANT),
+                &chain,
+                now_ns,
+                out,
+            );
             self.settlement.settling = false;
-            outcomes?
+            outcomes
         };
         let refused = outcomes
             .iter()
@@ -1109,7 +1126,7 @@ impl Engine {
                 );
             }
         }
-        Ok(self.window_response(window_id, true))
+        self.window_response(window_id, true)
     }
 
     fn confirm(
@@ -1238,7 +1255,7 @@ fn new_window(id: WindowId, currency: CurrencyCode, ts: u64) -> Window {
 mod tests {
     use super::*;
     use crate::engine::tests::{sys, transfer};
-    use crate::store::{MemoryStore, Store};
+    use crate::store::MemoryStore;
     use puente_money::CurrencyTable;
 
     const NOW: u64 = 1_000_000_000_000;
@@ -1284,7 +1301,7 @@ mod tests {
             out.touched_accounts.dedup();
             let accounts: Vec<Account> =
                 out.touched_accounts.iter().filter_map(|id| self.engine.account(*id).cloned()).collect();
-            self.store.apply(self.seq, out, &accounts).unwrap();
+            self.store.apply(self.seq, out, &accounts);
             self.engine.store_caught_up();
             self.journal.extend(out.ops.iter().cloned());
             out.clear();
@@ -1293,14 +1310,15 @@ mod tests {
 
         fn transfers(&mut self, batch: &[Transfer]) -> Vec<TransferResult> {
             let mut out = Output::default();
-            let outcomes = self.engine.create_transfers(&self.store, &sys(), batch, NOW, &mut out).unwrap();
+            let outcomes =
+                self.engine.create_transfers(&self.store.everything(), &sys(), batch, NOW, &mut out);
             self.persist(&mut out);
             outcomes.iter().map(|o| o.result).collect()
         }
 
         fn command(&mut self, request: SettlementRequest) -> SettlementResult {
             let mut out = Output::default();
-            let result = self.engine.settlement_command(&self.store, request, NOW, &mut out).unwrap();
+            let result = self.engine.settlement_command(&self.store.everything(), request, NOW, &mut out);
             self.persist(&mut out);
             result
         }

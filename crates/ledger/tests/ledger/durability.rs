@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use puente_ledger::journal::{CHAIN_GENESIS, Journal, chain_hash, copy_intact_prefix};
+use puente_ledger::journal::{CHAIN_GENESIS, SEGMENT_HEADER_BYTES, chain_hash, copy_journal, segment_path};
 use puente_ledger::*;
 use puente_money::CurrencyCode;
 
@@ -82,12 +82,29 @@ fn open_rebuilding(dir: &Path) -> Result<Ledger, LedgerError> {
     open_config(config)
 }
 
+/// Opens, then waits for the background check of the journal before the snapshot the start
+/// resumed from: damage anywhere in the journal is an error, found either by the start or by
+/// that check (which then stops all writes).
+async fn open_checked(dir: &Path) -> Result<Ledger, LedgerError> {
+    let ledger = open(dir)?;
+    match ledger.history_verified().await {
+        Ok(()) => Ok(ledger),
+        Err(error) => {
+            assert!(!ledger.is_healthy(), "a ledger with a broken history still takes writes");
+            let refused = ledger.create_accounts(Actor::system("tests"), vec![account(99, USD, false)]).await;
+            assert!(matches!(refused, Err(LedgerError::Unavailable(_))), "{refused:?}");
+            close(ledger, dir);
+            Err(error)
+        }
+    }
+}
+
 /// Drops the ledger and waits (bounded) until its writer released the sled index.
 fn close(ledger: Ledger, dir: &Path) {
     drop(ledger);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match sled::Config::new().path(dir.join("index")).open() {
+        match sled::Config::new().path(dir.join("index").join("sled")).open() {
             Ok(db) => {
                 drop(db);
                 return;
@@ -139,11 +156,11 @@ fn flip_byte(path: &Path, offset: u64) {
 /// A journal record's header: length, CRC-32, chain hash.
 const RECORD_HEADER: usize = 4 + 4 + 32;
 
-/// Byte offsets where each journal record starts (after the 8-byte magic).
+/// Byte offsets where each record of a journal segment starts (after its header).
 fn record_offsets(path: &Path) -> Vec<u64> {
     let bytes = std::fs::read(path).unwrap();
     let mut offsets = Vec::new();
-    let mut at = 8usize;
+    let mut at = SEGMENT_HEADER_BYTES;
     while at + RECORD_HEADER <= bytes.len() {
         offsets.push(at as u64);
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
@@ -163,9 +180,9 @@ async fn reopen_keeps_everything() {
     assert_eq!(before[&2].debits_posted_minor, 250);
     assert_eq!(before[&2].debits_pending_minor, 0);
     assert_eq!(before[&3].credits_posted_minor, 250);
-    let prior = ledger.get_transfer(12, "tests").unwrap();
-    let entries = ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).unwrap();
-    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
+    let prior = ledger.get_transfer(12, "tests").await.unwrap();
+    let entries = ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap();
+    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap();
     close(ledger, dir.path());
 
     let ledger = open(dir.path()).unwrap();
@@ -173,9 +190,9 @@ async fn reopen_keeps_everything() {
     assert_eq!(ledger.recovery().accounts, 4);
     assert_eq!(ledger.recovery().truncated_tail_bytes, 0);
     assert_eq!(all_accounts(&ledger), before);
-    assert_eq!(ledger.get_transfer(12, "tests").unwrap(), prior);
-    assert_eq!(ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).unwrap(), entries);
-    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap(), feed);
+    assert_eq!(ledger.get_transfer(12, "tests").await.unwrap(), prior);
+    assert_eq!(ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap(), entries);
+    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap(), feed);
 
     // Idempotency survives the restart: a retry is replayed with its first timestamp, the
     // pending transfer stays posted, and new timestamps come after the old ones.
@@ -192,7 +209,7 @@ async fn reopen_keeps_everything() {
     close(ledger, dir.path());
     let ledger = open(dir.path()).unwrap();
     assert_eq!(ledger.get_account(3).unwrap().unwrap().credits_posted_minor, 255);
-    let failed = ledger.get_transfer(14, "tests").unwrap();
+    let failed = ledger.get_transfer(14, "tests").await.unwrap();
     assert!(
         matches!(&failed, Some(Prior::Failed(f)) if f.result == TransferResult::PendingTransferAlreadyPosted),
         "{failed:?}"
@@ -202,7 +219,7 @@ async fn reopen_keeps_everything() {
 #[tokio::test]
 async fn torn_tail_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::path(dir.path());
+    let journal = segment_path(dir.path(), 1);
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     let before = all_accounts(&ledger);
@@ -237,7 +254,7 @@ async fn torn_tail_is_cut_off() {
 #[tokio::test]
 async fn truncated_last_record_loses_only_that_record() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::path(dir.path());
+    let journal = segment_path(dir.path(), 1);
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     let before_last = all_accounts(&ledger);
@@ -249,21 +266,21 @@ async fn truncated_last_record_loses_only_that_record() {
     // The index applied the record the journal no longer has: that is lost acknowledged data,
     // and the ledger refuses to open.
     assert!(matches!(open(dir.path()), Err(LedgerError::Corrupt(_))));
+    // The refused start left the journal as it was.
+    assert_eq!(std::fs::metadata(&journal).unwrap().len(), len - 3);
     // Rebuilding the index from the journal accepts the journal as it is: the torn record is
     // cut, everything before it survives.
-    // (The refused open above already cut the torn bytes: `Journal::open` truncates before
-    // the index is compared with it.)
     let ledger = open_rebuilding(dir.path()).unwrap();
     assert_eq!(ledger.recovery().journal_entries, 6);
     assert_eq!(all_accounts(&ledger), before_last);
-    assert_eq!(ledger.get_transfer(30, "tests").unwrap(), None);
-    assert!(ledger.get_transfer(13, "tests").unwrap().is_some());
+    assert_eq!(ledger.get_transfer(30, "tests").await.unwrap(), None);
+    assert!(ledger.get_transfer(13, "tests").await.unwrap().is_some());
 }
 
 #[tokio::test]
 async fn flipped_byte_in_the_middle_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::path(dir.path());
+    let journal = segment_path(dir.path(), 1);
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     close(ledger, dir.path());
@@ -272,7 +289,7 @@ async fn flipped_byte_in_the_middle_is_corruption() {
 
     // In the payload of the second record.
     flip_byte(&journal, offsets[1] + RECORD_HEADER as u64 + 20);
-    assert!(matches!(open(dir.path()), Err(LedgerError::Corrupt(_))));
+    assert!(matches!(open_checked(dir.path()).await, Err(LedgerError::Corrupt(_))));
     assert!(matches!(open_rebuilding(dir.path()), Err(LedgerError::Corrupt(_))));
     // Nothing was cut off.
     assert_eq!(std::fs::read(&journal).unwrap().len(), pristine.len());
@@ -298,7 +315,7 @@ async fn flipped_byte_in_the_middle_is_corruption() {
 #[tokio::test]
 async fn damaged_record_length_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::path(dir.path());
+    let journal = segment_path(dir.path(), 1);
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     close(ledger, dir.path());
@@ -327,39 +344,63 @@ async fn missing_index_is_rebuilt_from_the_journal() {
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     let before = all_accounts(&ledger);
-    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
-    let entries = ledger.account_entries(3, 0, u64::MAX, true, None, PAGE_SIZE_MAX).unwrap();
+    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap();
+    let entries = ledger.account_entries(3, 0, u64::MAX, true, None, PAGE_SIZE_MAX).await.unwrap();
     close(ledger, dir.path());
 
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
     let ledger = open(dir.path()).unwrap();
     assert_eq!(ledger.recovery().replayed_into_index, ledger.recovery().journal_entries);
     assert_eq!(all_accounts(&ledger), before);
-    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap(), feed);
-    assert_eq!(ledger.account_entries(3, 0, u64::MAX, true, None, PAGE_SIZE_MAX).unwrap(), entries);
+    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap(), feed);
+    assert_eq!(ledger.account_entries(3, 0, u64::MAX, true, None, PAGE_SIZE_MAX).await.unwrap(), entries);
     assert_eq!(ledger.list_accounts(Some("bank-a"), 0, 10).unwrap().len(), 4);
     assert_eq!(ledger.list_accounts(Some("bank-a"), 2, 10).unwrap().len(), 2);
     assert!(ledger.list_accounts(Some("bank-b"), 0, 10).unwrap().is_empty());
 }
 
+/// Rolls the index's resume point back to the start of the journal (so that an open replays
+/// every record into it again), after `edit` has changed its sled tree.
+fn edit_index(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
+    let db = sled::Config::new().path(dir.join("index").join("sled")).open().unwrap();
+    let tree = db.open_tree("index").unwrap();
+    edit(&tree);
+    tree.remove(b"m/resume").unwrap();
+    tree.remove(b"m/persisted_seq").unwrap();
+    db.flush().unwrap();
+}
+
 #[tokio::test]
 async fn index_disagreeing_with_the_journal_is_refused() {
+    use puente_ledger::index::chunks::AccountChunk;
     let dir = tempfile::tempdir().unwrap();
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     let before = all_accounts(&ledger);
+    let statement = ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap();
     close(ledger, dir.path());
 
-    {
-        let db = sled::Config::new().path(dir.path().join("index")).open().unwrap();
-        let accounts = db.open_tree("accounts").unwrap();
-        let key = 2u128.to_be_bytes();
-        let mut account: Account = bincode::deserialize(&accounts.get(key).unwrap().unwrap()).unwrap();
-        assert_eq!(account, before[&2]);
-        account.credits_posted_minor += 1_000_000;
-        accounts.insert(key, bincode::serialize(&account).unwrap()).unwrap();
-        db.flush().unwrap();
-    }
+    // Replaying every record into an index that already holds them changes nothing (applying
+    // is idempotent), and its history still adds up to the journal's balances.
+    edit_index(dir.path(), |_| {});
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().replayed_into_index, ledger.recovery().journal_entries);
+    assert_eq!(all_accounts(&ledger), before);
+    assert_eq!(ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap(), statement);
+    close(ledger, dir.path());
+
+    // Account 2's history in the index, edited: it no longer adds up to what the journal says.
+    edit_index(dir.path(), |tree| {
+        let mut prefix = vec![b'a'];
+        prefix.extend_from_slice(&2u128.to_be_bytes());
+        let (key, value) = tree.scan_prefix(&prefix).next().unwrap().unwrap();
+        let first_ts = u64::from_be_bytes(key[17..25].try_into().unwrap());
+        let mut chunk = AccountChunk::decode(first_ts, &value).unwrap();
+        chunk.start[3] += 1_000_000;
+        let mut bytes = Vec::new();
+        chunk.encode(&mut bytes);
+        tree.insert(key, bytes).unwrap();
+    });
     let refused = open(dir.path());
     assert!(matches!(refused, Err(LedgerError::Corrupt(_))), "{:?}", refused.err());
 
@@ -369,6 +410,7 @@ async fn index_disagreeing_with_the_journal_is_refused() {
     // Repaired for good: a plain open works again.
     let ledger = open(dir.path()).unwrap();
     assert_eq!(all_accounts(&ledger), before);
+    assert_eq!(ledger.account_entries(2, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap(), statement);
 }
 
 #[tokio::test]
@@ -392,13 +434,13 @@ async fn pending_transfers_expire_by_themselves() {
     }
     let b = ledger.get_account(2).unwrap().unwrap();
     assert_eq!((b.credits_pending_minor, b.credits_posted_minor), (70, 0));
-    let entries = ledger.account_entries(1, 0, u64::MAX, true, None, 1).unwrap();
-    assert_eq!(entries[0].kind, EntryKind::Expired);
-    assert_eq!(entries[0].transfer_id, 40);
+    let entries = ledger.account_entries(1, 0, u64::MAX, true, None, 1).await.unwrap();
+    assert_eq!(entries[0].0.kind, EntryKind::Expired);
+    assert_eq!(entries[0].0.transfer_id, 40);
     let late = transfers(&ledger, vec![post(42, 40, 0)]).await;
     assert_eq!(late[0].result, TransferResult::PendingTransferExpired);
-    assert_eq!(ledger.pending_state(40).unwrap(), Some(PendingState::Expired));
-    assert_eq!(ledger.pending_state(41).unwrap(), Some(PendingState::Pending));
+    assert_eq!(ledger.pending_state(40).await.unwrap(), Some(PendingState::Expired));
+    assert_eq!(ledger.pending_state(41).await.unwrap(), Some(PendingState::Pending));
     ok_transfers(&ledger, vec![post(43, 41, 0)]).await;
 
     // The expiry is journaled: it survives a restart.
@@ -406,9 +448,9 @@ async fn pending_transfers_expire_by_themselves() {
     let ledger = open_rebuilding(dir.path()).unwrap();
     let a = ledger.get_account(1).unwrap().unwrap();
     assert_eq!((a.debits_pending_minor, a.debits_posted_minor), (0, 70));
-    assert_eq!(ledger.pending_state(40).unwrap(), Some(PendingState::Expired));
-    assert_eq!(ledger.pending_state(41).unwrap(), Some(PendingState::Posted));
-    assert_eq!(ledger.pending_state(43).unwrap(), None);
+    assert_eq!(ledger.pending_state(40).await.unwrap(), Some(PendingState::Expired));
+    assert_eq!(ledger.pending_state(41).await.unwrap(), Some(PendingState::Posted));
+    assert_eq!(ledger.pending_state(43).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -463,7 +505,7 @@ async fn concurrent_transfers_are_all_durable() {
         }
     };
     check(&ledger);
-    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap().len(), PAGE_SIZE_MAX.min(count));
+    assert_eq!(ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap().len(), PAGE_SIZE_MAX.min(count));
     close(ledger, dir.path());
     let ledger = open(dir.path()).unwrap();
     check(&ledger);
@@ -544,20 +586,25 @@ async fn feed_is_in_timestamp_order() {
     for handle in handles {
         assert!(handle.await.unwrap().iter().all(|o| o.result.is_ok()));
     }
-    let committed = ledger.transfers_after(0, PAGE_SIZE_MAX).unwrap();
+    let committed = ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap();
     assert_eq!(committed.len(), 8 * 3);
     assert!(committed.windows(2).all(|w| w[0].timestamp_ns < w[1].timestamp_ns));
     // Paging with the last timestamp as the cursor gives the same sequence.
     let mut paged = Vec::new();
     let mut after = 0;
     loop {
-        let page = ledger.transfers_after(after, 5).unwrap();
+        let page = ledger.transfers_after(after, 5).await.unwrap();
         let Some(last) = page.last() else { break };
         after = last.timestamp_ns;
         paged.extend(page);
     }
     assert_eq!(paged, committed);
-    assert_eq!(ledger.get_transfer_at(committed[3].timestamp_ns).unwrap().as_ref(), Some(&committed[3]));
+    // Each record reads back from where the index says it is in the journal.
+    let account = committed[3].effect.debit_account_id;
+    let entries = ledger.account_entries(account, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap();
+    let (entry, location) = entries.iter().find(|(e, _)| e.transfer_id == committed[3].transfer.id).unwrap();
+    assert_eq!(entry.timestamp_ns, committed[3].timestamp_ns);
+    assert_eq!(ledger.record_at(*location).unwrap().as_ref(), Some(&committed[3]));
 
     // The live feed delivered the same records in the same order.
     let mut live = Vec::new();
@@ -592,7 +639,7 @@ fn tamper_with_fixed_crc(path: &Path, offset: u64) -> Vec<u8> {
 #[tokio::test]
 async fn edited_payload_with_a_recomputed_crc_breaks_the_hash_chain() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::path(dir.path());
+    let journal = segment_path(dir.path(), 1);
     let ledger = open(dir.path()).unwrap();
     populate(&ledger).await;
     close(ledger, dir.path());
@@ -600,24 +647,23 @@ async fn edited_payload_with_a_recomputed_crc_breaks_the_hash_chain() {
     let pristine = std::fs::read(&journal).unwrap();
 
     // A record in the middle, and the last one (which must not pass for a torn tail).
-    type Opener = fn(&Path) -> Result<Ledger, LedgerError>;
-    let cases: [(usize, Opener); 2] = [(2, open), (offsets.len() - 1, open_rebuilding)];
-    for (index, reopen) in cases {
+    for (index, rebuild) in [(2, false), (offsets.len() - 1, true)] {
         let tampered = tamper_with_fixed_crc(&journal, offsets[index]);
         let seq = index + 1;
-        match reopen(dir.path()) {
+        let reopened = if rebuild { open_rebuilding(dir.path()) } else { open_checked(dir.path()).await };
+        match reopened {
             Err(LedgerError::Corrupt(message)) => {
-                let expected =
-                    format!("journal record seq {seq} at byte {}: hash chain broken", offsets[index]);
+                let expected = format!("journal record seq {seq} at byte {} ", offsets[index]);
                 assert!(message.contains(&expected), "{message}");
+                assert!(message.contains("hash chain broken"), "{message}");
                 assert!(message.contains("the record was altered"), "{message}");
             }
             other => panic!("record {seq} edited: {:?}", other.map(|l| l.recovery().clone())),
         }
         assert_eq!(std::fs::read(&journal).unwrap(), tampered, "the journal was changed");
         // A backup copy refuses it too.
-        let copy = dir.path().join(format!("copy-{seq}.log"));
-        let error = copy_intact_prefix(&journal, &copy).unwrap_err();
+        let copy = dir.path().join(format!("copy-{seq}"));
+        let error = copy_journal(dir.path(), &copy).unwrap_err();
         assert!(error.to_string().contains("hash chain broken"), "{error}");
         std::fs::write(&journal, &pristine).unwrap();
     }
@@ -635,7 +681,7 @@ async fn edited_payload_with_a_recomputed_crc_breaks_the_hash_chain() {
 #[tokio::test]
 async fn chain_head_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::path(dir.path());
+    let journal = segment_path(dir.path(), 1);
     let ledger = open(dir.path()).unwrap();
     assert_eq!(ledger.chain_head(), (0, CHAIN_GENESIS));
     populate(&ledger).await;
@@ -655,7 +701,12 @@ async fn chain_head_survives_a_restart() {
 
     let ledger = open(dir.path()).unwrap();
     assert_eq!(ledger.chain_head(), head);
-    let copy = copy_intact_prefix(&journal, &dir.path().join("copy.log")).unwrap();
+    // The start resumed from the snapshot taken at the clean stop; the records before it were
+    // checked in the background and found whole.
+    assert_eq!(ledger.recovery().snapshot_seq, Some(6));
+    ledger.history_verified().await.unwrap();
+    assert!(ledger.is_healthy());
+    let copy = copy_journal(dir.path(), &dir.path().join("copy")).unwrap();
     assert_eq!((copy.last_seq, copy.chain_head), head);
     // New records continue the chain from there.
     ok_transfers(&ledger, vec![transfer(40, 1, 2, 1)]).await;
@@ -686,4 +737,144 @@ async fn chain_head_changes_with_every_commit() {
     // A read changes nothing.
     ledger.get_account(1).unwrap();
     assert_eq!(ledger.chain_head(), *heads.last().unwrap());
+}
+
+fn open_snapshotting(dir: &Path, every_events: u64) -> Ledger {
+    let mut config = LedgerConfig::new(dir);
+    config.snapshot_events = every_events;
+    open_config(config).unwrap()
+}
+
+/// Everything a reader can see, for comparing two opens of one store.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    accounts: BTreeMap<AccountId, Account>,
+    feed: Vec<TransferRecord>,
+    statements: Vec<Vec<(Entry, Location)>>,
+    pendings: Vec<Option<PendingState>>,
+    chain_head: (u64, [u8; 32]),
+}
+
+async fn everything(ledger: &Ledger) -> Seen {
+    let accounts = all_accounts(ledger);
+    let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap();
+    let mut statements = Vec::new();
+    for id in accounts.keys() {
+        statements.push(ledger.account_entries(*id, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap());
+    }
+    let mut pendings = Vec::new();
+    for record in &feed {
+        pendings.push(ledger.pending_state(record.transfer.id).await.unwrap());
+    }
+    Seen { accounts, feed, statements, pendings, chain_head: ledger.chain_head() }
+}
+
+/// Waits (bounded) until the store has `n` snapshots.
+async fn snapshots_reach(dir: &Path, n: usize) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut seqs = puente_ledger::snapshot::list(dir).unwrap();
+        seqs.sort_unstable();
+        if seqs.len() >= n {
+            return seqs;
+        }
+        assert!(Instant::now() < deadline, "only {} snapshots were written", seqs.len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Transfers of every kind, each call its own journal record: plain, pending and posted,
+/// pending and voided, pending left to expire, pending left open.
+async fn traffic(ledger: &Ledger, base: TransferId) {
+    ok_transfers(ledger, vec![transfer(base, 1, 2, 100)]).await;
+    ok_transfers(ledger, vec![pending(base + 1, 2, 3, 30, 0)]).await;
+    ok_transfers(ledger, vec![post(base + 2, base + 1, 20)]).await;
+    ok_transfers(ledger, vec![pending(base + 3, 2, 3, 10, 0)]).await;
+    let mut void = transfer(base + 4, 0, 0, 0);
+    void.flags.void_pending = true;
+    void.pending_id = base + 3;
+    ok_transfers(ledger, vec![void]).await;
+    ok_transfers(ledger, vec![pending(base + 5, 1, 3, 7, 0)]).await;
+    // A failure, remembered.
+    let failed = transfers(ledger, vec![transfer(base + 6, 3, 2, 1_000_000)]).await;
+    assert_eq!(failed[0].result, TransferResult::ExceedsCredits);
+}
+
+#[tokio::test]
+async fn a_snapshot_and_the_journal_after_it_give_what_a_full_replay_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_snapshotting(dir.path(), 5);
+    populate(&ledger).await;
+    for round in 0..4 {
+        traffic(&ledger, 1_000 + round * 10).await;
+    }
+    let seqs = snapshots_reach(dir.path(), 2).await;
+    // Records after the newest snapshot, so that the start replays a tail.
+    traffic(&ledger, 2_000).await;
+    let before = everything(&ledger).await;
+    close(ledger, dir.path());
+
+    let ledger = open(dir.path()).unwrap();
+    let recovery = ledger.recovery().clone();
+    let newest = *puente_ledger::snapshot::list(dir.path()).unwrap().iter().max().unwrap();
+    assert!(newest >= *seqs.last().unwrap());
+    assert_eq!(recovery.snapshot_seq, Some(newest));
+    assert_eq!(recovery.replayed_into_state, recovery.journal_entries - newest, "{recovery:?}");
+    assert!(recovery.replayed_into_state < recovery.journal_entries);
+    assert_eq!(everything(&ledger).await, before);
+    // And it goes on from there: new writes, idempotent retries of old ones.
+    let retry = transfers(&ledger, vec![transfer(1_000, 1, 2, 100)]).await;
+    assert!(retry[0].replayed);
+    let retry = transfers(&ledger, vec![transfer(1_006, 3, 2, 1_000_000)]).await;
+    assert_eq!((retry[0].result, retry[0].replayed), (TransferResult::ExceedsCredits, true));
+    let late = transfers(&ledger, vec![post(3_000, 1_001, 0)]).await;
+    assert_eq!(late[0].result, TransferResult::PendingTransferAlreadyPosted);
+    ok_transfers(&ledger, vec![transfer(3_001, 1, 2, 1)]).await;
+    let second = everything(&ledger).await;
+    close(ledger, dir.path());
+
+    // Without snapshots or index: the whole journal, the same answers.
+    std::fs::remove_dir_all(puente_ledger::snapshot::snapshots_dir(dir.path())).unwrap();
+    let ledger = open_rebuilding(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().snapshot_seq, None);
+    assert_eq!(ledger.recovery().replayed_into_state, ledger.recovery().journal_entries);
+    assert_eq!(everything(&ledger).await, second);
+}
+
+#[tokio::test]
+async fn a_damaged_or_unfinished_snapshot_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_snapshotting(dir.path(), 5);
+    populate(&ledger).await;
+    for round in 0..4 {
+        traffic(&ledger, 1_000 + round * 10).await;
+    }
+    snapshots_reach(dir.path(), 2).await;
+    let before = everything(&ledger).await;
+    close(ledger, dir.path());
+    let mut seqs = puente_ledger::snapshot::list(dir.path()).unwrap();
+    seqs.sort_unstable();
+    let snapshots = puente_ledger::snapshot::snapshots_dir(dir.path());
+    let path = |seq: u64| snapshots.join(format!("{seq:020}.snap"));
+    let newest = *seqs.last().unwrap();
+    let older = seqs[seqs.len() - 2];
+
+    // A crash while writing leaves a partial file under another name: never read.
+    std::fs::write(snapshots.join(format!("{:020}.partial", newest + 1)), b"half").unwrap();
+    // The newest snapshot damaged: the one before it is used, and replay covers the rest.
+    flip_byte(&path(newest), 100);
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().snapshot_seq, Some(older));
+    assert_eq!(everything(&ledger).await, before);
+    close(ledger, dir.path());
+
+    // Every snapshot cut short: a full replay.
+    for seq in puente_ledger::snapshot::list(dir.path()).unwrap() {
+        let bytes = std::fs::read(path(seq)).unwrap();
+        std::fs::write(path(seq), &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let ledger = open(dir.path()).unwrap();
+    assert_eq!(ledger.recovery().snapshot_seq, None);
+    assert_eq!(ledger.recovery().replayed_into_state, ledger.recovery().journal_entries);
+    assert_eq!(everything(&ledger).await, before);
 }

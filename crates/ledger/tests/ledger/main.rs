@@ -2,4 +2,5 @@
 
 mod durability;
 mod fuzz;
+mod migration;
 mod model;
