@@ -50,7 +50,7 @@ pub struct SettlementFileConfig {
     pub time_zone: Option<String>,
     /// MXN per USD for USD figures in reports [default: "18"].
     pub rate_mxn_per_usd: Option<String>,
-    /// Bank fees for the savings report [default: domain.md §3, see puente_netting::FeeModel].
+    /// Bank fees for the savings report [defaults: see puente_netting::FeeModel].
     pub fees: Option<puente_netting::FeeModel>,
     /// The hub's accounts at its settlement banks, per currency, as their statements name them
     /// (`Acct/Id`), e.g. `{ USD = ["000123456789"], MXN = ["012180001234567897"] }`:
@@ -61,8 +61,8 @@ pub struct SettlementFileConfig {
 /// Resolves the `[settlement]` table.
 fn settlement_config(
     file: Option<SettlementFileConfig>,
-) -> Result<puente_server::settlement_service::SettlementConfig, ConfigError> {
-    let mut config = puente_server::settlement_service::SettlementConfig::default();
+) -> Result<puente_server::settlement_desk::SettlementConfig, ConfigError> {
+    let mut config = puente_server::settlement_desk::SettlementConfig::default();
     let Some(file) = file else { return Ok(config) };
     let err = |e: String| ConfigError::Settlement(e);
     if let Some(fees) = file.fees {
@@ -148,7 +148,7 @@ pub struct Resolved {
     pub fx: puente_server::fx_desk::FxConfig,
     /// `[fx] signing_key_file` (the flag and PUENTE_FX_SIGNING_KEY_FILE beat it).
     pub fx_signing_key_file: Option<PathBuf>,
-    pub settlement: puente_server::settlement_service::SettlementConfig,
+    pub settlement: puente_server::settlement_desk::SettlementConfig,
 }
 
 /// Longest cancellation window accepted.

@@ -23,8 +23,8 @@ async fn settlement_client(addr: &str) -> SettlementClient {
 /// installs it). Never skipped: a missing xmllint fails with a message saying to run
 /// scripts/test.
 fn validate_xml(xml: &str, xsd: &str, dir: &Path, name: &str) {
-    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/iso20022").join(xsd);
-    assert!(schema.exists(), "{} missing: ../shared must sit beside the repository", schema.display());
+    let schema = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/iso20022").join(xsd);
+    assert!(schema.exists(), "{} missing (versioned under tests/data/iso20022)", schema.display());
     let file = dir.join(name);
     std::fs::write(&file, xml).unwrap();
     let output = Command::new(required_tool("xmllint", "libxml2-utils"))

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 const USD_MXN: Pair = Pair { base: CurrencyCode::USD, quote: CurrencyCode::MXN };
 
 fn ecb_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/ecb-eurofxref-hist.csv")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/ecb/eurofxref-hist-usd-mxn-cad.csv")
 }
 
 fn load_ecb() -> Vec<EcbDay> {
@@ -18,7 +18,7 @@ fn load_ecb() -> Vec<EcbDay> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
         panic!(
             "the ECB history file is required for the back-test but could not be read at {}: {error}. \
-             Place ecb-eurofxref-hist.csv in ../shared/data beside the repository clone.",
+             It is versioned with the code under tests/data/ecb/ (see tests/data/README.md).",
             path.display()
         )
     });

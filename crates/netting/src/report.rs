@@ -73,12 +73,12 @@ pub enum Rail {
 /// Bank fees and FX margin used to price a window. Deserializable from configuration; missing
 /// fields take the defaults below (`#[serde(default)]`), unknown fields are rejected.
 ///
-/// Defaults (sources: `shared/reference/domain.md` §3 unless noted):
-/// - international wire: USD 41.50 (average of 11 large US banks) plus USD 15.00 for one
+/// Defaults:
+/// - international wire: USD 41.50 (average outgoing international wire fee of 11 large US banks) plus USD 15.00 for one
 ///   correspondent (low end of the USD 15–50 range);
 /// - Fedwire: USD 0.94 per transfer: the Federal Reserve's 2024 gross per-transfer fee, tier 1
-///   (first 14,000 a month), before volume discounts (frbservices.org; *not* in domain.md,
-///   verify against the current fee schedule);
+///   (first 14,000 a month), before volume discounts (frbservices.org; verify
+///   against the current fee schedule);
 /// - ACH / Directo a México: USD 0.67 per item;
 /// - SPEI: MXN 8.00, the top of the MXN 0–8 range customers typically pay, so savings are not
 ///   overstated;

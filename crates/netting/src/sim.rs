@@ -128,8 +128,8 @@ pub struct CorridorMix {
 
 impl Default for CorridorMix {
     /// 10 + 10 participants; 85% remittances around USD 300; SME trade around USD 8,000 with
-    /// 60% of payments southbound and 40% northbound (≈ the 506 : 334 split of 2024 goods trade
-    /// in `domain.md` §2, since payments flow opposite to goods); 20% of trade invoiced in MXN.
+    /// 60% of payments southbound and 40% northbound (≈ the 2024 goods trade: about
+    /// USD 506 bn Mexico → US and 334 bn US → Mexico; payments flow opposite to goods); 20% of trade invoiced in MXN.
     fn default() -> Self {
         CorridorMix {
             us_participants: 10,

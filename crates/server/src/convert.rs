@@ -58,7 +58,8 @@ pub fn timestamp_ns(
     ns
 }
 
-fn parse_currency(
+/// Parses a currency code the table knows; a violation otherwise (empty text included).
+pub fn parse_currency(
     text: &str,
     field: &str,
     currencies: &CurrencyTable,
@@ -100,7 +101,21 @@ fn parse_money(
     }
 }
 
-fn money(currencies: &CurrencyTable, code: CurrencyCode, amount_minor: u128) -> pb::Money {
+/// An optional currency code: empty text is `None`, anything else must be known.
+pub fn parse_optional_currency(
+    text: &str,
+    field: &str,
+    currencies: &CurrencyTable,
+    violations: &mut Vec<Violation>,
+) -> Option<CurrencyCode> {
+    if text.is_empty() {
+        return None;
+    }
+    parse_currency(text, field, currencies, violations)
+}
+
+/// An amount in minor units as wire `Money` (decimal text at the currency's scale).
+pub fn money(currencies: &CurrencyTable, code: CurrencyCode, amount_minor: u128) -> pb::Money {
     let value = match currencies.get(code) {
         Ok(c) => c.format_amount(amount_minor),
         Err(_) => amount_minor.to_string(),
@@ -117,6 +132,16 @@ fn format_signed(currencies: &CurrencyTable, code: CurrencyCode, amount_minor: i
         Ok(c) => c.format_signed(amount_minor),
         Err(_) => amount_minor.to_string(),
     }
+}
+
+/// A signed amount in minor units as wire `Money`.
+pub fn signed_money(currencies: &CurrencyTable, code: CurrencyCode, amount_minor: i128) -> pb::Money {
+    pb::Money { currency_code: code.to_string(), value: format_signed(currencies, code, amount_minor) }
+}
+
+/// The currency's number of decimal places (2 for one the table does not know).
+pub fn scale(currencies: &CurrencyTable, code: CurrencyCode) -> u32 {
+    currencies.get(code).map(|c| c.scale).unwrap_or(2)
 }
 
 pub fn new_account(

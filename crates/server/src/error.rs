@@ -6,6 +6,7 @@ use puente_fx::FxError;
 use puente_ledger::LedgerError;
 use puente_ledger::holders::HolderRefusal;
 use puente_ledger::identity::IdentityRefusal;
+use puente_ledger::settlement::SettlementRefusal;
 
 use crate::fx_desk::DeskError;
 use tonic::{Code, Status};
@@ -224,7 +225,7 @@ impl ApiError {
             ApiError::Refused(code) => (Code::FailedPrecondition, code),
             ApiError::Ledger(e) => ledger_code_and_reason(e),
             ApiError::Fx(e) => fx_code_and_reason(e),
-            ApiError::Settlement(e) => crate::settlement_service::code_and_reason(e),
+            ApiError::Settlement(e) => settlement_code_and_reason(e),
             ApiError::Identity(e) => identity_code_and_reason(e),
             ApiError::Holder(e) => holder_code_and_reason(e),
             ApiError::PiiKeyMissing => (Code::FailedPrecondition, "PII_KEY_NOT_CONFIGURED"),
@@ -293,7 +294,7 @@ impl From<ApiError> for Status {
             | ApiError::ValidatorUnavailable(_)
             | ApiError::Unauthenticated(_)
             | ApiError::PermissionDenied(_) => {}
-            ApiError::Settlement(e) => crate::settlement_service::add_details(e, &mut details, &mut metadata),
+            ApiError::Settlement(e) => add_settlement_details(e, &mut details, &mut metadata),
         }
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
         match &error {
@@ -306,6 +307,43 @@ impl From<ApiError> for Status {
             _ => tracing::debug!(%error, "request rejected"),
         }
         Status::with_error_details(code, error.to_string(), details)
+    }
+}
+
+/// The error codes of settlement refusals.
+fn settlement_code_and_reason(refusal: &SettlementRefusal) -> (Code, &'static str) {
+    match refusal {
+        SettlementRefusal::ProfileInvalid { .. } => (Code::InvalidArgument, "INVALID_FIELD"),
+        SettlementRefusal::ProfileNotFound(_) => (Code::NotFound, "PROFILE_NOT_FOUND"),
+        SettlementRefusal::WindowNotFound(_) => (Code::NotFound, "WINDOW_NOT_FOUND"),
+        SettlementRefusal::NoOpenWindow(_) => (Code::FailedPrecondition, "NO_OPEN_WINDOW"),
+        SettlementRefusal::WrongState { .. } => (Code::FailedPrecondition, "WINDOW_STATE_INVALID"),
+        SettlementRefusal::ParticipantNotInWindow { .. } => (Code::NotFound, "PARTICIPANT_NOT_IN_WINDOW"),
+        SettlementRefusal::MissingProfiles { .. } => (Code::FailedPrecondition, "PROFILE_MISSING"),
+    }
+}
+
+/// The google.rpc details of a settlement refusal.
+fn add_settlement_details(
+    refusal: &SettlementRefusal,
+    details: &mut ErrorDetails,
+    metadata: &mut HashMap<String, String>,
+) {
+    match refusal {
+        SettlementRefusal::ProfileInvalid { field, reason } => {
+            details.add_bad_request_violation(format!("profile.{field}"), reason.clone());
+        }
+        SettlementRefusal::WrongState { window_id, state, .. } => {
+            metadata.insert("window_id".into(), window_id.to_string());
+            metadata.insert("state".into(), state.code().into());
+        }
+        SettlementRefusal::WindowNotFound(id) => {
+            metadata.insert("window_id".into(), id.to_string());
+        }
+        SettlementRefusal::MissingProfiles { participants, .. } => {
+            metadata.insert("participants".into(), participants.join(",").chars().take(256).collect());
+        }
+        _ => {}
     }
 }
 

@@ -30,9 +30,7 @@ impl FxApi {
 }
 
 fn money(currencies: &CurrencyTable, code: CurrencyCode, minor: u64) -> Option<pb::Money> {
-    let value =
-        currencies.get(code).map(|c| c.format_amount(minor as u128)).unwrap_or_else(|_| minor.to_string());
-    Some(pb::Money { currency_code: code.to_string(), value })
+    Some(convert::money(currencies, code, u128::from(minor)))
 }
 
 fn segment_in(value: i32) -> Option<Segment> {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod operations_service;
 pub mod participant_service;
 pub mod reconcile;
+pub mod settlement_desk;
 pub mod settlement_metrics;
 pub mod settlement_service;
 pub mod wire;
@@ -120,7 +121,7 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub fx: fx_desk::FxConfig,
     /// Settlement windows: fees for the savings report, the cutoff schedule.
-    pub settlement: settlement_service::SettlementConfig,
+    pub settlement: settlement_desk::SettlementConfig,
     /// Per-participant rate and concurrency limits.
     pub limits: auth::LimitsConfig,
     /// TLS (and mutual TLS); `None`: plaintext (loopback or behind a TLS-terminating proxy).
@@ -134,7 +135,7 @@ pub struct ServerConfig {
 pub struct Extras {
     pub fx: Option<std::sync::Arc<fx_desk::FxDesk>>,
     /// The settlement service is always served; this configures it.
-    pub settlement: settlement_service::SettlementConfig,
+    pub settlement: settlement_desk::SettlementConfig,
     pub limits: auth::LimitsConfig,
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     pub pii_keyring: Option<std::sync::Arc<puente_identity::pii::Keyring>>,
@@ -236,8 +237,8 @@ pub async fn serve_with(
     if extras.fx.is_some() {
         health_reporter.set_serving::<grpc::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
     }
-    let settlement = settlement_service::Settlement::new(ledger.clone(), extras.settlement.clone());
-    let scheduler = settlement_service::spawn_scheduler(settlement.clone());
+    let settlement = settlement_desk::SettlementDesk::new(ledger.clone(), extras.settlement.clone());
+    let scheduler = settlement_desk::spawn_scheduler(settlement.clone());
     health_reporter
         .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
         .await;
@@ -345,10 +346,8 @@ pub async fn serve_with(
     // Aborted and awaited: the tasks (and the ledger handles they hold) are gone on return.
     watcher.abort();
     let _ = watcher.await;
-    if let Some(scheduler) = scheduler {
-        scheduler.abort();
-        let _ = scheduler.await;
-    }
+    scheduler.abort();
+    let _ = scheduler.await;
     result?;
     tracing::info!("server stopped; every acknowledged write is in the journal");
     Ok(())

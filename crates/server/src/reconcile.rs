@@ -34,8 +34,10 @@ use puente_settlement::reconcile::{
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
+use crate::convert::{money, scale};
 use crate::error::{ApiError, Violation};
-use crate::settlement_service::{Settlement, money, scale, unexpected, window_out};
+use crate::settlement_desk::{SettlementDesk, unexpected};
+use crate::settlement_service::window_out;
 
 /// The XSD validator, found on `PATH` (Debian: package libxml2-utils).
 pub const XMLLINT_PROGRAM: &str = "xmllint";
@@ -215,7 +217,7 @@ async fn documents(
 }
 
 /// Windows in `state`, every page (at most [`WINDOWS_MAX`]).
-async fn windows_in(settlement: &Settlement, state: WindowState) -> Result<Vec<WindowView>, ApiError> {
+async fn windows_in(settlement: &SettlementDesk, state: WindowState) -> Result<Vec<WindowView>, ApiError> {
     let mut out = Vec::new();
     let mut after_id = 0;
     loop {
@@ -241,7 +243,7 @@ async fn windows_in(settlement: &Settlement, state: WindowState) -> Result<Vec<W
 
 /// The hub's accounts: the configured bank accounts plus, per currency, the hub's ledger
 /// account id as 32 hex digits (what Puente's own camt documents name it).
-fn hub_accounts(settlement: &Settlement) -> HubAccounts {
+fn hub_accounts(settlement: &SettlementDesk) -> HubAccounts {
     let mut accounts = settlement.config().hub_accounts.clone();
     for currency in settlement.ledger().currencies().iter().map(|c| c.code) {
         accounts.entry(currency).or_default().push(format!("{:032x}", hub_account_id(currency)));
@@ -251,7 +253,7 @@ fn hub_accounts(settlement: &Settlement) -> HubAccounts {
 
 /// The RPC.
 pub async fn reconcile_statements(
-    settlement: &Settlement,
+    settlement: &SettlementDesk,
     request: pb::ReconcileStatementsRequest,
 ) -> Result<pb::ReconcileStatementsResponse, ApiError> {
     let documents = documents(&request).await?;

@@ -5,7 +5,7 @@
 use puente_ledger::settlement::{SettlementRequest, SettlementResponse, WINDOW_PAGE_MAX, WindowState};
 
 use crate::metrics::PARTICIPANT_LABELS_MAX;
-use crate::settlement_service::Settlement;
+use crate::settlement_desk::SettlementDesk;
 
 /// The states counted by `puente_settlement_windows`.
 const COUNTED_STATES: [WindowState; 7] = [
@@ -20,7 +20,7 @@ const COUNTED_STATES: [WindowState; 7] = [
 
 /// Refreshes `puente_settlement_windows` and the Net Debit Cap gauges; on an error the gauges
 /// keep their last values.
-pub async fn refresh(settlement: &Settlement) {
+pub async fn refresh(settlement: &SettlementDesk) {
     let mut counts = Vec::with_capacity(COUNTED_STATES.len());
     for state in COUNTED_STATES {
         let mut count = 0u64;

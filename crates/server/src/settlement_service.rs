@@ -1,423 +1,23 @@
-//! `puente.v1.SettlementService`: settlement profiles, windows, the settlement run, reports,
-//! payments (pacs.009) and statements (camt.053). State changes go through the ledger's single
-//! writer (`Ledger::settlement`); reports and documents are computed by `puente-settlement`.
-//! Also the cutoff scheduler that closes windows at a wall-clock time in a named time zone.
+//! `puente.v1.SettlementService`, the wire of the settlement desk (`settlement_desk.rs`):
+//! requests are checked and converted here, the work is the desk's, every status is decided in
+//! `error.rs`.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use crate::grpc::settlement_service_server::SettlementService;
-use puente_ledger::Ledger;
 use puente_ledger::settlement::{
-    self as st, Country, CurrencyProfile, ParticipantProfile, SettlementRail, SettlementRefusal,
-    SettlementRequest, SettlementResponse, WindowId, WindowState, WindowView,
+    Country, CurrencyProfile, ParticipantProfile, SettlementRail, WindowId, WindowState, WindowView,
 };
 use puente_money::{CurrencyCode, CurrencyTable};
-use puente_netting::FeeModel;
 use puente_proto::v1 as pb;
-use puente_settlement::schedule::Cutoff;
-use puente_settlement::xml::{StatementEntry, StatementInput};
-use puente_settlement::{SettlementReport, build_report};
+use puente_settlement::SettlementReport;
 use rust_decimal::Decimal;
-use tonic::{Code, Request, Response, Status};
-use tonic_types::ErrorDetails;
+use tonic::{Request, Response, Status};
 
 use crate::auth;
-use crate::convert::{self, format_id, timestamp};
+use crate::convert::{self, format_id, money, parse_optional_currency, scale, signed_money, timestamp};
 use crate::error::{ApiError, Violation, check};
-
-/// Environment variable (tests only): milliseconds to pause before and after the ledger
-/// operation of a settlement run, so a test can kill the server in the middle of a run.
-pub const TEST_PAUSE_ENV: &str = "PUENTE_TEST_SETTLEMENT_PAUSE_MS";
-/// Longest accepted test pause.
-const TEST_PAUSE_MAX_MS: u64 = 60_000;
-
-/// Settlement configuration (`[settlement]` in the config file).
-#[derive(Debug, Clone)]
-pub struct SettlementConfig {
-    /// Bank fees for the savings report (defaults: `domain.md` §3).
-    pub fees: FeeModel,
-    /// MXN per USD used to express MXN figures in USD when a request names none.
-    pub rate_mxn_per_usd: Decimal,
-    /// Close every open window daily at this cutoff (None: only on an operator's command).
-    pub cutoff: Option<Cutoff>,
-    /// The hub's accounts at its settlement banks, per currency, as the banks' statements name
-    /// them (`Acct/Id`); reconciliation matches statements of these accounts only. The hub's
-    /// ledger account id (32 hex digits) always counts.
-    pub hub_accounts: puente_settlement::reconcile::HubAccounts,
-}
-
-impl Default for SettlementConfig {
-    fn default() -> Self {
-        SettlementConfig {
-            fees: FeeModel::default(),
-            rate_mxn_per_usd: Decimal::new(18, 0),
-            cutoff: None,
-            hub_accounts: Default::default(),
-        }
-    }
-}
-
-/// The error codes of settlement refusals (used by `error.rs`).
-pub fn code_and_reason(refusal: &SettlementRefusal) -> (Code, &'static str) {
-    match refusal {
-        SettlementRefusal::ProfileInvalid { .. } => (Code::InvalidArgument, "INVALID_FIELD"),
-        SettlementRefusal::ProfileNotFound(_) => (Code::NotFound, "PROFILE_NOT_FOUND"),
-        SettlementRefusal::WindowNotFound(_) => (Code::NotFound, "WINDOW_NOT_FOUND"),
-        SettlementRefusal::NoOpenWindow(_) => (Code::FailedPrecondition, "NO_OPEN_WINDOW"),
-        SettlementRefusal::WrongState { .. } => (Code::FailedPrecondition, "WINDOW_STATE_INVALID"),
-        SettlementRefusal::ParticipantNotInWindow { .. } => (Code::NotFound, "PARTICIPANT_NOT_IN_WINDOW"),
-        SettlementRefusal::MissingProfiles { .. } => (Code::FailedPrecondition, "PROFILE_MISSING"),
-    }
-}
-
-/// The google.rpc details of a settlement refusal (used by `error.rs`).
-pub fn add_details(
-    refusal: &SettlementRefusal,
-    details: &mut ErrorDetails,
-    metadata: &mut std::collections::HashMap<String, String>,
-) {
-    match refusal {
-        SettlementRefusal::ProfileInvalid { field, reason } => {
-            details.add_bad_request_violation(format!("profile.{field}"), reason.clone());
-        }
-        SettlementRefusal::WrongState { window_id, state, .. } => {
-            metadata.insert("window_id".into(), window_id.to_string());
-            metadata.insert("state".into(), state.code().into());
-        }
-        SettlementRefusal::WindowNotFound(id) => {
-            metadata.insert("window_id".into(), id.to_string());
-        }
-        SettlementRefusal::MissingProfiles { participants, .. } => {
-            metadata.insert("participants".into(), participants.join(",").chars().take(256).collect());
-        }
-        _ => {}
-    }
-}
-
-/// Settlement logic shared by the gRPC service and the scheduler.
-#[derive(Clone)]
-pub struct Settlement {
-    ledger: Ledger,
-    config: Arc<SettlementConfig>,
-    test_pause: Option<Duration>,
-}
-
-/// What closing did.
-pub struct Closed {
-    pub window: WindowView,
-    pub changed: bool,
-    pub next_window_id: WindowId,
-}
-
-impl Settlement {
-    pub fn new(ledger: Ledger, config: SettlementConfig) -> Settlement {
-        let test_pause = std::env::var(TEST_PAUSE_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|ms| Duration::from_millis(ms.min(TEST_PAUSE_MAX_MS)));
-        Settlement { ledger, config: Arc::new(config), test_pause }
-    }
-
-    pub fn config(&self) -> &SettlementConfig {
-        &self.config
-    }
-
-    pub(crate) fn ledger(&self) -> &Ledger {
-        &self.ledger
-    }
-
-    pub(crate) async fn call(&self, request: SettlementRequest) -> Result<SettlementResponse, ApiError> {
-        Ok(self.ledger.settlement(request).await??)
-    }
-
-    pub(crate) async fn window(&self, request: SettlementRequest) -> Result<(WindowView, bool), ApiError> {
-        match self.call(request).await? {
-            SettlementResponse::Window { window, changed } => Ok((window, changed)),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    pub async fn get_window(&self, window_id: WindowId, with_flows: bool) -> Result<WindowView, ApiError> {
-        Ok(self.window(SettlementRequest::GetWindow { window_id, with_flows }).await?.0)
-    }
-
-    pub async fn profiles(&self) -> Result<BTreeMap<String, ParticipantProfile>, ApiError> {
-        match self.call(SettlementRequest::ListProfiles).await? {
-            SettlementResponse::Profiles(list) => {
-                Ok(list.into_iter().map(|p| (p.participant.clone(), p)).collect())
-            }
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    async fn open_window_of(&self, currency: CurrencyCode) -> Result<WindowId, ApiError> {
-        let request = SettlementRequest::ListWindows {
-            currency: Some(currency),
-            state: Some(WindowState::Open),
-            after_id: 0,
-            limit: 1,
-        };
-        match self.call(request).await? {
-            SettlementResponse::Windows(w) => Ok(w.first().map(|w| w.id).unwrap_or(0)),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    /// Closes a window: OPEN → CLOSING (the next window opens), then netting, then CLOSED or
-    /// FAILED. A window left CLOSING by a crash, or FAILED, is taken up again.
-    pub async fn close(
-        &self,
-        window_id: Option<WindowId>,
-        currency: Option<CurrencyCode>,
-    ) -> Result<Closed, ApiError> {
-        let (mut window, mut changed) =
-            self.window(SettlementRequest::CloseWindow { window_id, currency }).await?;
-        if matches!(window.state, WindowState::Closing | WindowState::Failed) {
-            let detail = self.get_window(window.id, true).await?;
-            let profiles = self.profiles().await?;
-            let failure = build_report(&detail, &profiles, &self.config.fees, self.config.rate_mxn_per_usd)
-                .err()
-                .map(|e| format!("netting failed: {e}"));
-            let (closed, finished) =
-                self.window(SettlementRequest::FinishClose { window_id: window.id, failure }).await?;
-            window = closed;
-            changed |= finished;
-        }
-        let next_window_id = self.open_window_of(window.currency).await?;
-        tracing::info!(
-            window_id = window.id,
-            state = window.state.code(),
-            changed,
-            next_window_id,
-            "settlement window closed"
-        );
-        Ok(Closed { window, changed, next_window_id })
-    }
-
-    /// Settles a window (see `RunSettlement`).
-    pub async fn run(&self, window_id: WindowId) -> Result<(WindowView, bool), ApiError> {
-        let before = self.get_window(window_id, false).await?;
-        if let Some(pause) = self.test_pause
-            && matches!(before.state, WindowState::Closed | WindowState::Aborted)
-        {
-            tracing::warn!(window_id, "settlement run: test pause before posting");
-            tokio::time::sleep(pause).await;
-        }
-        let (window, changed) = self.window(SettlementRequest::Settle { window_id }).await?;
-        tracing::info!(
-            window_id,
-            state = window.state.code(),
-            changed,
-            attempts = window.attempts,
-            "settlement run"
-        );
-        if changed && window.state != WindowState::Aborted {
-            self.record_run(window_id).await;
-        }
-        if let Some(pause) = self.test_pause
-            && changed
-        {
-            tracing::warn!(window_id, "settlement run: posted; test pause before answering");
-            tokio::time::sleep(pause).await;
-        }
-        Ok((window, changed))
-    }
-
-    pub async fn report(
-        &self,
-        window_id: WindowId,
-        rate: Option<Decimal>,
-    ) -> Result<SettlementReport, ApiError> {
-        let window = self.get_window(window_id, true).await?;
-        let profiles = self.profiles().await?;
-        let rate = rate.unwrap_or(self.config.rate_mxn_per_usd);
-        build_report(&window, &profiles, &self.config.fees, rate)
-            .map_err(|e| ApiError::Settlement(report_refusal(e)))
-    }
-
-    /// Closes every open window (the scheduler's job at each cutoff).
-    pub async fn close_all_open(&self) -> Result<Vec<Closed>, ApiError> {
-        let request = SettlementRequest::ListWindows {
-            currency: None,
-            state: Some(WindowState::Open),
-            after_id: 0,
-            limit: st::WINDOW_PAGE_MAX,
-        };
-        let open = match self.call(request).await? {
-            SettlementResponse::Windows(w) => w,
-            other => return Err(unexpected(&other)),
-        };
-        let mut closed = Vec::new();
-        for window in open {
-            closed.push(self.close(Some(window.id), None).await?);
-        }
-        Ok(closed)
-    }
-}
-
-/// A report that cannot be built is a precondition failure of the window (e.g. a participant
-/// without a profile), reported as such.
-fn report_refusal(error: puente_settlement::SettlementError) -> SettlementRefusal {
-    match error {
-        puente_settlement::SettlementError::MissingProfile(participant, currency) => {
-            SettlementRefusal::MissingProfiles { window_id: 0, currency, participants: vec![participant] }
-        }
-        other => SettlementRefusal::ProfileInvalid { field: "window".into(), reason: other.to_string() },
-    }
-}
-
-pub(crate) fn unexpected(response: &SettlementResponse) -> ApiError {
-    ApiError::Ledger(puente_ledger::LedgerError::Storage(format!(
-        "unexpected settlement response {response:?}"
-    )))
-}
-
-/// How often the open-window gauges are refreshed.
-const METRICS_REFRESH: Duration = Duration::from_secs(10);
-
-/// The settlement background task: refreshes the open-window metrics every
-/// [`METRICS_REFRESH`] and, when a cutoff is configured, closes every open window at each
-/// cutoff. Stops when the ledger becomes unhealthy.
-pub fn spawn_scheduler(settlement: Settlement) -> Option<tokio::task::JoinHandle<()>> {
-    Some(tokio::spawn(async move {
-        let cutoff = settlement.config.cutoff.clone();
-        let mut next_cutoff = None;
-        loop {
-            let now = puente_ledger::now_ns();
-            if let Some(cutoff) = &cutoff {
-                match next_cutoff {
-                    Some(at) if at <= now => {
-                        match settlement.close_all_open().await {
-                            Ok(closed) => {
-                                tracing::info!(windows = closed.len(), "settlement cutoff: windows closed")
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "settlement cutoff failed; retrying at the next one")
-                            }
-                        }
-                        next_cutoff = None;
-                        continue;
-                    }
-                    Some(_) => {}
-                    None => match cutoff.next_after(now) {
-                        Ok(at) => {
-                            let in_s = (at - now) / 1_000_000_000;
-                            tracing::info!(zone = cutoff.zone_name(), in_s, "settlement: next cutoff");
-                            next_cutoff = Some(at);
-                        }
-                        Err(error) => tracing::error!(%error, "settlement schedule: no next cutoff"),
-                    },
-                }
-            }
-            settlement.refresh_metrics().await;
-            let wait =
-                next_cutoff.map(|at| Duration::from_nanos(at.saturating_sub(now))).unwrap_or(METRICS_REFRESH);
-            tokio::time::sleep(wait.min(METRICS_REFRESH)).await;
-            if !settlement.ledger.is_healthy() {
-                return;
-            }
-        }
-    }))
-}
-
-impl Settlement {
-    /// Sets the open-window gauges (`puente_settlement_open_*`).
-    pub async fn refresh_metrics(&self) {
-        let request = SettlementRequest::ListWindows {
-            currency: None,
-            state: Some(WindowState::Open),
-            after_id: 0,
-            limit: st::WINDOW_PAGE_MAX,
-        };
-        crate::settlement_metrics::refresh(self).await;
-        let Ok(SettlementResponse::Windows(open)) = self.call(request).await else { return };
-        crate::metrics::set_open_windows(open.len() as u64);
-        for w in &open {
-            crate::metrics::set_open_window_transfers(w.currency.as_str(), w.obligation_count);
-            crate::metrics::set_open_window_gross_minor(w.currency.as_str(), w.gross_value_minor);
-        }
-    }
-
-    /// Records a settlement run in the metrics (netting efficiency of the window, time).
-    async fn record_run(&self, window_id: WindowId) {
-        if let Ok(report) = self.report(window_id, None).await {
-            let bps = report.netting.currencies.first().map(|c| c.multilateral_efficiency_bps).unwrap_or(0);
-            crate::metrics::set_last_netting_run(bps, puente_ledger::now_ns() / 1_000_000_000);
-        }
-        self.refresh_metrics().await;
-    }
-}
-
-// ----- journal chain head in reports --------------------------------------------------------
-
-/// The journal's chain head (`Ledger::chain_head`) as reports carry it: settlement reports
-/// record it outside the data directory, so `puente verify` can later check the journal up to
-/// it (see ARCHITECTURE.md, "Durability").
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-struct ChainHead {
-    seq: u64,
-    /// Lower-case hex of the SHA-256 chain hash.
-    sha256: String,
-}
-
-/// A report document with the chain head added at the end (`journal_chain_head`).
-#[derive(serde::Serialize)]
-struct ReportWithHead<'a> {
-    #[serde(flatten)]
-    report: &'a SettlementReport,
-    journal_chain_head: &'a ChainHead,
-}
-
-impl ChainHead {
-    fn of(ledger: &Ledger) -> ChainHead {
-        let (seq, hash) = ledger.chain_head();
-        ChainHead { seq, sha256: puente_ledger::journal::chain_hex(&hash) }
-    }
-
-    /// The JSON report plus `"journal_chain_head": {"seq": N, "sha256": "<hex>"}`.
-    fn json(&self, report: &SettlementReport) -> Result<String, ApiError> {
-        serde_json::to_string_pretty(&ReportWithHead { report, journal_chain_head: self })
-            .map_err(|e| ApiError::invalid("format", e.to_string()))
-    }
-
-    /// The CSV report plus two `settlement` rows: `journal_chain_seq` and
-    /// `journal_chain_sha256`.
-    fn csv(&self, report: &SettlementReport) -> String {
-        let mut out = report.to_csv();
-        let code = report.currency.as_str();
-        out.push_str(&format!("settlement,,,{code},journal_chain_seq,{}\n", self.seq));
-        out.push_str(&format!("settlement,,,{code},journal_chain_sha256,{}\n", self.sha256));
-        out
-    }
-
-    /// The table plus a last line `journal chain head: seq N <hex>`.
-    fn table(&self, report: &SettlementReport, scale: u32) -> String {
-        let mut out = report.to_table(scale);
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&format!("journal chain head: seq {} {}\n", self.seq, self.sha256));
-        out
-    }
-}
+use crate::grpc::settlement_service_server::SettlementService;
+use crate::settlement_desk::{ChainHead, SettlementDesk, document_time};
 
 // ----- wire conversions ----------------------------------------------------------------------
-
-pub(crate) fn money(currencies: &CurrencyTable, code: CurrencyCode, minor: u128) -> pb::Money {
-    let value = currencies.get(code).map(|c| c.format_amount(minor)).unwrap_or_else(|_| minor.to_string());
-    pb::Money { currency_code: code.to_string(), value }
-}
-
-fn signed_money(currencies: &CurrencyTable, code: CurrencyCode, minor: i128) -> pb::Money {
-    let value = currencies.get(code).map(|c| c.format_signed(minor)).unwrap_or_else(|_| minor.to_string());
-    pb::Money { currency_code: code.to_string(), value }
-}
-
-pub(crate) fn scale(currencies: &CurrencyTable, code: CurrencyCode) -> u32 {
-    currencies.get(code).map(|c| c.scale).unwrap_or(2)
-}
 
 fn state_out(state: WindowState) -> pb::WindowState {
     match state {
@@ -588,24 +188,6 @@ fn profile_in(
     profile
 }
 
-fn parse_currency(
-    text: &str,
-    field: &str,
-    currencies: &CurrencyTable,
-    violations: &mut Vec<Violation>,
-) -> Option<CurrencyCode> {
-    if text.is_empty() {
-        return None;
-    }
-    match currencies.lookup(text) {
-        Ok(c) => Some(c.code),
-        Err(error) => {
-            violations.push(Violation::new(field, error.to_string()));
-            None
-        }
-    }
-}
-
 fn required_window(id: u64, violations: &mut Vec<Violation>) -> WindowId {
     if id == 0 {
         violations.push(Violation::new("window_id", "required"));
@@ -673,24 +255,19 @@ fn report_out(r: &SettlementReport, currencies: &CurrencyTable) -> pb::Settlemen
     }
 }
 
-/// When a window's documents are dated: its settlement, else its close, else now.
-fn document_time(w: &WindowView) -> u64 {
-    [w.settled_at_ns, w.closed_at_ns].into_iter().find(|t| *t != 0).unwrap_or_else(puente_ledger::now_ns)
-}
-
 // ----- the service ---------------------------------------------------------------------------
 
 pub struct SettlementApi {
-    settlement: Settlement,
+    desk: SettlementDesk,
 }
 
 impl SettlementApi {
-    pub fn new(settlement: Settlement) -> SettlementApi {
-        SettlementApi { settlement }
+    pub fn new(desk: SettlementDesk) -> SettlementApi {
+        SettlementApi { desk }
     }
 
     fn currencies(&self) -> &CurrencyTable {
-        self.settlement.ledger.currencies()
+        self.desk.ledger().currencies()
     }
 }
 
@@ -707,12 +284,10 @@ impl SettlementService for SettlementApi {
         };
         let profile = profile_in(&profile, self.currencies(), &mut violations);
         check(violations)?;
-        match self.settlement.call(SettlementRequest::SetProfile(profile)).await? {
-            SettlementResponse::Profile(p) => Ok(Response::new(pb::SetParticipantProfileResponse {
-                profile: Some(profile_out(&p, self.currencies())),
-            })),
-            other => Err(unexpected(&other).into()),
-        }
+        let profile = self.desk.set_profile(profile).await?;
+        Ok(Response::new(pb::SetParticipantProfileResponse {
+            profile: Some(profile_out(&profile, self.currencies())),
+        }))
     }
 
     async fn get_participant_profile(
@@ -724,14 +299,8 @@ impl SettlementService for SettlementApi {
         if participant.is_empty() {
             return Err(ApiError::invalid("participant", "required").into());
         }
-        let profile = match self.settlement.call(SettlementRequest::GetProfile(participant.clone())).await? {
-            SettlementResponse::Profile(p) => p,
-            other => return Err(unexpected(&other).into()),
-        };
-        let positions = match self.settlement.call(SettlementRequest::Positions(participant)).await? {
-            SettlementResponse::Positions(p) => p,
-            other => return Err(unexpected(&other).into()),
-        };
+        let profile = self.desk.get_profile(participant.clone()).await?;
+        let positions = self.desk.positions(participant).await?;
         let currencies = self.currencies();
         Ok(Response::new(pb::GetParticipantProfileResponse {
             profile: Some(profile_out(&profile, currencies)),
@@ -743,7 +312,7 @@ impl SettlementService for SettlementApi {
         &self,
         _request: Request<pb::ListParticipantProfilesRequest>,
     ) -> Result<Response<pb::ListParticipantProfilesResponse>, Status> {
-        let profiles = self.settlement.profiles().await?;
+        let profiles = self.desk.profiles().await?;
         Ok(Response::new(pb::ListParticipantProfilesResponse {
             profiles: profiles.values().map(|p| profile_out(p, self.currencies())).collect(),
         }))
@@ -756,8 +325,12 @@ impl SettlementService for SettlementApi {
         let caller = auth::caller(&request)?;
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let currency =
-            parse_currency(&request.currency_code, "currency_code", self.currencies(), &mut violations);
+        let currency = parse_optional_currency(
+            &request.currency_code,
+            "currency_code",
+            self.currencies(),
+            &mut violations,
+        );
         let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
         let after_id = if request.page_token.is_empty() {
             0
@@ -771,16 +344,7 @@ impl SettlementService for SettlementApi {
             }
         };
         check(violations)?;
-        let request = SettlementRequest::ListWindows {
-            currency,
-            state: state_in(request.state),
-            after_id,
-            limit: page_size,
-        };
-        let windows = match self.settlement.call(request).await? {
-            SettlementResponse::Windows(w) => w,
-            other => return Err(unexpected(&other).into()),
-        };
+        let windows = self.desk.list_windows(currency, state_in(request.state), after_id, page_size).await?;
         let next_page_token = match windows.last() {
             Some(last) if windows.len() == page_size => format!("w{}", last.id),
             _ => String::new(),
@@ -802,7 +366,7 @@ impl SettlementService for SettlementApi {
         let mut violations = Vec::new();
         let window_id = required_window(request.into_inner().window_id, &mut violations);
         check(violations)?;
-        let mut window = self.settlement.get_window(window_id, false).await?;
+        let mut window = self.desk.get_window(window_id, false).await?;
         // A participant sees the window and its own position only.
         if let Some(own) = caller.scope() {
             window.positions.retain(|p| p.participant == own);
@@ -818,14 +382,18 @@ impl SettlementService for SettlementApi {
     ) -> Result<Response<pb::CloseWindowResponse>, Status> {
         let request = request.into_inner();
         let mut violations = Vec::new();
-        let currency =
-            parse_currency(&request.currency_code, "currency_code", self.currencies(), &mut violations);
+        let currency = parse_optional_currency(
+            &request.currency_code,
+            "currency_code",
+            self.currencies(),
+            &mut violations,
+        );
         if request.window_id == 0 && currency.is_none() {
             violations.push(Violation::new("window_id", "a window id or a currency_code is required"));
         }
         check(violations)?;
         let window_id = (request.window_id != 0).then_some(request.window_id);
-        let closed = self.settlement.close(window_id, currency).await?;
+        let closed = self.desk.close(window_id, currency).await?;
         Ok(Response::new(pb::CloseWindowResponse {
             window: Some(window_out(&closed.window, self.currencies(), true)),
             changed: closed.changed,
@@ -840,25 +408,20 @@ impl SettlementService for SettlementApi {
         let mut violations = Vec::new();
         let window_id = required_window(request.into_inner().window_id, &mut violations);
         check(violations)?;
-        let (window, changed) = self.settlement.run(window_id).await?;
+        let (window, changed) = self.desk.run(window_id).await?;
         let currencies = self.currencies();
-        let mut transfers = Vec::new();
-        if matches!(window.state, WindowState::Settling | WindowState::Rejected | WindowState::Settled) {
-            let profiles = self.settlement.profiles().await?;
-            for p in window.positions.iter().filter(|p| p.net_minor != 0) {
-                let account = profiles
-                    .get(&p.participant)
-                    .and_then(|pr| pr.currency(window.currency))
-                    .map(|c| format_id(c.settlement_account_id))
-                    .unwrap_or_default();
-                transfers.push(pb::SettlementTransfer {
-                    participant: p.participant.clone(),
-                    transfer_id: format_id(window.settlement_transfer_id(&p.participant)),
-                    settlement_account_id: account,
-                    net: Some(signed_money(currencies, window.currency, p.net_minor)),
-                });
-            }
-        }
+        let transfers = self
+            .desk
+            .settlement_transfers(&window)
+            .await?
+            .into_iter()
+            .map(|t| pb::SettlementTransfer {
+                participant: t.participant,
+                transfer_id: format_id(t.transfer_id),
+                settlement_account_id: t.settlement_account_id.map(format_id).unwrap_or_default(),
+                net: Some(signed_money(currencies, window.currency, t.net_minor)),
+            })
+            .collect();
         Ok(Response::new(pb::RunSettlementResponse {
             window: Some(window_out(&window, currencies, true)),
             changed,
@@ -885,9 +448,9 @@ impl SettlementService for SettlementApi {
             }
         };
         check(violations)?;
-        let report = self.settlement.report(window_id, rate).await?;
+        let report = self.desk.report(window_id, rate).await?;
         // Read after the report's state: the head covers at least what the report reflects.
-        let head = ChainHead::of(&self.settlement.ledger);
+        let head = ChainHead::of(self.desk.ledger());
         let scale = scale(self.currencies(), report.currency);
         let document =
             match pb::ReportFormat::try_from(request.format).unwrap_or(pb::ReportFormat::Unspecified) {
@@ -911,8 +474,8 @@ impl SettlementService for SettlementApi {
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
         check(violations)?;
-        let window = self.settlement.get_window(window_id, false).await?;
-        let report = self.settlement.report(window_id, None).await?;
+        let window = self.desk.get_window(window_id, false).await?;
+        let report = self.desk.report(window_id, None).await?;
         let currencies = self.currencies();
         let scale = scale(currencies, report.currency);
         let at = document_time(&window);
@@ -959,72 +522,7 @@ impl SettlementService for SettlementApi {
             violations.push(Violation::new("participant", "required"));
         }
         check(violations)?;
-        let window = self.settlement.get_window(window_id, false).await?;
-        if !matches!(window.state, WindowState::Settling | WindowState::Rejected | WindowState::Settled) {
-            return Err(ApiError::Settlement(SettlementRefusal::WrongState {
-                window_id,
-                state: window.state,
-                expected: "SETTLING, REJECTED or SETTLED",
-            })
-            .into());
-        }
-        let Some(position) = window.positions.iter().find(|p| p.participant == request.participant) else {
-            return Err(ApiError::Settlement(SettlementRefusal::ParticipantNotInWindow {
-                window_id,
-                participant: request.participant,
-            })
-            .into());
-        };
-        let profiles = self.settlement.profiles().await?;
-        let profile = profiles.get(&position.participant);
-        let Some(account_id) =
-            profile.and_then(|p| p.currency(window.currency)).map(|c| c.settlement_account_id)
-        else {
-            return Err(ApiError::Settlement(SettlementRefusal::ProfileNotFound(
-                position.participant.clone(),
-            ))
-            .into());
-        };
-        let ledger = &self.settlement.ledger;
-        let transfer_id = window.settlement_transfer_id(&position.participant);
-        let booked = ledger.get_committed(transfer_id).await.map_err(ApiError::from)?;
-        let at = booked.as_ref().map(|r| r.timestamp_ns).unwrap_or(window.settled_at_ns);
-        let before =
-            ledger.account_entries(account_id, 0, at, true, None, 1).await.map_err(ApiError::from)?;
-        let opening = convert::posted_balance(before.first().map(|(e, _)| e));
-        let mut entries = Vec::new();
-        let mut closing = opening;
-        if let Some(record) = &booked {
-            let credit = record.effect.credit_account_id == account_id;
-            let amount = i128::from(record.effect.amount_minor);
-            closing = if credit { opening + amount } else { opening - amount };
-            entries.push(StatementEntry {
-                transfer_id: record.transfer.id,
-                amount_minor: u128::from(record.effect.amount_minor),
-                credit,
-                booked_ns: record.timestamp_ns,
-                end_to_end_id: format!("PUENTE-W{}-{}", window.id, position.participant),
-                uetr: String::new(),
-                info: format!("Net settlement of window {} ({})", window.id, window.currency),
-            });
-        }
-        let currencies = self.currencies();
-        let document = puente_settlement::xml::camt053(&StatementInput {
-            window_id,
-            participant: position.participant.clone(),
-            participant_name: profile
-                .map(|p| if p.name.is_empty() { p.participant.clone() } else { p.name.clone() })
-                .unwrap_or_default(),
-            currency: window.currency,
-            scale: scale(currencies, window.currency),
-            account_id,
-            from_ns: window.opened_at_ns,
-            to_ns: at,
-            created_ns: at,
-            opening_minor: opening,
-            closing_minor: closing,
-            entries,
-        });
+        let document = self.desk.statement(window_id, &request.participant).await?;
         Ok(Response::new(pb::GetSettlementStatementResponse { document }))
     }
 
@@ -1032,9 +530,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::ReconcileStatementsRequest>,
     ) -> Result<Response<pb::ReconcileStatementsResponse>, Status> {
-        Ok(Response::new(
-            crate::reconcile::reconcile_statements(&self.settlement, request.into_inner()).await?,
-        ))
+        Ok(Response::new(crate::reconcile::reconcile_statements(&self.desk, request.into_inner()).await?))
     }
 
     async fn confirm_settlement(
@@ -1050,10 +546,7 @@ impl SettlementService for SettlementApi {
             violations.push(Violation::new("participant", "required"));
         }
         check(violations)?;
-        let (mut window, changed) = self
-            .settlement
-            .window(SettlementRequest::Confirm { window_id, participant: request.participant })
-            .await?;
+        let (mut window, changed) = self.desk.confirm(window_id, request.participant).await?;
         if let Some(own) = caller.scope() {
             window.positions.retain(|p| p.participant == own);
         }

@@ -1,4 +1,5 @@
-//! Bank identifiers and their check digits (`domain.md` §4).
+//! Bank identifiers and their check digits: CLABE (18 digits, weights 3-7-1 mod 10 over the
+//! first 17) and ABA routing numbers (9 digits, 3(d1+d4+d7) + 7(d2+d5+d8) + (d3+d6+d9) ≡ 0 mod 10).
 
 /// Checks a CLABE: 18 digits (3 bank, 3 city, 11 account, 1 check digit). For i = 0..16,
 /// pᵢ = (dᵢ · wᵢ) mod 10 with weights 3, 7, 1 repeating; check = (10 − Σpᵢ mod 10) mod 10.

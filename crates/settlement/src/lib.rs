@@ -1,7 +1,7 @@
 //! Settlement windows beyond the engine's state: everything about a window that is computed,
 //! not stored. Pure: no I/O, no clock (times come in as parameters).
 //!
-//! - [`ids`]: ABA routing numbers and CLABEs (check digits, `domain.md` §4), BICs.
+//! - [`ids`]: ABA routing numbers and CLABEs (check digits: weights 3, 7, 1 mod 10 for both), BICs.
 //! - [`profile`]: validation of a participant's settlement profile before it reaches the
 //!   ledger (rails per currency, bank identifiers, BIC).
 //! - [`report`]: a window's netting and savings report (gross, bilateral and multilateral net,

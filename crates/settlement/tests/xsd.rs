@@ -17,8 +17,8 @@ use puente_settlement::xml::{StatementEntry, StatementInput, camt053, pacs009};
 use rust_decimal::Decimal;
 
 fn schema(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/iso20022").join(name);
-    assert!(path.exists(), "schema {} not found: ../shared must sit beside the repository", path.display());
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/iso20022").join(name);
+    assert!(path.exists(), "schema {} not found (versioned under tests/data/iso20022)", path.display());
     path
 }
 
