@@ -2,7 +2,7 @@
 //! (`src/cli/<group>.rs`) with its own clap `Subcommand` enum, wired in `Command` below.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use puente_client::{Client, ClientError, NewAccount, NewTransfer, pb};
@@ -921,12 +921,6 @@ async fn statement(client: &mut Client, args: StatementArgs, out: &Output) -> Re
         text
     });
     Ok(())
-}
-
-/// Seconds since the epoch (for tests of time parsing).
-#[allow(dead_code)]
-fn now_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]

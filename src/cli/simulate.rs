@@ -15,7 +15,6 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use puente_client::{Client, NewAccount, NewTransfer, pb};
 use puente_ledger::settlement::Country;
-use puente_settlement::decimal_text;
 use serde_json::json;
 
 use super::settlement::SettlementClient;
@@ -161,7 +160,7 @@ pub async fn run(
                     &account_id(o.debtor.as_str(), currency, "operating"),
                     &account_id(o.creditor.as_str(), currency, "operating"),
                     currency,
-                    &decimal_text(u128::from(o.amount_minor), 2),
+                    &puente_money::format_minor(u128::from(o.amount_minor), 2),
                 )
                 .id(&transfer_id(args.seed, index + i))
                 .reference(if o.debtor.as_str().starts_with("US") && currency == "USD" {
@@ -202,7 +201,7 @@ pub async fn run(
         "transfers": day.transfers.len(),
         "results": codes,
         "replayed": replayed,
-        "gross": gross.iter().map(|(c, v)| (c.clone(), decimal_text(*v, 2))).collect::<BTreeMap<_, _>>(),
+        "gross": gross.iter().map(|(c, v)| (c.clone(), puente_money::format_minor(*v, 2))).collect::<BTreeMap<_, _>>(),
         "open_windows": open.iter().map(|w| json!({"window_id": w.window_id, "currency": w.currency_code, "obligation_count": w.obligation_count})).collect::<Vec<_>>(),
         "elapsed_ms": elapsed.as_millis() as u64,
     });
@@ -221,7 +220,7 @@ pub async fn run(
             text.push_str(&format!("  ({replayed} were retries of an earlier run with this seed)\n"));
         }
         for (currency, value) in &gross {
-            text.push_str(&format!("  gross {currency}: {}\n", decimal_text(*value, 2)));
+            text.push_str(&format!("  gross {currency}: {}\n", puente_money::format_minor(*value, 2)));
         }
         for w in &open {
             text.push_str(&format!(

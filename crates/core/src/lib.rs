@@ -1,5 +1,9 @@
 //! Puente's shared vocabulary: what every other crate names the same way.
 //!
 //! - [`ids`]: the one id derivation and the reserved namespace of system ids.
+//! - [`vocabulary`]: the nouns several crates share (`Country`, the participant id bound).
 
 pub mod ids;
+pub mod vocabulary;
+
+pub use vocabulary::{Country, PARTICIPANT_ID_LEN_MAX};

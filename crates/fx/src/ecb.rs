@@ -20,7 +20,7 @@ pub const ECB_MAX_LINES: usize = 20_000;
 /// Most currency columns accepted.
 pub const ECB_MAX_COLUMNS: usize = 64;
 /// Longest rate cell accepted, in bytes.
-pub const ECB_FIELD_MAX_LEN: usize = 16;
+pub const ECB_FIELD_LEN_MAX: usize = 16;
 /// Decimal places of cross rates computed from the file (`MXN ÷ USD` for USD/MXN), rounded
 /// half-even (banker's rounding).
 pub const ECB_CROSS_DP: u32 = 6;
@@ -138,7 +138,7 @@ fn parse_rate(cell: &str, line: usize) -> Result<Option<Decimal>, FxError> {
         return Ok(None);
     }
     let bad = || FxError::EcbFormat { line, reason: "rate is not a positive decimal" };
-    if cell.len() > ECB_FIELD_MAX_LEN {
+    if cell.len() > ECB_FIELD_LEN_MAX {
         return Err(FxError::EcbFormat { line, reason: "rate cell too long" });
     }
     if cell.starts_with('.')

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::{bps_of, convert_minor, convert_minor_inverse, round_significant};
 use crate::error::FxError;
-use crate::quote::{FixedKind, QUOTE_PARTICIPANT_MAX_LEN, Quote, QuoteId};
+use crate::quote::{FixedKind, QUOTE_PARTICIPANT_LEN_MAX, Quote, QuoteId};
 use crate::rates::{Pair, RATE_MAX_AGE_LIMIT_MS, RateBook};
 
 /// Largest spread, in basis points (10%).
@@ -266,9 +266,9 @@ impl PricingConfig {
             return Err(invalid(format!("more than {PARTICIPANTS_MAX} participant overrides")));
         }
         for id in self.participants.keys() {
-            if id.is_empty() || id.len() > QUOTE_PARTICIPANT_MAX_LEN {
+            if id.is_empty() || id.len() > QUOTE_PARTICIPANT_LEN_MAX {
                 return Err(invalid(format!(
-                    "participant id length must be 1..={QUOTE_PARTICIPANT_MAX_LEN}"
+                    "participant id length must be 1..={QUOTE_PARTICIPANT_LEN_MAX}"
                 )));
             }
         }
@@ -445,7 +445,7 @@ impl Pricer {
         id: QuoteId,
         now_ms: u64,
     ) -> Result<Quote, FxError> {
-        if request.participant.is_empty() || request.participant.len() > QUOTE_PARTICIPANT_MAX_LEN {
+        if request.participant.is_empty() || request.participant.len() > QUOTE_PARTICIPANT_LEN_MAX {
             return Err(FxError::InvalidArgument("participant id must be 1..=64 bytes"));
         }
         let pair = Pair::new(request.sell, request.buy)?;

@@ -39,8 +39,8 @@ use crate::rates::{CLOCK_SKEW_MAX_MS, Pair};
 pub type QuoteId = [u8; 16];
 /// Version of the canonical encoding produced by [`Quote::canonical_bytes`].
 pub const QUOTE_ENCODING_VERSION: u8 = 1;
-/// Longest participant id, in bytes.
-pub const QUOTE_PARTICIPANT_MAX_LEN: usize = 64;
+/// Longest participant id, in bytes (the one every crate uses; it is part of the signed encoding).
+pub const QUOTE_PARTICIPANT_LEN_MAX: usize = puente_core::PARTICIPANT_ID_LEN_MAX;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 /// Length of an Ed25519 public key.
@@ -48,8 +48,8 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 
 const MAGIC: &[u8; 4] = b"PFXQ";
 /// Largest canonical encoding (with the longest participant id).
-pub const QUOTE_ENCODING_MAX_LEN: usize =
-    4 + 1 + 16 + 2 + QUOTE_PARTICIPANT_MAX_LEN + 1 + 6 + 1 + 17 * 2 + 4 + 8 * 12;
+pub const QUOTE_ENCODING_LEN_MAX: usize =
+    4 + 1 + 16 + 2 + QUOTE_PARTICIPANT_LEN_MAX + 1 + 6 + 1 + 17 * 2 + 4 + 8 * 12;
 
 /// Which amount the customer fixed when asking for the quote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ impl Quote {
         if self.pair.base == self.pair.quote {
             return Err(bad("sell and buy currencies are the same"));
         }
-        if self.participant.is_empty() || self.participant.len() > QUOTE_PARTICIPANT_MAX_LEN {
+        if self.participant.is_empty() || self.participant.len() > QUOTE_PARTICIPANT_LEN_MAX {
             return Err(bad("participant id length"));
         }
         if self.mid_rate <= Decimal::ZERO || self.customer_rate <= Decimal::ZERO {
@@ -160,14 +160,14 @@ impl Quote {
 
     /// The canonical, versioned encoding (see the module documentation).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(QUOTE_ENCODING_MAX_LEN);
+        let mut out = Vec::with_capacity(QUOTE_ENCODING_LEN_MAX);
         out.extend_from_slice(MAGIC);
         out.push(QUOTE_ENCODING_VERSION);
         out.extend_from_slice(&self.id);
         // Participant ids longer than the limit never pass `check_consistency`; truncating
         // here keeps encoding infallible and such a quote unverifiable against a real one.
         let participant =
-            &self.participant.as_bytes()[..self.participant.len().min(QUOTE_PARTICIPANT_MAX_LEN)];
+            &self.participant.as_bytes()[..self.participant.len().min(QUOTE_PARTICIPANT_LEN_MAX)];
         out.extend_from_slice(&(participant.len() as u16).to_be_bytes());
         out.extend_from_slice(participant);
         out.push(segment_byte(self.segment));
@@ -196,13 +196,13 @@ impl Quote {
         ] {
             out.extend_from_slice(&value.to_be_bytes());
         }
-        debug_assert!(out.len() <= QUOTE_ENCODING_MAX_LEN);
+        debug_assert!(out.len() <= QUOTE_ENCODING_LEN_MAX);
         out
     }
 
     /// Decodes a canonical encoding; strict (see the module documentation).
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Quote, FxError> {
-        if bytes.len() > QUOTE_ENCODING_MAX_LEN {
+        if bytes.len() > QUOTE_ENCODING_LEN_MAX {
             return Err(FxError::MalformedQuote("too long"));
         }
         let mut reader = Reader { bytes };
@@ -215,7 +215,7 @@ impl Quote {
         }
         let id: QuoteId = reader.array()?;
         let participant_len = u16::from_be_bytes(reader.array()?) as usize;
-        if participant_len == 0 || participant_len > QUOTE_PARTICIPANT_MAX_LEN {
+        if participant_len == 0 || participant_len > QUOTE_PARTICIPANT_LEN_MAX {
             return Err(FxError::MalformedQuote("participant length"));
         }
         let participant = std::str::from_utf8(reader.take(participant_len)?)
@@ -382,7 +382,7 @@ pub fn verify_quote(public_key: &[u8], quote: &Quote, signature: &[u8]) -> Resul
     // would not encode injectively.
     if signature.len() != SIGNATURE_LEN
         || quote.participant.is_empty()
-        || quote.participant.len() > QUOTE_PARTICIPANT_MAX_LEN
+        || quote.participant.len() > QUOTE_PARTICIPANT_LEN_MAX
     {
         return Err(FxError::InvalidSignature);
     }

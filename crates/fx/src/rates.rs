@@ -20,7 +20,7 @@ pub const RATE_SIGNIFICANT_DIGITS: u32 = 12;
 /// Most direct pairs a book holds.
 pub const RATEBOOK_PAIRS_MAX: usize = 1024;
 /// Longest `source` label, in bytes.
-pub const RATE_SOURCE_MAX_LEN: usize = 64;
+pub const RATE_SOURCE_LEN_MAX: usize = 64;
 /// Largest `max_age_ms` a caller may ask for: 7 days (covers a long holiday weekend of daily
 /// reference rates).
 pub const RATE_MAX_AGE_LIMIT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
@@ -139,17 +139,17 @@ impl RateBook {
     ///
     /// Rejects: `base == quote`, rates outside [`RATE_MIN`]..=[`RATE_MAX`], rates with more than
     /// [`RATE_SIGNIFICANT_DIGITS`] significant digits, sources longer than
-    /// [`RATE_SOURCE_MAX_LEN`], more than [`RATEBOOK_PAIRS_MAX`] pairs.
+    /// [`RATE_SOURCE_LEN_MAX`], more than [`RATEBOOK_PAIRS_MAX`] pairs.
     pub fn set(&mut self, pair: Pair, mid: Decimal, as_of_ms: u64, source: &str) -> Result<(), FxError> {
         let pair = Pair::new(pair.base, pair.quote)?;
         check_range(pair, mid)?;
         if significant_digits(mid) > RATE_SIGNIFICANT_DIGITS {
             return Err(FxError::InvalidRate { pair, reason: "more than 12 significant digits" });
         }
-        if source.len() > RATE_SOURCE_MAX_LEN {
+        if source.len() > RATE_SOURCE_LEN_MAX {
             return Err(FxError::LimitExceeded {
                 what: "rate source length",
-                limit: RATE_SOURCE_MAX_LEN as u64,
+                limit: RATE_SOURCE_LEN_MAX as u64,
             });
         }
         let removed_inverse = self.entries.remove(&pair.inverse());

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// TigerBeetle's 8,189.
 pub const BATCH_EVENTS_MAX: usize = 8_189;
 /// Longest participant id, in bytes.
-pub const PARTICIPANT_ID_LEN_MAX: usize = 64;
+pub use puente_core::PARTICIPANT_ID_LEN_MAX;
 /// Longest holder reference or transfer reference, in bytes.
 pub const REFERENCE_LEN_MAX: usize = 128;
 /// Most metadata entries on one account or transfer.

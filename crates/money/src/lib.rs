@@ -27,7 +27,7 @@ const AMOUNT_MAX_DIGITS: u64 = AMOUNT_MAX_MINOR.ilog10() as u64 + 1;
 pub const SCALE_MAX: u32 = 6;
 
 /// Longest amount string accepted from outside.
-pub const AMOUNT_TEXT_MAX_LEN: usize = 40;
+pub const AMOUNT_TEXT_LEN_MAX: usize = 40;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
@@ -130,7 +130,7 @@ impl Currency {
     /// than `scale` (even trailing zeros: "1.500" is not a USD amount), values above
     /// [`AMOUNT_MAX_MINOR`].
     pub fn parse_amount(&self, text: &str) -> Result<u64, MoneyError> {
-        let invalid = || MoneyError::InvalidAmount { text: truncate(text, AMOUNT_TEXT_MAX_LEN) };
+        let invalid = || MoneyError::InvalidAmount { text: truncate(text, AMOUNT_TEXT_LEN_MAX) };
         if text.is_empty() {
             return Err(invalid());
         }
@@ -148,12 +148,12 @@ impl Currency {
         // it, before any arithmetic (which has its own, smaller, limits).
         let (integer, fraction) = body.split_once('.').unwrap_or((body, ""));
         if body.len() < text.len() && body.bytes().any(|b| matches!(b, b'1'..=b'9')) {
-            return Err(MoneyError::NegativeAmount { text: truncate(text, AMOUNT_TEXT_MAX_LEN) });
+            return Err(MoneyError::NegativeAmount { text: truncate(text, AMOUNT_TEXT_LEN_MAX) });
         }
         let decimals = u32::try_from(fraction.len()).unwrap_or(u32::MAX);
         if decimals > self.scale {
             return Err(MoneyError::TooManyDecimals {
-                text: truncate(text, AMOUNT_TEXT_MAX_LEN),
+                text: truncate(text, AMOUNT_TEXT_LEN_MAX),
                 decimals,
                 currency: self.code,
                 scale: self.scale,
@@ -165,7 +165,7 @@ impl Currency {
         if significant + u64::from(self.scale) > AMOUNT_MAX_DIGITS {
             return Err(MoneyError::AmountTooLarge);
         }
-        if text.len() > AMOUNT_TEXT_MAX_LEN {
+        if text.len() > AMOUNT_TEXT_LEN_MAX {
             return Err(invalid());
         }
         let value = Decimal::from_str_exact(text).map_err(|_| invalid())?;
@@ -174,17 +174,12 @@ impl Currency {
 
     /// Formats minor units as plain decimal text with exactly `scale` decimals ("1234.50").
     pub fn format_amount(&self, amount_minor: u128) -> String {
-        if self.scale == 0 {
-            return amount_minor.to_string();
-        }
-        let divisor = 10u128.pow(self.scale);
-        format!("{}.{:0width$}", amount_minor / divisor, amount_minor % divisor, width = self.scale as usize)
+        format_minor(amount_minor, self.scale)
     }
 
     /// Formats a signed quantity (for example a net position) in minor units.
     pub fn format_signed(&self, amount_minor: i128) -> String {
-        let text = self.format_amount(amount_minor.unsigned_abs());
-        if amount_minor < 0 { format!("-{text}") } else { text }
+        format_signed_minor(amount_minor, self.scale)
     }
 
     /// The amount as an exact `Decimal` in major units.
@@ -282,6 +277,22 @@ impl CurrencyTable {
 
 fn truncate(text: &str, max_chars: usize) -> String {
     text.chars().take(max_chars).collect()
+}
+
+/// An amount in minor units as plain decimal text with `scale` decimal places (`12345`, 2 →
+/// `"123.45"`): what every report, document and wire message shows. Exact, no rounding.
+pub fn format_minor(amount_minor: u128, scale: u32) -> String {
+    if scale == 0 {
+        return amount_minor.to_string();
+    }
+    let divisor = 10u128.pow(scale);
+    format!("{}.{:0width$}", amount_minor / divisor, amount_minor % divisor, width = scale as usize)
+}
+
+/// A signed amount in minor units as decimal text (`-123.45`).
+pub fn format_signed_minor(amount_minor: i128, scale: u32) -> String {
+    let text = format_minor(amount_minor.unsigned_abs(), scale);
+    if amount_minor < 0 { format!("-{text}") } else { text }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub const CURRENCIES_MAX: usize = 8;
 pub const OBLIGATIONS_MAX: u64 = 1 << 36;
 
 /// Longest participant id, in bytes.
-pub const PARTICIPANT_ID_LEN_MAX: usize = 64;
+pub use puente_core::PARTICIPANT_ID_LEN_MAX;
 
 /// Most non-zero positions the exact fewest-payments solver accepts (it uses 2^n memory and
 /// n · 2^n time: 4,096 subsets for 12).

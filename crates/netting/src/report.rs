@@ -51,11 +51,7 @@ pub const FX_MARGIN_MAX_BPS: u32 = 2_000;
 const BPS_PER_UNIT: u128 = 10_000;
 
 /// Where a participant is domiciled; an obligation between countries is cross-border.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Country {
-    Us,
-    Mx,
-}
+pub use puente_core::Country;
 
 /// A payment rail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use puente_core::ids::system_id;
-use puente_fx::quote::QUOTE_ENCODING_MAX_LEN;
+use puente_fx::quote::QUOTE_ENCODING_LEN_MAX;
 use puente_fx::{
     FxError, Pair, Pricer, PricingConfig, PublicKey, Quote, QuoteKeyring, QuoteRequest, RateBook, Segment,
     check_executable, generate_quote_id,
@@ -730,7 +730,7 @@ impl FxDesk {
         destination: AccountId,
         execution_id: u128,
     ) -> Result<Execution, DeskError> {
-        if canonical.len() > QUOTE_ENCODING_MAX_LEN {
+        if canonical.len() > QUOTE_ENCODING_LEN_MAX {
             return Err(FxError::MalformedQuote("too long").into());
         }
         // Verify the bytes exactly as signed before reading anything out of them: any change

@@ -1,5 +1,8 @@
-//! Puente's gRPC server: the LedgerService, the standard health service, server reflection
-//! (v1 and v1alpha), request limits and tracing spans with request ids.
+//! Puente's gRPC server: the ledger, participant, holder, FX, settlement and operations
+//! services, the standard health service, server reflection (v1 and v1alpha), the wire guard
+//! and request limits, and tracing spans with request ids. Each domain has a desk (no
+//! protobuf: `fx_desk`, `settlement_desk`) and a wire module beside it (`*_service`); every
+//! gRPC status is decided in `error`.
 
 pub mod auth;
 pub mod codec;
@@ -82,6 +85,10 @@ pub enum ServerError {
     Fx(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("limits: {0}")]
+    Limits(String),
+    #[error("recovery: {0}")]
+    Recovery(String),
     #[error("wire guard: {0}")]
     Wire(String),
 }
@@ -145,11 +152,11 @@ pub struct Extras {
 /// `shutdown` resolves; then stops accepting, finishes in-flight requests and returns.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
     let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
-    config.limits.validate().map_err(ServerError::Tls)?;
+    config.limits.validate().map_err(ServerError::Limits)?;
     let ledger_config = config.ledger.clone();
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(ledger_config))
         .await
-        .map_err(|e| ServerError::Reflection(format!("recovery task failed: {e}")))??;
+        .map_err(|e| ServerError::Recovery(format!("recovery task failed: {e}")))??;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;

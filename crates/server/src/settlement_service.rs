@@ -196,11 +196,11 @@ fn required_window(id: u64, violations: &mut Vec<Violation>) -> WindowId {
 }
 
 fn usd(minor: u128) -> String {
-    puente_settlement::decimal_text(minor, 2)
+    puente_money::format_minor(minor, 2)
 }
 
 fn usd_signed(minor: i128) -> String {
-    puente_settlement::signed_decimal_text(minor, 2)
+    puente_money::format_signed_minor(minor, 2)
 }
 
 fn report_out(r: &SettlementReport, currencies: &CurrencyTable) -> pb::SettlementReport {

@@ -12,11 +12,11 @@
 
 use puente_money::CurrencyCode;
 
+use crate::datetime_text;
 use crate::report::SettlementPayment;
 use crate::xml::{
     CAMT054_NAMESPACE, PACS002_NAMESPACE, StatementEntry, StatementInput, Writer, camt053, entry, max_text,
 };
-use crate::{datetime_text, decimal_text};
 
 /// A payment's status as a bank reports it in a pacs.002.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn pacs002(
         }
         w.leaf("AccptncDtTm", &datetime_text(s.accepted_ns));
         w.open("OrgnlTxRef");
-        w.amount("IntrBkSttlmAmt", s.currency, &decimal_text(s.amount_minor, scale));
+        w.amount("IntrBkSttlmAmt", s.currency, &puente_money::format_minor(s.amount_minor, scale));
         w.close("OrgnlTxRef");
         w.close("TxInfAndSts");
     }

@@ -65,7 +65,7 @@ pub fn escape(text: &str) -> String {
 /// Minor units as decimal text with thousands separators (`1,234,567.89`): exact, and easier
 /// to read than the bare digits of the JSON and CSV documents.
 pub fn money(minor: u128, scale: u32) -> String {
-    group(&crate::decimal_text(minor, scale))
+    group(&puente_money::format_minor(minor, scale))
 }
 
 /// Signed minor units, grouped like [`money`].
@@ -301,10 +301,7 @@ fn window_section(out: &mut String, w: &NightWindow) {
             "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\" id=\"{pid}-net\" data-minor=\"{}\">{}</td>\
 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
             escape(&p.participant),
-            match p.country {
-                puente_ledger::settlement::Country::Us => "US",
-                puente_ledger::settlement::Country::Mx => "MX",
-            },
+            p.country.code(),
             money(p.paid_minor, w.scale),
             money(p.received_minor, w.scale),
             p.net_minor,
@@ -547,7 +544,7 @@ mod tests {
         assert_eq!(money(123_456_789_012, 2), "1,234,567,890.12");
         assert_eq!(money(1_000_000, 0), "1,000,000");
         assert_eq!(signed_money(-100_000_000, 2), "-1,000,000.00");
-        assert_eq!(money(u128::MAX, 2).replace(',', ""), crate::decimal_text(u128::MAX, 2));
+        assert_eq!(money(u128::MAX, 2).replace(',', ""), puente_money::format_minor(u128::MAX, 2));
     }
 
     #[test]

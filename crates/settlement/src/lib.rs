@@ -69,21 +69,6 @@ pub fn uuid_v4_text(value: u128) -> String {
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
-/// Minor units as decimal text with `scale` decimals (no sign).
-pub fn decimal_text(minor: u128, scale: u32) -> String {
-    if scale == 0 {
-        return minor.to_string();
-    }
-    let unit = 10u128.pow(scale);
-    format!("{}.{:0width$}", minor / unit, minor % unit, width = scale as usize)
-}
-
-/// Signed minor units as decimal text.
-pub fn signed_decimal_text(minor: i128, scale: u32) -> String {
-    let text = decimal_text(minor.unsigned_abs(), scale);
-    if minor < 0 { format!("-{text}") } else { text }
-}
-
 /// Nanoseconds since the epoch as RFC 3339 UTC text (ISO 20022 ISODateTime).
 pub fn datetime_text(ns: u64) -> String {
     match jiff::Timestamp::from_nanosecond(i128::from(ns)) {
@@ -119,10 +104,10 @@ mod tests {
 
     #[test]
     fn amounts_and_times_format() {
-        assert_eq!(decimal_text(12_345, 2), "123.45");
-        assert_eq!(decimal_text(5, 2), "0.05");
-        assert_eq!(signed_decimal_text(-5, 2), "-0.05");
-        assert_eq!(decimal_text(7, 0), "7");
+        assert_eq!(puente_money::format_minor(12_345, 2), "123.45");
+        assert_eq!(puente_money::format_minor(5, 2), "0.05");
+        assert_eq!(puente_money::format_signed_minor(-5, 2), "-0.05");
+        assert_eq!(puente_money::format_minor(7, 0), "7");
         assert_eq!(datetime_text(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
         assert_eq!(date_text(1_700_000_000_123_000_000), "2023-11-14");
     }

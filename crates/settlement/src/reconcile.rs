@@ -34,9 +34,9 @@ use puente_ledger::settlement::WindowState;
 use puente_money::CurrencyCode;
 use serde::{Deserialize, Serialize};
 
+use crate::SettlementError;
 use crate::report::SettlementPayment;
 use crate::xml::{CAMT053_NAMESPACE, CAMT054_NAMESPACE, PACS002_NAMESPACE};
-use crate::{SettlementError, decimal_text};
 
 /// Largest document accepted, in bytes (checked before anything parses it).
 pub const DOCUMENT_BYTES_MAX: usize = 4 * 1024 * 1024;
@@ -930,7 +930,7 @@ pub fn reconcile(
                     payment.end_to_end_id,
                     payment.payer,
                     payment.payee,
-                    decimal_text(payment.amount_minor, window.scale),
+                    puente_money::format_minor(payment.amount_minor, window.scale),
                     window.currency,
                     raised.first().map(|e| e.detail.as_str()).unwrap_or("rejected")
                 ));
@@ -1038,7 +1038,11 @@ fn payment_exception(
         uetr: payment.uetr.clone(),
         payer: payment.payer.clone(),
         payee: payment.payee.clone(),
-        expected: format!("{} {}", decimal_text(payment.amount_minor, window.scale), window.currency),
+        expected: format!(
+            "{} {}",
+            puente_money::format_minor(payment.amount_minor, window.scale),
+            window.currency
+        ),
         reported: e.amount.as_ref().map(Amount::text).unwrap_or_default(),
         document: e.source.clone(),
         detail,
@@ -1077,7 +1081,7 @@ fn decide(
             let detail = format!(
                 "reported {}, expected {}",
                 amount.value,
-                decimal_text(payment.amount_minor, window.scale)
+                puente_money::format_minor(payment.amount_minor, window.scale)
             );
             raised.push(payment_exception(ExceptionKind::AmountMismatch, window, payment, e, detail));
             status.get_or_insert(PaymentStatus::AmountMismatch);

@@ -15,7 +15,7 @@ use puente_netting::{FeeModel, NettingAggregator, ParticipantId, ReportInput, Wi
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::{SettlementError, decimal_text, signed_decimal_text, uuid_v4_text};
+use crate::{SettlementError, uuid_v4_text};
 
 /// One settlement payment of a window (a pacs.009 credit transfer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,13 +70,6 @@ pub struct SettlementReport {
     pub netting: WindowReport,
 }
 
-fn country(c: Country) -> puente_netting::Country {
-    match c {
-        Country::Us => puente_netting::Country::Us,
-        Country::Mx => puente_netting::Country::Mx,
-    }
-}
-
 /// Builds the report of `window` (which must carry its flows) with the participants'
 /// `profiles`, the fee model and the rate used to express MXN figures in USD.
 pub fn build_report(
@@ -105,7 +98,7 @@ pub fn build_report(
     let mut positions = Vec::with_capacity(window.positions.len());
     for p in &window.positions {
         let profile = profile_of(&p.participant)?;
-        countries.insert(ParticipantId::new(&p.participant)?, country(profile.country));
+        countries.insert(ParticipantId::new(&p.participant)?, profile.country);
         positions.push(PositionLine {
             participant: p.participant.clone(),
             country: profile.country,
@@ -246,7 +239,7 @@ impl SettlementReport {
                 cell(&p.payer),
                 cell(&p.payee),
                 p.currency,
-                decimal_text(p.amount_minor, scale),
+                puente_money::format_minor(p.amount_minor, scale),
                 rail_name(p.rail),
                 cell(&p.payer_bank_id),
                 cell(&p.payee_bank_id)
@@ -258,8 +251,8 @@ impl SettlementReport {
     /// A text table for operators.
     pub fn to_table(&self, scale: u32) -> String {
         let n = &self.netting;
-        let money = |minor: u128| decimal_text(minor, scale);
-        let usd = |minor: u128| format!("{} USD", decimal_text(minor, 2));
+        let money = |minor: u128| puente_money::format_minor(minor, scale);
+        let usd = |minor: u128| format!("{} USD", puente_money::format_minor(minor, 2));
         let mut out = String::new();
         let _ =
             writeln!(out, "Settlement window {} ({}) — {}", self.window_id, self.currency, self.state.code());
@@ -299,13 +292,13 @@ impl SettlementReport {
         let _ = writeln!(
             out,
             "  saving                  {:>29}  ({})",
-            format!("{} USD", signed_decimal_text(t.bank_fee_saving_usd_minor, 2)),
+            format!("{} USD", puente_money::format_signed_minor(t.bank_fee_saving_usd_minor, 2)),
             percent_text(t.bank_fee_saving_percent)
         );
         let _ = writeln!(
             out,
             "  saving incl. FX margin  {:>29}  ({})",
-            format!("{} USD", signed_decimal_text(t.total_saving_usd_minor, 2)),
+            format!("{} USD", puente_money::format_signed_minor(t.total_saving_usd_minor, 2)),
             percent_text(t.total_saving_percent)
         );
         let _ = writeln!(out);
@@ -327,9 +320,9 @@ impl SettlementReport {
             let (gross, actual, saving) = fees
                 .map(|f| {
                     (
-                        decimal_text(f.gross_bank_fees_usd_minor, 2),
-                        decimal_text(f.actual_bank_fees_usd_minor, 2),
-                        signed_decimal_text(f.bank_fee_saving_usd_minor, 2),
+                        puente_money::format_minor(f.gross_bank_fees_usd_minor, 2),
+                        puente_money::format_minor(f.actual_bank_fees_usd_minor, 2),
+                        puente_money::format_signed_minor(f.bank_fee_saving_usd_minor, 2),
                     )
                 })
                 .unwrap_or_default();
@@ -337,13 +330,10 @@ impl SettlementReport {
                 out,
                 "{:<20} {:<3} {:>18} {:>18} {:>18} {:>12} {:>12} {:>12} {:>9}",
                 p.participant,
-                match p.country {
-                    Country::Us => "US",
-                    Country::Mx => "MX",
-                },
+                p.country.code(),
                 money(p.paid_minor),
                 money(p.received_minor),
-                signed_decimal_text(p.net_minor, scale),
+                puente_money::format_signed_minor(p.net_minor, scale),
                 gross,
                 actual,
                 saving,

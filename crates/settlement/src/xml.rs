@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use puente_ledger::settlement::SettlementRail;
 use puente_money::CurrencyCode;
 
-use crate::{SettlementReport, date_text, datetime_text, decimal_text};
+use crate::{SettlementReport, date_text, datetime_text};
 
 pub const PACS009_NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:pacs.009.001.09";
 pub const CAMT053_NAMESPACE: &str = "urn:iso:std:iso:20022:tech:xsd:camt.053.001.08";
@@ -132,7 +132,7 @@ pub fn pacs009(report: &SettlementReport, scale: u32, created_ns: u64, settlemen
     w.leaf("MsgId", &format!("PUENTE-W{}-PACS009", report.window_id));
     w.leaf("CreDtTm", &datetime_text(created_ns));
     w.leaf("NbOfTxs", &report.payments.len().to_string());
-    w.amount("TtlIntrBkSttlmAmt", currency, &decimal_text(total, scale));
+    w.amount("TtlIntrBkSttlmAmt", currency, &puente_money::format_minor(total, scale));
     w.leaf("IntrBkSttlmDt", &date_text(settlement_ns));
     w.open("SttlmInf");
     w.leaf("SttlmMtd", "CLRG");
@@ -145,7 +145,7 @@ pub fn pacs009(report: &SettlementReport, scale: u32, created_ns: u64, settlemen
         w.leaf("EndToEndId", &p.end_to_end_id);
         w.leaf("UETR", &p.uetr);
         w.close("PmtId");
-        w.amount("IntrBkSttlmAmt", currency, &decimal_text(p.amount_minor, scale));
+        w.amount("IntrBkSttlmAmt", currency, &puente_money::format_minor(p.amount_minor, scale));
         institution(&mut w, "Dbtr", p.rail, &p.payer_bank_id, &p.payer_bic, &p.payer_name);
         if p.rail == SettlementRail::Spei {
             clabe_account(&mut w, "DbtrAcct", &p.payer_bank_id);
@@ -202,7 +202,7 @@ fn balance(w: &mut Writer, code: &str, currency: CurrencyCode, scale: u32, minor
     w.leaf("Cd", code);
     w.close("CdOrPrtry");
     w.close("Tp");
-    w.amount("Amt", currency, &decimal_text(minor.unsigned_abs(), scale));
+    w.amount("Amt", currency, &puente_money::format_minor(minor.unsigned_abs(), scale));
     w.leaf("CdtDbtInd", if minor < 0 { "DBIT" } else { "CRDT" });
     w.open("Dt");
     w.leaf("DtTm", &datetime_text(at_ns));
@@ -255,7 +255,7 @@ pub fn camt053(input: &StatementInput) -> String {
 pub(crate) fn entry(w: &mut Writer, e: &StatementEntry, currency: CurrencyCode, scale: u32) {
     w.open("Ntry");
     w.leaf("NtryRef", &max_text(&e.end_to_end_id, 35));
-    w.amount("Amt", currency, &decimal_text(e.amount_minor, scale));
+    w.amount("Amt", currency, &puente_money::format_minor(e.amount_minor, scale));
     w.leaf("CdtDbtInd", if e.credit { "CRDT" } else { "DBIT" });
     w.open("Sts");
     w.leaf("Cd", "BOOK");

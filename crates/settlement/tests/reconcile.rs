@@ -264,7 +264,7 @@ fn a_missing_entry_confirms_only_those_whose_payments_all_matched() {
     assert_eq!(r.exceptions[0].end_to_end_id, missing.end_to_end_id);
     assert_eq!(
         r.exceptions[0].expected,
-        format!("{} USD", puente_settlement::decimal_text(missing.amount_minor, 2))
+        format!("{} USD", puente_money::format_minor(missing.amount_minor, 2))
     );
     // US01 is party to a matched payment too, but not confirmed: nothing on a partial match.
     assert_eq!(r.windows[0].confirm, vec!["MX00", "US00"]);
@@ -278,8 +278,8 @@ fn a_wrong_amount_or_currency_is_a_mismatch_not_a_match() {
     let (window, report) = settled_window();
     let payment = us01_to_mx01(&report).clone();
     let docs = bank_documents(&report, &[]);
-    let amount = puente_settlement::decimal_text(payment.amount_minor, 2);
-    let wrong = puente_settlement::decimal_text(payment.amount_minor - 1, 2);
+    let amount = puente_money::format_minor(payment.amount_minor, 2);
+    let wrong = puente_money::format_minor(payment.amount_minor - 1, 2);
     let edited = edit_entries(&docs.camt053, &payment.end_to_end_id, |entry| {
         entry.replacen(&format!(">{amount}<"), &format!(">{wrong}<"), 1)
     });

@@ -53,11 +53,7 @@ pub const WINDOW_PAGE_MAX: usize = 1_000;
 pub type WindowId = u64;
 
 /// Where a participant is domiciled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Country {
-    Us,
-    Mx,
-}
+pub use puente_core::Country;
 
 /// How a participant settles one currency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
