@@ -51,6 +51,7 @@ from ._stubs import (
     participants_pb_grpc,  # noqa: F401
     pb,
     pb_grpc,
+    settlement_pb,
 )
 from .auth import (
     API_KEY_ENV,
@@ -78,6 +79,15 @@ from .convert import (  # noqa: F401 - the private converters stay importable fr
 )
 from .errors import FieldViolation, PuenteError, RefusedError, _headline  # noqa: F401
 from .fx import FX_SEGMENTS, verify_quote
+from .settlement import (
+    COUNTRIES,
+    PAYMENT_FORMATS,
+    REPORT_FORMATS,
+    SETTLEMENT_RAILS,
+    WINDOW_STATES,
+    BankDocument,
+    CurrencySettlement,
+)
 
 __all__ = [
     "API_KEY_ENV",
@@ -111,4 +121,13 @@ __all__ = [
     "pb",
     "pb_grpc",
     "to_decimal",
+    # SettlementService
+    "settlement_pb",
+    "BankDocument",
+    "COUNTRIES",
+    "CurrencySettlement",
+    "PAYMENT_FORMATS",
+    "REPORT_FORMATS",
+    "SETTLEMENT_RAILS",
+    "WINDOW_STATES",
 ]

@@ -11,6 +11,8 @@ try:
     from .gen.puente.v1 import ledger_pb2_grpc as pb_grpc
     from .gen.puente.v1 import participants_pb2 as participants_pb
     from .gen.puente.v1 import participants_pb2_grpc as participants_pb_grpc
+    from .gen.puente.v1 import settlement_pb2 as settlement_pb
+    from .gen.puente.v1 import settlement_pb2_grpc as settlement_pb_grpc
 except ImportError as error:  # pragma: no cover - a setup problem, not a runtime one
     raise ImportError(
         "puente_client's generated stubs are missing or stale: run "
@@ -34,6 +36,8 @@ __all__ = [
     "participants_pb_grpc",
     "pb",
     "pb_grpc",
+    "settlement_pb",
+    "settlement_pb_grpc",
 ]
 
 Account = pb.Account

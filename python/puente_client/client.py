@@ -1,15 +1,23 @@
 """`PuenteClient`: one connection to a Puente server, with typed wrappers for every service.
-The wrappers live with their service (`ledger.py`, `fx.py`); this module holds the
-connection, the credentials, participant administration and the health check."""
+The wrappers live with their service (`ledger.py`, `fx.py`, `settlement.py`); this
+module holds the connection, the credentials, participant administration and the health
+check."""
 
 from __future__ import annotations
 
 import grpc
 
-from ._stubs import fx_pb_grpc, participants_pb, participants_pb_grpc, pb_grpc
+from ._stubs import (
+    fx_pb_grpc,
+    participants_pb,
+    participants_pb_grpc,
+    pb_grpc,
+    settlement_pb_grpc,
+)
 from .auth import NewApiKey, _BearerAuth, api_key_from_env, new_api_key
 from .fx import _FxMethods
 from .ledger import _LedgerMethods
+from .settlement import _SettlementMethods
 
 __all__ = ["MESSAGE_BYTES_MAX", "PuenteClient"]
 
@@ -17,7 +25,7 @@ __all__ = ["MESSAGE_BYTES_MAX", "PuenteClient"]
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 
 
-class PuenteClient(_LedgerMethods, _FxMethods):
+class PuenteClient(_LedgerMethods, _FxMethods, _SettlementMethods):
     """A connection to a Puente server (one HTTP/2 channel). Use as a context manager or call
     `close()`. Every method takes an optional `timeout` in seconds (default: `timeout` given
     here, 30 s).
@@ -67,6 +75,8 @@ class PuenteClient(_LedgerMethods, _FxMethods):
         self.fx_stub = fx_pb_grpc.FxServiceStub(self.channel)
         #: The generated participant-administration stub.
         self.participants_stub = participants_pb_grpc.ParticipantServiceStub(self.channel)
+        #: The generated settlement stub.
+        self.settlement_stub = settlement_pb_grpc.SettlementServiceStub(self.channel)
 
     def close(self) -> None:
         if self._owns_channel:

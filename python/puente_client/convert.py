@@ -8,7 +8,7 @@ import datetime
 import decimal
 import uuid
 from collections.abc import Mapping
-from typing import Union
+from typing import TypeVar, Union
 
 from ._stubs import Transfer, pb
 
@@ -26,6 +26,8 @@ __all__ = [
 AmountLike = Union[decimal.Decimal, str, int]
 IdLike = Union[uuid.UUID, str]
 TimeLike = Union[datetime.datetime, None]
+
+_Enum = TypeVar("_Enum", bound=int)
 
 
 def new_id() -> str:
@@ -63,6 +65,32 @@ def _amount(value: AmountLike | None, name: str = "amount") -> str:
     if isinstance(value, str):
         return value
     raise TypeError(f"{name} must be a decimal.Decimal, str or int, not {type(value).__name__}")
+
+
+def _window_id(value: int | None, name: str = "window_id") -> int:
+    """A settlement window id for the wire: a positive int (0 is the API's "none")."""
+    if value is None or value == 0:
+        raise ValueError(f"{name} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be positive, not {value}")
+    return value
+
+
+def _choice(value: str | int, choices: Mapping[str, _Enum], name: str) -> _Enum:
+    """An enum value for the wire, by its short name (`"fedwire"`, case-insensitive) or as the
+    generated enum's number (`settlement_pb.SETTLEMENT_RAIL_FEDWIRE`)."""
+    if isinstance(value, str):
+        number = choices.get(value.lower())
+        if number is None:
+            raise ValueError(f"{name} must be one of {sorted(choices)}, not {value!r}")
+        return number
+    if isinstance(value, int) and not isinstance(value, bool):
+        for number in choices.values():
+            if number == value:
+                return number
+    raise ValueError(f"{name} must be one of {sorted(choices)}, not {value!r}")
 
 
 def to_decimal(text: str) -> decimal.Decimal:
