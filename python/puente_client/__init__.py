@@ -47,6 +47,7 @@ from ._stubs import (
     TransferState,
     fx_pb,
     fx_pb_grpc,  # noqa: F401 - importable from puente_client as before the split
+    holders_pb,
     participants_pb,
     participants_pb_grpc,  # noqa: F401
     pb,
@@ -79,6 +80,7 @@ from .convert import (  # noqa: F401 - the private converters stay importable fr
 )
 from .errors import FieldViolation, PuenteError, RefusedError, _headline  # noqa: F401
 from .fx import FX_SEGMENTS, verify_quote
+from .holders import HOLDER_KINDS, Holder, PersonalData, UsTier
 from .settlement import (
     COUNTRIES,
     PAYMENT_FORMATS,
@@ -130,4 +132,10 @@ __all__ = [
     "REPORT_FORMATS",
     "SETTLEMENT_RAILS",
     "WINDOW_STATES",
+    # HolderService
+    "holders_pb",
+    "HOLDER_KINDS",
+    "Holder",
+    "PersonalData",
+    "UsTier",
 ]

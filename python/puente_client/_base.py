@@ -7,7 +7,7 @@ from typing import Any, Callable, TypeVar
 
 import grpc
 
-from ._stubs import fx_pb_grpc, participants_pb_grpc, pb_grpc, settlement_pb_grpc
+from ._stubs import fx_pb_grpc, holders_pb_grpc, participants_pb_grpc, pb_grpc, settlement_pb_grpc
 from .errors import PuenteError
 
 _Response = TypeVar("_Response")
@@ -23,6 +23,7 @@ class _Calls:
     fx_stub: fx_pb_grpc.FxServiceStub
     participants_stub: participants_pb_grpc.ParticipantServiceStub
     settlement_stub: settlement_pb_grpc.SettlementServiceStub
+    holders_stub: holders_pb_grpc.HolderServiceStub
 
     def _call(self, method: Callable[..., _Response], request: Any, timeout: float | None) -> _Response:
         try:

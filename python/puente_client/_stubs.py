@@ -7,6 +7,8 @@ from __future__ import annotations
 try:
     from .gen.puente.v1 import fx_pb2 as fx_pb
     from .gen.puente.v1 import fx_pb2_grpc as fx_pb_grpc
+    from .gen.puente.v1 import holders_pb2 as holders_pb
+    from .gen.puente.v1 import holders_pb2_grpc as holders_pb_grpc
     from .gen.puente.v1 import ledger_pb2 as pb
     from .gen.puente.v1 import ledger_pb2_grpc as pb_grpc
     from .gen.puente.v1 import participants_pb2 as participants_pb
@@ -32,6 +34,8 @@ __all__ = [
     "TransferState",
     "fx_pb",
     "fx_pb_grpc",
+    "holders_pb",
+    "holders_pb_grpc",
     "participants_pb",
     "participants_pb_grpc",
     "pb",

@@ -1,6 +1,6 @@
 """`PuenteClient`: one connection to a Puente server, with typed wrappers for every service.
-The wrappers live with their service (`ledger.py`, `fx.py`, `settlement.py`); this
-module holds the connection, the credentials, participant administration and the health
+The wrappers live with their service (`ledger.py`, `fx.py`, `settlement.py`, `holders.py`);
+this module holds the connection, the credentials, participant administration and the health
 check."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import grpc
 
 from ._stubs import (
     fx_pb_grpc,
+    holders_pb_grpc,
     participants_pb,
     participants_pb_grpc,
     pb_grpc,
@@ -16,6 +17,7 @@ from ._stubs import (
 )
 from .auth import NewApiKey, _BearerAuth, api_key_from_env, new_api_key
 from .fx import _FxMethods
+from .holders import _HolderMethods
 from .ledger import _LedgerMethods
 from .settlement import _SettlementMethods
 
@@ -25,7 +27,7 @@ __all__ = ["MESSAGE_BYTES_MAX", "PuenteClient"]
 MESSAGE_BYTES_MAX = 64 * 1024 * 1024
 
 
-class PuenteClient(_LedgerMethods, _FxMethods, _SettlementMethods):
+class PuenteClient(_LedgerMethods, _FxMethods, _SettlementMethods, _HolderMethods):
     """A connection to a Puente server (one HTTP/2 channel). Use as a context manager or call
     `close()`. Every method takes an optional `timeout` in seconds (default: `timeout` given
     here, 30 s).
@@ -77,6 +79,8 @@ class PuenteClient(_LedgerMethods, _FxMethods, _SettlementMethods):
         self.participants_stub = participants_pb_grpc.ParticipantServiceStub(self.channel)
         #: The generated settlement stub.
         self.settlement_stub = settlement_pb_grpc.SettlementServiceStub(self.channel)
+        #: The generated account-holder stub.
+        self.holders_stub = holders_pb_grpc.HolderServiceStub(self.channel)
 
     def close(self) -> None:
         if self._owns_channel:
