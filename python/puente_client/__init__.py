@@ -1,4 +1,5 @@
-"""Python client for Puente's gRPC API (`puente.v1.LedgerService`).
+"""Python client for Puente's gRPC API (`puente.v1.LedgerService`, `FxService`,
+`SettlementService`, `HolderService`).
 
 A thin, typed wrapper over the generated stubs::
 
@@ -25,12 +26,29 @@ Conventions (the same as the API's):
   reason, `google.rpc.BadRequest` field violations). A single event that the ledger refuses
   (`EXCEEDS_CREDITS`, ...) raises `RefusedError` from the single-event helpers; the batch call
   `create_transfers` returns every result as it is.
-- Results are the generated protobuf messages (`Account`, `Transfer`, ...), re-exported here.
+- Results are the generated protobuf messages (`Account`, `Transfer`, ...), re-exported here,
+  except holders: `Holder` and `PersonalData`, whose repr never shows personal data.
+
+`PuenteClient`'s wrappers, by service (each also takes a keyword `timeout` in seconds):
+
+- LedgerService: `create_account(s)`, `get_account`, `list_accounts`, `create_transfers`,
+  `transfer`, `post`, `void`, `get_transfer`, `list_transfers`, `statement`,
+  `stream_transfers`.
+- FxService: `set_rate`, `quote`, `get_quote`, `execute_quote`, `cancel_transfer`,
+  `fx_public_key(s)`, `exposure`; `verify_quote` checks a quote offline.
+- SettlementService: `set_participant_profile` (with `CurrencySettlement`),
+  `get_participant_profile`, `list_participant_profiles`, `list_windows`, `get_window`,
+  `close_window`, `run_settlement`, `get_settlement_report`, `list_settlement_payments`,
+  `get_settlement_statement`, `confirm_settlement`, `reconcile_statements` (with
+  `BankDocument`). Window ids are ints.
+- HolderService: `create_holder` (with `PersonalData`), `get_holder`, `list_holders`,
+  `get_holder_usage`, `set_kyc_policy` (with `UsTier`).
+- ParticipantService and health: `whoami`, `create_participant`, `health`.
 
 The package's modules: `errors` (PuenteError, RefusedError), `convert` (ids, amounts,
-timestamps, transfer builders), `auth` (API keys, the bearer interceptor), `fx` (quote
-verification), `client` (PuenteClient, with the LedgerService wrappers in `ledger` and the
-FxService wrappers in `fx`). Import everything from `puente_client` itself.
+timestamps, transfer builders), `auth` (API keys, the bearer interceptor), `client`
+(PuenteClient), and one per service with its wrappers and values: `ledger`, `fx`,
+`settlement`, `holders`. Import everything from `puente_client` itself.
 """
 
 from __future__ import annotations
