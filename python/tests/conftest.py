@@ -1,10 +1,12 @@
 """A real Puente server for the tests: `target/debug/puente serve` on a free port with a
-temporary data directory, started once per test session and stopped with SIGTERM."""
+temporary data directory and a personal-data key (holder requests need one), started once per
+test session and stopped with SIGTERM."""
 
 from __future__ import annotations
 
 import os
 import queue
+import secrets
 import signal
 import subprocess
 import threading
@@ -27,6 +29,8 @@ class Server:
         self.log = log
         self.operator_key = ""
         self.binary = Path()
+        #: The server's data directory.
+        self.data_dir = Path()
 
 
 def _binary() -> Path:
@@ -47,6 +51,10 @@ def _log_tail(log: Path, lines: int = 40) -> str:
 def server(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("puente")
     log = base / "server.log"
+    # A fresh personal-data keyring (`<key_id>:<64 hex>`) through the environment; a key file
+    # or key inherited from the caller's environment would conflict with it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PUENTE_PII_KEY")}
+    env["PUENTE_PII_KEY"] = f"py-test:{secrets.token_hex(32)}"
     with open(log, "wb") as stderr:
         process = subprocess.Popen(
             [str(_binary()), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(base / "data")],
@@ -54,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             stdout=subprocess.PIPE,
             stderr=stderr,  # logs go to a file: a full pipe would block the server
             cwd=base,
-            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1"},
+            env={**env, "RUST_LOG": os.environ.get("RUST_LOG", "info"), "NO_COLOR": "1"},
         )
     # Read stdout on a thread (a bounded wait without fixed sleeps), and keep draining it.
     lines: queue.Queue[str | None] = queue.Queue()
@@ -110,6 +118,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     server = Server(process, addr, log)
     server.operator_key = key_file.read_text().strip()
     server.binary = _binary()
+    server.data_dir = base / "data"
     yield server
 
     process.send_signal(signal.SIGTERM)
