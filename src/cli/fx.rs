@@ -20,8 +20,11 @@ const KEY_FILE_BYTES_MAX: u64 = puente_identity::pii::KEY_FILE_LEN_MAX as u64;
 pub enum RatesCommand {
     /// Set a mid rate: `puente rates set USD/MXN 18.91`.
     Set {
+        /// Currency pair BASE/QUOTE, e.g. USD/MXN.
         pair: String,
+        /// Mid rate: QUOTE per one BASE, e.g. 17.25 (a decimal, never rounded).
         rate: String,
+        /// Where the rate comes from (recorded with it), e.g. "ecb" or a feed name.
         #[arg(long, default_value = "operator")]
         source: String,
     },
@@ -30,6 +33,7 @@ pub enum RatesCommand {
     /// Import a day of the ECB reference-rate file (USD/MXN is the cross MXN ÷ USD). The
     /// rates take effect now.
     ImportEcb {
+        /// The ECB's eurofxref-hist.csv (or eurofxref.csv): the newest USD/MXN cross rate is set.
         file: PathBuf,
         /// The day to import (YYYY-MM-DD) [default: the newest].
         #[arg(long)]
@@ -40,6 +44,7 @@ pub enum RatesCommand {
     },
     /// A rate feed: read lines "USD/MXN 18.91" from standard input and stream them.
     Stream {
+        /// Source name recorded with every rate read from standard input.
         #[arg(long, default_value = "feed")]
         source: String,
     },
@@ -51,6 +56,7 @@ pub enum FxKeyCommand {
     /// first in that keyring file (created with mode 0600; older keys stay below it and still
     /// verify). Restart the server to sign with it.
     Generate {
+        /// Key id written before the key (letters, digits, "-" or "_"), e.g. 2026-12.
         #[arg(default_value = "k1")]
         key_id: String,
         /// The keyring file to create or to add the key to (keep it outside the data directory).
@@ -63,13 +69,16 @@ pub enum FxKeyCommand {
 pub enum FxCommand {
     /// Price a conversion: a signed quote with its full disclosure.
     Quote {
+        /// Participant the quote is for (operators; a participant quotes for itself).
         #[arg(long)]
         participant: String,
         /// sme, remittance or institution.
         #[arg(long, default_value = "remittance")]
         segment: String,
+        /// Currency the customer pays in, e.g. USD.
         #[arg(long)]
         sell: String,
+        /// Currency the recipient receives, e.g. MXN.
         #[arg(long)]
         buy: String,
         /// Send exactly this much (fees on top).
@@ -83,18 +92,25 @@ pub enum FxCommand {
         lang: String,
     },
     /// Show a quote.
-    Get { id: String },
+    Get {
+        /// Quote id (UUID).
+        id: String,
+    },
     /// List a participant's quotes, newest first.
     List {
+        /// Only this participant's quotes (operators).
         #[arg(long)]
         participant: String,
+        /// Rows per page (1 to 1,000).
         #[arg(long, default_value_t = 20)]
         page_size: i32,
-        #[arg(long, default_value = "")]
+        /// Token from the previous page (`next page:` line) to continue from.
+        #[arg(long, default_value = "", hide_default_value = true)]
         page_token: String,
     },
     /// Execute a quote (verifies its signature first) and print the receipt.
     Execute {
+        /// Quote id (UUID) to execute before it expires.
         quote_id: String,
         /// The customer's account in the sell currency.
         #[arg(long)]
@@ -107,7 +123,10 @@ pub enum FxCommand {
         execution_id: Option<String>,
     },
     /// Cancel a held remittance within its cancellation window (full refund).
-    Cancel { quote_id: String },
+    Cancel {
+        /// Quote id (UUID) of the executed remittance to cancel (within its cancellation window).
+        quote_id: String,
+    },
     /// The Ed25519 public keys that verify quotes (hex, by key id; the signing key first).
     PublicKey,
     /// The house's net position per currency.

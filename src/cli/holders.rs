@@ -15,6 +15,7 @@ use super::{CliError, Output, time_text};
 pub enum HoldersCommand {
     /// Register an account holder (a customer) with a KYC tier and personal data.
     Create {
+        /// Holder id (UUID) [default: a new random id].
         id: String,
         /// individual or business.
         #[arg(long)]
@@ -26,7 +27,7 @@ pub enum HoldersCommand {
         #[arg(long)]
         tier: String,
         /// Operators name the participant; participants register their own holders.
-        #[arg(long, default_value = "")]
+        #[arg(long, default_value = "", hide_default_value = true)]
         participant: String,
         /// The holder's personal data, from a file or `-` (standard input), never from the
         /// command line (any local user can read a process's arguments): a JSON object or a
@@ -37,23 +38,30 @@ pub enum HoldersCommand {
     },
     /// Show a holder with its personal data.
     Get {
+        /// Holder id (UUID).
         id: String,
-        #[arg(long, default_value = "")]
+        /// Participant that owns the holder (operators must name it).
+        #[arg(long, default_value = "", hide_default_value = true)]
         participant: String,
     },
     /// List holders (without personal data).
     List {
-        #[arg(long, default_value = "")]
+        /// Only this participant's holders (operators must name it).
+        #[arg(long, default_value = "", hide_default_value = true)]
         participant: String,
+        /// Rows per page (1 to 1,000).
         #[arg(long, default_value_t = 100)]
         page_size: i32,
-        #[arg(long, default_value = "")]
+        /// Token from the previous page (`next page:` line) to continue from.
+        #[arg(long, default_value = "", hide_default_value = true)]
         page_token: String,
     },
     /// This month's credits against the holder's tier limits.
     Usage {
+        /// Holder id (UUID).
         id: String,
-        #[arg(long, default_value = "")]
+        /// Participant that owns the holder (operators must name it).
+        #[arg(long, default_value = "", hide_default_value = true)]
         participant: String,
     },
 }
@@ -76,6 +84,7 @@ pub enum KycCommand {
 pub enum PiiKeyCommand {
     /// Print a new personal-data key spec (`<key_id>:<64 hex>`) for the keyring file.
     Generate {
+        /// Key id written before the key (letters, digits, "-" or "_"), e.g. 2026-12.
         #[arg(default_value = "k1")]
         key_id: String,
     },

@@ -20,6 +20,7 @@ pub enum ParticipantsCommand {
         /// Participant id of the operator.
         #[arg(default_value = "operator")]
         id: String,
+        /// The first operator's name.
         #[arg(long, default_value = "Puente operator")]
         name: String,
         /// Write the key to this file (mode 0600) instead of printing it.
@@ -28,8 +29,10 @@ pub enum ParticipantsCommand {
     },
     /// Register a participant with its first API key (operators). Prints the key once.
     Create {
+        /// Participant id: lower-case letters, digits, ".", "_" or "-" (at most 64 bytes).
         id: String,
-        #[arg(long, default_value = "")]
+        /// Display name [default: none].
+        #[arg(long, default_value = "", hide_default_value = true)]
         name: String,
         /// participant (sees and moves only its own accounts) or operator.
         #[arg(long, default_value = "participant")]
@@ -39,29 +42,44 @@ pub enum ParticipantsCommand {
         key_file: Option<PathBuf>,
     },
     /// Show a participant with its keys (ids only) and certificates.
-    Get { id: String },
+    Get {
+        /// Participant id.
+        id: String,
+    },
     /// List participants.
     List,
     /// Issue a new key. The old keys are revoked in the same write unless --keep-old-keys
     /// (then revoke them with `revoke-key` once every client uses the new one).
     RotateKey {
+        /// Participant id.
         id: String,
+        /// Keep the older keys working (default: revoke them once the new key is issued).
         #[arg(long)]
         keep_old_keys: bool,
+        /// Write the new key to this file (mode 0600) instead of standard output.
         #[arg(long)]
         key_file: Option<PathBuf>,
     },
     /// Revoke one key at once.
-    RevokeKey { id: String, key_id: String },
+    RevokeKey {
+        /// Participant id.
+        id: String,
+        /// Id of the key to revoke (as `participants get` lists it).
+        key_id: String,
+    },
     /// Let a client certificate (PEM) authenticate as this participant under mutual TLS.
     BindCert {
+        /// Participant id.
         id: String,
+        /// Client certificate (PEM) that authenticates as this participant under mutual TLS.
         #[arg(long)]
         cert: PathBuf,
     },
     /// Stop a client certificate from authenticating.
     UnbindCert {
+        /// Participant id.
         id: String,
+        /// The bound client certificate (PEM) to unbind.
         #[arg(long)]
         cert: PathBuf,
     },

@@ -27,13 +27,18 @@ pub enum SettlementCommand {
         /// Only this state: open, closing, closed, settling, settled, rejected, aborted, failed.
         #[arg(long)]
         state: Option<String>,
+        /// Rows per page (1 to 1,000).
         #[arg(long, default_value_t = 100)]
         page_size: i32,
-        #[arg(long, default_value = "")]
+        /// Token from the previous page (`next page:` line) to continue from.
+        #[arg(long, default_value = "", hide_default_value = true)]
         page_token: String,
     },
     /// Show one window with every participant's position.
-    Show { window: u64 },
+    Show {
+        /// Window id.
+        window: u64,
+    },
     /// Close a window (the next one opens at once). Give the window id to make a retry safe;
     /// with --currency the currently open window of that currency is looked up first.
     Close {
@@ -50,6 +55,7 @@ pub enum SettlementCommand {
     /// Without a window: the nightly batch: close every open window that has obligations, then
     /// settle every CLOSED or ABORTED window (fails if any window ends FAILED or ABORTED).
     Run {
+        /// Window id (CLOSED, or ABORTED/REJECTED to retry).
         window: Option<u64>,
         /// Write pacs009.xml, payments.csv, payments.json, report.json, report.csv and
         /// camt053-<participant>.xml here.
@@ -60,6 +66,7 @@ pub enum SettlementCommand {
     /// with the journal's chain head when the report was generated (`journal chain head: seq N
     /// <hex>`), to check later with `puente verify`.
     Report {
+        /// Window id.
         window: u64,
         /// CSV (long format) instead of a table.
         #[arg(long)]
@@ -77,17 +84,27 @@ pub enum SettlementCommand {
     },
     /// The window's settlement payments: a table, or --format pacs009|csv|json.
     Payments {
+        /// Window id.
         window: u64,
+        /// Output: table, json, csv or pacs009 (ISO 20022 XML).
         #[arg(long)]
         format: Option<String>,
     },
     /// A participant's camt.053 statement for a settled window.
-    Statement { window: u64, participant: String },
+    Statement {
+        /// Window id (SETTLING, REJECTED or SETTLED).
+        window: u64,
+        /// Participant whose settlement account statement (camt.053) to print.
+        participant: String,
+    },
     /// Record that a participant's settlement completed (--all: every participant).
     Confirm {
+        /// Window id (SETTLING).
         window: u64,
+        /// Participant whose settlement payment arrived.
         #[arg(long, required_unless_present = "all")]
         participant: Option<String>,
+        /// Confirm every participant of the window.
         #[arg(long)]
         all: bool,
     },
@@ -108,21 +125,27 @@ pub enum ProfileCommand {
     /// Set a participant's settlement profile (at least one of the USD or MXN groups).
     Set(Box<ProfileArgs>),
     /// Show a profile with the participant's net debit positions.
-    Get { participant: String },
+    Get {
+        /// Participant id.
+        participant: String,
+    },
     /// List every profile.
     List,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct ProfileArgs {
+    /// Participant id.
     #[arg(long)]
     participant: String,
     /// us or mx.
     #[arg(long)]
     country: String,
-    #[arg(long, default_value = "")]
+    /// Legal name shown in payments and statements [default: the participant id].
+    #[arg(long, default_value = "", hide_default_value = true)]
     name: String,
-    #[arg(long, default_value = "")]
+    /// The participant's BIC (8 or 11 characters), if it has one.
+    #[arg(long, default_value = "", hide_default_value = true)]
     bic: String,
     /// fedwire or ach-directo-mexico.
     #[arg(long, default_value = "fedwire")]
