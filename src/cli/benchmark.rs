@@ -18,6 +18,9 @@
 //! the index lag when the last batch is acknowledged (journal records durable but not yet in
 //! the index), how long the index then takes to catch up, the throughput including that, and
 //! the bytes of the data directory per stored transfer (funding included) once it has.
+//!
+//! Size: the workload, the two drivers (in process, gRPC) and the report share types; split when a
+//! third driver comes.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

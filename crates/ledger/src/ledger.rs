@@ -1,6 +1,10 @@
 //! The durable ledger: recovery at open, one writer thread with group commit (prefetch, then
 //! commit, then one `fdatasync`'d journal record), one indexer thread off the write path,
 //! snapshots, and reads. See ARCHITECTURE.md ("Storage").
+//!
+//! Size: the ledger handle, its recovery at open, and the writer, indexer, snapshot and scrub
+//! threads, which share `Shared`; the engine, journal, index and snapshots live in their own
+//! modules.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};

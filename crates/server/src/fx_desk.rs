@@ -16,6 +16,9 @@
 //! The quote store is bounded: at most [`QUOTES_PER_PARTICIPANT_MAX`] per participant and
 //! [`QUOTES_STORED_MAX`] in all (expired quotes are evicted first to make room), and every
 //! quote is deleted [`QUOTE_RETENTION_AFTER_EXPIRY_MS`] after it expires.
+//!
+//! Size: the FX desk is one state machine (rates, quotes, execution, cancellation, exposure) over
+//! the ledger; its wire is `fx_service.rs`.
 
 use std::collections::HashMap;
 use std::path::Path;

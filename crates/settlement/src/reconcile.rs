@@ -26,6 +26,9 @@
 //! negative evidence (RJCT, a reversal), the latest wins (on a tie, the negative), so a payment
 //! rejected and later resent and settled matches once both reports are fed in. A participant is
 //! confirmed only when every payment it is party to matched: nothing on a partial match.
+//!
+//! Size: parsing three ISO 20022 message types (camt.053, camt.054, pacs.002) and the matching
+//! rules; pure code with its tests in `tests/reconcile.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

@@ -27,6 +27,9 @@
 //!   the currency, with ids derived from (window, attempt, participant), then `SettleWindow`.
 //!   A confirmation per participant releases its position; the last one makes the window
 //!   SETTLED.
+//!
+//! Size: the settlement window state machine (open, close, settle, confirm, reject) with its
+//! commands and their validation, one module as in TigerBeetle's state machine; tests at the end.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -12,6 +12,9 @@
 //! share, publishes `applied_seq`, and about once a second persists ([`Index::persist`]): a new id
 //! run, and the touched chunks and pending states in one sled batch with `persisted_seq`. After a
 //! crash it replays the journal from `persisted_seq`. Every write is idempotent.
+//!
+//! Size: the index's one sled tree layout, its batch apply and every read over it; the chunk and
+//! run encodings are split out (`chunks.rs`, `runs.rs`).
 
 pub mod chunks;
 pub mod runs;

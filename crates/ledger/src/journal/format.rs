@@ -18,6 +18,9 @@
 //! self-describing: a post or void carries the accounts it resolved to, the amount posted and
 //! the reservation released; an expiry or automatic post the pending transfer's accounts and
 //! amount. Golden-bytes tests pin every op.
+//!
+//! Size: one encoder and one decoder per record kind (18), kept in one file on purpose: the on-disk
+//! format is read and reviewed in one place, beside its golden-bytes tests.
 
 use std::collections::BTreeMap;
 

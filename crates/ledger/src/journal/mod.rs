@@ -21,6 +21,10 @@
 //! by `Ledger::open`: replayed through the engine and re-encoded into `PUENTEJ3` segments, then
 //! kept, read-only, as `data/journal.j2.log` (heads recorded before the migration are checked
 //! against it).
+//!
+//! Size: segments, the scan that verifies checksums and the hash chain, tail classification, the
+//! copy for backups and the resume-point checks share the record layout; the codec is `format.rs`,
+//! the migration `legacy.rs`.
 
 pub mod format;
 pub mod legacy;
