@@ -1,9 +1,9 @@
-//! `puente.v1.HolderService`: account holders with a KYC tier and sealed personal data.
+//! `puente.v1.HolderService`, the wire of the holder desk (`holder_desk.rs`): account holders
+//! with a KYC tier and sealed personal data, and the KYC policy.
 //!
-//! Personal data is validated here (CLABE and ABA by check digit, RFC by format), sealed with
-//! AES-256-GCM (`puente_identity::pii::Keyring`) bound to (participant, holder, field), and only
-//! then handed to the ledger, which journals ciphertext. It is never logged: tracing fields
-//! carry the holder id only, and errors name the field, never its value.
+//! Personal data is validated here (CLABE and ABA by check digit, RFC by format), then the desk
+//! seals it before the ledger sees it. It is never logged: tracing fields carry the holder id
+//! only, and errors name the field, never its value.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use crate::grpc::holder_service_server::HolderService;
 use puente_identity::kyc::{KycPolicy, Tier, UsTierLimits};
 use puente_identity::pii::Keyring;
 use puente_ledger::Ledger;
-use puente_ledger::holders::{Holder, HolderKind, HolderRequest, HolderResponse, SealedPii};
+use puente_ledger::holders::{Holder, HolderKind, SealedPii};
 use puente_ledger::identity::Caller;
 use puente_money::CurrencyTable;
 use puente_proto::v1 as pb;
@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 use crate::auth;
 use crate::convert::{self, timestamp};
 use crate::error::{ApiError, Violation, check};
+use crate::holder_desk::{HolderDesk, HolderUsage, PersonalData};
 
 /// Longest plaintext of one personal-data field, in bytes.
 pub const PII_FIELD_LEN_MAX: usize = 512;
@@ -29,26 +30,39 @@ pub const PII_FIELD_LEN_MAX: usize = 512;
 pub const US_TIERS_PER_POLICY_MAX: usize = 32;
 
 pub struct HolderApi {
-    ledger: Ledger,
-    keyring: Option<Arc<Keyring>>,
+    desk: HolderDesk,
 }
 
 impl HolderApi {
     pub fn new(ledger: Ledger, keyring: Option<Arc<Keyring>>) -> HolderApi {
-        HolderApi { ledger, keyring }
+        HolderApi { desk: HolderDesk::new(ledger, keyring) }
     }
 
-    fn keyring(&self) -> Result<&Keyring, ApiError> {
-        self.keyring.as_deref().ok_or(ApiError::PiiKeyMissing)
-    }
-
-    async fn run(&self, request: HolderRequest) -> Result<HolderResponse, ApiError> {
-        Ok(self.ledger.holders(request).await??)
+    fn currencies(&self) -> &CurrencyTable {
+        self.desk.ledger().currencies()
     }
 }
 
-fn aad(participant: &str, holder_id: &str, field: &str) -> Vec<u8> {
-    format!("puente/holder/{participant}/{holder_id}/{field}").into_bytes()
+fn pii_in(pii: &pb::HolderPersonalData) -> PersonalData {
+    PersonalData {
+        full_name: pii.full_name.clone(),
+        address: pii.address.clone(),
+        clabe: pii.clabe.clone(),
+        account_number: pii.account_number.clone(),
+        routing_number: pii.routing_number.clone(),
+        rfc: pii.rfc.clone(),
+    }
+}
+
+fn pii_out(pii: PersonalData) -> pb::HolderPersonalData {
+    pb::HolderPersonalData {
+        full_name: pii.full_name,
+        address: pii.address,
+        clabe: pii.clabe,
+        account_number: pii.account_number,
+        routing_number: pii.routing_number,
+        rfc: pii.rfc,
+    }
 }
 
 /// The participant a request names (`auth::named_participant`); operators must name one.
@@ -125,53 +139,6 @@ fn validate_pii(pii: &pb::HolderPersonalData, kind: Option<HolderKind>, violatio
             }
             Err(e) => violations.push(Violation::new(field("rfc"), e.to_string())),
         }
-    }
-}
-
-impl HolderApi {
-    fn seal(&self, participant: &str, id: &str, pii: &pb::HolderPersonalData) -> Result<SealedPii, ApiError> {
-        let keyring = self.keyring()?;
-        let seal = |name: &str, value: &str| -> Result<Vec<u8>, ApiError> {
-            if value.is_empty() {
-                return Ok(Vec::new());
-            }
-            keyring.seal(&aad(participant, id, name), value.as_bytes()).map_err(|_| ApiError::PiiSealing)
-        };
-        let rfc = if pii.rfc.is_empty() {
-            String::new()
-        } else {
-            puente_identity::rfc::Rfc::parse(&pii.rfc).map(|r| r.as_str().to_owned()).unwrap_or_default()
-        };
-        Ok(SealedPii {
-            full_name: seal("full_name", &pii.full_name)?,
-            address: seal("address", &pii.address)?,
-            clabe: seal("clabe", &pii.clabe)?,
-            account_number: seal("account_number", &pii.account_number)?,
-            routing_number: seal("routing_number", &pii.routing_number)?,
-            rfc: seal("rfc", &rfc)?,
-        })
-    }
-
-    fn open(&self, holder: &Holder) -> Result<pb::HolderPersonalData, ApiError> {
-        let keyring = self.keyring()?;
-        let open = |name: &str, sealed: &[u8]| -> Result<String, ApiError> {
-            if sealed.is_empty() {
-                return Ok(String::new());
-            }
-            let plain = keyring
-                .open(&aad(&holder.participant, &holder.id, name), sealed)
-                .map_err(|_| ApiError::PiiSealing)?;
-            String::from_utf8(plain).map_err(|_| ApiError::PiiSealing)
-        };
-        let p = &holder.pii;
-        Ok(pb::HolderPersonalData {
-            full_name: open("full_name", &p.full_name)?,
-            address: open("address", &p.address)?,
-            clabe: open("clabe", &p.clabe)?,
-            account_number: open("account_number", &p.account_number)?,
-            routing_number: open("routing_number", &p.routing_number)?,
-            rfc: open("rfc", &p.rfc)?,
-        })
     }
 }
 
@@ -252,29 +219,26 @@ impl HolderService for HolderApi {
         let (Some(kind), Some(tier)) = (kind, tier) else {
             return Err(ApiError::invalid("holder", "kind and kyc_tier are required").into());
         };
-        let sealed = self.seal(&participant, &holder.holder_id, &pii)?;
-        let span = tracing::info_span!("create_holder", holder_id = %holder.holder_id, tier = tier.as_str());
-        let _enter = span.enter();
-        let request = HolderRequest::Create(Box::new(Holder {
-            participant,
-            id: holder.holder_id,
-            kind,
-            country: holder.country,
-            tier,
-            pii: sealed,
-            created_at_ns: 0,
-        }));
-        drop(_enter);
-        match self.run(request).await? {
-            HolderResponse::Holder { holder, created } => {
-                let personal_data = self.open(&holder)?;
-                Ok(Response::new(pb::CreateHolderResponse {
-                    holder: Some(holder_out(&holder, Some(personal_data))),
-                    created,
-                }))
-            }
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
-        }
+        let (holder, created) = self
+            .desk
+            .create(
+                Holder {
+                    participant,
+                    id: holder.holder_id,
+                    kind,
+                    country: holder.country,
+                    tier,
+                    pii: SealedPii::default(),
+                    created_at_ns: 0,
+                },
+                &pii_in(&pii),
+            )
+            .await?;
+        let personal_data = pii_out(self.desk.open(&holder)?);
+        Ok(Response::new(pb::CreateHolderResponse {
+            holder: Some(holder_out(&holder, Some(personal_data))),
+            created,
+        }))
     }
 
     async fn get_holder(
@@ -284,15 +248,9 @@ impl HolderService for HolderApi {
         let caller = auth::caller(&request)?;
         let r = request.into_inner();
         let participant = named(&caller, &r.participant)?;
-        match self.run(HolderRequest::Get { participant, id: r.holder_id }).await? {
-            HolderResponse::Holder { holder, .. } => {
-                let personal_data = self.open(&holder)?;
-                Ok(Response::new(pb::GetHolderResponse {
-                    holder: Some(holder_out(&holder, Some(personal_data))),
-                }))
-            }
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
-        }
+        let holder = self.desk.get(participant, r.holder_id).await?;
+        let personal_data = pii_out(self.desk.open(&holder)?);
+        Ok(Response::new(pb::GetHolderResponse { holder: Some(holder_out(&holder, Some(personal_data))) }))
     }
 
     async fn list_holders(
@@ -320,19 +278,15 @@ impl HolderService for HolderApi {
             return Ok(Response::new(pb::ListHoldersResponse::default()));
         };
         let participant = (!participant.is_empty()).then_some(participant);
-        match self.run(HolderRequest::List { participant, after, limit: page_size }).await? {
-            HolderResponse::Holders(holders) => {
-                let next_page_token = match holders.last() {
-                    Some(last) if holders.len() == page_size => format!("{}/{}", last.participant, last.id),
-                    _ => String::new(),
-                };
-                Ok(Response::new(pb::ListHoldersResponse {
-                    holders: holders.iter().map(|h| holder_out(h, None)).collect(),
-                    next_page_token,
-                }))
-            }
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
-        }
+        let holders = self.desk.list(participant, after, page_size).await?;
+        let next_page_token = match holders.last() {
+            Some(last) if holders.len() == page_size => format!("{}/{}", last.participant, last.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListHoldersResponse {
+            holders: holders.iter().map(|h| holder_out(h, None)).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_holder_usage(
@@ -342,33 +296,27 @@ impl HolderService for HolderApi {
         let caller = auth::caller(&request)?;
         let r = request.into_inner();
         let participant = named(&caller, &r.participant)?;
-        match self.run(HolderRequest::Usage { participant, id: r.holder_id }).await? {
-            HolderResponse::Usage { holder, limits, usage, month, foreign_refusals } => {
-                let currency = limits.map(|l| l.currency).unwrap_or("");
-                Ok(Response::new(pb::GetHolderUsageResponse {
-                    kyc_tier: holder.tier.as_str().to_owned(),
-                    currency_code: currency.to_owned(),
-                    month,
-                    credited: minor_text(
-                        self.ledger.currencies(),
-                        if currency.is_empty() { "USD" } else { currency },
-                        Some(usage.credited_minor),
-                    ),
-                    monthly_credit_limit: minor_text(
-                        self.ledger.currencies(),
-                        currency,
-                        limits.and_then(|l| l.monthly_credit_limit_minor),
-                    ),
-                    balance_limit: minor_text(
-                        self.ledger.currencies(),
-                        currency,
-                        limits.and_then(|l| l.balance_limit_minor),
-                    ),
-                    refused_credits_from_others: foreign_refusals,
-                }))
-            }
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
-        }
+        let HolderUsage { holder, limits, credited_minor, month, foreign_refusals } =
+            self.desk.usage(participant, r.holder_id).await?;
+        let currency = limits.map(|l| l.currency).unwrap_or("");
+        let currencies = self.currencies();
+        Ok(Response::new(pb::GetHolderUsageResponse {
+            kyc_tier: holder.tier.as_str().to_owned(),
+            currency_code: currency.to_owned(),
+            month,
+            credited: minor_text(
+                currencies,
+                if currency.is_empty() { "USD" } else { currency },
+                Some(credited_minor),
+            ),
+            monthly_credit_limit: minor_text(
+                currencies,
+                currency,
+                limits.and_then(|l| l.monthly_credit_limit_minor),
+            ),
+            balance_limit: minor_text(currencies, currency, limits.and_then(|l| l.balance_limit_minor)),
+            refused_credits_from_others: foreign_refusals,
+        }))
     }
 
     async fn set_kyc_policy(
@@ -382,13 +330,13 @@ impl HolderService for HolderApi {
         for (i, tier) in r.us_tiers.iter().enumerate() {
             let limits = UsTierLimits {
                 monthly_credit_limit_minor: usd_minor(
-                    self.ledger.currencies(),
+                    self.currencies(),
                     &tier.monthly_credit_limit,
                     format!("us_tiers[{i}].monthly_credit_limit"),
                     &mut violations,
                 ),
                 balance_limit_minor: usd_minor(
-                    self.ledger.currencies(),
+                    self.currencies(),
                     &tier.balance_limit,
                     format!("us_tiers[{i}].balance_limit"),
                     &mut violations,
@@ -415,13 +363,8 @@ impl HolderService for HolderApi {
         };
         check(violations)?;
         let Some(policy) = policy else { return Err(ApiError::invalid("udi_rate", "required").into()) };
-        match self.run(HolderRequest::SetPolicy(policy)).await? {
-            HolderResponse::Policy(policy) => {
-                tracing::info!(udi_rate = %policy.udi_rate, us_tiers = policy.us_tiers.len(), "KYC policy set");
-                Ok(Response::new(policy_out(self.ledger.currencies(), &policy)))
-            }
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE").into()),
-        }
+        let policy = self.desk.set_policy(policy).await?;
+        Ok(Response::new(policy_out(self.currencies(), &policy)))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod error;
 pub mod fx_desk;
 pub mod fx_service;
+pub mod holder_desk;
 pub mod holder_service;
 pub mod ledger_service;
 pub mod metrics;
