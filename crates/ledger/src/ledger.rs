@@ -1043,37 +1043,33 @@ struct Writer {
     locations: Vec<Location>,
 }
 
-enum Reply {
-    Close(oneshot::Sender<Result<AccountOutcome, LedgerError>>, AccountOutcome),
-    Accounts(oneshot::Sender<Result<Vec<AccountOutcome>, LedgerError>>, Vec<AccountOutcome>),
-    Transfers(oneshot::Sender<Result<Vec<TransferOutcome>, LedgerError>>, Vec<TransferOutcome>),
-    Settlement(oneshot::Sender<Result<SettlementResult, LedgerError>>, SettlementResult),
-    Identity(oneshot::Sender<Result<IdentityResult, LedgerError>>, IdentityResult),
-    Holder(oneshot::Sender<Result<HolderResult, LedgerError>>, HolderResult),
+/// A command's result, held until its group is durable: then sent (or, if the append
+/// failed, replaced by the error). One generic type for every command: the reply type follows
+/// the command, and nothing here grows with a new domain.
+struct Answer<T> {
+    reply: oneshot::Sender<Result<T, LedgerError>>,
+    result: T,
 }
 
-impl Reply {
-    fn send(self) {
-        match self {
-            Reply::Accounts(tx, r) => drop(tx.send(Ok(r))),
-            Reply::Transfers(tx, r) => drop(tx.send(Ok(r))),
-            Reply::Settlement(tx, r) => drop(tx.send(Ok(r))),
-            Reply::Close(tx, r) => drop(tx.send(Ok(r))),
-            Reply::Identity(tx, r) => drop(tx.send(Ok(r))),
-            Reply::Holder(tx, r) => drop(tx.send(Ok(r))),
-        }
+/// What the writer does with an answer once the group's fate is known.
+trait Reply: Send {
+    fn send(self: Box<Self>);
+    fn fail(self: Box<Self>, error: LedgerError);
+}
+
+impl<T: Send> Reply for Answer<T> {
+    fn send(self: Box<Self>) {
+        // A caller that went away no longer needs the answer; the write stands.
+        let _ = self.reply.send(Ok(self.result));
     }
 
-    fn fail(self, error: LedgerError) {
-        match self {
-            Reply::Accounts(tx, _) => drop(tx.send(Err(error))),
-            Reply::Transfers(tx, _) => drop(tx.send(Err(error))),
-            Reply::Settlement(tx, _) => drop(tx.send(Err(error))),
-            Reply::Close(tx, _) => drop(tx.send(Err(error))),
-            Reply::Identity(tx, _) => drop(tx.send(Err(error))),
-            Reply::Holder(tx, _) => drop(tx.send(Err(error))),
-        }
+    fn fail(self: Box<Self>, error: LedgerError) {
+        let _ = self.reply.send(Err(error));
     }
+}
+
+fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, result: T) -> Box<dyn Reply> {
+    Box::new(Answer { reply, result })
 }
 
 impl Writer {
@@ -1248,35 +1244,34 @@ impl Writer {
         };
         let now = now_ns();
         self.engine.expire_due(now, out);
-        let mut replies = Vec::with_capacity(group.len());
+        let mut replies: Vec<Box<dyn Reply>> = Vec::with_capacity(group.len());
         for command in group.drain(..) {
             match command {
                 Command::CreateAccounts { actor, batch, reply } => {
-                    replies
-                        .push(Reply::Accounts(reply, self.engine.create_accounts(&actor, batch, now, out)));
+                    replies.push(answer(reply, self.engine.create_accounts(&actor, batch, now, out)));
                 }
                 Command::CreateTransfers { actor, batch, reply } => {
                     let outcomes = self.engine.create_transfers(&prefetched, &actor, &batch, now, out);
-                    replies.push(Reply::Transfers(reply, outcomes));
+                    replies.push(answer(reply, outcomes));
                 }
                 Command::CloseAccount { actor, id, reply } => {
-                    replies.push(Reply::Close(reply, self.engine.close_account(&actor, id, now, out)));
+                    replies.push(answer(reply, self.engine.close_account(&actor, id, now, out)));
                 }
                 Command::Settlement { request, reply } => {
                     let result = self.engine.settlement_command(&prefetched, *request, now, out);
-                    replies.push(Reply::Settlement(reply, result));
+                    replies.push(answer(reply, result));
                 }
                 Command::Identity { request, reply } => {
-                    replies.push(Reply::Identity(reply, self.engine.identity_command(*request, now, out)));
+                    replies.push(answer(reply, self.engine.identity_command(*request, now, out)));
                 }
                 Command::Holder { request, reply } => {
-                    replies.push(Reply::Holder(reply, self.engine.holder_command(*request, now, out)));
+                    replies.push(answer(reply, self.engine.holder_command(*request, now, out)));
                 }
             }
         }
         if out.is_empty() {
             self.engine.store_caught_up();
-            replies.into_iter().for_each(Reply::send);
+            replies.into_iter().for_each(|reply| reply.send());
             return;
         }
         debug_assert!(self.engine.check_invariants().is_ok());
@@ -1326,7 +1321,7 @@ impl Writer {
             observer.committed(events, flush);
         }
         tracing::debug!(seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
-        replies.into_iter().for_each(Reply::send);
+        replies.into_iter().for_each(|reply| reply.send());
         // Every balance change, the ledger's own expiries and automatic posts included.
         let records = std::mem::take(&mut out.records);
         if !records.is_empty() {

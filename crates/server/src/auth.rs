@@ -594,6 +594,12 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, ApiError> {
         .ok_or(ApiError::Unauthenticated("no credentials: send `authorization: Bearer <api key>`"))
 }
 
+/// The caller and the body of a request: the opening of every handler that needs both.
+pub fn caller_and_body<T>(request: tonic::Request<T>) -> Result<(Caller, T), ApiError> {
+    let caller = caller(&request)?;
+    Ok((caller, request.into_inner()))
+}
+
 /// The participant a request names, as the caller may name it: an operator names anyone (empty
 /// stays empty: "all" or "required", the handler decides); a participant names itself (empty
 /// means itself), and naming another is NOT_FOUND, as if it did not exist.

@@ -246,8 +246,7 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::GetQuoteRequest>,
     ) -> Result<Response<pb::GetQuoteResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let mut r = request.into_inner();
+        let (caller, mut r) = auth::caller_and_body(request)?;
         // A participant quotes for itself (empty means itself); naming another is NOT_FOUND.
         r.participant = auth::named_participant(&caller, &r.participant)?;
         let currencies = self.desk.currencies();
@@ -319,8 +318,7 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::ListQuotesRequest>,
     ) -> Result<Response<pb::ListQuotesResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let mut r = request.into_inner();
+        let (caller, mut r) = auth::caller_and_body(request)?;
         // A participant lists its own quotes; naming another lists nothing.
         let Ok(participant) = auth::named_participant(&caller, &r.participant) else {
             return Ok(Response::new(pb::ListQuotesResponse::default()));
@@ -359,8 +357,7 @@ impl FxService for FxApi {
         &self,
         request: Request<pb::ExecuteQuoteRequest>,
     ) -> Result<Response<pb::ExecuteQuoteResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         if r.canonical.is_empty() {
             violations.push(Violation::new("canonical", "required: the quote's canonical bytes"));

@@ -245,8 +245,7 @@ impl HolderService for HolderApi {
         &self,
         request: Request<pb::GetHolderRequest>,
     ) -> Result<Response<pb::GetHolderResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = auth::caller_and_body(request)?;
         let participant = named(&caller, &r.participant)?;
         let holder = self.desk.get(participant, r.holder_id).await?;
         let personal_data = pii_out(self.desk.open(&holder)?);
@@ -257,8 +256,7 @@ impl HolderService for HolderApi {
         &self,
         request: Request<pb::ListHoldersRequest>,
     ) -> Result<Response<pb::ListHoldersResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let page_size = convert::page_size(r.page_size, "page_size", &mut violations);
         let after = if r.page_token.is_empty() {
@@ -293,8 +291,7 @@ impl HolderService for HolderApi {
         &self,
         request: Request<pb::GetHolderUsageRequest>,
     ) -> Result<Response<pb::GetHolderUsageResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let r = request.into_inner();
+        let (caller, r) = auth::caller_and_body(request)?;
         let participant = named(&caller, &r.participant)?;
         let HolderUsage { holder, limits, credited_minor, month, foreign_refusals } =
             self.desk.usage(participant, r.holder_id).await?;

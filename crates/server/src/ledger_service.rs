@@ -72,8 +72,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::CreateAccountsRequest>,
     ) -> Result<Response<pb::CreateAccountsResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let currencies = self.ledger.currencies();
         let mut violations = Vec::new();
         let batch: Vec<_> = request
@@ -107,8 +106,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
@@ -122,8 +120,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::CloseAccountRequest>,
     ) -> Result<Response<pb::CloseAccountResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
@@ -146,8 +143,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let page_size = convert::page_size(request.page_size, "page_size", &mut violations);
         let after = convert::account_page_token(&request.page_token, &mut violations);
@@ -173,8 +169,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::CreateTransfersRequest>,
     ) -> Result<Response<pb::CreateTransfersResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let currencies = self.ledger.currencies();
         let mut violations = Vec::new();
         let batch: Vec<_> = request
@@ -219,8 +214,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetTransferRequest>,
     ) -> Result<Response<pb::GetTransferResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let id = convert::required_id(&request.id, "id", &mut violations);
         check(violations)?;
@@ -253,8 +247,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::ListTransfersRequest>,
     ) -> Result<Response<pb::ListTransfersResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let account_id = convert::required_id(&request.account_id, "account_id", &mut violations);
         let from_ns = convert::timestamp_ns(&request.start_time, "start_time", &mut violations).unwrap_or(0);
@@ -311,8 +304,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<pb::GetAccountStatementRequest>,
     ) -> Result<Response<pb::GetAccountStatementResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let account_id = convert::required_id(&request.account_id, "account_id", &mut violations);
         let from_ns = convert::timestamp_ns(&request.start_time, "start_time", &mut violations).unwrap_or(0);

@@ -322,8 +322,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::ListWindowsRequest>,
     ) -> Result<Response<pb::ListWindowsResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let request = request.into_inner();
+        let (caller, request) = auth::caller_and_body(request)?;
         let mut violations = Vec::new();
         let currency = parse_optional_currency(
             &request.currency_code,
@@ -513,8 +512,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::GetSettlementStatementRequest>,
     ) -> Result<Response<pb::GetSettlementStatementResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let mut request = request.into_inner();
+        let (caller, mut request) = auth::caller_and_body(request)?;
         request.participant = auth::named_participant(&caller, &request.participant)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
@@ -537,8 +535,7 @@ impl SettlementService for SettlementApi {
         &self,
         request: Request<pb::ConfirmSettlementRequest>,
     ) -> Result<Response<pb::ConfirmSettlementResponse>, Status> {
-        let caller = auth::caller(&request)?;
-        let mut request = request.into_inner();
+        let (caller, mut request) = auth::caller_and_body(request)?;
         request.participant = auth::named_participant(&caller, &request.participant)?;
         let mut violations = Vec::new();
         let window_id = required_window(request.window_id, &mut violations);
