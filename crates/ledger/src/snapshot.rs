@@ -32,7 +32,7 @@ pub fn snapshots_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
 }
 
-fn snapshot_path(data_dir: &Path, seq: u64) -> PathBuf {
+pub fn snapshot_path(data_dir: &Path, seq: u64) -> PathBuf {
     snapshots_dir(data_dir).join(format!("{seq:020}.snap"))
 }
 

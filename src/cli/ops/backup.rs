@@ -30,6 +30,18 @@ pub(super) struct Manifest {
     /// kept so heads recorded before the migration can still be checked).
     #[serde(default)]
     pub(super) files: Vec<ManifestFile>,
+    /// Format 2: the newest snapshot of the source whose position the copied journal holds
+    /// (`snapshots/<seq>.snap`), so that a restored store starts from it; absent when the
+    /// source had none. Derived state: a restore without it replays the whole journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) snapshot: Option<ManifestSnapshot>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct ManifestSnapshot {
+    /// The journal record it was taken at.
+    pub(super) seq: u64,
+    pub(super) file: ManifestFile,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,6 +145,7 @@ pub(super) fn write_backup(
             std::fs::metadata(&target).map_err(ops_error(format!("cannot read {}", target.display())))?.len();
         files.push(ManifestFile { name, bytes, sha256: sha256_file(&target)? });
     }
+    let snapshot = copy_snapshot(data_dir, partial, copy.last_seq)?;
     let manifest = Manifest {
         format: BACKUP_FORMAT.to_owned(),
         puente_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -149,6 +162,7 @@ pub(super) fn write_backup(
         journal_chain_head: chain_hex(&copy.chain_head),
         journal_segments,
         files,
+        snapshot,
     };
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| CliError::Ops(e.to_string()))?;
     write_synced(&partial.join(MANIFEST_FILE), text.as_bytes())?;
@@ -156,6 +170,42 @@ pub(super) fn write_backup(
     std::fs::rename(partial, out).map_err(ops_error(format!("cannot rename into {}", out.display())))?;
     sync_dir(parent)?;
     Ok(manifest)
+}
+
+/// Copies the newest snapshot of `data_dir` that the journal copy in `partial` reaches (at or
+/// before `last_seq`, its position intact in the copy) into `partial/snapshots/`. The copy is
+/// what is checked, so a snapshot the server deletes or replaces meanwhile cannot slip in half
+/// made; one that does not check out is left out (a snapshot only shortens a start).
+fn copy_snapshot(
+    data_dir: &Path,
+    partial: &Path,
+    last_seq: u64,
+) -> Result<Option<ManifestSnapshot>, CliError> {
+    let mut seqs = snapshot::list(data_dir).unwrap_or_default();
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    for seq in seqs.into_iter().filter(|&seq| seq <= last_seq) {
+        let Ok(bytes) = std::fs::read(snapshot::snapshot_path(data_dir, seq)) else { continue };
+        let dir = snapshot::snapshots_dir(partial);
+        std::fs::create_dir_all(&dir).map_err(ops_error(format!("cannot create {}", dir.display())))?;
+        let target = snapshot::snapshot_path(partial, seq);
+        write_synced(&target, &bytes)?;
+        let usable = match snapshot::read(partial, seq) {
+            Ok(read) => journal::resume_point_holds(partial, &read.resume).unwrap_or(false),
+            Err(_) => false,
+        };
+        if !usable {
+            let _ = std::fs::remove_file(&target);
+            continue;
+        }
+        sync_dir(&dir)?;
+        let name = format!("snapshots/{}", file_name(&target));
+        let sha256 = sha256_file(&target)?;
+        return Ok(Some(ManifestSnapshot {
+            seq,
+            file: ManifestFile { name, bytes: bytes.len() as u64, sha256 },
+        }));
+    }
+    Ok(None)
 }
 
 pub(super) fn file_name(path: &Path) -> String {
@@ -333,6 +383,26 @@ pub(super) fn check_backup(dir: &Path) -> Result<(Manifest, BackupJournal), CliE
                 }
                 check_file(file, None)?;
             }
+            if let Some(snap) = &manifest.snapshot {
+                let expected = format!("snapshots/{}", file_name(&snapshot::snapshot_path(dir, snap.seq)));
+                if snap.file.name != expected {
+                    return Err(damaged(format!(
+                        "unexpected snapshot file {:?} in the manifest",
+                        snap.file.name
+                    )));
+                }
+                check_file(&snap.file, None)?;
+                let read = snapshot::read(dir, snap.seq)
+                    .map_err(|e| damaged(format!("snapshot {}: {e}", snap.seq)))?;
+                if read.resume.seq != snap.seq
+                    || !journal::resume_point_holds(dir, &read.resume).unwrap_or(false)
+                {
+                    return Err(damaged(format!(
+                        "snapshot {} was taken at a journal record the backup's journal does not hold",
+                        snap.seq
+                    )));
+                }
+            }
             BackupJournal::Segments(dir.to_owned())
         }
         other => {
@@ -343,6 +413,18 @@ pub(super) fn check_backup(dir: &Path) -> Result<(Manifest, BackupJournal), CliE
         }
     };
     Ok((manifest, journal))
+}
+
+/// Copies a format-2 backup's snapshot (checked by [`check_backup`]) into the data directory
+/// `dst`.
+pub(super) fn copy_snapshot_file(src: &Path, dst: &Path, manifest: &Manifest) -> Result<(), CliError> {
+    let Some(snap) = &manifest.snapshot else { return Ok(()) };
+    let dir = snapshot::snapshots_dir(dst);
+    std::fs::create_dir_all(&dir).map_err(ops_error(format!("cannot create {}", dir.display())))?;
+    let bytes = std::fs::read(src.join(&snap.file.name))
+        .map_err(ops_error(format!("cannot read {}", src.join(&snap.file.name).display())))?;
+    write_synced(&snapshot::snapshot_path(dst, snap.seq), &bytes)?;
+    sync_dir(&dir)
 }
 
 /// Copies, byte for byte, every journal file of the data directory (or format-2 backup)

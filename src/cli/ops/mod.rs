@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Subcommand;
 use puente_client::{Client, ClientError, pb};
 use puente_ledger::journal::{self, chain_hex};
-use puente_ledger::{Ledger, LedgerConfig};
+use puente_ledger::{Ledger, LedgerConfig, snapshot};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

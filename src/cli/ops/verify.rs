@@ -230,11 +230,20 @@ pub(super) async fn verify(args: VerifyArgs, out: &Output) -> Result<(), CliErro
         check_expected_head(&what, &source, &replay, *seq, hash)?;
     }
     let mut value = replay_json(&what, &replay);
+    let snapshot_seq = manifest.as_ref().and_then(|m| m.snapshot.as_ref()).map(|s| s.seq);
+    if manifest.is_some() {
+        value["snapshot_seq"] = json!(snapshot_seq);
+    }
     if let Some((seq, hash)) = &expected {
         value["expected_head"] = json!({ "seq": seq, "sha256": hash, "matches": true });
     }
     out.print(value, || {
         let mut text = replay_text(&what, &replay);
+        if let Some(seq) = snapshot_seq {
+            text.push_str(&format!(
+                "snapshot at journal record {seq}: reads back, and the journal holds its position\n"
+            ));
+        }
         if let Some((seq, hash)) = &expected {
             text.push_str(&format!("OK: journal record {seq} still has the recorded chain hash {hash}\n"));
         }
@@ -339,6 +348,7 @@ pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliEr
             BackupJournal::Segments(dir) => {
                 copy_journal_files(dir, &partial)?;
                 sync_dir(&journal::segments_dir(&partial))?;
+                copy_snapshot_file(dir, &partial, &manifest)?;
             }
         }
         // fs::copy copied the backup's mode: the store is owner-only whatever it was.
@@ -356,12 +366,17 @@ pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliEr
         let _ = std::fs::remove_dir_all(&partial);
         return Err(error);
     }
+    // Format 1 may list an FX signing key, which is never restored; format 2's files (the
+    // archive of a migrated journal) are.
+    let not_restored: Vec<&ManifestFile> =
+        manifest.files.iter().filter(|f| LEGACY_BACKUP_FILES.contains(&f.name.as_str())).collect();
     let value = json!({
         "restored": target.display().to_string(),
         "from": args.from.display().to_string(),
         "backup_created_at": manifest.created_at,
         "verify": replay_json(&what, &replay),
-        "not_restored": manifest.files.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+        "not_restored": not_restored.iter().map(|f| f.name.clone()).collect::<Vec<_>>(),
+        "snapshot_seq": manifest.snapshot.as_ref().map(|s| s.seq),
     });
     out.print(value, || {
         let mut text = format!(
@@ -371,7 +386,13 @@ pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliEr
             manifest.source_data_dir,
             manifest.created_at
         );
-        for file in &manifest.files {
+        if let Some(snap) = &manifest.snapshot {
+            text.push_str(&format!(
+                "the snapshot at journal record {} came with it: the first start replays only what follows\n",
+                snap.seq
+            ));
+        }
+        for file in &not_restored {
             text.push_str(&format!(
                 "not restored: {} (an FX signing key an earlier version kept in the data directory; \
                  give the server its key file with --fx-signing-key-file)\n",
