@@ -358,52 +358,8 @@ impl Ledger {
         let reader = JournalReader::new(&config.data_dir);
         let index = Index::open(&config.data_dir.join("index"), reader.clone(), config.rebuild_index)?;
         let index_resume = index.resume_point();
-        if let Some(point) = index_resume
-            && !journal::resume_point_holds(&config.data_dir, &point)?
-        {
-            // The index applied a record the journal does not hold (any more, or not intact):
-            // that record WAS acknowledged (the index only applies durable records), so the
-            // journal lost acknowledged writes, or the index belongs to another store. Refused,
-            // with the journal untouched; --rebuild-index accepts the journal as it is.
-            return Err(LedgerError::Corrupt(format!(
-                "the index applied journal record {} ({}), so it WAS acknowledged, but the journal does not \
-                 hold it intact: the journal lost acknowledged data (or the index belongs to another store). \
-                 Restore from a backup, or restart with --rebuild-index to accept the journal as it is",
-                point.seq,
-                journal::chain_hex(&point.head)
-            )));
-        }
-        // The newest snapshot that reads back and still describes this journal. A readable
-        // snapshot the journal does not reach means lost records, like the index above.
-        let mut engine = Engine::new(config.currencies.clone());
-        let mut snapshot_resume = None;
-        let mut seqs = snapshot::list(&config.data_dir)?;
-        seqs.sort_unstable_by(|a, b| b.cmp(a));
-        for seq in seqs {
-            match snapshot::read(&config.data_dir, seq) {
-                Ok(Snapshot { resume, state }) if journal::resume_point_holds(&config.data_dir, &resume)? => {
-                    engine = Engine::from_state(config.currencies.clone(), state);
-                    snapshot_resume = Some(resume);
-                    break;
-                }
-                Ok(Snapshot { resume, .. }) if config.rebuild_index => {
-                    tracing::warn!(
-                        seq = resume.seq,
-                        "removing a snapshot the journal does not hold (--rebuild-index)"
-                    );
-                    snapshot::remove(&config.data_dir, seq)?;
-                }
-                Ok(Snapshot { resume, .. }) => {
-                    return Err(LedgerError::Corrupt(format!(
-                        "snapshot {} was taken at journal record {}, which the journal does not hold: the \
-                         journal lost acknowledged data or the snapshot belongs to another store. Restore from \
-                         a backup, or restart with --rebuild-index to accept the journal as it is",
-                        seq, resume.seq
-                    )));
-                }
-                Err(reason) => tracing::warn!(seq, %reason, "skipping an unreadable snapshot"),
-            }
-        }
+        check_index_resume(&config.data_dir, index_resume)?;
+        let (mut engine, snapshot_resume) = load_newest_snapshot(&config)?;
         let state_from = snapshot_resume.map_or(0, |r| r.seq);
         let index_from = index_resume.map_or(0, |r| r.seq);
         // Replay from the earlier of the two resume points.
@@ -460,39 +416,12 @@ impl Ledger {
         engine
             .check_invariants()
             .map_err(|e| LedgerError::Corrupt(format!("invariant broken after replay: {e}")))?;
-        // The index adds up to the same balances for every account the replay touched.
-        for account in engine.accounts() {
-            if let Some(balances) = index.balances_if_loaded(account.id)? {
-                let expected = [
-                    account.debits_pending_minor,
-                    account.debits_posted_minor,
-                    account.credits_pending_minor,
-                    account.credits_posted_minor,
-                ];
-                if balances != expected {
-                    return Err(LedgerError::Corrupt(format!(
-                        "account {} in the index differs from the journal; restart with --rebuild-index",
-                        account.id
-                    )));
-                }
-            }
-        }
+        check_index_balances(&engine, &index)?;
         // Only now, with every check passed, is the bad tail (if any) cut: a refused start
         // leaves the journal exactly as it found it.
         let tail_evidence = journal.cut_tail()?;
         if let Some(tail) = &stats.tail {
-            let evidence = tail_evidence.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-            match tail.kind {
-                journal::TailKind::Torn => {
-                    tracing::warn!(%tail, %evidence, "journal: cut a torn, never-acknowledged record off the end")
-                }
-                journal::TailKind::Damaged => tracing::error!(
-                    %tail,
-                    %evidence,
-                    "journal: the LAST RECORD IS DAMAGED and was cut; it may have held acknowledged writes, \
-                     which are now lost: restore them from a backup or a replica, and check the disk"
-                ),
-            }
+            log_cut_tail(tail, tail_evidence.as_deref());
         }
         let recovery = RecoveryReport {
             // Sequence numbers run from 1 without gaps: the last is the count.
@@ -931,6 +860,94 @@ fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatc
             }
             last_persist = Instant::now();
         }
+    }
+}
+
+/// Refuses an index that applied a record the journal does not hold (any more, or not intact):
+/// that record WAS acknowledged (the index only applies durable records), so the journal lost
+/// acknowledged writes, or the index belongs to another store. The journal is left untouched;
+/// --rebuild-index accepts it as it is.
+fn check_index_resume(data_dir: &Path, index_resume: Option<ResumePoint>) -> Result<(), LedgerError> {
+    if let Some(point) = index_resume
+        && !journal::resume_point_holds(data_dir, &point)?
+    {
+        return Err(LedgerError::Corrupt(format!(
+            "the index applied journal record {} ({}), so it WAS acknowledged, but the journal does not \
+             hold it intact: the journal lost acknowledged data (or the index belongs to another store). \
+             Restore from a backup, or restart with --rebuild-index to accept the journal as it is",
+            point.seq,
+            journal::chain_hex(&point.head)
+        )));
+    }
+    Ok(())
+}
+
+/// The engine from the newest snapshot that reads back and still describes this journal (and
+/// the point it was taken at), or an empty engine. A readable snapshot the journal does not
+/// reach means lost records, like an index that went beyond the journal.
+fn load_newest_snapshot(config: &LedgerConfig) -> Result<(Engine, Option<ResumePoint>), LedgerError> {
+    let mut seqs = snapshot::list(&config.data_dir)?;
+    seqs.sort_unstable_by(|a, b| b.cmp(a));
+    for seq in seqs {
+        match snapshot::read(&config.data_dir, seq) {
+            Ok(Snapshot { resume, state }) if journal::resume_point_holds(&config.data_dir, &resume)? => {
+                return Ok((Engine::from_state(config.currencies.clone(), state), Some(resume)));
+            }
+            Ok(Snapshot { resume, .. }) if config.rebuild_index => {
+                tracing::warn!(
+                    seq = resume.seq,
+                    "removing a snapshot the journal does not hold (--rebuild-index)"
+                );
+                snapshot::remove(&config.data_dir, seq)?;
+            }
+            Ok(Snapshot { resume, .. }) => {
+                return Err(LedgerError::Corrupt(format!(
+                    "snapshot {} was taken at journal record {}, which the journal does not hold: the \
+                     journal lost acknowledged data or the snapshot belongs to another store. Restore from \
+                     a backup, or restart with --rebuild-index to accept the journal as it is",
+                    seq, resume.seq
+                )));
+            }
+            Err(reason) => tracing::warn!(seq, %reason, "skipping an unreadable snapshot"),
+        }
+    }
+    Ok((Engine::new(config.currencies.clone()), None))
+}
+
+/// The index adds up to the same balances as the engine for every account the replay touched.
+fn check_index_balances(engine: &Engine, index: &Index) -> Result<(), LedgerError> {
+    for account in engine.accounts() {
+        if let Some(balances) = index.balances_if_loaded(account.id)? {
+            let expected = [
+                account.debits_pending_minor,
+                account.debits_posted_minor,
+                account.credits_pending_minor,
+                account.credits_posted_minor,
+            ];
+            if balances != expected {
+                return Err(LedgerError::Corrupt(format!(
+                    "account {} in the index differs from the journal; restart with --rebuild-index",
+                    account.id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Says loudly what a start cut off the journal's end, and where the evidence was saved.
+fn log_cut_tail(tail: &journal::TailCut, evidence: Option<&Path>) {
+    let evidence = evidence.map(|p| p.display().to_string()).unwrap_or_default();
+    match tail.kind {
+        journal::TailKind::Torn => {
+            tracing::warn!(%tail, %evidence, "journal: cut a torn, never-acknowledged record off the end")
+        }
+        journal::TailKind::Damaged => tracing::error!(
+            %tail,
+            %evidence,
+            "journal: the LAST RECORD IS DAMAGED and was cut; it may have held acknowledged writes, \
+             which are now lost: restore them from a backup or a replica, and check the disk"
+        ),
     }
 }
 

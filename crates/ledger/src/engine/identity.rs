@@ -130,6 +130,16 @@ impl Credentials {
     }
 }
 
+/// What `IdentityRequest::Create` registers.
+struct NewParticipant {
+    id: String,
+    name: String,
+    role: Role,
+    key_id: String,
+    key_sha256: Digest,
+    bootstrap: bool,
+}
+
 /// Changes and reads of the registry (run by the single writer).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IdentityRequest {
@@ -254,171 +264,224 @@ impl Engine {
         out: &mut Output,
     ) -> IdentityResult {
         let timestamp_ns = now_ns.max(self.last_timestamp_ns + 1);
-        let changed = |engine: &Engine, id: &str, changed: bool| {
-            engine
-                .identity
-                .participants
-                .get(id)
-                .cloned()
-                .map(|participant| IdentityResponse::Participant { participant, changed })
-                .ok_or_else(|| IdentityRefusal::NotFound(id.to_owned()))
-        };
         match request {
-            IdentityRequest::Get(id) => changed(self, &id, false),
+            IdentityRequest::Get(id) => self.participant_result(&id, false),
             IdentityRequest::List => {
                 Ok(IdentityResponse::Participants(self.identity.participants.values().cloned().collect()))
             }
             IdentityRequest::Create { id, name, role, key_id, key_sha256, bootstrap } => {
-                if !participant_valid(&id) || crate::types::is_system_participant(&id) {
-                    return Err(IdentityRefusal::Invalid {
-                        field: "participant_id",
-                        reason: format!(
-                            "1 to 64 of [a-z0-9._-], not starting with {:?} (reserved for Puente)",
-                            crate::types::SYSTEM_PARTICIPANT_PREFIX
-                        ),
-                    });
-                }
-                if name.len() > PARTICIPANT_NAME_LEN_MAX || name.chars().any(char::is_control) {
-                    return Err(IdentityRefusal::Invalid {
-                        field: "display_name",
-                        reason: format!("at most {PARTICIPANT_NAME_LEN_MAX} bytes, no control characters"),
-                    });
-                }
-                if !key_id_valid(&key_id) {
-                    return Err(IdentityRefusal::Invalid {
-                        field: "key_id",
-                        reason: format!("1 to {KEY_ID_LEN_MAX} of [a-z0-9]"),
-                    });
-                }
-                if let Some(existing) = self.identity.participants.get(&id) {
-                    // A retry of the same creation returns the participant unchanged.
-                    if existing.role != role {
-                        return Err(IdentityRefusal::ExistsWithDifferent { id, field: "role" });
-                    }
-                    if existing.name != name {
-                        return Err(IdentityRefusal::ExistsWithDifferent { id, field: "display_name" });
-                    }
-                    let first = existing.keys.first();
-                    if first.is_none_or(|k| k.key_id != key_id || k.key_sha256 != key_sha256) {
-                        return Err(IdentityRefusal::ExistsWithDifferent { id, field: "key" });
-                    }
-                    return changed(self, &id, false);
-                }
-                if bootstrap {
-                    if self.identity.participants.values().any(|p| p.role == Role::Operator) {
-                        return Err(IdentityRefusal::BootstrapOver);
-                    }
-                    if role != Role::Operator {
-                        return Err(IdentityRefusal::BootstrapNeedsOperator);
-                    }
-                }
-                if self.identity.key_owner.contains_key(&key_id) {
-                    return Err(IdentityRefusal::KeyIdTaken(key_id));
-                }
-                if self.identity.key_hashes.contains(&key_sha256) {
-                    return Err(IdentityRefusal::KeyReused);
-                }
-                if self.identity.participants.len() >= PARTICIPANTS_MAX {
-                    return Err(IdentityRefusal::LimitReached("the ledger holds its most participants"));
-                }
-                self.apply(Op::RegisterParticipant { id: id.clone(), name, role, timestamp_ns }, out);
-                self.apply(Op::AddApiKey { participant: id.clone(), key_id, key_sha256, timestamp_ns }, out);
-                changed(self, &id, true)
+                let new = NewParticipant { id, name, role, key_id, key_sha256, bootstrap };
+                self.create_participant(new, timestamp_ns, out)
             }
             IdentityRequest::IssueKey { participant, key_id, key_sha256, revoke_others } => {
-                let Some(p) = self.identity.participants.get(&participant) else {
-                    return Err(IdentityRefusal::NotFound(participant));
-                };
-                if !key_id_valid(&key_id) {
-                    return Err(IdentityRefusal::Invalid {
-                        field: "key_id",
-                        reason: format!("1 to {KEY_ID_LEN_MAX} of [a-z0-9]"),
-                    });
-                }
-                let others: Vec<String> = p
-                    .keys
-                    .iter()
-                    .filter(|k| k.revoked_at_ns.is_none() && k.key_id != key_id)
-                    .map(|k| k.key_id.clone())
-                    .collect();
-                if let Some(existing) = p.keys.iter().find(|k| k.key_id == key_id) {
-                    if existing.key_sha256 != key_sha256 {
-                        return Err(IdentityRefusal::KeyIdTaken(key_id));
-                    }
-                    // A retry: the key exists; finish revoking the others if asked.
-                    if !revoke_others || others.is_empty() {
-                        return changed(self, &participant, false);
-                    }
-                } else {
-                    if self.identity.key_owner.contains_key(&key_id) {
-                        return Err(IdentityRefusal::KeyIdTaken(key_id));
-                    }
-                    if self.identity.key_hashes.contains(&key_sha256) {
-                        return Err(IdentityRefusal::KeyReused);
-                    }
-                    if p.keys.len() >= KEYS_PER_PARTICIPANT_MAX {
-                        return Err(IdentityRefusal::LimitReached("the participant holds its most keys"));
-                    }
-                    self.apply(
-                        Op::AddApiKey { participant: participant.clone(), key_id, key_sha256, timestamp_ns },
-                        out,
-                    );
-                }
-                if revoke_others {
-                    for key_id in others {
-                        self.apply(
-                            Op::RevokeApiKey { participant: participant.clone(), key_id, timestamp_ns },
-                            out,
-                        );
-                    }
-                }
-                changed(self, &participant, true)
+                self.issue_key(participant, key_id, key_sha256, revoke_others, timestamp_ns, out)
             }
             IdentityRequest::RevokeKey { participant, key_id } => {
-                let Some(p) = self.identity.participants.get(&participant) else {
-                    return Err(IdentityRefusal::NotFound(participant));
-                };
-                let Some(key) = p.keys.iter().find(|k| k.key_id == key_id) else {
-                    return Err(IdentityRefusal::KeyNotFound { participant, key_id });
-                };
-                if key.revoked_at_ns.is_some() {
-                    return changed(self, &participant, false);
-                }
-                self.apply(Op::RevokeApiKey { participant: participant.clone(), key_id, timestamp_ns }, out);
-                changed(self, &participant, true)
+                self.revoke_key(participant, key_id, timestamp_ns, out)
             }
             IdentityRequest::BindCertificate { participant, cert_sha256 } => {
-                let Some(p) = self.identity.participants.get(&participant) else {
-                    return Err(IdentityRefusal::NotFound(participant));
-                };
-                match self.identity.cert_owner.get(&cert_sha256) {
-                    Some(owner) if *owner == participant => return changed(self, &participant, false),
-                    Some(_) => return Err(IdentityRefusal::CertificateTaken),
-                    None => {}
-                }
-                if p.certificates.len() >= CERTIFICATES_PER_PARTICIPANT_MAX {
-                    return Err(IdentityRefusal::LimitReached("the participant holds its most certificates"));
-                }
-                self.apply(
-                    Op::BindCertificate { participant: participant.clone(), cert_sha256, timestamp_ns },
-                    out,
-                );
-                changed(self, &participant, true)
+                self.bind_certificate(participant, cert_sha256, timestamp_ns, out)
             }
             IdentityRequest::UnbindCertificate { participant, cert_sha256 } => {
-                if !self.identity.participants.contains_key(&participant) {
-                    return Err(IdentityRefusal::NotFound(participant));
-                }
-                if self.identity.cert_owner.get(&cert_sha256) != Some(&participant) {
-                    return changed(self, &participant, false);
-                }
-                self.apply(
-                    Op::UnbindCertificate { participant: participant.clone(), cert_sha256, timestamp_ns },
-                    out,
-                );
-                changed(self, &participant, true)
+                self.unbind_certificate(participant, cert_sha256, timestamp_ns, out)
             }
         }
+    }
+
+    /// Registers a participant with its first key; a retry with the same content returns it unchanged.
+    fn create_participant(
+        &mut self,
+        new: NewParticipant,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> IdentityResult {
+        let NewParticipant { id, name, role, key_id, key_sha256, bootstrap } = new;
+        if !participant_valid(&id) || crate::types::is_system_participant(&id) {
+            return Err(IdentityRefusal::Invalid {
+                field: "participant_id",
+                reason: format!(
+                    "1 to 64 of [a-z0-9._-], not starting with {:?} (reserved for Puente)",
+                    crate::types::SYSTEM_PARTICIPANT_PREFIX
+                ),
+            });
+        }
+        if name.len() > PARTICIPANT_NAME_LEN_MAX || name.chars().any(char::is_control) {
+            return Err(IdentityRefusal::Invalid {
+                field: "display_name",
+                reason: format!("at most {PARTICIPANT_NAME_LEN_MAX} bytes, no control characters"),
+            });
+        }
+        if !key_id_valid(&key_id) {
+            return Err(IdentityRefusal::Invalid {
+                field: "key_id",
+                reason: format!("1 to {KEY_ID_LEN_MAX} of [a-z0-9]"),
+            });
+        }
+        if let Some(existing) = self.identity.participants.get(&id) {
+            // A retry of the same creation returns the participant unchanged.
+            if existing.role != role {
+                return Err(IdentityRefusal::ExistsWithDifferent { id, field: "role" });
+            }
+            if existing.name != name {
+                return Err(IdentityRefusal::ExistsWithDifferent { id, field: "display_name" });
+            }
+            let first = existing.keys.first();
+            if first.is_none_or(|k| k.key_id != key_id || k.key_sha256 != key_sha256) {
+                return Err(IdentityRefusal::ExistsWithDifferent { id, field: "key" });
+            }
+            return self.participant_result(&id, false);
+        }
+        if bootstrap {
+            if self.identity.participants.values().any(|p| p.role == Role::Operator) {
+                return Err(IdentityRefusal::BootstrapOver);
+            }
+            if role != Role::Operator {
+                return Err(IdentityRefusal::BootstrapNeedsOperator);
+            }
+        }
+        if self.identity.key_owner.contains_key(&key_id) {
+            return Err(IdentityRefusal::KeyIdTaken(key_id));
+        }
+        if self.identity.key_hashes.contains(&key_sha256) {
+            return Err(IdentityRefusal::KeyReused);
+        }
+        if self.identity.participants.len() >= PARTICIPANTS_MAX {
+            return Err(IdentityRefusal::LimitReached("the ledger holds its most participants"));
+        }
+        self.apply(Op::RegisterParticipant { id: id.clone(), name, role, timestamp_ns }, out);
+        self.apply(Op::AddApiKey { participant: id.clone(), key_id, key_sha256, timestamp_ns }, out);
+        self.participant_result(&id, true)
+    }
+
+    /// Adds a key (a retry finds it), revoking the others if asked.
+    fn issue_key(
+        &mut self,
+        participant: String,
+        key_id: String,
+        key_sha256: Digest,
+        revoke_others: bool,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> IdentityResult {
+        let Some(p) = self.identity.participants.get(&participant) else {
+            return Err(IdentityRefusal::NotFound(participant));
+        };
+        if !key_id_valid(&key_id) {
+            return Err(IdentityRefusal::Invalid {
+                field: "key_id",
+                reason: format!("1 to {KEY_ID_LEN_MAX} of [a-z0-9]"),
+            });
+        }
+        let others: Vec<String> = p
+            .keys
+            .iter()
+            .filter(|k| k.revoked_at_ns.is_none() && k.key_id != key_id)
+            .map(|k| k.key_id.clone())
+            .collect();
+        if let Some(existing) = p.keys.iter().find(|k| k.key_id == key_id) {
+            if existing.key_sha256 != key_sha256 {
+                return Err(IdentityRefusal::KeyIdTaken(key_id));
+            }
+            // A retry: the key exists; finish revoking the others if asked.
+            if !revoke_others || others.is_empty() {
+                return self.participant_result(&participant, false);
+            }
+        } else {
+            if self.identity.key_owner.contains_key(&key_id) {
+                return Err(IdentityRefusal::KeyIdTaken(key_id));
+            }
+            if self.identity.key_hashes.contains(&key_sha256) {
+                return Err(IdentityRefusal::KeyReused);
+            }
+            if p.keys.len() >= KEYS_PER_PARTICIPANT_MAX {
+                return Err(IdentityRefusal::LimitReached("the participant holds its most keys"));
+            }
+            self.apply(
+                Op::AddApiKey { participant: participant.clone(), key_id, key_sha256, timestamp_ns },
+                out,
+            );
+        }
+        if revoke_others {
+            for key_id in others {
+                self.apply(Op::RevokeApiKey { participant: participant.clone(), key_id, timestamp_ns }, out);
+            }
+        }
+        self.participant_result(&participant, true)
+    }
+
+    /// Revokes one key (revoking a revoked key changes nothing).
+    fn revoke_key(
+        &mut self,
+        participant: String,
+        key_id: String,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> IdentityResult {
+        let Some(p) = self.identity.participants.get(&participant) else {
+            return Err(IdentityRefusal::NotFound(participant));
+        };
+        let Some(key) = p.keys.iter().find(|k| k.key_id == key_id) else {
+            return Err(IdentityRefusal::KeyNotFound { participant, key_id });
+        };
+        if key.revoked_at_ns.is_some() {
+            return self.participant_result(&participant, false);
+        }
+        self.apply(Op::RevokeApiKey { participant: participant.clone(), key_id, timestamp_ns }, out);
+        self.participant_result(&participant, true)
+    }
+
+    /// Binds a client certificate (by hash) to a participant; one owner per certificate.
+    fn bind_certificate(
+        &mut self,
+        participant: String,
+        cert_sha256: Digest,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> IdentityResult {
+        let Some(p) = self.identity.participants.get(&participant) else {
+            return Err(IdentityRefusal::NotFound(participant));
+        };
+        match self.identity.cert_owner.get(&cert_sha256) {
+            Some(owner) if *owner == participant => return self.participant_result(&participant, false),
+            Some(_) => return Err(IdentityRefusal::CertificateTaken),
+            None => {}
+        }
+        if p.certificates.len() >= CERTIFICATES_PER_PARTICIPANT_MAX {
+            return Err(IdentityRefusal::LimitReached("the participant holds its most certificates"));
+        }
+        self.apply(Op::BindCertificate { participant: participant.clone(), cert_sha256, timestamp_ns }, out);
+        self.participant_result(&participant, true)
+    }
+
+    /// Unbinds a client certificate (unbinding an unbound one changes nothing).
+    fn unbind_certificate(
+        &mut self,
+        participant: String,
+        cert_sha256: Digest,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> IdentityResult {
+        if !self.identity.participants.contains_key(&participant) {
+            return Err(IdentityRefusal::NotFound(participant));
+        }
+        if self.identity.cert_owner.get(&cert_sha256) != Some(&participant) {
+            return self.participant_result(&participant, false);
+        }
+        self.apply(
+            Op::UnbindCertificate { participant: participant.clone(), cert_sha256, timestamp_ns },
+            out,
+        );
+        self.participant_result(&participant, true)
+    }
+
+    /// The participant as a response, `changed` or not.
+    fn participant_result(&self, id: &str, changed: bool) -> IdentityResult {
+        self.identity
+            .participants
+            .get(id)
+            .cloned()
+            .map(|participant| IdentityResponse::Participant { participant, changed })
+            .ok_or_else(|| IdentityRefusal::NotFound(id.to_owned()))
     }
 
     /// Applies an identity op (live or replay). Panics on an op that does not fit the state:
