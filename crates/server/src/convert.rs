@@ -1,6 +1,7 @@
 //! Wire <-> ledger conversions. Parsing is all-or-nothing: every bad field of a request is
 //! reported (with its path) and nothing is executed.
 
+use puente_ledger::settlement::{WindowState, WindowView};
 use puente_ledger::{self as ledger, AccountId, EntryKind, PendingState, Prior, TransferRecord};
 use puente_money::{CurrencyCode, CurrencyTable};
 use puente_proto::v1 as pb;
@@ -410,6 +411,58 @@ pub fn position_page_token(text: &str, violations: &mut Vec<Violation>) -> Optio
 
 pub fn position_token(position: u64) -> String {
     format!("p{position}")
+}
+
+// ----- settlement windows (shared by SettlementService and ReconcileStatements) ---------------
+
+/// A window state on the wire.
+pub fn state_out(state: WindowState) -> pb::WindowState {
+    match state {
+        WindowState::Open => pb::WindowState::Open,
+        WindowState::Closing => pb::WindowState::Closing,
+        WindowState::Closed => pb::WindowState::Closed,
+        WindowState::Settling => pb::WindowState::Settling,
+        WindowState::Settled => pb::WindowState::Settled,
+        WindowState::Aborted => pb::WindowState::Aborted,
+        WindowState::Failed => pb::WindowState::Failed,
+        WindowState::Rejected => pb::WindowState::Rejected,
+    }
+}
+
+/// A window on the wire (with the positions, or without).
+pub fn window_out(w: &WindowView, currencies: &CurrencyTable, with_positions: bool) -> pb::SettlementWindow {
+    let c = w.currency;
+    pb::SettlementWindow {
+        window_id: w.id,
+        currency_code: c.to_string(),
+        state: state_out(w.state) as i32,
+        open_time: timestamp(w.opened_at_ns),
+        close_time: timestamp(w.closed_at_ns),
+        settle_time: timestamp(w.settled_at_ns),
+        complete_time: timestamp(w.completed_at_ns),
+        first_position: w.first_transfer_ns,
+        last_position: w.last_transfer_ns,
+        obligation_count: w.obligation_count,
+        gross_value: Some(money(currencies, c, w.gross_value_minor)),
+        attempts: w.attempts,
+        reason: w.reason.clone(),
+        positions: if with_positions {
+            w.positions
+                .iter()
+                .map(|p| pb::WindowPosition {
+                    participant: p.participant.clone(),
+                    paid: Some(money(currencies, c, p.paid_minor)),
+                    received: Some(money(currencies, c, p.received_minor)),
+                    paid_count: p.paid_count,
+                    received_count: p.received_count,
+                    net: Some(signed_money(currencies, c, p.net_minor)),
+                    confirmed: p.confirmed,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    }
 }
 
 /// Property targets for every parser of outside input in this module (the security issue's

@@ -18,6 +18,9 @@ use tracing::Instrument as _;
 
 use crate::error::ApiError;
 
+/// Most US tiers in one KYC policy (bounded on the wire, `wire::REPEATED_FIELD_LIMITS`).
+pub const US_TIERS_PER_POLICY_MAX: usize = 32;
+
 /// A holder's personal data in clear, as the desk seals and opens it. Its `Debug` names the
 /// fields only, never their values.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -26,8 +26,7 @@ use crate::holder_desk::{HolderDesk, HolderUsage, PersonalData};
 
 /// Longest plaintext of one personal-data field, in bytes.
 pub const PII_FIELD_LEN_MAX: usize = 512;
-/// Most US tiers in one KYC policy (bounded on the wire, `wire::REPEATED_FIELD_LIMITS`).
-pub const US_TIERS_PER_POLICY_MAX: usize = 32;
+pub use crate::holder_desk::US_TIERS_PER_POLICY_MAX;
 
 pub struct HolderApi {
     desk: HolderDesk,

@@ -4,6 +4,7 @@
 //! protobuf: `fx_desk`, `settlement_desk`) and a wire module beside it (`*_service`); every
 //! gRPC status is decided in `error`.
 
+pub mod access;
 pub mod auth;
 pub mod codec;
 pub mod convert;
@@ -19,6 +20,7 @@ pub mod participant_service;
 pub mod reconcile;
 pub mod settlement_desk;
 pub mod settlement_metrics;
+pub mod settlement_schedule;
 pub mod settlement_service;
 pub mod wire;
 
@@ -246,7 +248,7 @@ pub async fn serve_with(
         health_reporter.set_serving::<grpc::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
     }
     let settlement = settlement_desk::SettlementDesk::new(ledger.clone(), extras.settlement.clone());
-    let scheduler = settlement_desk::spawn_scheduler(settlement.clone());
+    let scheduler = settlement_schedule::spawn_scheduler(settlement.clone());
     health_reporter
         .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
         .await;

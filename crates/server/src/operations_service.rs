@@ -1,6 +1,6 @@
 //! `puente.v1.OperationsService`: the server's own state for operators (`puente status`):
 //! version, store size, chain head, recovery, writes and requests since start, the last
-//! netting run. Operators only (`auth::access`).
+//! netting run. Operators only (`access::access`).
 
 use std::sync::atomic::Ordering;
 

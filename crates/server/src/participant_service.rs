@@ -1,5 +1,5 @@
 //! `puente.v1.ParticipantService`: participants, roles, API keys, client certificates.
-//! Who may call each method is decided by the auth layer (`auth::access`).
+//! Who may call each method is decided by the role table (`access::access`), enforced by the auth layer.
 
 use crate::grpc::participant_service_server::ParticipantService;
 use puente_ledger::Ledger;

@@ -34,10 +34,9 @@ use puente_settlement::reconcile::{
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Semaphore;
 
-use crate::convert::{money, scale};
+use crate::convert::{money, scale, window_out};
 use crate::error::{ApiError, Violation};
 use crate::settlement_desk::{SettlementDesk, unexpected};
-use crate::settlement_service::window_out;
 
 /// The XSD validator, found on `PATH` (Debian: package libxml2-utils).
 pub const XMLLINT_PROGRAM: &str = "xmllint";

@@ -3,7 +3,7 @@
 //! `error.rs`.
 
 use puente_ledger::settlement::{
-    Country, CurrencyProfile, ParticipantProfile, SettlementRail, WindowId, WindowState, WindowView,
+    Country, CurrencyProfile, ParticipantProfile, SettlementRail, WindowId, WindowState,
 };
 use puente_money::{CurrencyCode, CurrencyTable};
 use puente_proto::v1 as pb;
@@ -12,25 +12,14 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use crate::auth;
-use crate::convert::{self, format_id, money, parse_optional_currency, scale, signed_money, timestamp};
+use crate::convert::{
+    self, format_id, money, parse_optional_currency, scale, signed_money, state_out, timestamp, window_out,
+};
 use crate::error::{ApiError, Violation, check};
 use crate::grpc::settlement_service_server::SettlementService;
 use crate::settlement_desk::{ChainHead, SettlementDesk, document_time};
 
 // ----- wire conversions ----------------------------------------------------------------------
-
-fn state_out(state: WindowState) -> pb::WindowState {
-    match state {
-        WindowState::Open => pb::WindowState::Open,
-        WindowState::Closing => pb::WindowState::Closing,
-        WindowState::Closed => pb::WindowState::Closed,
-        WindowState::Settling => pb::WindowState::Settling,
-        WindowState::Settled => pb::WindowState::Settled,
-        WindowState::Aborted => pb::WindowState::Aborted,
-        WindowState::Failed => pb::WindowState::Failed,
-        WindowState::Rejected => pb::WindowState::Rejected,
-    }
-}
 
 fn state_in(state: i32) -> Option<WindowState> {
     match pb::WindowState::try_from(state).unwrap_or(pb::WindowState::Unspecified) {
@@ -58,45 +47,6 @@ fn country_out(country: Country) -> pb::Country {
     match country {
         Country::Us => pb::Country::Us,
         Country::Mx => pb::Country::Mx,
-    }
-}
-
-pub(crate) fn window_out(
-    w: &WindowView,
-    currencies: &CurrencyTable,
-    with_positions: bool,
-) -> pb::SettlementWindow {
-    let c = w.currency;
-    pb::SettlementWindow {
-        window_id: w.id,
-        currency_code: c.to_string(),
-        state: state_out(w.state) as i32,
-        open_time: timestamp(w.opened_at_ns),
-        close_time: timestamp(w.closed_at_ns),
-        settle_time: timestamp(w.settled_at_ns),
-        complete_time: timestamp(w.completed_at_ns),
-        first_position: w.first_transfer_ns,
-        last_position: w.last_transfer_ns,
-        obligation_count: w.obligation_count,
-        gross_value: Some(money(currencies, c, w.gross_value_minor)),
-        attempts: w.attempts,
-        reason: w.reason.clone(),
-        positions: if with_positions {
-            w.positions
-                .iter()
-                .map(|p| pb::WindowPosition {
-                    participant: p.participant.clone(),
-                    paid: Some(money(currencies, c, p.paid_minor)),
-                    received: Some(money(currencies, c, p.received_minor)),
-                    paid_count: p.paid_count,
-                    received_count: p.received_count,
-                    net: Some(signed_money(currencies, c, p.net_minor)),
-                    confirmed: p.confirmed,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
     }
 }
 
@@ -408,6 +358,9 @@ impl SettlementService for SettlementApi {
         let window_id = required_window(request.into_inner().window_id, &mut violations);
         check(violations)?;
         let (window, changed) = self.desk.run(window_id).await?;
+        if changed && window.state != WindowState::Aborted {
+            crate::settlement_schedule::record_run(&self.desk, window_id).await;
+        }
         let currencies = self.currencies();
         let transfers = self
             .desk

@@ -27,7 +27,7 @@ use prost::Message;
 use prost_types::field_descriptor_proto::{Label, Type};
 use prost_types::{DescriptorProto, FileDescriptorSet};
 
-use crate::auth::{Access, access};
+use crate::access::{Access, access};
 use crate::error::{ApiError, Violation};
 use crate::{
     BULK_SERVICES, CONTROL_MESSAGE_BYTES_MAX, MESSAGE_BYTES_MAX, METHOD_MESSAGE_BYTES_MAX,
@@ -43,7 +43,7 @@ pub const REPEATED_FIELD_LIMITS: &[(&str, usize)] = &[
     ("puente.v1.Transfer.metadata", puente_ledger::METADATA_ENTRIES_MAX),
     ("puente.v1.SetRatesRequest.rates", crate::fx_desk::RATES_PER_CALL_MAX),
     ("puente.v1.StreamRatesRequest.rates", crate::fx_desk::RATES_PER_CALL_MAX),
-    ("puente.v1.SetKycPolicyRequest.us_tiers", crate::holder_service::US_TIERS_PER_POLICY_MAX),
+    ("puente.v1.SetKycPolicyRequest.us_tiers", crate::holder_desk::US_TIERS_PER_POLICY_MAX),
     ("puente.v1.ParticipantProfile.currencies", puente_ledger::settlement::PROFILE_CURRENCIES_MAX),
     ("puente.v1.ReconcileStatementsRequest.documents", puente_settlement::reconcile::DOCUMENTS_MAX),
 ];
