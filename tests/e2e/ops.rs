@@ -119,9 +119,9 @@ async fn metrics_count_requests_by_method_and_code() {
     assert_eq!(latency("CreateTransfers"), 3.0, "{body}");
     assert!(sample(&body, "puente_grpc_request_duration_seconds_bucket", &[("le", "+Inf")]).is_some());
     // Group commits: the operator's bootstrap, the participant, 3 account creations and 2
-    // transfers.
+    // transfers, and the FX house's system-defined settlement profile set at start.
     let commits = sample(&body, "puente_commit_group_events_count", &[]).unwrap();
-    assert!((1.0..=7.0).contains(&commits), "{body}");
+    assert!((1.0..=8.0).contains(&commits), "{body}");
     assert!(sample(&body, "puente_commit_group_events_sum", &[]).unwrap() >= 5.0);
     assert_eq!(sample(&body, "puente_commit_flush_seconds_count", &[]), Some(commits));
     let journal_bytes = sample(&body, "puente_journal_bytes", &[]).unwrap();

@@ -544,3 +544,177 @@ async fn balances(addr: &str, participants: &[String]) -> BTreeMap<String, i128>
 pub fn sim_account(participant: &str, currency: &str, role: &str) -> String {
     puente_settlement::simulated_account_id(participant, currency, role)
 }
+
+/// One FX cover per cutoff through the real server: two FX executions put the house long USD
+/// and short MXN; closing both windows (one cutoff) plans the house's one conversion, signed
+/// with the FX desk's key; running both windows records it on the ledger (the house's MXN
+/// settlement account back at exactly zero, its USD one holding net − sold); reruns and later
+/// reports, after the rate moved, return the same cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fx_cover_per_cutoff() {
+    let dir = temp_dir();
+    let server = Server::start(&dir.path().join("data"));
+    let mut client = server.client().await;
+    let mut settlement = settlement_client(&server.addr).await;
+    crate::support::participant(&mut client, "remit-app").await;
+    crate::support::participant(&mut client, "mx-bank").await;
+    let funding =
+        client.create_account(NewAccount::new("remit-app", "USD").holder_ref("funding")).await.unwrap();
+    let sender = client
+        .create_account(NewAccount::new("remit-app", "USD").no_overdraft().holder_ref("ana"))
+        .await
+        .unwrap();
+    let recipient =
+        client.create_account(NewAccount::new("mx-bank", "MXN").holder_ref("luis")).await.unwrap();
+    let remit_settle =
+        client.create_account(NewAccount::new("remit-app", "USD").holder_ref("settlement")).await.unwrap();
+    let mx_settle =
+        client.create_account(NewAccount::new("mx-bank", "MXN").holder_ref("settlement")).await.unwrap();
+    client.transfer(NewTransfer::new(&funding.id, &sender.id, "USD", "1000.00")).await.unwrap();
+    for (participant, country, currency, rail, bank_id, account) in [
+        ("remit-app", pb::Country::Us, "USD", pb::SettlementRail::Fedwire, "021000021", &remit_settle.id),
+        ("mx-bank", pb::Country::Mx, "MXN", pb::SettlementRail::Spei, "002180000000000012", &mx_settle.id),
+    ] {
+        settlement
+            .set_participant_profile(pb::SetParticipantProfileRequest {
+                profile: Some(pb::ParticipantProfile {
+                    participant: participant.into(),
+                    name: participant.into(),
+                    bic: String::new(),
+                    country: country as i32,
+                    currencies: vec![pb::CurrencySettlement {
+                        currency_code: currency.into(),
+                        rail: rail as i32,
+                        bank_id: bank_id.into(),
+                        net_debit_cap: "100000.00".into(),
+                        settlement_account_id: account.clone(),
+                    }],
+                    update_time: None,
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    // The house's profile is the system's: nobody sets it, and it is there.
+    let house = settlement
+        .get_participant_profile(pb::GetParticipantProfileRequest { participant: "puente-house".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .profile
+        .unwrap();
+    assert_eq!(house.currencies.len(), 2, "{house:?}");
+    let mut claimed = house.clone();
+    claimed.currencies[0].net_debit_cap = "1.00".into();
+    let error = settlement
+        .set_participant_profile(pb::SetParticipantProfileRequest { profile: Some(claimed) })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
+
+    // Two remittances (SME: posted at once): the house collects USD and pays out MXN.
+    client.set_rate("USD", "MXN", "18.50", "test").await.unwrap();
+    for send in ["200.00", "150.00"] {
+        let quote = client
+            .quote("remit-app", pb::FxSegment::Sme, "USD", "MXN", puente_client::Fixed::Send(send))
+            .await
+            .unwrap();
+        client.execute_quote(&quote, &sender.id, &recipient.id, &puente_client::new_id()).await.unwrap();
+    }
+
+    // One cutoff: the operator closes both windows.
+    let mut ids = BTreeMap::new();
+    for currency in ["USD", "MXN"] {
+        let closed = settlement
+            .close_window(pb::CloseWindowRequest { window_id: 0, currency_code: currency.into() })
+            .await
+            .unwrap()
+            .into_inner();
+        let window = closed.window.unwrap();
+        assert_eq!(state(&window), pb::WindowState::Closed, "{window:?}");
+        ids.insert(currency, window);
+    }
+    let (usd, mxn) = (&ids["USD"], &ids["MXN"]);
+    let net_of = |w: &pb::SettlementWindow| {
+        w.positions.iter().find(|p| p.participant == "puente-house").map(|p| value(&p.net)).unwrap()
+    };
+    let (house_usd, house_mxn) = (net_of(usd), net_of(mxn));
+    assert!(house_usd > 0 && house_mxn < 0, "{house_usd} {house_mxn}");
+
+    let reader = settlement.clone();
+    let report = |window_id: u64| {
+        let mut settlement = reader.clone();
+        async move {
+            settlement
+                .get_settlement_report(pb::GetSettlementReportRequest {
+                    window_id,
+                    format: pb::ReportFormat::Json as i32,
+                    rate_mxn_per_usd: String::new(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let planned = report(usd.window_id).await;
+    let cover = planned.report.unwrap().fx_cover.expect("the USD window's cutoff has a cover");
+    assert_eq!((cover.usd_window_id, cover.mxn_window_id), (usd.window_id, mxn.window_id));
+    assert_eq!((cover.status.as_str(), cover.recorded), ("CONVERT", false));
+    // The FX desk's mid rate (normalized), not the configured 18.
+    assert_eq!(cover.rate_mxn_per_usd, "18.5");
+    // Buy exactly the MXN deficit; sell USD rounded up to cover it at the rate.
+    let buy = cover.buy.clone().unwrap();
+    let sell = cover.sell.clone().unwrap();
+    assert_eq!((buy.currency_code.as_str(), minor(&buy.value)), ("MXN", -house_mxn));
+    assert_eq!(sell.currency_code, "USD");
+    let sold = minor(&sell.value);
+    assert!(sold * 1850 >= -house_mxn * 100 && (sold - 1) * 1850 < -house_mxn * 100, "{sold}");
+    assert_eq!(cover.remittances_count, 2);
+    assert!(cover.saving_usd.parse::<f64>().unwrap() > 0.0, "{cover:?}");
+    // Signed like a quote: verifies with the FX desk's public key.
+    let keys = client.fx_public_keys().await.unwrap();
+    let key = keys.iter().find(|k| k.key_id == cover.signing_key_id).expect("the signing key is served");
+    puente_fx::verify_canonical(&key.public_key, &cover.canonical, &cover.signature).unwrap();
+    assert!(puente_fx::verify_canonical(&key.public_key, &cover.canonical[1..], &cover.signature).is_err());
+    // The MXN window's report shows the same cover; so do the documents.
+    let mxn_report = report(mxn.window_id).await;
+    assert_eq!(mxn_report.report.unwrap().fx_cover.unwrap().canonical, cover.canonical);
+    let json: serde_json::Value = serde_json::from_str(&planned.document).unwrap();
+    assert_eq!(json["fx_cover"]["cover"]["status"], "Convert", "{json}");
+
+    // Run: the cover waits for both windows, then is recorded once.
+    let run = settlement.run_settlement(pb::RunSettlementRequest { window_id: usd.window_id }).await.unwrap();
+    assert_eq!(state(run.into_inner().window.as_ref().unwrap()), pb::WindowState::Settling);
+    assert!(!report(usd.window_id).await.report.unwrap().fx_cover.unwrap().recorded);
+    let run = settlement
+        .run_settlement(pb::RunSettlementRequest { window_id: mxn.window_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let house_mxn_account = run
+        .transfers
+        .iter()
+        .find(|t| t.participant == "puente-house")
+        .map(|t| t.settlement_account_id.clone())
+        .expect("the house settles like any participant");
+    let recorded = report(usd.window_id).await.report.unwrap().fx_cover.unwrap();
+    assert!(recorded.recorded);
+    assert_eq!(
+        (recorded.canonical.clone(), recorded.signature.clone()),
+        (cover.canonical.clone(), cover.signature.clone())
+    );
+    // The house's MXN settlement account: −deficit at settlement, +deficit bought: zero.
+    assert_eq!(minor(&client.get_account(&house_mxn_account).await.unwrap().posted_balance), 0);
+
+    // The rate moves; reruns and reports still give the recorded cover.
+    client.set_rate("USD", "MXN", "20.00", "test").await.unwrap();
+    for window_id in [usd.window_id, mxn.window_id] {
+        let rerun =
+            settlement.run_settlement(pb::RunSettlementRequest { window_id }).await.unwrap().into_inner();
+        assert!(!rerun.changed);
+        let again = report(window_id).await.report.unwrap().fx_cover.unwrap();
+        assert_eq!(again, recorded, "a rerun returns the same cover");
+    }
+    let table = puente(&server.addr, &["settlement", "report", &usd.window_id.to_string()]);
+    assert!(table.contains("FX cover of windows") && table.contains("recorded"), "{table}");
+}

@@ -186,6 +186,21 @@ impl QuoteKeyring {
         Ok((key.id.clone(), out))
     }
 
+    /// Signs a canonical encoding other than a quote's with the first key: (key id,
+    /// signature). Only for encodings that start with their own magic (a settlement FX cover's
+    /// is `PNTC`), so a signed document can never be read as a signed quote: execution parses
+    /// a quote's magic after verifying its signature.
+    pub fn sign_canonical(&self, canonical: &[u8]) -> Result<(String, [u8; SIGNATURE_LEN]), FxError> {
+        if canonical.starts_with(crate::quote::QUOTE_MAGIC) {
+            return Err(FxError::MalformedQuote("not a quote: sign quotes with `sign`"));
+        }
+        let key = self.keys.first().ok_or(FxError::InvalidKey("empty keyring"))?;
+        let signature = key.pair.sign(canonical);
+        let mut out = [0u8; SIGNATURE_LEN];
+        out.copy_from_slice(signature.as_ref());
+        Ok((key.id.clone(), out))
+    }
+
     /// Verifies `signature` over `canonical` with the key named `key_id`, or, when `key_id` is
     /// empty, with each key in turn. Returns the id of the key that verified;
     /// [`FxError::InvalidSignature`] when none does (an unknown key id included).
@@ -200,6 +215,14 @@ impl QuoteKeyring {
             .map(|key| key.id.as_str())
             .ok_or(FxError::InvalidSignature)
     }
+}
+
+/// Verifies an Ed25519 `signature` over `canonical` with a 32-byte `public_key` (as
+/// [`QuoteKeyring::public_keys`] gives it): how a reader checks a signed settlement FX cover.
+pub fn verify_canonical(public_key: &[u8], canonical: &[u8], signature: &[u8]) -> Result<(), FxError> {
+    UnparsedPublicKey::new(&ED25519, public_key)
+        .verify(canonical, signature)
+        .map_err(|_| FxError::InvalidSignature)
 }
 
 #[cfg(test)]
@@ -235,6 +258,23 @@ mod tests {
         tampered[30] ^= 1;
         assert_eq!(rotated.verify("", &tampered, &signature), Err(FxError::InvalidSignature));
         assert_eq!(rotated.verify("", &canonical, &signature[..63]), Err(FxError::InvalidSignature));
+    }
+
+    #[test]
+    fn canonical_documents_are_signed_but_never_as_quotes() {
+        let keyring = QuoteKeyring::from_text(K1).unwrap();
+        let document = b"PNTC\x01 a settlement FX cover";
+        let (id, signature) = keyring.sign_canonical(document).unwrap();
+        assert_eq!(id, "k1");
+        let public = keyring.public_keys()[0].public_key;
+        verify_canonical(&public, document, &signature).unwrap();
+        assert_eq!(
+            verify_canonical(&public, b"PNTC\x01 another", &signature),
+            Err(FxError::InvalidSignature)
+        );
+        assert_eq!(keyring.verify("k1", document, &signature), Ok("k1"));
+        // A quote's bytes go through `sign`, which checks the quote.
+        assert!(keyring.sign_canonical(&sample().canonical_bytes()).is_err());
     }
 
     #[test]

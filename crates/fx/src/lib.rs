@@ -35,7 +35,7 @@ pub use ecb::{EcbDay, date_to_unix_ms, parse_ecb_csv};
 pub use entropy::{generate_pkcs8, generate_quote_id, generate_signing_seed};
 pub use error::FxError;
 pub use exposure::Exposure;
-pub use keyring::{PublicKey, QuoteKeyring};
+pub use keyring::{PublicKey, QuoteKeyring, verify_canonical};
 pub use pricing::{
     EffectivePricing, FixedSide, ParticipantOverride, Pricer, PricingConfig, QuoteRequest, Segment,
     SegmentPricing, Segments, SpreadTier, TaxRule,

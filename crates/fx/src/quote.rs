@@ -46,7 +46,9 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Length of an Ed25519 public key.
 pub const PUBLIC_KEY_LEN: usize = 32;
 
-const MAGIC: &[u8; 4] = b"PFXQ";
+/// The first bytes of a quote's canonical encoding.
+pub const QUOTE_MAGIC: &[u8; 4] = b"PFXQ";
+const MAGIC: &[u8; 4] = QUOTE_MAGIC;
 /// Largest canonical encoding (with the longest participant id).
 pub const QUOTE_ENCODING_LEN_MAX: usize =
     4 + 1 + 16 + 2 + QUOTE_PARTICIPANT_LEN_MAX + 1 + 6 + 1 + 17 * 2 + 4 + 8 * 12;

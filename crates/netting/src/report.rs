@@ -721,8 +721,8 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// `value × bps / 10,000`, half-even to the unit.
-fn margin_minor(value_minor: u128, bps: u32) -> Result<u128, NettingError> {
+/// `value × bps / 10,000`, half-even to the unit: the FX margin on a converted value.
+pub fn margin_minor(value_minor: u128, bps: u32) -> Result<u128, NettingError> {
     let scaled = value_minor.checked_mul(u128::from(bps)).ok_or(NettingError::Overflow)?;
     let (quotient, remainder) = (scaled / BPS_PER_UNIT, scaled % BPS_PER_UNIT);
     let half = BPS_PER_UNIT / 2;
@@ -730,7 +730,8 @@ fn margin_minor(value_minor: u128, bps: u32) -> Result<u128, NettingError> {
     Ok(quotient + u128::from(round_up))
 }
 
-fn mxn_to_usd_minor(mxn_minor: u128, rate_mxn_per_usd: Decimal) -> Result<u128, NettingError> {
+/// MXN minor units expressed in USD minor units at `rate_mxn_per_usd`, half-even to the cent.
+pub fn mxn_to_usd_minor(mxn_minor: u128, rate_mxn_per_usd: Decimal) -> Result<u128, NettingError> {
     if mxn_minor == 0 {
         return Ok(0);
     }

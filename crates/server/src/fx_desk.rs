@@ -339,6 +339,7 @@ fn participant_prefix(family: u8, participant: &str) -> Vec<u8> {
 pub struct FxDesk {
     ledger: Ledger,
     pricer: Pricer,
+    max_rate_age_ms: u64,
     keyring: Arc<QuoteKeyring>,
     rates: RwLock<RateBook>,
     quotes: sled::Tree,
@@ -353,7 +354,13 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// The house account of `kind` ("liquidity", "fees", "taxes") in `currency`: a system id
+/// The kinds of house accounts opened in every currency: liquidity (the FX legs), fee revenue,
+/// taxes payable, settlement (what settlement posts the house's net to, in its system-defined
+/// settlement profile) and conversion (the other side of the house's one FX cover per cutoff:
+/// the market it converts with).
+pub const HOUSE_ACCOUNT_KINDS: [&str; 5] = ["liquidity", "fees", "taxes", "settlement", "conversion"];
+
+/// The house account of `kind` (see [`HOUSE_ACCOUNT_KINDS`]) in `currency`: a system id
 /// (`puente_core::ids`), so no participant can open it first.
 pub fn house_account_id(kind: &str, currency: CurrencyCode) -> AccountId {
     system_id("fx/house-account", &[kind.as_bytes(), currency.as_str().as_bytes()])
@@ -403,6 +410,7 @@ impl FxDesk {
     /// house accounts exist on the ledger.
     pub async fn open(ledger: Ledger, data_dir: &Path, config: FxConfig) -> Result<FxDesk, DeskError> {
         let currencies = ledger.currencies().clone();
+        let max_rate_age_ms = config.pricing.max_rate_age_ms;
         let pricer = Pricer::new(config.pricing, currencies.clone())?;
         let legacy_key = data_dir.join(LEGACY_SIGNING_KEY_FILE);
         if legacy_key.exists() {
@@ -451,11 +459,11 @@ impl FxDesk {
                 StoredEntry::from_expiry(&key, &value).ok_or_else(|| storage("bad quote index entry"))?;
             counts.add(&entry.participant);
         }
-        // The house: liquidity, fee revenue and taxes payable in every currency. No limits:
-        // a liquidity account's balance is the house's position.
+        // The house: liquidity, fee revenue, taxes payable, settlement and conversion in every
+        // currency. No limits: a liquidity account's balance is the house's position.
         let mut house = Vec::new();
         for currency in currencies.iter() {
-            for kind in ["liquidity", "fees", "taxes"] {
+            for kind in HOUSE_ACCOUNT_KINDS {
                 house.push(NewAccount {
                     id: house_account_id(kind, currency.code),
                     participant: HOUSE_PARTICIPANT.to_owned(),
@@ -478,6 +486,7 @@ impl FxDesk {
         let desk = FxDesk {
             ledger,
             pricer,
+            max_rate_age_ms,
             keyring,
             rates: RwLock::new(book),
             quotes,
@@ -498,6 +507,27 @@ impl FxDesk {
     /// Every public key that verifies quotes, with its id; the signing key first.
     pub fn public_keys(&self) -> Vec<PublicKey> {
         self.keyring.public_keys()
+    }
+
+    /// The current mid rate of `base`/`quote` (direct, inverse or crossed), if the book holds
+    /// one no older than quoting accepts.
+    pub fn mid_rate(&self, base: CurrencyCode, quote: CurrencyCode) -> Option<Decimal> {
+        let pair = Pair::new(base, quote).ok()?;
+        let book = self.rates.read().ok()?;
+        book.get(pair, now_ms(), self.max_rate_age_ms).ok().map(|rate| rate.mid)
+    }
+
+    /// Signs a canonical document that is not a quote (a settlement FX cover) with the
+    /// quote-signing key: (key id, signature).
+    pub fn sign_document(&self, canonical: &[u8]) -> Result<(String, Vec<u8>), DeskError> {
+        let (key_id, signature) = self.keyring.sign_canonical(canonical)?;
+        Ok((key_id, signature.to_vec()))
+    }
+
+    /// Checks a signature made by [`FxDesk::sign_document`] with the key it names.
+    pub fn verify_document(&self, key_id: &str, canonical: &[u8], signature: &[u8]) -> Result<(), DeskError> {
+        self.keyring.verify(key_id, canonical, signature)?;
+        Ok(())
     }
 
     pub fn cancellation_window_ms(&self) -> u64 {

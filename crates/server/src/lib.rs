@@ -247,7 +247,10 @@ pub async fn serve_with(
     if extras.fx.is_some() {
         health_reporter.set_serving::<grpc::fx_service_server::FxServiceServer<fx_service::FxApi>>().await;
     }
-    let settlement = settlement_desk::SettlementDesk::new(ledger.clone(), extras.settlement.clone());
+    let settlement = settlement_desk::SettlementDesk::new(ledger.clone(), extras.settlement.clone())
+        .with_fx(extras.fx.clone());
+    // The FX house settles like any participant, on its system-defined profile.
+    settlement.ensure_house_profile().await.map_err(|e| ServerError::Fx(e.to_string()))?;
     let scheduler = settlement_schedule::spawn_scheduler(settlement.clone());
     health_reporter
         .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()

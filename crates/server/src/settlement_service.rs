@@ -8,6 +8,7 @@ use puente_ledger::settlement::{
 use puente_money::{CurrencyCode, CurrencyTable};
 use puente_proto::v1 as pb;
 use puente_settlement::SettlementReport;
+use puente_settlement::cover::SignedCover;
 use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
@@ -153,6 +154,36 @@ fn usd_signed(minor: i128) -> String {
     puente_money::format_signed_minor(minor, 2)
 }
 
+fn cover_out(signed: &SignedCover, currencies: &CurrencyTable) -> pb::FxCover {
+    let c = &signed.cover;
+    let (usd_code, mxn_code) = (CurrencyCode::USD, CurrencyCode::MXN);
+    let conversion = c.conversion.as_ref();
+    let s = &c.saving;
+    pb::FxCover {
+        usd_window_id: c.usd_window_id,
+        mxn_window_id: c.mxn_window_id,
+        house: c.house.clone(),
+        rate_mxn_per_usd: c.rate_mxn_per_usd.to_string(),
+        house_usd_net: Some(signed_money(currencies, usd_code, c.house_usd_net_minor)),
+        house_mxn_net: Some(signed_money(currencies, mxn_code, c.house_mxn_net_minor)),
+        status: c.status.code().to_owned(),
+        sell: conversion.map(|v| money(currencies, v.sell_currency, v.sell_amount_minor)),
+        buy: conversion.map(|v| money(currencies, v.buy_currency, v.buy_amount_minor)),
+        funded_by_surplus: conversion.is_some_and(|v| v.funded_by_surplus),
+        house_usd_after: Some(signed_money(currencies, usd_code, c.house_usd_after_minor)),
+        house_mxn_after: Some(signed_money(currencies, mxn_code, c.house_mxn_after_minor)),
+        remittances_count: s.remittances_count,
+        one_by_one_cost_usd: usd(s.one_by_one_total_usd_minor),
+        cover_cost_usd: usd(s.cover_total_usd_minor),
+        saving_usd: usd_signed(s.saving_usd_minor),
+        saving_percent: s.saving_percent.map(|p| p.to_string()).unwrap_or_default(),
+        canonical: hex::decode(&signed.canonical_hex).unwrap_or_default(),
+        signature: hex::decode(&signed.signature_hex).unwrap_or_default(),
+        signing_key_id: signed.key_id.clone(),
+        recorded: signed.recorded,
+    }
+}
+
 fn report_out(r: &SettlementReport, currencies: &CurrencyTable) -> pb::SettlementReport {
     let c = r.currency;
     let n = &r.netting;
@@ -184,6 +215,7 @@ fn report_out(r: &SettlementReport, currencies: &CurrencyTable) -> pb::Settlemen
         total_saving_usd: usd_signed(t.total_saving_usd_minor),
         total_saving_percent: percent(t.total_saving_percent),
         rate_mxn_per_usd: n.rate_mxn_per_usd.to_string(),
+        fx_cover: r.fx_cover.as_ref().map(|c| cover_out(c, currencies)),
         participants: r
             .positions
             .iter()

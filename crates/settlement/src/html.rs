@@ -6,7 +6,8 @@
 //! against the gross, what netting saved in bank fees, and whether reconciliation found
 //! exceptions. Below: per window, gross vs net per participant as bars, the settlement
 //! payments between participants as a flow picture, the payments and fees as tables; the FX
-//! cover; the exceptions; the journal chain head.
+//! cover (the house's one conversion per cutoff and what it saved); the exceptions; the
+//! journal chain head.
 //!
 //! Every amount is exact decimal text from minor units; floats are used only for pixel
 //! geometry. The key numbers carry an `id` and `data-minor` / `data-value` attributes, so a
@@ -249,11 +250,7 @@ pub fn render(night: &Night<'_>) -> String {
         window_section(&mut out, w);
     }
 
-    // FX cover (issue 14, part 2): the section is here; its content comes with the FX cover.
-    out.push_str(
-        "<section id=\"fx-cover\"><h2>FX cover</h2><!-- FX-COVER: filled in by the FX cover (issue 14, part 2) -->\n\
-<p class=\"muted\" id=\"fx-cover-status\">No FX cover (single-currency windows).</p></section>\n",
-    );
+    fx_cover_section(&mut out, night.windows);
 
     exceptions_section(&mut out, night.reconciliation);
 
@@ -272,6 +269,79 @@ held records up to <b id=\"chain-seq\" data-value=\"{seq}\">seq {seq}</b> with S
     }
     out.push_str("</main></body></html>\n");
     out
+}
+
+/// The FX house's one conversion per cutoff (each pair of windows once), with what it saved
+/// against converting every remittance one by one, and its signature.
+fn fx_cover_section(out: &mut String, windows: &[NightWindow]) {
+    out.push_str("<section id=\"fx-cover\"><h2>FX cover</h2>\n");
+    let mut seen = Vec::new();
+    for w in windows {
+        let Some(signed) = &w.report.fx_cover else { continue };
+        let c = &signed.cover;
+        let key = (c.usd_window_id, c.mxn_window_id);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let id = format!("fx-{}-{}", c.usd_window_id, c.mxn_window_id);
+        let _ = writeln!(
+            out,
+            "<h3>Windows {} (USD) and {} (MXN) — <span class=\"state\" id=\"{id}-status\" data-value=\"{status}\">{status}</span>{}</h3>\
+<p>House <b>{}</b> nets {} and {} at <span id=\"{id}-rate\" data-value=\"{rate}\">{rate}</span> MXN per USD.</p>",
+            c.usd_window_id,
+            c.mxn_window_id,
+            if signed.recorded { " · recorded" } else { " · planned (recorded when both windows settle)" },
+            escape(&c.house),
+            signed_span(&format!("{id}-house-usd-net"), c.house_usd_net_minor, 2, "USD"),
+            signed_span(&format!("{id}-house-mxn-net"), c.house_mxn_net_minor, 2, "MXN"),
+            status = c.status.code(),
+            rate = escape(&c.rate_mxn_per_usd.to_string()),
+        );
+        if let Some(v) = &c.conversion {
+            let s = &c.saving;
+            let _ = writeln!(
+                out,
+                "<p>One conversion: sell {} and buy exactly {}.</p>\
+<table><tr><th></th><th class=\"n\">Conversions</th><th class=\"n\">Bank fees (USD)</th><th class=\"n\">FX margin (USD)</th><th class=\"n\">Total (USD)</th></tr>\
+<tr><td>Every remittance one by one</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\
+<tr><td>One conversion</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr></table>\
+<p>Saved: <b>{}</b> ({}).</p>",
+                amount_span(&format!("{id}-sell"), v.sell_amount_minor, 2, v.sell_currency.as_str()),
+                amount_span(&format!("{id}-buy"), v.buy_amount_minor, 2, v.buy_currency.as_str()),
+                s.remittances_count,
+                money(s.one_by_one_fees_usd_minor, 2),
+                money(s.one_by_one_margin_usd_minor, 2),
+                amount_span(&format!("{id}-one-by-one"), s.one_by_one_total_usd_minor, 2, "USD"),
+                s.cover_count,
+                money(s.cover_fees_usd_minor, 2),
+                money(s.cover_margin_usd_minor, 2),
+                amount_span(&format!("{id}-cover-cost"), s.cover_total_usd_minor, 2, "USD"),
+                signed_span(&format!("{id}-saving"), s.saving_usd_minor, 2, "USD"),
+                s.saving_percent.map(|p| format!("{p}%")).unwrap_or_else(|| "n/a".into()),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<p>After settlement and the conversion the house holds {} and {} from this cutoff.</p>\
+<p class=\"muted\">Signed with FX key <span class=\"mono\" id=\"{id}-key-id\">{}</span>: \
+<span class=\"mono\" id=\"{id}-signature\">{}</span></p>",
+            signed_span(&format!("{id}-house-usd-after"), c.house_usd_after_minor, 2, "USD"),
+            signed_span(&format!("{id}-house-mxn-after"), c.house_mxn_after_minor, 2, "MXN"),
+            escape(&signed.key_id),
+            escape(&signed.signature_hex),
+        );
+    }
+    let status = if seen.is_empty() {
+        "No FX cover (no USD and MXN windows closed at the same cutoff)."
+    } else {
+        "One conversion per cutoff covers the FX house's imbalance."
+    };
+    let _ = writeln!(
+        out,
+        "<p class=\"muted\" id=\"fx-cover-status\" data-value=\"{}\">{status}</p></section>",
+        seen.len()
+    );
 }
 
 fn window_section(out: &mut String, w: &NightWindow) {
@@ -572,6 +642,6 @@ mod tests {
         assert!(page.contains("Bank MX00 &amp;") || page.contains("MX00"));
         assert!(page.contains("AWAITING CONFIRMATION"));
         assert!(page.contains("not reconciled yet"));
-        assert!(page.contains("FX-COVER"));
+        assert!(page.contains(r#"id="fx-cover-status" data-value="0""#), "{page}");
     }
 }

@@ -7,6 +7,9 @@
 //! - [`report`]: a window's netting and savings report (gross, bilateral and multilateral net,
 //!   payments, efficiency, bank fees gross vs actual, per participant) built with
 //!   `puente-netting`, as data, JSON, CSV and a text table; the settlement payments.
+//! - [`cover`]: one FX cover per cutoff: the FX house's single conversion between a USD and
+//!   an MXN window closed at the same cutoff, its canonical (signed) bytes, and what it saved
+//!   against converting every remittance one by one.
 //! - [`xml`]: ISO 20022 pacs.009 (settlement payments) and camt.053 (participant statements).
 //! - [`reconcile`]: the banks' camt.053 / camt.054 / pacs.002 read and matched against the
 //!   expected settlement payments; exceptions as data, JSON, CSV and a table.
@@ -16,6 +19,7 @@
 //! - [`simulate`]: a seeded, realistic corridor day (participants, identifiers, transfers).
 
 pub mod bank;
+pub mod cover;
 pub mod html;
 pub mod ids;
 pub mod profile;

@@ -68,6 +68,10 @@ pub struct SettlementReport {
     pub payments: Vec<SettlementPayment>,
     /// The netting and fee figures (`puente_netting::WindowReport`).
     pub netting: WindowReport,
+    /// The FX house's one conversion for this window's cutoff (with the window of the other
+    /// currency closed at the same cutoff), signed; `None` without a partner window. Set by the
+    /// settlement desk, which holds the signing key ([`crate::cover`]).
+    pub fx_cover: Option<crate::cover::SignedCover>,
 }
 
 /// Builds the report of `window` (which must carry its flows) with the participants'
@@ -173,6 +177,7 @@ pub fn build_report(
         positions,
         payments,
         netting,
+        fx_cover: None,
     })
 }
 
@@ -220,6 +225,9 @@ impl SettlementReport {
         for p in &self.positions {
             let _ = writeln!(out, "position,{},,{code},net_minor,{}", cell(&p.participant), p.net_minor);
             let _ = writeln!(out, "position,{},,{code},confirmed,{}", cell(&p.participant), p.confirmed);
+        }
+        if let Some(cover) = &self.fx_cover {
+            out.push_str(&cover.csv_rows());
         }
         out
     }
@@ -359,6 +367,10 @@ impl SettlementReport {
                     p.end_to_end_id
                 );
             }
+        }
+        if let Some(cover) = &self.fx_cover {
+            let _ = writeln!(out);
+            out.push_str(&cover.to_table());
         }
         out
     }
