@@ -14,7 +14,7 @@ const RATE_LINES_MAX: usize = 1_000_000;
 /// Largest ECB file read.
 const ECB_FILE_BYTES_MAX: u64 = 8 * 1024 * 1024;
 /// Largest keyring file `fx-key generate --key-file` reads (the server's limit).
-const KEY_FILE_BYTES_MAX: u64 = puente_identity::pii::KEY_FILE_LEN_MAX as u64;
+const KEY_FILE_BYTES_MAX: u64 = puente_kyc::pii::KEY_FILE_LEN_MAX as u64;
 
 #[derive(Subcommand, Debug)]
 pub enum RatesCommand {

@@ -336,7 +336,7 @@ pub async fn kyc(client: &mut Client, command: KycCommand, out: &Output) -> Resu
 pub fn pii_key(command: PiiKeyCommand) -> Result<(), CliError> {
     match command {
         PiiKeyCommand::Generate { key_id } => {
-            let spec = puente_identity::pii::Keyring::generate_spec(&key_id)
+            let spec = puente_kyc::pii::Keyring::generate_spec(&key_id)
                 .map_err(|e| CliError::Usage(format!("pii-key generate: {e}")))?;
             println!("{spec}");
             Ok(())

@@ -77,7 +77,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
     crate::data_dir::make_private(&resolved.data_dir)?;
     // The quote-signing keys: read before listening, so a refused key file stops the start.
     if let Some(path) = args.fx_signing_key_file.or(resolved.fx_signing_key_file.take()) {
-        let keyring = puente_identity::pii::read_key_file(
+        let keyring = puente_kyc::pii::read_key_file(
             &path,
             &resolved.data_dir,
             puente_fx::QuoteKeyring::from_text,
@@ -85,7 +85,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| {
             // A binary PKCS#8 key, as earlier versions used, is not a keyring.
             let hint = match e {
-                puente_identity::pii::PiiError::KeyFileNotUtf8 { .. } => {
+                puente_kyc::pii::PiiError::KeyFileNotUtf8 { .. } => {
                     " (a PKCS#8 key of an earlier version? make a keyring: `puente fx-key generate k1 --key-file FILE`)"
                 }
                 _ => "",
@@ -108,11 +108,11 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
             ));
         }
         (Some(path), None) => Some(
-            puente_identity::pii::Keyring::from_file(&path, &resolved.data_dir)
+            puente_kyc::pii::Keyring::from_file(&path, &resolved.data_dir)
                 .map_err(|e| CliError::Usage(format!("personal-data key file {}: {e}", path.display())))?,
         ),
         (None, Some(value)) => Some(
-            puente_identity::pii::Keyring::from_env_value(&value)
+            puente_kyc::pii::Keyring::from_env_value(&value)
                 .map_err(|e| CliError::Usage(format!("PUENTE_PII_KEY: {e}")))?,
         ),
         (None, None) => None,

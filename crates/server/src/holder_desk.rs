@@ -3,14 +3,14 @@
 //! `holder_service.rs`, which validates the personal data (CLABE and ABA by check digit, RFC by
 //! format) before handing it to the desk.
 //!
-//! The desk seals personal data with AES-256-GCM (`puente_identity::pii::Keyring`) bound to
+//! The desk seals personal data with AES-256-GCM (`puente_kyc::pii::Keyring`) bound to
 //! (participant, holder, field), and only then hands it to the ledger, which journals
 //! ciphertext. It never logs it: tracing fields carry the holder id only.
 
 use std::sync::Arc;
 
-use puente_identity::kyc::KycPolicy;
-use puente_identity::pii::Keyring;
+use puente_kyc::kyc::KycPolicy;
+use puente_kyc::pii::Keyring;
 use puente_ledger::Ledger;
 use puente_ledger::holders::{Holder, HolderRequest, HolderResponse, SealedPii};
 
@@ -42,7 +42,7 @@ impl std::fmt::Debug for PersonalData {
 /// A holder's KYC usage this month (see `GetHolderUsage`).
 pub struct HolderUsage {
     pub holder: Box<Holder>,
-    pub limits: Option<puente_identity::kyc::TierLimits>,
+    pub limits: Option<puente_kyc::kyc::TierLimits>,
     pub credited_minor: u64,
     /// The month counted, `YYYYMM`.
     pub month: u32,
@@ -88,7 +88,7 @@ impl HolderDesk {
         let rfc = if pii.rfc.is_empty() {
             String::new()
         } else {
-            puente_identity::rfc::Rfc::parse(&pii.rfc).map(|r| r.as_str().to_owned()).unwrap_or_default()
+            puente_kyc::rfc::Rfc::parse(&pii.rfc).map(|r| r.as_str().to_owned()).unwrap_or_default()
         };
         Ok(SealedPii {
             full_name: seal("full_name", &pii.full_name)?,

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::grpc::holder_service_server::HolderService;
-use puente_identity::kyc::{KycPolicy, Tier, UsTierLimits};
-use puente_identity::pii::Keyring;
+use puente_kyc::kyc::{KycPolicy, Tier, UsTierLimits};
+use puente_kyc::pii::Keyring;
 use puente_ledger::Ledger;
 use puente_ledger::holders::{Holder, HolderKind, SealedPii};
 use puente_ledger::identity::Caller;
@@ -122,11 +122,11 @@ fn validate_pii(pii: &pb::HolderPersonalData, kind: Option<HolderKind>, violatio
         violations.push(Violation::new(field("account_number"), "4 to 17 digits"));
     }
     if !pii.rfc.is_empty() {
-        match puente_identity::rfc::Rfc::parse(&pii.rfc) {
+        match puente_kyc::rfc::Rfc::parse(&pii.rfc) {
             Ok(rfc) => {
                 let expected = match kind {
-                    Some(HolderKind::Business) => Some(puente_identity::rfc::RfcKind::Moral),
-                    Some(HolderKind::Individual) => Some(puente_identity::rfc::RfcKind::Fisica),
+                    Some(HolderKind::Business) => Some(puente_kyc::rfc::RfcKind::Moral),
+                    Some(HolderKind::Individual) => Some(puente_kyc::rfc::RfcKind::Fisica),
                     None => None,
                 };
                 if expected.is_some_and(|k| k != rfc.kind()) {

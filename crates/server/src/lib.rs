@@ -137,7 +137,7 @@ pub struct ServerConfig {
     /// TLS (and mutual TLS); `None`: plaintext (loopback or behind a TLS-terminating proxy).
     pub tls: Option<TlsFiles>,
     /// The personal-data keyring (AES-256-GCM); `None`: holder requests are refused.
-    pub pii_keyring: Option<std::sync::Arc<puente_identity::pii::Keyring>>,
+    pub pii_keyring: Option<std::sync::Arc<puente_kyc::pii::Keyring>>,
 }
 
 /// Services beyond the ledger, each optional (tests and benchmarks may serve the ledger alone).
@@ -148,7 +148,7 @@ pub struct Extras {
     pub settlement: settlement_desk::SettlementConfig,
     pub limits: auth::LimitsConfig,
     pub tls: Option<tonic::transport::ServerTlsConfig>,
-    pub pii_keyring: Option<std::sync::Arc<puente_identity::pii::Keyring>>,
+    pub pii_keyring: Option<std::sync::Arc<puente_kyc::pii::Keyring>>,
 }
 
 /// Opens the ledger (recovery), binds, prints `listening on ADDR` on stdout, and serves until

@@ -6,7 +6,7 @@
 //! personal data in clear: names, addresses, account numbers and RFCs arrive sealed
 //! (AES-256-GCM, by the server) and are stored and journaled as ciphertext.
 //!
-//! Limits (`puente_identity::kyc`): a tier covers one currency (Mexican levels: MXN, in UDIs at
+//! Limits (`puente_kyc::kyc`): a tier covers one currency (Mexican levels: MXN, in UDIs at
 //! the policy's UDI rate; US tiers: USD, by configuration). Every credit to a holder's account
 //! counts towards the holder's calendar month (UTC) when the transfer is created (a pending
 //! credit counts at once and a later post does not count again). A pending credit that does not
@@ -30,7 +30,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use puente_identity::kyc::{KycPolicy, MonthlyUsage, Tier, TierLimits, month_of};
+use puente_kyc::kyc::{KycPolicy, MonthlyUsage, Tier, TierLimits, month_of};
 use serde::{Deserialize, Serialize};
 
 use super::{Engine, Op, Output, Undo};
@@ -41,7 +41,7 @@ pub const HOLDERS_MAX: usize = 1_000_000;
 /// Longest holder id, in bytes.
 pub const HOLDER_ID_LEN_MAX: usize = 64;
 /// Largest sealed personal-data field, in bytes.
-pub const SEALED_FIELD_LEN_MAX: usize = puente_identity::pii::SEALED_LEN_MAX;
+pub const SEALED_FIELD_LEN_MAX: usize = puente_kyc::pii::SEALED_LEN_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HolderKind {

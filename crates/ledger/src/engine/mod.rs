@@ -117,7 +117,7 @@ pub enum Op {
     RegisterHolder(Box<holders::Holder>),
     /// The KYC policy (UDI rate, US tiers) in force from now on.
     SetKycPolicy {
-        policy: puente_identity::kyc::KycPolicy,
+        policy: puente_kyc::kyc::KycPolicy,
         timestamp_ns: u64,
     },
     /// A failed attempt remembered for its submitter only, compactly (see [`RefusedTransfer`]).
@@ -338,7 +338,7 @@ enum Undo {
     Recent(TransferId),
     Resolved(TransferId),
     Settlement(SettlementUndo),
-    KycUsage((String, String), Option<puente_identity::kyc::MonthlyUsage>),
+    KycUsage((String, String), Option<puente_kyc::kyc::MonthlyUsage>),
 }
 
 /// The engine's state between two groups, for a snapshot: everything but the currency table

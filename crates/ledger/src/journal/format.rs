@@ -870,7 +870,7 @@ fn decode_body(tag: u8, r: &mut Reader<'_>) -> Result<Op, FormatError> {
             let id = r.str()?;
             let kind = kind_of(r.u8()?)?;
             let country = r.str()?;
-            let tier = puente_identity::kyc::Tier::parse(&r.str()?).map_err(|e| bad(e.to_string()))?;
+            let tier = puente_kyc::kyc::Tier::parse(&r.str()?).map_err(|e| bad(e.to_string()))?;
             let pii = SealedPii {
                 full_name: r.bytes()?,
                 address: r.bytes()?,
@@ -888,14 +888,14 @@ fn decode_body(tag: u8, r: &mut Reader<'_>) -> Result<Op, FormatError> {
             let mut us_tiers = BTreeMap::new();
             for _ in 0..n {
                 let name = r.str()?;
-                let limits = puente_identity::kyc::UsTierLimits {
+                let limits = puente_kyc::kyc::UsTierLimits {
                     monthly_credit_limit_minor: r.opt_varint()?,
                     balance_limit_minor: r.opt_varint()?,
                 };
                 us_tiers.insert(name, limits);
             }
             let timestamp_ns = r.ts()?;
-            let policy = puente_identity::kyc::KycPolicy { udi_rate, us_tiers };
+            let policy = puente_kyc::kyc::KycPolicy { udi_rate, us_tiers };
             Op::SetKycPolicy { policy, timestamp_ns }
         }
         other => return Err(bad(format!("unknown op tag {other}"))),

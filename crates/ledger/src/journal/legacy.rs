@@ -520,7 +520,7 @@ impl LegacyOp {
             }
             LegacyOp::RegisterHolder(h) => {
                 use crate::engine::holders as hd;
-                let tier = puente_identity::kyc::Tier::parse(&h.tier)
+                let tier = puente_kyc::kyc::Tier::parse(&h.tier)
                     .map_err(|e| format!("holder {}: tier {:?}: {e}", h.id, h.tier))?;
                 Op::RegisterHolder(Box::new(hd::Holder {
                     participant: h.participant,
@@ -549,17 +549,14 @@ impl LegacyOp {
                     .us_tiers
                     .into_iter()
                     .map(|(name, l)| {
-                        let limits = puente_identity::kyc::UsTierLimits {
+                        let limits = puente_kyc::kyc::UsTierLimits {
                             monthly_credit_limit_minor: l.monthly_credit_limit_minor,
                             balance_limit_minor: l.balance_limit_minor,
                         };
                         (name, limits)
                     })
                     .collect();
-                Op::SetKycPolicy {
-                    policy: puente_identity::kyc::KycPolicy { udi_rate, us_tiers },
-                    timestamp_ns,
-                }
+                Op::SetKycPolicy { policy: puente_kyc::kyc::KycPolicy { udi_rate, us_tiers }, timestamp_ns }
             }
         })
     }

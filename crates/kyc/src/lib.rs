@@ -1,4 +1,5 @@
-//! Puente identity: the account holder's personal data and know-your-customer rules.
+//! Puente KYC: the account holder's personal data and know-your-customer rules. (Participants,
+//! their roles and API keys are not here: they are ledger state, `puente_ledger::identity`.)
 //!
 //! * [`pii`]: AES-256-GCM sealing of personal data at rest ([`Keyring`], key rotation, the
 //!   [`Redacted`] wrapper for logs).
