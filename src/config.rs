@@ -56,6 +56,20 @@ pub struct SettlementFileConfig {
     /// (`Acct/Id`), e.g. `{ USD = ["000123456789"], MXN = ["012180001234567897"] }`:
     /// reconciliation matches statements of these accounts [default: only the hub's ledger id].
     pub hub_accounts: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// Where the FX house settles its one conversion per cutoff: `{ name = "...", bic = "...",
+    /// usd_aba = "<9-digit ABA>", mxn_clabe = "<18-digit CLABE>" }`, check digits verified
+    /// [default: placeholders with valid check digits; set the house's real accounts].
+    pub house: Option<HouseFileConfig>,
+}
+
+/// The `[settlement.house]` table: the FX house's settlement banks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HouseFileConfig {
+    pub name: Option<String>,
+    pub bic: Option<String>,
+    pub usd_aba: Option<String>,
+    pub mxn_clabe: Option<String>,
 }
 
 /// Resolves the `[settlement]` table.
@@ -83,6 +97,34 @@ fn settlement_config(
             return Err(err(format!("hub_accounts.{code}: account ids are 1 to 34 characters")));
         }
         config.hub_accounts.insert(currency, ids);
+    }
+    if let Some(house) = file.house {
+        if let Some(name) = house.name {
+            if name.is_empty() || name.len() > 140 || name.chars().any(char::is_control) {
+                return Err(err("house.name: 1 to 140 characters, no control characters".into()));
+            }
+            config.house.name = name;
+        }
+        if let Some(bic) = house.bic {
+            if !puente_settlement::ids::bic_valid(&bic) {
+                return Err(err(format!("house.bic {bic:?} is not a BIC (8 or 11 characters)")));
+            }
+            config.house.bic = bic;
+        }
+        if let Some(aba) = house.usd_aba {
+            if !puente_settlement::ids::aba_valid(&aba) {
+                return Err(err(format!("house.usd_aba {aba:?}: 9 digits with a valid ABA check digit")));
+            }
+            config.house.usd_aba = aba;
+        }
+        if let Some(clabe) = house.mxn_clabe {
+            if !puente_settlement::ids::clabe_valid(&clabe) {
+                return Err(err(format!(
+                    "house.mxn_clabe {clabe:?}: 18 digits with a valid CLABE check digit"
+                )));
+            }
+            config.house.mxn_clabe = clabe;
+        }
     }
     if let Some(cutoff) = file.cutoff {
         let zone = file.time_zone.unwrap_or_else(|| "America/Mexico_City".to_owned());
@@ -216,6 +258,24 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fx_house_banks_are_configured_and_checked() {
+        let file: SettlementFileConfig = toml::from_str(
+            "[house]\nname = \"House\"\nusd_aba = \"011000015\"\nmxn_clabe = \"032180000118359719\"\n",
+        )
+        .unwrap();
+        let config = settlement_config(Some(file)).unwrap();
+        assert_eq!(
+            (config.house.name.as_str(), config.house.usd_aba.as_str(), config.house.mxn_clabe.as_str()),
+            ("House", "011000015", "032180000118359719")
+        );
+        for bad in ["usd_aba = \"011000016\"", "mxn_clabe = \"032180000118359718\"", "bic = \"NOPE\""] {
+            let file: SettlementFileConfig = toml::from_str(&format!("[house]\n{bad}\n")).unwrap();
+            let error = settlement_config(Some(file)).unwrap_err().to_string();
+            assert!(error.contains("house."), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn precedence_is_flag_then_file_then_default() {
