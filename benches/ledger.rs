@@ -267,6 +267,7 @@ fn concurrent(c: &mut Criterion, fixture: &Arc<Fixture>) {
 }
 
 fn main() {
+    common::allocator::set_options();
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(5))

@@ -395,6 +395,7 @@ fn print_table(results: &[RunResult]) {
 }
 
 fn main() {
+    common::allocator::set_options();
     let args = Args::parse();
     let args = if args.bench { args } else { args.smoke() };
     assert!(args.duration > 0.0 && args.duration <= 600.0, "--duration must be in (0, 600] seconds");

@@ -5,6 +5,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod allocator;
 mod cli;
 mod config;
 mod data_dir;
@@ -15,6 +16,7 @@ mod workload;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> std::process::ExitCode {
+    allocator::set_options();
     let matches = cli::Args::command().get_matches();
     let args = match cli::Args::from_arg_matches(&matches) {
         Ok(args) => args.with_sources(&matches),

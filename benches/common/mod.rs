@@ -7,6 +7,10 @@
 #[allow(dead_code, unused_imports)]
 pub mod disk;
 
+/// The allocator's options (call `allocator::set_options()` first in `main`).
+#[path = "../../src/allocator.rs"]
+pub mod allocator;
+
 /// Random numbers and transfer ids.
 #[path = "../../src/workload.rs"]
 #[allow(dead_code)]
