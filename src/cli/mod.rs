@@ -143,6 +143,12 @@ pub enum CliError {
     Ops(String),
 }
 
+impl From<puente_ledger::backup::BackupError> for CliError {
+    fn from(error: puente_ledger::backup::BackupError) -> Self {
+        CliError::Ops(error.0)
+    }
+}
+
 impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
         let text = match &error {

@@ -7,6 +7,7 @@
 //! - [`store`]: indexed state behind the [`store::Store`] trait (sled by default).
 //! - [`ledger`]: recovery, the single writer with group commit, reads.
 
+pub mod backup;
 pub mod engine;
 pub mod index;
 pub mod journal;

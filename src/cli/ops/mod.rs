@@ -13,15 +13,15 @@
 //! One file per command: `status.rs`, `backup.rs`, `verify.rs` (verify and restore).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Subcommand;
 use puente_client::{Client, ClientError, pb};
 use puente_ledger::journal::{self, chain_hex};
-use puente_ledger::{Ledger, LedgerConfig, snapshot};
-use serde::{Deserialize, Serialize};
+use puente_ledger::{Ledger, LedgerConfig};
+
 use serde_json::{Value, json};
 
 use super::{CliError, Output};
@@ -32,6 +32,7 @@ mod verify;
 
 use crate::config;
 use backup::*;
+use puente_ledger::backup::*;
 use status::*;
 use verify::*;
 
@@ -41,21 +42,6 @@ pub(super) const STATUS_TIMEOUT_MS: u64 = 5_000;
 /// one per currency).
 pub(super) const STATUS_WINDOW_PAGE: i32 = 100;
 pub(super) const STATUS_WINDOWS_MAX: usize = 1_000;
-/// Backup format written in `MANIFEST.json`: the journal's segments, as in a data directory.
-pub(super) const BACKUP_FORMAT: &str = "puente-backup/2";
-/// The format of earlier versions (one `PUENTEJ2` file), still verified and restored.
-pub(super) const BACKUP_FORMAT_V1: &str = "puente-backup/1";
-/// The directory of journal segments, in a data directory and in a backup.
-pub(super) const SEGMENTS_DIR: &str = "journal";
-pub(super) const MANIFEST_FILE: &str = "MANIFEST.json";
-/// Files that backups made by earlier versions may list beside the journal: the FX
-/// quote-signing key those versions kept in the data directory. Such a file is still checked
-/// against the manifest, but never restored (keys live outside the data directory now), and
-/// new backups copy nothing but the journal. The FX desk's sled store (`fx/`: quotes, rates)
-/// is not journaled and is not in a backup (see deploy/README.md).
-pub(super) const LEGACY_BACKUP_FILES: &[&str] = &["fx-signing-key.p8"];
-/// Largest manifest read.
-pub(super) const MANIFEST_BYTES_MAX: u64 = 64 * 1024;
 /// Accounts and transfers read per page when `verify` counts them.
 pub(super) const VERIFY_PAGE_ROWS: usize = puente_ledger::PAGE_SIZE_MAX;
 

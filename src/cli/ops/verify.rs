@@ -360,7 +360,7 @@ pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliEr
         }
         std::fs::rename(&partial, target)
             .map_err(ops_error(format!("cannot rename into {}", target.display())))?;
-        sync_dir(&parent_dir(target))
+        Ok(sync_dir(&parent_dir(target))?)
     };
     if let Err(error) = install() {
         let _ = std::fs::remove_dir_all(&partial);
