@@ -15,8 +15,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::CliError;
-
 /// Owner-only modes.
 const DIR_MODE: u32 = 0o700;
 const GROUP_OTHER_BITS: u32 = 0o077;
@@ -51,10 +49,8 @@ pub struct Tightened {
 /// Creates `dir` owner-only (its missing parents with the process's umask), or tightens an
 /// existing one as described in the module documentation; logs what it changed and what it
 /// could not.
-pub fn make_private(dir: &Path) -> Result<Tightened, CliError> {
-    let error = |what: &str, e: std::io::Error| {
-        CliError::Usage(format!("data directory {}: {what}: {e}", dir.display()))
-    };
+pub fn make_private(dir: &Path) -> Result<Tightened, String> {
+    let error = |what: &str, e: std::io::Error| format!("data directory {}: {what}: {e}", dir.display());
     if !dir.exists() {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| error("cannot create its parent", e))?;
@@ -73,7 +69,7 @@ pub fn make_private(dir: &Path) -> Result<Tightened, CliError> {
     }
     let metadata = std::fs::metadata(dir).map_err(|e| error("cannot read it", e))?;
     if !metadata.is_dir() {
-        return Err(CliError::Usage(format!("data directory {} is not a directory", dir.display())));
+        return Err(format!("data directory {} is not a directory", dir.display()));
     }
     let mut tightened = Tightened::default();
     tighten(dir, &mut tightened);

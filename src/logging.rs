@@ -12,11 +12,9 @@ use std::fmt::{self, Write};
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::format::Writer;
 
-use crate::cli::CliError;
-
 /// Installs the global subscriber: `format` is "text" or "json"; the level comes from
 /// `RUST_LOG` (default "info").
-pub fn init(format: &str) -> Result<(), CliError> {
+pub fn init(format: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour only on a terminal: log files and collectors get plain text.
@@ -26,7 +24,7 @@ pub fn init(format: &str) -> Result<(), CliError> {
     match format {
         "text" => builder.fmt_fields(escaped_fields()).init(),
         "json" => builder.json().init(),
-        other => return Err(CliError::Usage(format!("--log-format must be text or json, not {other:?}"))),
+        other => return Err(format!("--log-format must be text or json, not {other:?}")),
     }
     Ok(())
 }

@@ -73,8 +73,8 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         }
     };
     let mut resolved = config::resolve(file, args.listen, args.data_dir, args.log_format)?;
-    crate::logging::init(&resolved.log_format)?;
-    crate::data_dir::make_private(&resolved.data_dir)?;
+    crate::logging::init(&resolved.log_format).map_err(CliError::Usage)?;
+    crate::data_dir::make_private(&resolved.data_dir).map_err(CliError::Usage)?;
     // The quote-signing keys: read before listening, so a refused key file stops the start.
     if let Some(path) = args.fx_signing_key_file.or(resolved.fx_signing_key_file.take()) {
         let keyring = puente_kyc::pii::read_key_file(

@@ -5,7 +5,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::Ed25519KeyPair;
 
 use crate::error::FxError;
-use crate::quote::QuoteId;
+use crate::terms::QuoteId;
 
 /// A fresh random 16-byte quote id.
 pub fn generate_quote_id() -> Result<QuoteId, FxError> {

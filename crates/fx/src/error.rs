@@ -2,7 +2,7 @@
 
 use puente_money::{CurrencyCode, MoneyError};
 
-use crate::rates::Pair;
+use crate::terms::Pair;
 
 /// Everything that can go wrong while pricing, quoting, signing or parsing.
 ///

@@ -26,6 +26,7 @@ pub mod keyring;
 pub mod pricing;
 pub mod quote;
 pub mod rates;
+pub mod terms;
 
 #[cfg(test)]
 mod proptests;

@@ -39,11 +39,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::{bps_of, convert_minor, convert_minor_inverse, round_significant};
 use crate::error::FxError;
-use crate::quote::{FixedKind, QUOTE_PARTICIPANT_LEN_MAX, Quote, QuoteId};
-use crate::rates::{Pair, RATE_MAX_AGE_LIMIT_MS, RateBook};
+use crate::quote::{FixedKind, QUOTE_PARTICIPANT_LEN_MAX, Quote};
+use crate::rates::{RATE_MAX_AGE_LIMIT_MS, RateBook};
+use crate::terms::Pair;
+pub use crate::terms::{CUSTOMER_RATE_SIGNIFICANT_DIGITS, QuoteId, SPREAD_MAX_BPS, Segment, TTL_MAX_MS};
 
-/// Largest spread, in basis points (10%).
-pub const SPREAD_MAX_BPS: u32 = 1_000;
 /// Largest percentage fee, in basis points (5%).
 pub const FEE_PCT_MAX_BPS: u32 = 500;
 /// Largest fixed fee, in minor units of the sell currency (100,000: USD 1,000.00).
@@ -56,29 +56,12 @@ pub const TAX_FIXED_MAX_MINOR: u64 = 100_000;
 pub const THIRD_PARTY_FEE_MAX_MINOR: u64 = 100_000;
 /// Shortest quote lifetime: 1 second.
 pub const TTL_MIN_MS: u64 = 1_000;
-/// Longest quote lifetime: 30 minutes.
-pub const TTL_MAX_MS: u64 = 30 * 60 * 1_000;
 /// Most spread tiers per schedule.
 pub const TIERS_MAX: usize = 16;
 /// Most configured pairs.
 pub const PAIRS_MAX: usize = 64;
 /// Most participant overrides.
 pub const PARTICIPANTS_MAX: usize = 100_000;
-/// Significant digits of a customer rate (truncated).
-pub const CUSTOMER_RATE_SIGNIFICANT_DIGITS: u32 = 8;
-
-/// Customer segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Segment {
-    Sme,
-    Remittance,
-    Institution,
-}
-
-impl Segment {
-    pub const ALL: [Segment; 3] = [Segment::Sme, Segment::Remittance, Segment::Institution];
-}
 
 /// From `from_minor` (send amount valued in the tier currency's minor units) upward, the spread
 /// is `spread_bps`.

@@ -32,11 +32,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::decimal::significant_digits;
 use crate::error::FxError;
-use crate::pricing::{CUSTOMER_RATE_SIGNIFICANT_DIGITS, SPREAD_MAX_BPS, Segment, TTL_MAX_MS};
-use crate::rates::{CLOCK_SKEW_MAX_MS, Pair};
+use crate::rates::CLOCK_SKEW_MAX_MS;
+use crate::terms::Pair;
+use crate::terms::{CUSTOMER_RATE_SIGNIFICANT_DIGITS, SPREAD_MAX_BPS, Segment, TTL_MAX_MS};
 
-/// A quote identifier, supplied by the caller (see [`crate::generate_quote_id`]).
-pub type QuoteId = [u8; 16];
+pub use crate::terms::QuoteId;
 /// Version of the canonical encoding produced by [`Quote::canonical_bytes`].
 pub const QUOTE_ENCODING_VERSION: u8 = 1;
 /// Longest participant id, in bytes (the one every crate uses; it is part of the signed encoding).

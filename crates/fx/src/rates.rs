@@ -1,11 +1,9 @@
 //! Mid-market rates: [`Pair`], [`Rate`] and the [`RateBook`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use puente_money::CurrencyCode;
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::{Deserialize, Serialize};
 
 use crate::decimal::{round_significant, significant_digits};
 use crate::error::FxError;
@@ -28,13 +26,10 @@ pub const RATE_MAX_AGE_LIMIT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// as coming from the future (clock skew between machines).
 pub const CLOCK_SKEW_MAX_MS: u64 = 5_000;
 
-/// A currency pair. A rate for the pair is the number of units of `quote` per 1 unit of `base`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Pair {
-    pub base: CurrencyCode,
-    pub quote: CurrencyCode,
-}
+pub use crate::terms::Pair;
 
+// Its constructor checks against `FxError`, which names pairs: here, so that `terms` (which
+// `error` reads) depends on nothing.
 impl Pair {
     pub fn new(base: CurrencyCode, quote: CurrencyCode) -> Result<Self, FxError> {
         if base == quote {
@@ -45,18 +40,6 @@ impl Pair {
 
     pub fn inverse(&self) -> Pair {
         Pair { base: self.quote, quote: self.base }
-    }
-}
-
-impl fmt::Display for Pair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.base, self.quote)
-    }
-}
-
-impl fmt::Debug for Pair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.base, self.quote)
     }
 }
 

@@ -483,3 +483,8 @@ impl RefusedTransfer {
         self.scope.is_empty() || self.scope == scope
     }
 }
+
+/// When a pending transfer created at `timestamp_ns` with `timeout_ms` expires (0: never).
+pub fn expires_at(timestamp_ns: u64, timeout_ms: u64) -> u64 {
+    if timeout_ms == 0 { 0 } else { timestamp_ns.saturating_add(timeout_ms.saturating_mul(1_000_000)) }
+}

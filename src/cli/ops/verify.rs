@@ -352,7 +352,7 @@ pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliEr
             }
         }
         // fs::copy copied the backup's mode: the store is owner-only whatever it was.
-        crate::data_dir::make_private(&partial)?;
+        crate::data_dir::make_private(&partial).map_err(CliError::Usage)?;
         sync_dir(&partial)?;
         if target.exists() {
             // Checked empty above.

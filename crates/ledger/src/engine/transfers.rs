@@ -165,7 +165,7 @@ impl Engine {
         };
         let timestamp_ns = self.next_timestamp(now_ns);
         let expires_at_ns = if transfer.flags.pending {
-            crate::journal::format::expires_at(timestamp_ns, transfer.timeout_ms)
+            crate::types::expires_at(timestamp_ns, transfer.timeout_ms)
         } else {
             0
         };
