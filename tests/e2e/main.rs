@@ -2,6 +2,7 @@
 //! generated client (`puente-client`). One integration test target for the facade crate.
 
 mod api;
+mod architecture;
 mod benchmark;
 mod cli;
 mod crash;
