@@ -6,7 +6,7 @@
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// How long freed memory stays mapped before mimalloc returns it to the kernel. Its default
 /// (10 ms) returns the writer's batch buffers between groups, so every group faulted fresh
-/// zeroed pages back in (338k page faults in a 1M-transfer benchmark, 67k with 1 s;
+/// zeroed pages back in (242k-279k page faults in a 1M-transfer benchmark, 29k-33k with 1 s;
 /// BENCHMARKS.md, "Allocator"). Memory still goes back to the kernel, a second later.
 const ALLOCATOR_PURGE_DELAY_MS: std::ffi::c_long = 1_000;
 
