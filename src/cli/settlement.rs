@@ -293,27 +293,7 @@ pub async fn run(
 ) -> Result<(), CliError> {
     match command {
         SettlementCommand::Windows { currency, state, page_size, page_token } => {
-            let request = pb::ListWindowsRequest {
-                currency_code: currency.unwrap_or_default(),
-                state: match state {
-                    Some(s) => parse_state(&s)? as i32,
-                    None => 0,
-                },
-                page_size,
-                page_token,
-            };
-            let page = client.list_windows(request).await.map_err(status)?.into_inner();
-            let value = json!({
-                "windows": page.windows.iter().map(window_json).collect::<Vec<_>>(),
-                "next_page_token": page.next_page_token,
-            });
-            out.print(value, || {
-                let mut text = window_rows(&page.windows);
-                if !page.next_page_token.is_empty() {
-                    text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
-                }
-                text
-            });
+            list_windows(client, currency, state, page_size, page_token, out).await?
         }
         SettlementCommand::Show { window } => {
             let w = client
@@ -324,131 +304,11 @@ pub async fn run(
             let w = w.window.unwrap_or_default();
             out.print(window_json(&w), || positions_rows(&w));
         }
-        SettlementCommand::Close { window, currency } => {
-            let window_id = match (window, currency) {
-                (Some(id), _) => id,
-                (None, Some(currency)) => {
-                    // Look the open window up first, so that a retry of this command closes the
-                    // same window (and finds it closed) rather than the next one.
-                    let request = pb::ListWindowsRequest {
-                        currency_code: currency.clone(),
-                        state: pb::WindowState::Open as i32,
-                        page_size: 1,
-                        page_token: String::new(),
-                    };
-                    let open = client.list_windows(request).await.map_err(status)?.into_inner();
-                    open.windows
-                        .first()
-                        .map(|w| w.window_id)
-                        .ok_or_else(|| CliError::Client(format!("no open {currency} window")))?
-                }
-                (None, None) => return Err(CliError::Usage("give --window ID or --currency CCY".into())),
-            };
-            let spinner = spinner(&format!("closing window {window_id} and netting it"));
-            let closed = client
-                .close_window(pb::CloseWindowRequest { window_id, currency_code: String::new() })
-                .await
-                .map_err(status);
-            spinner.finish_and_clear();
-            let closed = closed?.into_inner();
-            let w = closed.window.clone().unwrap_or_default();
-            let mut value = window_json(&w);
-            value["changed"] = json!(closed.changed);
-            value["next_window_id"] = json!(closed.next_window_id);
-            out.print(value, || {
-                format!(
-                    "window {} is {}{}{}; window {} is open\n",
-                    w.window_id,
-                    state_name(w.state),
-                    if w.reason.is_empty() { String::new() } else { format!(" ({})", w.reason) },
-                    changed_text(closed.changed),
-                    closed.next_window_id
-                )
-            });
-        }
+        SettlementCommand::Close { window, currency } => close(client, window, currency, out).await?,
         SettlementCommand::Run { window: Some(window), out_dir } => {
-            let (value, mut text, state, reason) = run_one(client, window, out_dir.as_deref()).await?;
-            if let Some(dir) = &out_dir
-                && matches!(state, pb::WindowState::Settling | pb::WindowState::Settled)
-            {
-                text.push_str(&write_night(client, &[window], dir).await?);
-            }
-            out.print(value, || text);
-            if state == pb::WindowState::Aborted {
-                return Err(CliError::Client(format!("settlement of window {window} aborted: {reason}")));
-            }
+            run_window(client, window, out_dir, out).await?
         }
-        SettlementCommand::Run { window: None, out_dir } => {
-            let mut values = Vec::new();
-            let mut texts = String::new();
-            let mut failures = Vec::new();
-            let list = |state: pb::WindowState| pb::ListWindowsRequest {
-                state: state as i32,
-                page_size: 1000,
-                ..Default::default()
-            };
-            let mut to_close: Vec<pb::SettlementWindow> =
-                client.list_windows(list(pb::WindowState::Open)).await.map_err(status)?.into_inner().windows;
-            to_close.retain(|w| w.obligation_count > 0);
-            // A close cut short by a crash (CLOSING) or refused earlier (FAILED) is retried.
-            for state in [pb::WindowState::Closing, pb::WindowState::Failed] {
-                to_close.extend(client.list_windows(list(state)).await.map_err(status)?.into_inner().windows);
-            }
-            for w in &to_close {
-                let request = pb::CloseWindowRequest { window_id: w.window_id, currency_code: String::new() };
-                let closed = client.close_window(request).await.map_err(status)?.into_inner();
-                let c = closed.window.unwrap_or_default();
-                texts.push_str(&format!(
-                    "closed window {} ({}): {}\n",
-                    c.window_id,
-                    c.currency_code,
-                    state_name(c.state)
-                ));
-                if c.state == pb::WindowState::Failed as i32 {
-                    failures.push(format!("window {} FAILED: {}", c.window_id, c.reason));
-                }
-            }
-            let mut ready = client
-                .list_windows(list(pb::WindowState::Closed))
-                .await
-                .map_err(status)?
-                .into_inner()
-                .windows;
-            ready.extend(
-                client
-                    .list_windows(list(pb::WindowState::Aborted))
-                    .await
-                    .map_err(status)?
-                    .into_inner()
-                    .windows,
-            );
-            ready.sort_by_key(|w| w.window_id);
-            for w in ready {
-                let dir = out_dir.as_ref().map(|d| d.join(format!("window-{}", w.window_id)));
-                let (value, text, state, reason) = run_one(client, w.window_id, dir.as_deref()).await?;
-                values.push(value);
-                texts.push_str(&text);
-                if state == pb::WindowState::Aborted {
-                    failures.push(format!("window {} ABORTED: {reason}", w.window_id));
-                }
-            }
-            if values.is_empty() {
-                texts.push_str("no window to settle\n");
-            } else if let Some(dir) = &out_dir {
-                let settled: Vec<u64> = values
-                    .iter()
-                    .filter(|v| matches!(v["window"]["state"].as_str(), Some("SETTLING" | "SETTLED")))
-                    .filter_map(|v| v["window"]["window_id"].as_u64())
-                    .collect();
-                if !settled.is_empty() {
-                    texts.push_str(&write_night(client, &settled, dir).await?);
-                }
-            }
-            out.print(json!({"runs": values, "failures": failures}), || texts);
-            if !failures.is_empty() {
-                return Err(CliError::Client(failures.join("; ")));
-            }
-        }
+        SettlementCommand::Run { window: None, out_dir } => run_all(client, out_dir, out).await?,
         SettlementCommand::Report { format: Some(format), window, reconciliation, .. }
             if format.eq_ignore_ascii_case("html") =>
         {
@@ -517,36 +377,213 @@ pub async fn run(
             print!("{}", statement.document);
         }
         SettlementCommand::Confirm { window, participant, all } => {
-            let participants = if all {
-                let w =
-                    client.get_window(pb::GetWindowRequest { window_id: window }).await.map_err(status)?;
-                w.into_inner()
-                    .window
-                    .unwrap_or_default()
-                    .positions
-                    .into_iter()
-                    .map(|p| p.participant)
-                    .collect()
-            } else {
-                participant.into_iter().collect::<Vec<_>>()
-            };
-            let mut last = None;
-            let mut changed = Vec::new();
-            for participant in participants {
-                let request =
-                    pb::ConfirmSettlementRequest { window_id: window, participant: participant.clone() };
-                let response = client.confirm_settlement(request).await.map_err(status)?.into_inner();
-                changed.push(json!({"participant": participant, "changed": response.changed}));
-                last = response.window;
-            }
-            let w = last.unwrap_or_default();
-            let value = json!({"window": window_json(&w), "confirmations": changed});
-            out.print(value, || format!("window {} is {}\n", w.window_id, state_name(w.state)));
+            confirm(client, window, participant, all, out).await?
         }
         SettlementCommand::Profile(command) => profile(client, command, out).await?,
         SettlementCommand::Reconcile(args) => super::reconcile::reconcile(client, args, out).await?,
         SettlementCommand::SimulateBank(args) => super::reconcile::simulate_bank(client, args, out).await?,
     }
+    Ok(())
+}
+
+/// Lists windows (a page).
+async fn list_windows(
+    client: &mut SettlementClient,
+    currency: Option<String>,
+    state: Option<String>,
+    page_size: i32,
+    page_token: String,
+    out: &Output,
+) -> Result<(), CliError> {
+    let request = pb::ListWindowsRequest {
+        currency_code: currency.unwrap_or_default(),
+        state: match state {
+            Some(s) => parse_state(&s)? as i32,
+            None => 0,
+        },
+        page_size,
+        page_token,
+    };
+    let page = client.list_windows(request).await.map_err(status)?.into_inner();
+    let value = json!({
+        "windows": page.windows.iter().map(window_json).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    });
+    out.print(value, || {
+        let mut text = window_rows(&page.windows);
+        if !page.next_page_token.is_empty() {
+            text.push_str(&format!("next page: --page-token {}\n", page.next_page_token));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// Closes a window (by id, or the open one of a currency) and nets it.
+async fn close(
+    client: &mut SettlementClient,
+    window: Option<u64>,
+    currency: Option<String>,
+    out: &Output,
+) -> Result<(), CliError> {
+    let window_id = match (window, currency) {
+        (Some(id), _) => id,
+        (None, Some(currency)) => {
+            // Look the open window up first, so that a retry of this command closes the
+            // same window (and finds it closed) rather than the next one.
+            let request = pb::ListWindowsRequest {
+                currency_code: currency.clone(),
+                state: pb::WindowState::Open as i32,
+                page_size: 1,
+                page_token: String::new(),
+            };
+            let open = client.list_windows(request).await.map_err(status)?.into_inner();
+            open.windows
+                .first()
+                .map(|w| w.window_id)
+                .ok_or_else(|| CliError::Client(format!("no open {currency} window")))?
+        }
+        (None, None) => return Err(CliError::Usage("give --window ID or --currency CCY".into())),
+    };
+    let spinner = spinner(&format!("closing window {window_id} and netting it"));
+    let closed = client
+        .close_window(pb::CloseWindowRequest { window_id, currency_code: String::new() })
+        .await
+        .map_err(status);
+    spinner.finish_and_clear();
+    let closed = closed?.into_inner();
+    let w = closed.window.clone().unwrap_or_default();
+    let mut value = window_json(&w);
+    value["changed"] = json!(closed.changed);
+    value["next_window_id"] = json!(closed.next_window_id);
+    out.print(value, || {
+        format!(
+            "window {} is {}{}{}; window {} is open\n",
+            w.window_id,
+            state_name(w.state),
+            if w.reason.is_empty() { String::new() } else { format!(" ({})", w.reason) },
+            changed_text(closed.changed),
+            closed.next_window_id
+        )
+    });
+    Ok(())
+}
+
+/// Settles one window (and writes the night's documents with --out-dir).
+async fn run_window(
+    client: &mut SettlementClient,
+    window: u64,
+    out_dir: Option<PathBuf>,
+    out: &Output,
+) -> Result<(), CliError> {
+    let (value, mut text, state, reason) = run_one(client, window, out_dir.as_deref()).await?;
+    if let Some(dir) = &out_dir
+        && matches!(state, pb::WindowState::Settling | pb::WindowState::Settled)
+    {
+        text.push_str(&write_night(client, &[window], dir).await?);
+    }
+    out.print(value, || text);
+    if state == pb::WindowState::Aborted {
+        return Err(CliError::Client(format!("settlement of window {window} aborted: {reason}")));
+    }
+    Ok(())
+}
+
+/// The nightly run: closes every open window with obligations (and retries CLOSING or FAILED
+/// ones), then settles every CLOSED or ABORTED window, oldest first.
+async fn run_all(
+    client: &mut SettlementClient,
+    out_dir: Option<PathBuf>,
+    out: &Output,
+) -> Result<(), CliError> {
+    let mut values = Vec::new();
+    let mut texts = String::new();
+    let mut failures = Vec::new();
+    let list = |state: pb::WindowState| pb::ListWindowsRequest {
+        state: state as i32,
+        page_size: 1000,
+        ..Default::default()
+    };
+    let mut to_close: Vec<pb::SettlementWindow> =
+        client.list_windows(list(pb::WindowState::Open)).await.map_err(status)?.into_inner().windows;
+    to_close.retain(|w| w.obligation_count > 0);
+    // A close cut short by a crash (CLOSING) or refused earlier (FAILED) is retried.
+    for state in [pb::WindowState::Closing, pb::WindowState::Failed] {
+        to_close.extend(client.list_windows(list(state)).await.map_err(status)?.into_inner().windows);
+    }
+    for w in &to_close {
+        let request = pb::CloseWindowRequest { window_id: w.window_id, currency_code: String::new() };
+        let closed = client.close_window(request).await.map_err(status)?.into_inner();
+        let c = closed.window.unwrap_or_default();
+        texts.push_str(&format!(
+            "closed window {} ({}): {}\n",
+            c.window_id,
+            c.currency_code,
+            state_name(c.state)
+        ));
+        if c.state == pb::WindowState::Failed as i32 {
+            failures.push(format!("window {} FAILED: {}", c.window_id, c.reason));
+        }
+    }
+    let mut ready =
+        client.list_windows(list(pb::WindowState::Closed)).await.map_err(status)?.into_inner().windows;
+    ready.extend(
+        client.list_windows(list(pb::WindowState::Aborted)).await.map_err(status)?.into_inner().windows,
+    );
+    ready.sort_by_key(|w| w.window_id);
+    for w in ready {
+        let dir = out_dir.as_ref().map(|d| d.join(format!("window-{}", w.window_id)));
+        let (value, text, state, reason) = run_one(client, w.window_id, dir.as_deref()).await?;
+        values.push(value);
+        texts.push_str(&text);
+        if state == pb::WindowState::Aborted {
+            failures.push(format!("window {} ABORTED: {reason}", w.window_id));
+        }
+    }
+    if values.is_empty() {
+        texts.push_str("no window to settle\n");
+    } else if let Some(dir) = &out_dir {
+        let settled: Vec<u64> = values
+            .iter()
+            .filter(|v| matches!(v["window"]["state"].as_str(), Some("SETTLING" | "SETTLED")))
+            .filter_map(|v| v["window"]["window_id"].as_u64())
+            .collect();
+        if !settled.is_empty() {
+            texts.push_str(&write_night(client, &settled, dir).await?);
+        }
+    }
+    out.print(json!({"runs": values, "failures": failures}), || texts);
+    if !failures.is_empty() {
+        return Err(CliError::Client(failures.join("; ")));
+    }
+    Ok(())
+}
+
+/// Records that participants' settlements completed (one, or every one of the window).
+async fn confirm(
+    client: &mut SettlementClient,
+    window: u64,
+    participant: Option<String>,
+    all: bool,
+    out: &Output,
+) -> Result<(), CliError> {
+    let participants = if all {
+        let w = client.get_window(pb::GetWindowRequest { window_id: window }).await.map_err(status)?;
+        w.into_inner().window.unwrap_or_default().positions.into_iter().map(|p| p.participant).collect()
+    } else {
+        participant.into_iter().collect::<Vec<_>>()
+    };
+    let mut last = None;
+    let mut changed = Vec::new();
+    for participant in participants {
+        let request = pb::ConfirmSettlementRequest { window_id: window, participant: participant.clone() };
+        let response = client.confirm_settlement(request).await.map_err(status)?.into_inner();
+        changed.push(json!({"participant": participant, "changed": response.changed}));
+        last = response.window;
+    }
+    let w = last.unwrap_or_default();
+    let value = json!({"window": window_json(&w), "confirmations": changed});
+    out.print(value, || format!("window {} is {}\n", w.window_id, state_name(w.state)));
     Ok(())
 }
 
