@@ -316,6 +316,87 @@ struct ParticipantAcc {
     fx_converted: FeeAmounts,
 }
 
+/// The window's participants (sorted ids) and the country of each, by position.
+struct Parties<'a> {
+    ids: &'a [ParticipantId],
+    country_of: &'a [Country],
+}
+
+impl Parties<'_> {
+    fn slot(&self, id: &ParticipantId) -> Result<usize, NettingError> {
+        self.ids.binary_search(id).map_err(|_| NettingError::UnknownParticipantCountry(id.clone()))
+    }
+
+    fn cross_border(&self, a: usize, b: usize) -> bool {
+        self.country_of[a] != self.country_of[b]
+    }
+}
+
+/// The gross counterfactual of one currency: every obligation sent on its own, on the domestic
+/// rail (`rail_fee`) or, across the border, by international wire (`wire_fee`), charged to its
+/// debtor. Returns the cross-border obligations' count and value.
+fn charge_gross(
+    netting: &crate::CurrencyNetting,
+    (rail_currency, rail_fee_minor): (CurrencyCode, u64),
+    (wire_currency, wire_fee_minor): (CurrencyCode, u64),
+    parties: &Parties<'_>,
+    accs: &mut [ParticipantAcc],
+) -> Result<(u64, u128), NettingError> {
+    let currency = netting.currency;
+    let mut cross_border_count: u64 = 0;
+    let mut cross_border_value_minor: u128 = 0;
+    for pair in &netting.bilateral {
+        let (a, b) = (parties.slot(&pair.a)?, parties.slot(&pair.b)?);
+        let cross_border = parties.cross_border(a, b);
+        for (debtor, count, value_minor) in
+            [(a, pair.a_to_b_count, pair.a_to_b_minor), (b, pair.b_to_a_count, pair.b_to_a_minor)]
+        {
+            if count == 0 {
+                continue;
+            }
+            let acc = &mut accs[debtor];
+            acc.obligations_paid_count =
+                acc.obligations_paid_count.checked_add(count).ok_or(NettingError::Overflow)?;
+            if cross_border {
+                acc.gross_bank_fees.add_times(wire_currency, wire_fee_minor, count)?;
+                acc.cross_border_sent.add(currency, value_minor)?;
+                cross_border_count = cross_border_count.checked_add(count).ok_or(NettingError::Overflow)?;
+                cross_border_value_minor =
+                    cross_border_value_minor.checked_add(value_minor).ok_or(NettingError::Overflow)?;
+            } else {
+                acc.gross_bank_fees.add_times(rail_currency, rail_fee_minor, count)?;
+            }
+        }
+    }
+    Ok((cross_border_count, cross_border_value_minor))
+}
+
+/// The actual settlement payments of one currency on its domestic rail, charged to their payers
+/// (a cross-border payment is also what its payer converts). Returns the cross-border
+/// payments' count and value.
+fn charge_plan(
+    plan: &SettlementPlan,
+    currency: CurrencyCode,
+    (rail_currency, rail_fee_minor): (CurrencyCode, u64),
+    parties: &Parties<'_>,
+    accs: &mut [ParticipantAcc],
+) -> Result<(u64, u128), NettingError> {
+    let mut count: u64 = 0;
+    let mut value_minor: u128 = 0;
+    for payment in &plan.payments {
+        let (payer, payee) = (parties.slot(&payment.payer)?, parties.slot(&payment.payee)?);
+        let acc = &mut accs[payer];
+        acc.payments_made_count = acc.payments_made_count.checked_add(1).ok_or(NettingError::Overflow)?;
+        acc.actual_bank_fees.add(rail_currency, u128::from(rail_fee_minor))?;
+        if parties.cross_border(payer, payee) {
+            acc.fx_converted.add(currency, payment.amount_minor)?;
+            count = count.checked_add(1).ok_or(NettingError::Overflow)?;
+            value_minor = value_minor.checked_add(payment.amount_minor).ok_or(NettingError::Overflow)?;
+        }
+    }
+    Ok((count, value_minor))
+}
+
 /// Prices the window: plans the settlement payments, sizes the FX cover and compares fees.
 ///
 /// Errors: a currency other than USD or MXN in the window, a participant without a country, an
@@ -335,9 +416,7 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
         country_of.push(country);
         accs.push(ParticipantAcc::default());
     }
-    let slot = |id: &ParticipantId| -> Result<usize, NettingError> {
-        result.participants.binary_search(id).map_err(|_| NettingError::UnknownParticipantCountry(id.clone()))
-    };
+    let parties = Parties { ids: &result.participants, country_of: &country_of };
 
     let (wire_currency, wire_fee_minor) = fees.rail_fee(Rail::InternationalWire);
     let mut currencies = Vec::with_capacity(result.currencies.len());
@@ -353,53 +432,18 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
         let currency = netting.currency;
         let rail = fees.settlement_rail(currency)?;
         let (rail_currency, rail_fee_minor) = fees.rail_fee(rail);
-        let mut cross_border_count: u64 = 0;
-        let mut cross_border_value_minor: u128 = 0;
-
-        // Gross counterfactual, pair by pair and direction by direction.
-        for pair in &netting.bilateral {
-            let (a, b) = (slot(&pair.a)?, slot(&pair.b)?);
-            let cross_border = country_of[a] != country_of[b];
-            for (debtor, count, value_minor) in
-                [(a, pair.a_to_b_count, pair.a_to_b_minor), (b, pair.b_to_a_count, pair.b_to_a_minor)]
-            {
-                if count == 0 {
-                    continue;
-                }
-                let acc = &mut accs[debtor];
-                acc.obligations_paid_count =
-                    acc.obligations_paid_count.checked_add(count).ok_or(NettingError::Overflow)?;
-                if cross_border {
-                    acc.gross_bank_fees.add_times(wire_currency, wire_fee_minor, count)?;
-                    acc.cross_border_sent.add(currency, value_minor)?;
-                    cross_border_count =
-                        cross_border_count.checked_add(count).ok_or(NettingError::Overflow)?;
-                    cross_border_value_minor =
-                        cross_border_value_minor.checked_add(value_minor).ok_or(NettingError::Overflow)?;
-                } else {
-                    acc.gross_bank_fees.add_times(rail_currency, rail_fee_minor, count)?;
-                }
-            }
-        }
+        let (cross_border_count, cross_border_value_minor) = charge_gross(
+            netting,
+            (rail_currency, rail_fee_minor),
+            (wire_currency, wire_fee_minor),
+            &parties,
+            &mut accs,
+        )?;
 
         // Actual: the settlement payments on the domestic rail.
         let plan = netting.plan_payments()?;
-        let mut cross_border_payments_count: u64 = 0;
-        let mut cross_border_payments_value_minor: u128 = 0;
-        for payment in &plan.payments {
-            let (payer, payee) = (slot(&payment.payer)?, slot(&payment.payee)?);
-            let acc = &mut accs[payer];
-            acc.payments_made_count = acc.payments_made_count.checked_add(1).ok_or(NettingError::Overflow)?;
-            acc.actual_bank_fees.add(rail_currency, u128::from(rail_fee_minor))?;
-            if country_of[payer] != country_of[payee] {
-                acc.fx_converted.add(currency, payment.amount_minor)?;
-                cross_border_payments_count =
-                    cross_border_payments_count.checked_add(1).ok_or(NettingError::Overflow)?;
-                cross_border_payments_value_minor = cross_border_payments_value_minor
-                    .checked_add(payment.amount_minor)
-                    .ok_or(NettingError::Overflow)?;
-            }
-        }
+        let (cross_border_payments_count, cross_border_payments_value_minor) =
+            charge_plan(&plan, currency, (rail_currency, rail_fee_minor), &parties, &mut accs)?;
         let plan_count = u64::try_from(plan.payments.len()).map_err(|_| NettingError::Overflow)?;
         let plan_value_minor = plan.value_minor();
         // Holds for every result the aggregator produces; a hand-made or edited result may break
@@ -455,7 +499,7 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
             let cover = fx::fx_cover(result, house, USD, MXN, rate_mxn_per_usd)?;
             if let Some(conversion) = cover.conversion() {
                 fx_conversions_count = 1;
-                if let Ok(h) = slot(house) {
+                if let Ok(h) = parties.slot(house) {
                     let acc = &mut accs[h];
                     acc.actual_bank_fees.add(wire_currency, u128::from(wire_fee_minor))?;
                     acc.fx_converted.add(conversion.sell_currency, conversion.sell_amount_minor)?;
