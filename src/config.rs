@@ -68,6 +68,8 @@ pub struct SettlementFileConfig {
 pub struct HouseFileConfig {
     pub name: Option<String>,
     pub bic: Option<String>,
+    /// "US" or "MX" [default: "US"].
+    pub country: Option<String>,
     pub usd_aba: Option<String>,
     pub mxn_clabe: Option<String>,
 }
@@ -110,6 +112,13 @@ fn settlement_config(
                 return Err(err(format!("house.bic {bic:?} is not a BIC (8 or 11 characters)")));
             }
             config.house.bic = bic;
+        }
+        if let Some(country) = house.country {
+            config.house.country = match country.to_ascii_uppercase().as_str() {
+                "US" => puente_core::Country::Us,
+                "MX" => puente_core::Country::Mx,
+                _ => return Err(err(format!("house.country {country:?}: US or MX"))),
+            };
         }
         if let Some(aba) = house.usd_aba {
             if !puente_settlement::ids::aba_valid(&aba) {
@@ -262,7 +271,7 @@ mod tests {
     #[test]
     fn the_fx_house_banks_are_configured_and_checked() {
         let file: SettlementFileConfig = toml::from_str(
-            "[house]\nname = \"House\"\nusd_aba = \"011000015\"\nmxn_clabe = \"032180000118359719\"\n",
+            "[house]\nname = \"House\"\ncountry = \"MX\"\nusd_aba = \"011000015\"\nmxn_clabe = \"032180000118359719\"\n",
         )
         .unwrap();
         let config = settlement_config(Some(file)).unwrap();
@@ -270,7 +279,13 @@ mod tests {
             (config.house.name.as_str(), config.house.usd_aba.as_str(), config.house.mxn_clabe.as_str()),
             ("House", "011000015", "032180000118359719")
         );
-        for bad in ["usd_aba = \"011000016\"", "mxn_clabe = \"032180000118359718\"", "bic = \"NOPE\""] {
+        assert_eq!(config.house.country, puente_core::Country::Mx);
+        for bad in [
+            "country = \"CA\"",
+            "usd_aba = \"011000016\"",
+            "mxn_clabe = \"032180000118359718\"",
+            "bic = \"NOPE\"",
+        ] {
             let file: SettlementFileConfig = toml::from_str(&format!("[house]\n{bad}\n")).unwrap();
             let error = settlement_config(Some(file)).unwrap_err().to_string();
             assert!(error.contains("house."), "{bad}: {error}");

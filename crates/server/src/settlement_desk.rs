@@ -66,6 +66,9 @@ impl Default for SettlementConfig {
 pub struct HouseBank {
     pub name: String,
     pub bic: String,
+    /// Where the house is domiciled: its payouts to the other country count as cross-border in
+    /// the fee report.
+    pub country: st::Country,
     /// ABA routing number of its USD account (Fedwire).
     pub usd_aba: String,
     /// CLABE of its MXN account (SPEI).
@@ -77,6 +80,7 @@ impl Default for HouseBank {
         HouseBank {
             name: "Puente FX house".into(),
             bic: String::new(),
+            country: st::Country::Us,
             // Placeholders with valid check digits; configure the house's real accounts.
             usd_aba: "021000021".into(),
             mxn_clabe: "002180000000000012".into(),
@@ -540,7 +544,7 @@ impl SettlementDesk {
             participant: HOUSE_PARTICIPANT.into(),
             name: bank.name.clone(),
             bic: bank.bic.clone(),
-            country: st::Country::Us,
+            country: bank.country,
             currencies,
             updated_at_ns: 0,
         };
