@@ -225,6 +225,47 @@ pub async fn serve(
 }
 
 /// Serves an opened ledger and the given extra services on a bound listener.
+/// How often the health watcher looks at the ledger.
+const HEALTH_POLL_MS: u64 = 500;
+
+/// Health follows the ledger: NOT_SERVING (the ledger service and the whole server) once a
+/// durable write has failed or the journal's history was found altered.
+fn spawn_health_watcher(
+    ledger: Ledger,
+    reporter: tonic_health::server::HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(HEALTH_POLL_MS)).await;
+            if !ledger.is_healthy() {
+                reporter
+                    .set_not_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
+                    .await;
+                reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+                break;
+            }
+        }
+    })
+}
+
+/// The span every request runs in: its method and the client's `x-request-id` (at most 64
+/// characters); the auth layer fills in the participant and the key id.
+fn request_span(request: &http::Request<()>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(64).collect::<String>())
+        .unwrap_or_default();
+    tracing::info_span!(
+        "grpc",
+        method = %request.uri().path(),
+        request_id = %request_id,
+        participant = tracing::field::Empty,
+        key_id = tracing::field::Empty,
+    )
+}
+
 pub async fn serve_with(
     ledger: Ledger,
     extras: Extras,
@@ -271,23 +312,7 @@ pub async fn serve_with(
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
 
-    // Health follows the ledger: NOT_SERVING once a durable write has failed.
-    let watcher = {
-        let ledger = ledger.clone();
-        let reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                if !ledger.is_healthy() {
-                    reporter
-                        .set_not_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
-                        .await;
-                    reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-                    break;
-                }
-            }
-        })
-    };
+    let watcher = spawn_health_watcher(ledger.clone(), health_reporter.clone());
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = extras.tls.clone() {
@@ -298,21 +323,7 @@ pub async fn serve_with(
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .tcp_nodelay(true)
         .timeout(Duration::from_millis(REQUEST_TIMEOUT_MS))
-        .trace_fn(|request| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(64).collect::<String>())
-                .unwrap_or_default();
-            tracing::info_span!(
-                "grpc",
-                method = %request.uri().path(),
-                request_id = %request_id,
-                participant = tracing::field::Empty,
-                key_id = tracing::field::Empty,
-            )
-        })
+        .trace_fn(request_span)
         .layer(metrics::GrpcMetricsLayer)
         .layer(auth_layer)
         .add_service(health_service)
