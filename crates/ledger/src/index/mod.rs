@@ -198,6 +198,98 @@ struct Dirty {
     owners: HashMap<AccountId, Arc<str>>,
 }
 
+impl Memory {
+    /// Where each transfer id's records are, and what became of each pending transfer.
+    fn index_ids(&mut self, op: &Op, location: Location) {
+        match op {
+            Op::Transfer(record) => {
+                let t = &record.transfer;
+                self.ids.entry(t.id).or_default().push(location);
+                if t.flags.pending {
+                    self.pendings.insert(t.id, PendingState::Pending);
+                } else if t.flags.post_pending {
+                    self.pendings.insert(t.pending_id, PendingState::Posted);
+                } else if t.flags.void_pending {
+                    self.pendings.insert(t.pending_id, PendingState::Voided);
+                }
+            }
+            Op::Refused(refused) => self.ids.entry(refused.id).or_default().push(location),
+            Op::Fail(failed) => self.ids.entry(failed.transfer.id).or_default().push(location),
+            Op::Expire { pending_id, .. } | Op::AutoPost { pending_id, .. } => {
+                let posted = matches!(op, Op::AutoPost { .. });
+                self.pendings
+                    .insert(*pending_id, if posted { PendingState::Posted } else { PendingState::Expired });
+                let id = crate::engine::expiry_record_id(*pending_id, posted);
+                self.ids.entry(id).or_default().push(location);
+            }
+            _ => {}
+        }
+    }
+
+    /// Appends a balance change to `owner`'s feed ("" is the ledger's), sealing a full chunk
+    /// for the next persist. A change at or before the chunk's last is one applied before (a
+    /// replay over what was persisted) and is skipped.
+    fn append_feed(&mut self, dirty: &mut Dirty, owner: &str, ts: u64, location: Location) {
+        if !self.feeds.contains_key(owner) {
+            self.feeds.insert(owner.to_owned(), FeedChunk { first_ts: ts, entries: Vec::new() });
+        }
+        let Some(chunk) = self.feeds.get_mut(owner) else { return };
+        if chunk.entries.last().is_some_and(|(last, _)| *last >= ts) {
+            return;
+        }
+        if chunk.is_full() {
+            let mut bytes = Vec::new();
+            chunk.encode(&mut bytes);
+            dirty.sealed.push((feed_key(owner, chunk.first_ts), bytes));
+            let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
+            chunk.entries.push((ts, location));
+            self.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
+        } else {
+            chunk.entries.push((ts, location));
+        }
+        if !dirty.feeds.contains(owner) {
+            dirty.feeds.insert(owner.to_owned());
+        }
+    }
+
+    /// Appends an entry to `account`'s history, sealing a full chunk (with its end balances as
+    /// the next one's start) for the next persist. An entry at or before the chunk's last is
+    /// one applied before and is skipped.
+    fn append_account(
+        &mut self,
+        dirty: &mut Dirty,
+        account: AccountId,
+        entry: ChunkEntry,
+    ) -> Result<(), LedgerError> {
+        let ts = entry.timestamp_ns;
+        let chunk = match self.accounts.get_mut(&account) {
+            Some(chunk) => chunk,
+            None => self.accounts.entry(account).or_insert(AccountChunk {
+                first_ts: ts,
+                start: [0; 4],
+                entries: Vec::new(),
+            }),
+        };
+        if chunk.entries.last().is_some_and(|last| last.timestamp_ns >= ts) {
+            return Ok(());
+        }
+        if chunk.is_full() {
+            let end = chunk.end_balances()?;
+            let mut bytes = Vec::new();
+            chunk.encode(&mut bytes);
+            dirty.sealed.push((account_key(account, chunk.first_ts).to_vec(), bytes));
+            let full =
+                std::mem::replace(chunk, AccountChunk { first_ts: ts, start: end, entries: vec![entry] });
+            self.sealed_accounts.entry(account).or_default().push(full);
+            dirty.accounts.insert(account);
+            return Ok(());
+        }
+        chunk.entries.push(entry);
+        dirty.accounts.insert(account);
+        Ok(())
+    }
+}
+
 impl Dirty {
     fn owner(&mut self, account: AccountId, owners: &dyn Owners) -> Option<Arc<str>> {
         if let Some(owner) = self.owners.get(&account) {
@@ -402,56 +494,13 @@ impl Index {
         for ((op, location), owners) in batch.ops.iter().zip(&batch.locations).zip(&op_owners) {
             let location = *location;
             let ts = op_timestamp(op);
-            match op {
-                Op::Transfer(record) => {
-                    let t = &record.transfer;
-                    memory.ids.entry(t.id).or_default().push(location);
-                    if t.flags.pending {
-                        memory.pendings.insert(t.id, PendingState::Pending);
-                    } else if t.flags.post_pending {
-                        memory.pendings.insert(t.pending_id, PendingState::Posted);
-                    } else if t.flags.void_pending {
-                        memory.pendings.insert(t.pending_id, PendingState::Voided);
-                    }
-                }
-                Op::Refused(refused) => memory.ids.entry(refused.id).or_default().push(location),
-                Op::Fail(failed) => memory.ids.entry(failed.transfer.id).or_default().push(location),
-                Op::Expire { pending_id, .. } | Op::AutoPost { pending_id, .. } => {
-                    let posted = matches!(op, Op::AutoPost { .. });
-                    memory.pendings.insert(
-                        *pending_id,
-                        if posted { PendingState::Posted } else { PendingState::Expired },
-                    );
-                    let id = crate::engine::expiry_record_id(*pending_id, posted);
-                    memory.ids.entry(id).or_default().push(location);
-                }
-                _ => {}
-            }
+            memory.index_ids(op, location);
             let Some((transfer_id, sides, kind, amount_minor, released_minor)) = entries_of(op) else {
                 continue;
             };
             // The feeds: the ledger's, and each party's.
             for owner in std::iter::once("").chain(owners.iter().flatten().map(|o| &**o)) {
-                if !memory.feeds.contains_key(owner) {
-                    memory.feeds.insert(owner.to_owned(), FeedChunk { first_ts: ts, entries: Vec::new() });
-                }
-                let Some(chunk) = memory.feeds.get_mut(owner) else { continue };
-                if chunk.entries.last().is_some_and(|(last, _)| *last >= ts) {
-                    continue; // applied before (a replay over what was persisted)
-                }
-                if chunk.is_full() {
-                    let mut bytes = Vec::new();
-                    chunk.encode(&mut bytes);
-                    dirty.sealed.push((feed_key(owner, chunk.first_ts), bytes));
-                    let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
-                    chunk.entries.push((ts, location));
-                    memory.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
-                } else {
-                    chunk.entries.push((ts, location));
-                }
-                if !dirty.feeds.contains(owner) {
-                    dirty.feeds.insert(owner.to_owned());
-                }
+                memory.append_feed(&mut dirty, owner, ts, location);
             }
             // The two accounts' histories.
             for (account, is_debit) in sides {
@@ -468,32 +517,7 @@ impl Index {
                     },
                     location,
                 };
-                let chunk = match memory.accounts.get_mut(&account) {
-                    Some(chunk) => chunk,
-                    None => memory.accounts.entry(account).or_insert(AccountChunk {
-                        first_ts: ts,
-                        start: [0; 4],
-                        entries: Vec::new(),
-                    }),
-                };
-                if chunk.entries.last().is_some_and(|last| last.timestamp_ns >= ts) {
-                    continue; // applied before (a replay over what was persisted)
-                }
-                if chunk.is_full() {
-                    let end = chunk.end_balances()?;
-                    let mut bytes = Vec::new();
-                    chunk.encode(&mut bytes);
-                    dirty.sealed.push((account_key(account, chunk.first_ts).to_vec(), bytes));
-                    let full = std::mem::replace(
-                        chunk,
-                        AccountChunk { first_ts: ts, start: end, entries: vec![entry] },
-                    );
-                    memory.sealed_accounts.entry(account).or_default().push(full);
-                    dirty.accounts.insert(account);
-                    continue;
-                }
-                chunk.entries.push(entry);
-                dirty.accounts.insert(account);
+                memory.append_account(&mut dirty, account, entry)?;
             }
         }
         drop(memory);
@@ -910,12 +934,37 @@ impl Index {
     }
 }
 
+/// How long an open waits for sled's lock on the index to be released (a process that was
+/// just killed, or a ledger of this process just dropped whose sled threads are finishing)
+/// before it reports the index as in use.
+const INDEX_LOCK_WAIT_MS: u64 = 5_000;
+/// Pause between two attempts at the lock.
+const INDEX_LOCK_RETRY_MS: u64 = 20;
+
 fn open_db(dir: &Path) -> Result<sled::Db, LedgerError> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(256 * 1024 * 1024)
-        // The index is derived: the journal gives durability; flush only bounds replay.
-        .flush_every_ms(Some(1_000))
-        .open()
-        .map_err(|e| LedgerError::Corrupt(format!("cannot open the index at {}: {e}", dir.display())))
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(INDEX_LOCK_WAIT_MS);
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 * 1024 * 1024)
+            // The index is derived: the journal gives durability; flush only bounds replay.
+            .flush_every_ms(Some(1_000))
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            // sled reports a held lock as an `Other` I/O error with this text.
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(INDEX_LOCK_RETRY_MS));
+            }
+            Err(error) => {
+                return Err(LedgerError::Corrupt(format!(
+                    "cannot open the index at {}: {error}",
+                    dir.display()
+                )));
+            }
+        }
+    }
 }

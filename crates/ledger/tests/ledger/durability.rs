@@ -878,3 +878,22 @@ async fn a_damaged_or_unfinished_snapshot_is_skipped() {
     assert_eq!(ledger.recovery().replayed_into_state, ledger.recovery().journal_entries);
     assert_eq!(everything(&ledger).await, before);
 }
+
+/// A start right after another holder of the index let it go (a process just killed, a ledger
+/// just dropped) waits for sled's lock, bounded, instead of failing.
+#[tokio::test]
+async fn an_index_held_for_a_moment_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    close(ledger, dir.path());
+    let held = sled::Config::new().path(dir.path().join("index").join("sled")).open().unwrap();
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+    });
+    // Ledger::open itself, not the retrying helper.
+    let ledger = Ledger::open(LedgerConfig::new(dir.path())).expect("the open waits for the lock");
+    releaser.join().unwrap();
+    assert_eq!(ledger.recovery().journal_entries, 6);
+}
