@@ -186,17 +186,9 @@ impl MemoryStore {
         cursor_ns: Option<u64>,
         limit: usize,
     ) -> Result<Vec<Entry>, LedgerError> {
-        let (mut lo, mut hi) = (from_ns, to_ns);
-        if let Some(cursor) = cursor_ns {
-            if descending {
-                hi = hi.min(cursor);
-            } else {
-                lo = lo.max(cursor.saturating_add(1));
-            }
-        }
-        if lo >= hi {
+        let Some((lo, hi)) = crate::types::time_window(from_ns, to_ns, descending, cursor_ns) else {
             return Ok(Vec::new());
-        }
+        };
         let m = self.read();
         let range = m.entries.range((account_id, lo)..(account_id, hi)).map(|(_, e)| *e);
         let limit = limit.min(PAGE_SIZE_MAX);

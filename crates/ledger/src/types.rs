@@ -488,3 +488,17 @@ impl RefusedTransfer {
 pub fn expires_at(timestamp_ns: u64, timeout_ms: u64) -> u64 {
     if timeout_ms == 0 { 0 } else { timestamp_ns.saturating_add(timeout_ms.saturating_mul(1_000_000)) }
 }
+
+/// The time range `[lo, hi)` a page of a statement covers: `from_ns <= t < to_ns`, and after the
+/// cursor (exclusive) in the page's direction; `None` when it is empty.
+pub fn time_window(from_ns: u64, to_ns: u64, descending: bool, cursor_ns: Option<u64>) -> Option<(u64, u64)> {
+    let (mut lo, mut hi) = (from_ns, to_ns);
+    if let Some(cursor) = cursor_ns {
+        if descending {
+            hi = hi.min(cursor);
+        } else {
+            lo = lo.max(cursor.saturating_add(1));
+        }
+    }
+    (lo < hi).then_some((lo, hi))
+}

@@ -806,16 +806,11 @@ impl Index {
         cursor_ns: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(Entry, Location)>, LedgerError> {
-        let (mut lo, mut hi) = (from_ns, to_ns);
-        if let Some(cursor) = cursor_ns {
-            if descending {
-                hi = hi.min(cursor);
-            } else {
-                lo = lo.max(cursor.saturating_add(1));
-            }
-        }
         let limit = limit.min(PAGE_SIZE_MAX);
-        if lo >= hi || limit == 0 {
+        let Some((lo, hi)) = crate::types::time_window(from_ns, to_ns, descending, cursor_ns) else {
+            return Ok(Vec::new());
+        };
+        if limit == 0 {
             return Ok(Vec::new());
         }
         let (current, sealed) = {
