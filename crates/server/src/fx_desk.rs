@@ -827,6 +827,36 @@ impl FxDesk {
             return Err(self.not_issued(&quote));
         }
         check_executable(&quote, now_ms())?;
+        self.check_accounts(caller, &quote, source, destination)?;
+        let window = if quote.segment == Segment::Remittance { self.cancellation_window_ms } else { 0 };
+        let legs = execution_legs(&quote, source, destination, window, &metadata);
+        let ids: Vec<TransferId> = legs.iter().map(|t| t.id).collect();
+        let span = tracing::info_span!("fx_execute", quote_id = %quote_uuid, execution_id = %execution);
+        let outcomes = self.ledger.create_transfers(actor, legs).instrument(span).await?;
+        if let Some(failure) =
+            outcomes.iter().find(|o| !o.result.is_ok() && o.result != TransferResult::LinkedEventFailed)
+        {
+            return Err(match failure.result {
+                r if r.code().starts_with("EXISTS_WITH_DIFFERENT") => DeskError::AlreadyUsed,
+                r => DeskError::Refused(r.code()),
+            });
+        }
+        let replayed = outcomes.iter().all(|o| o.replayed);
+        let timestamp_ns = outcomes.first().map(|o| o.timestamp_ns).unwrap_or(0);
+        let mut execution = self.describe(quote, replayed, timestamp_ns, window).await?;
+        execution.transfer_ids = ids;
+        Ok(execution)
+    }
+
+    /// The accounts of an execution: the source is the quote's participant's (and the caller's,
+    /// for a participant) in the currency sold; the destination is in the currency bought.
+    fn check_accounts(
+        &self,
+        caller: &Caller,
+        quote: &Quote,
+        source: AccountId,
+        destination: AccountId,
+    ) -> Result<(), DeskError> {
         let source_account = self.account(source, "source")?;
         if caller.scope().is_some_and(|own| source_account.participant != own) {
             return Err(DeskError::AccountNotFound {
@@ -856,56 +886,7 @@ impl FxDesk {
                 actual: destination_account.currency,
             });
         }
-        let held = quote.segment == Segment::Remittance;
-        let window = if held { self.cancellation_window_ms } else { 0 };
-        let leg = |n: u8, debit: AccountId, credit: AccountId, currency: CurrencyCode, amount_minor: u64| {
-            Transfer {
-                id: leg_id(&quote.id, n),
-                debit_account_id: debit,
-                credit_account_id: credit,
-                amount_minor,
-                currency,
-                flags: TransferFlags {
-                    linked: true,
-                    pending: held,
-                    post_on_expiry: held,
-                    ..Default::default()
-                },
-                pending_id: 0,
-                timeout_ms: window,
-                reference: format!("fx {quote_uuid} leg {n}"),
-                metadata: metadata.clone(),
-            }
-        };
-        let mut legs = vec![
-            leg(1, source, house_account_id("liquidity", sell), sell, quote.send_amount_minor),
-            leg(2, house_account_id("liquidity", buy), destination, buy, quote.receive_amount_minor),
-        ];
-        if quote.fee_total_minor > 0 {
-            legs.push(leg(3, source, house_account_id("fees", sell), sell, quote.fee_total_minor));
-        }
-        if quote.tax_minor > 0 {
-            legs.push(leg(4, source, house_account_id("taxes", sell), sell, quote.tax_minor));
-        }
-        if let Some(last) = legs.last_mut() {
-            last.flags.linked = false;
-        }
-        let ids: Vec<TransferId> = legs.iter().map(|t| t.id).collect();
-        let span = tracing::info_span!("fx_execute", quote_id = %quote_uuid, execution_id = %execution);
-        let outcomes = self.ledger.create_transfers(actor, legs).instrument(span).await?;
-        if let Some(failure) =
-            outcomes.iter().find(|o| !o.result.is_ok() && o.result != TransferResult::LinkedEventFailed)
-        {
-            return Err(match failure.result {
-                r if r.code().starts_with("EXISTS_WITH_DIFFERENT") => DeskError::AlreadyUsed,
-                r => DeskError::Refused(r.code()),
-            });
-        }
-        let replayed = outcomes.iter().all(|o| o.replayed);
-        let timestamp_ns = outcomes.first().map(|o| o.timestamp_ns).unwrap_or(0);
-        let mut execution = self.describe(quote, replayed, timestamp_ns, window).await?;
-        execution.transfer_ids = ids;
-        Ok(execution)
+        Ok(())
     }
 
     /// A validly signed quote that differs from the one issued under its id: only a holder of
@@ -1082,4 +1063,47 @@ pub async fn prune_periodically(desk: Arc<FxDesk>) {
             Err(error) => tracing::error!(%error, "the quote pruning task failed"),
         }
     }
+}
+
+/// The linked ledger legs of an execution, with system ids derived from the quote's: the send
+/// amount to the house's liquidity and the amount received from it, then the fee and the tax
+/// when there are any. A remittance's legs are pending for its cancellation `window_ms` and post
+/// at its end.
+fn execution_legs(
+    quote: &Quote,
+    source: AccountId,
+    destination: AccountId,
+    window_ms: u64,
+    metadata: &Metadata,
+) -> Vec<Transfer> {
+    let quote_uuid = uuid::Uuid::from_bytes(quote.id).to_string();
+    let (sell, buy) = (quote.pair.base, quote.pair.quote);
+    let held = quote.segment == Segment::Remittance;
+    let leg =
+        |n: u8, debit: AccountId, credit: AccountId, currency: CurrencyCode, amount_minor: u64| Transfer {
+            id: leg_id(&quote.id, n),
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount_minor,
+            currency,
+            flags: TransferFlags { linked: true, pending: held, post_on_expiry: held, ..Default::default() },
+            pending_id: 0,
+            timeout_ms: window_ms,
+            reference: format!("fx {quote_uuid} leg {n}"),
+            metadata: metadata.clone(),
+        };
+    let mut legs = vec![
+        leg(1, source, house_account_id("liquidity", sell), sell, quote.send_amount_minor),
+        leg(2, house_account_id("liquidity", buy), destination, buy, quote.receive_amount_minor),
+    ];
+    if quote.fee_total_minor > 0 {
+        legs.push(leg(3, source, house_account_id("fees", sell), sell, quote.fee_total_minor));
+    }
+    if quote.tax_minor > 0 {
+        legs.push(leg(4, source, house_account_id("taxes", sell), sell, quote.tax_minor));
+    }
+    if let Some(last) = legs.last_mut() {
+        last.flags.linked = false;
+    }
+    legs
 }
