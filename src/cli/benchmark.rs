@@ -503,6 +503,18 @@ fn in_process_transfer(m: &Move) -> Transfer {
     }
 }
 
+/// Says on stderr what is about to be measured, and how long the setup took.
+fn announce(args: &BenchmarkArgs, setup: Duration) {
+    eprintln!(
+        "puente benchmark: {} wallets opened and funded in {:.1} s (not measured); {} transfers in batches of {} from {} client(s)",
+        args.accounts,
+        setup.as_secs_f64(),
+        args.transfers,
+        args.batch,
+        args.clients
+    );
+}
+
 async fn in_process(args: &BenchmarkArgs) -> Result<Report, CliError> {
     let filesystem = benchmark_dir(&args.dir)?;
     let data = DataDir::create(&args.dir, args.keep)?;
@@ -514,14 +526,7 @@ async fn in_process(args: &BenchmarkArgs) -> Result<Report, CliError> {
     let setup_started = Instant::now();
     open_in_process(&ledger, ids, book).await?;
     let setup = setup_started.elapsed();
-    eprintln!(
-        "puente benchmark: {} wallets opened and funded in {:.1} s (not measured); {} transfers in batches of {} from {} client(s)",
-        args.accounts,
-        setup.as_secs_f64(),
-        args.transfers,
-        args.batch,
-        args.clients
-    );
+    announce(args, setup);
     let stats = ledger.stats();
     let (commits_before, events_before) =
         (stats.commits.load(Ordering::Relaxed), stats.events.load(Ordering::Relaxed));
@@ -713,14 +718,7 @@ async fn over_grpc(args: &BenchmarkArgs, server: &str, options: &ConnectOptions)
         clients.push(Remote(Client::connect_with(server, options).await?));
     }
     let setup = setup_started.elapsed();
-    eprintln!(
-        "puente benchmark: {} wallets opened and funded in {:.1} s (not measured); {} transfers in batches of {} from {} client(s)",
-        args.accounts,
-        setup.as_secs_f64(),
-        args.transfers,
-        args.batch,
-        args.clients
-    );
+    announce(args, setup);
     let batches = generate(args, ids, grpc_transfer)?;
     let measured = measure(clients, batches).await?;
     Ok(Report {

@@ -394,54 +394,75 @@ impl Engine {
     }
 }
 
+/// What a retry must repeat exactly, in the order differences are reported; the free text
+/// (reference, metadata) is compared after it, as text or through digests.
+struct Fixed<'a> {
+    flags: &'a TransferFlags,
+    debit_account_id: AccountId,
+    credit_account_id: AccountId,
+    amount_minor: u64,
+    currency: CurrencyCode,
+    pending_id: TransferId,
+    timeout_ms: u64,
+}
+
+impl Fixed<'_> {
+    fn compare(&self, t: &Transfer) -> TransferResult {
+        use TransferResult::*;
+        if *self.flags != t.flags {
+            ExistsWithDifferentFlags
+        } else if self.debit_account_id != t.debit_account_id {
+            ExistsWithDifferentDebitAccountId
+        } else if self.credit_account_id != t.credit_account_id {
+            ExistsWithDifferentCreditAccountId
+        } else if self.amount_minor != t.amount_minor {
+            ExistsWithDifferentAmount
+        } else if self.currency != t.currency {
+            ExistsWithDifferentCurrency
+        } else if self.pending_id != t.pending_id {
+            ExistsWithDifferentPendingId
+        } else if self.timeout_ms != t.timeout_ms {
+            ExistsWithDifferentTimeout
+        } else {
+            Ok
+        }
+    }
+}
+
 /// A retry against a remembered failure: the same checks as [`compare_transfer`], the free text
 /// through its digests.
 fn compare_refused(prior: &RefusedTransfer, t: &Transfer) -> TransferResult {
     use TransferResult::*;
-    if prior.flags != t.flags {
-        ExistsWithDifferentFlags
-    } else if prior.debit_account_id != t.debit_account_id {
-        ExistsWithDifferentDebitAccountId
-    } else if prior.credit_account_id != t.credit_account_id {
-        ExistsWithDifferentCreditAccountId
-    } else if prior.amount_minor != t.amount_minor {
-        ExistsWithDifferentAmount
-    } else if prior.currency != t.currency {
-        ExistsWithDifferentCurrency
-    } else if prior.pending_id != t.pending_id {
-        ExistsWithDifferentPendingId
-    } else if prior.timeout_ms != t.timeout_ms {
-        ExistsWithDifferentTimeout
-    } else if prior.reference_digest != reference_digest(&t.reference) {
-        ExistsWithDifferentReference
-    } else if prior.metadata_digest != metadata_digest(&t.metadata) {
-        ExistsWithDifferentMetadata
-    } else {
-        Ok
+    let fixed = Fixed {
+        flags: &prior.flags,
+        debit_account_id: prior.debit_account_id,
+        credit_account_id: prior.credit_account_id,
+        amount_minor: prior.amount_minor,
+        currency: prior.currency,
+        pending_id: prior.pending_id,
+        timeout_ms: prior.timeout_ms,
+    };
+    match fixed.compare(t) {
+        Ok if prior.reference_digest != reference_digest(&t.reference) => ExistsWithDifferentReference,
+        Ok if prior.metadata_digest != metadata_digest(&t.metadata) => ExistsWithDifferentMetadata,
+        result => result,
     }
 }
 
 fn compare_transfer(prior: &Transfer, t: &Transfer) -> TransferResult {
     use TransferResult::*;
-    if prior.flags != t.flags {
-        ExistsWithDifferentFlags
-    } else if prior.debit_account_id != t.debit_account_id {
-        ExistsWithDifferentDebitAccountId
-    } else if prior.credit_account_id != t.credit_account_id {
-        ExistsWithDifferentCreditAccountId
-    } else if prior.amount_minor != t.amount_minor {
-        ExistsWithDifferentAmount
-    } else if prior.currency != t.currency {
-        ExistsWithDifferentCurrency
-    } else if prior.pending_id != t.pending_id {
-        ExistsWithDifferentPendingId
-    } else if prior.timeout_ms != t.timeout_ms {
-        ExistsWithDifferentTimeout
-    } else if prior.reference != t.reference {
-        ExistsWithDifferentReference
-    } else if prior.metadata != t.metadata {
-        ExistsWithDifferentMetadata
-    } else {
-        Ok
+    let fixed = Fixed {
+        flags: &prior.flags,
+        debit_account_id: prior.debit_account_id,
+        credit_account_id: prior.credit_account_id,
+        amount_minor: prior.amount_minor,
+        currency: prior.currency,
+        pending_id: prior.pending_id,
+        timeout_ms: prior.timeout_ms,
+    };
+    match fixed.compare(t) {
+        Ok if prior.reference != t.reference => ExistsWithDifferentReference,
+        Ok if prior.metadata != t.metadata => ExistsWithDifferentMetadata,
+        result => result,
     }
 }
