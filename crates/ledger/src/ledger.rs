@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::LedgerError;
 use crate::engine::holders::{HolderRequest, HolderResult};
 use crate::engine::identity::{Credentials, IdentityRequest, IdentityResult};
-use crate::engine::settlement::{SettlementRequest, SettlementResult};
+use crate::engine::settlement::{SettlementCall, SettlementRefusal};
 use crate::engine::{Engine, EngineState, Entry, Op, Output, Prefetched, Prior, Wanted};
 use crate::index::{Index, IndexBatch, Owners};
 use crate::journal::{self, ChainHash, Journal, JournalReader, Location, ResumePoint};
@@ -86,10 +86,7 @@ enum Command {
     },
     /// Settlement profiles and windows (see `engine::settlement`): reads are answered from the
     /// engine's state, changes are journaled like transfers.
-    Settlement {
-        request: Box<SettlementRequest>,
-        reply: oneshot::Sender<Result<SettlementResult, LedgerError>>,
-    },
+    Settlement(Box<dyn SettlementJob>),
     /// Participants, keys and certificates (see `engine::identity`).
     Identity {
         request: Box<IdentityRequest>,
@@ -110,7 +107,7 @@ impl Command {
             Command::CreateAccounts { actor, .. }
             | Command::CreateTransfers { actor, .. }
             | Command::CloseAccount { actor, .. } => actor.scope(),
-            Command::Settlement { .. } | Command::Identity { .. } | Command::Holder { .. } => "",
+            Command::Settlement(_) | Command::Identity { .. } | Command::Holder { .. } => "",
         }
     }
 
@@ -118,7 +115,7 @@ impl Command {
         match self {
             Command::CreateAccounts { batch, .. } => batch.len(),
             Command::CreateTransfers { batch, .. } => batch.len(),
-            Command::Settlement { .. }
+            Command::Settlement(_)
             | Command::CloseAccount { .. }
             | Command::Identity { .. }
             | Command::Holder { .. } => 1,
@@ -129,7 +126,7 @@ impl Command {
         match self {
             Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
             Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
-            Command::Settlement { reply, .. } => drop(reply.send(Err(error))),
+            Command::Settlement(job) => job.fail(error),
             Command::CloseAccount { reply, .. } => drop(reply.send(Err(error))),
             Command::Identity { reply, .. } => drop(reply.send(Err(error))),
             Command::Holder { reply, .. } => drop(reply.send(Err(error))),
@@ -589,9 +586,12 @@ impl Ledger {
 
     /// A settlement command or read, run by the writer (so that it sees, and changes, exactly
     /// the committed state). The answer comes after the ops it made are durable.
-    pub async fn settlement(&self, request: SettlementRequest) -> Result<SettlementResult, LedgerError> {
+    pub async fn settlement<C: SettlementCall>(
+        &self,
+        call: C,
+    ) -> Result<Result<C::Answer, SettlementRefusal>, LedgerError> {
         let (reply, response) = oneshot::channel();
-        self.send(Command::Settlement { request: Box::new(request), reply }).await?;
+        self.send(Command::Settlement(Box::new(Job { call, reply }))).await?;
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
     }
 
@@ -1089,6 +1089,46 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, res
     Box::new(Answer { reply, result })
 }
 
+/// A settlement call with the reply channel of its own answer type, as the writer's queue
+/// holds it (one object type for every call).
+trait SettlementJob: Send {
+    fn wanted(&self, engine: &Engine, wanted: &mut Wanted);
+    fn run(
+        self: Box<Self>,
+        engine: &mut Engine,
+        prefetched: &Prefetched,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Box<dyn Reply>;
+    fn fail(self: Box<Self>, error: LedgerError);
+}
+
+struct Job<C: SettlementCall> {
+    call: C,
+    reply: oneshot::Sender<Result<Result<C::Answer, SettlementRefusal>, LedgerError>>,
+}
+
+impl<C: SettlementCall> SettlementJob for Job<C> {
+    fn wanted(&self, engine: &Engine, wanted: &mut Wanted) {
+        engine.settlement_wanted(&self.call, wanted);
+    }
+
+    fn run(
+        self: Box<Self>,
+        engine: &mut Engine,
+        prefetched: &Prefetched,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> Box<dyn Reply> {
+        let Job { call, reply } = *self;
+        answer(reply, engine.settlement_call(prefetched, call, now_ns, out))
+    }
+
+    fn fail(self: Box<Self>, error: LedgerError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
 impl Writer {
     fn run(mut self, queue: Arc<FairQueue<Command>>, mut handles_gone: mpsc::Receiver<()>) {
         let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -1168,7 +1208,7 @@ impl Writer {
         for command in group {
             match command {
                 Command::CreateTransfers { batch, .. } => self.engine.wanted(batch, &mut wanted),
-                Command::Settlement { request, .. } => self.engine.settlement_wanted(request, &mut wanted),
+                Command::Settlement(job) => job.wanted(&self.engine, &mut wanted),
                 _ => {}
             }
         }
@@ -1274,10 +1314,7 @@ impl Writer {
                 Command::CloseAccount { actor, id, reply } => {
                     replies.push(answer(reply, self.engine.close_account(&actor, id, now, out)));
                 }
-                Command::Settlement { request, reply } => {
-                    let result = self.engine.settlement_command(&prefetched, *request, now, out);
-                    replies.push(answer(reply, result));
-                }
+                Command::Settlement(job) => replies.push(job.run(&mut self.engine, &prefetched, now, out)),
                 Command::Identity { request, reply } => {
                     replies.push(answer(reply, self.engine.identity_command(*request, now, out)));
                 }

@@ -24,7 +24,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use puente_ledger::settlement::{
-    SettlementRequest, SettlementResponse, WINDOW_PAGE_MAX, WindowState, WindowView, hub_account_id,
+    Confirm, ListWindows, RejectPayments, WINDOW_PAGE_MAX, WindowState, WindowView, hub_account_id,
 };
 use puente_proto::v1 as pb;
 use puente_settlement::reconcile::{
@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 
 use crate::convert::{money, scale, window_out};
 use crate::error::{ApiError, Violation};
-use crate::settlement_desk::{SettlementDesk, unexpected};
+use crate::settlement_desk::SettlementDesk;
 
 /// The XSD validator, found on `PATH` (Debian: package libxml2-utils).
 pub const XMLLINT_PROGRAM: &str = "xmllint";
@@ -220,16 +220,8 @@ async fn windows_in(settlement: &SettlementDesk, state: WindowState) -> Result<V
     let mut out = Vec::new();
     let mut after_id = 0;
     loop {
-        let request = SettlementRequest::ListWindows {
-            currency: None,
-            state: Some(state),
-            after_id,
-            limit: WINDOW_PAGE_MAX,
-        };
-        let page = match settlement.call(request).await? {
-            SettlementResponse::Windows(w) => w,
-            other => return Err(unexpected(&other)),
-        };
+        let call = ListWindows { currency: None, state: Some(state), after_id, limit: WINDOW_PAGE_MAX };
+        let page = settlement.call(call).await?;
         let full = page.len() == WINDOW_PAGE_MAX;
         after_id = page.last().map(|w| w.id).unwrap_or(after_id);
         out.extend(page);
@@ -294,13 +286,11 @@ pub async fn reconcile_statements(
     for w in &mut outcome.windows {
         if !request.dry_run {
             if let Some(reason) = &w.rejection {
-                let reject =
-                    SettlementRequest::RejectPayments { window_id: w.window_id, reason: reason.clone() };
+                let reject = RejectPayments { window_id: w.window_id, reason: reason.clone() };
                 settlement.window(reject).await?;
             }
             for participant in &w.confirm {
-                let confirm =
-                    SettlementRequest::Confirm { window_id: w.window_id, participant: participant.clone() };
+                let confirm = Confirm { window_id: w.window_id, participant: participant.clone() };
                 if settlement.window(confirm).await?.1 {
                     w.confirmed_now.push(participant.clone());
                 }

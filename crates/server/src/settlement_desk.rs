@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use puente_ledger::Ledger;
 use puente_ledger::settlement::{
-    self as st, ParticipantProfile, SettlementRefusal, SettlementRequest, SettlementResponse, WindowId,
-    WindowState, WindowView,
+    self as st, ParticipantProfile, SettlementCall, SettlementRefusal, WindowChange, WindowId, WindowState,
+    WindowView,
 };
 use puente_money::CurrencyCode;
 use puente_netting::FeeModel;
@@ -143,41 +143,37 @@ impl SettlementDesk {
         &self.ledger
     }
 
-    pub(crate) async fn call(&self, request: SettlementRequest) -> Result<SettlementResponse, ApiError> {
-        Ok(self.ledger.settlement(request).await??)
+    /// One settlement call through the ledger's writer; the answer's type follows the call.
+    pub(crate) async fn call<C: SettlementCall>(&self, call: C) -> Result<C::Answer, ApiError> {
+        Ok(self.ledger.settlement(call).await??)
     }
 
-    pub(crate) async fn window(&self, request: SettlementRequest) -> Result<(WindowView, bool), ApiError> {
-        match self.call(request).await? {
-            SettlementResponse::Window { window, changed } => Ok((window, changed)),
-            other => Err(unexpected(&other)),
-        }
+    /// A window command, answered with the window after it and whether it changed anything.
+    pub(crate) async fn window<C: SettlementCall<Answer = WindowChange>>(
+        &self,
+        call: C,
+    ) -> Result<(WindowView, bool), ApiError> {
+        let WindowChange { window, changed } = self.call(call).await?;
+        Ok((window, changed))
     }
 
     pub async fn get_window(&self, window_id: WindowId, with_flows: bool) -> Result<WindowView, ApiError> {
-        Ok(self.window(SettlementRequest::GetWindow { window_id, with_flows }).await?.0)
+        self.call(st::GetWindow { window_id, with_flows }).await
     }
 
     pub async fn profiles(&self) -> Result<BTreeMap<String, ParticipantProfile>, ApiError> {
-        match self.call(SettlementRequest::ListProfiles).await? {
-            SettlementResponse::Profiles(list) => {
-                Ok(list.into_iter().map(|p| (p.participant.clone(), p)).collect())
-            }
-            other => Err(unexpected(&other)),
-        }
+        let list = self.call(st::ListProfiles).await?;
+        Ok(list.into_iter().map(|p| (p.participant.clone(), p)).collect())
     }
 
     async fn open_window_of(&self, currency: CurrencyCode) -> Result<WindowId, ApiError> {
-        let request = SettlementRequest::ListWindows {
+        let call = st::ListWindows {
             currency: Some(currency),
             state: Some(WindowState::Open),
             after_id: 0,
             limit: 1,
         };
-        match self.call(request).await? {
-            SettlementResponse::Windows(w) => Ok(w.first().map(|w| w.id).unwrap_or(0)),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.call(call).await?.first().map(|w| w.id).unwrap_or(0))
     }
 
     /// Closes a window: OPEN → CLOSING (the next window opens), then netting, then CLOSED or
@@ -187,16 +183,14 @@ impl SettlementDesk {
         window_id: Option<WindowId>,
         currency: Option<CurrencyCode>,
     ) -> Result<Closed, ApiError> {
-        let (mut window, mut changed) =
-            self.window(SettlementRequest::CloseWindow { window_id, currency }).await?;
+        let (mut window, mut changed) = self.window(st::CloseWindow { window_id, currency }).await?;
         if matches!(window.state, WindowState::Closing | WindowState::Failed) {
             let detail = self.get_window(window.id, true).await?;
             let profiles = self.profiles().await?;
             let failure = build_report(&detail, &profiles, &self.config.fees, self.config.rate_mxn_per_usd)
                 .err()
                 .map(|e| format!("netting failed: {e}"));
-            let (closed, finished) =
-                self.window(SettlementRequest::FinishClose { window_id: window.id, failure }).await?;
+            let (closed, finished) = self.window(st::FinishClose { window_id: window.id, failure }).await?;
             window = closed;
             changed |= finished;
         }
@@ -220,7 +214,7 @@ impl SettlementDesk {
             tracing::warn!(window_id, "settlement run: test pause before posting");
             tokio::time::sleep(pause).await;
         }
-        let (window, changed) = self.window(SettlementRequest::Settle { window_id }).await?;
+        let (window, changed) = self.window(st::Settle { window_id }).await?;
         tracing::info!(
             window_id,
             state = window.state.code(),
@@ -256,16 +250,13 @@ impl SettlementDesk {
 
     /// Closes every open window (the scheduler's job at each cutoff).
     pub async fn close_all_open(&self) -> Result<Vec<Closed>, ApiError> {
-        let request = SettlementRequest::ListWindows {
+        let call = st::ListWindows {
             currency: None,
             state: Some(WindowState::Open),
             after_id: 0,
             limit: st::WINDOW_PAGE_MAX,
         };
-        let open = match self.call(request).await? {
-            SettlementResponse::Windows(w) => w,
-            other => return Err(unexpected(&other)),
-        };
+        let open = self.call(call).await?;
         let mut closed = Vec::new();
         for window in open {
             closed.push(self.close(Some(window.id), None).await?);
@@ -283,12 +274,6 @@ fn report_refusal(error: puente_settlement::SettlementError) -> SettlementRefusa
         }
         other => SettlementRefusal::ProfileInvalid { field: "window".into(), reason: other.to_string() },
     }
-}
-
-pub(crate) fn unexpected(response: &SettlementResponse) -> ApiError {
-    ApiError::Ledger(puente_ledger::LedgerError::Storage(format!(
-        "unexpected settlement response {response:?}"
-    )))
 }
 
 // ----- journal chain head in reports --------------------------------------------------------
@@ -355,10 +340,7 @@ pub struct SettlementTransferView {
 
 impl SettlementDesk {
     pub async fn get_profile(&self, participant: String) -> Result<ParticipantProfile, ApiError> {
-        match self.call(SettlementRequest::GetProfile(participant)).await? {
-            SettlementResponse::Profile(p) => Ok(p),
-            other => Err(unexpected(&other)),
-        }
+        self.call(st::GetProfile(participant)).await
     }
 
     /// Sets a participant's profile. Puente's own participants (`puente-*`) are refused: the
@@ -374,18 +356,12 @@ impl SettlementDesk {
     }
 
     async fn store_profile(&self, profile: ParticipantProfile) -> Result<ParticipantProfile, ApiError> {
-        match self.call(SettlementRequest::SetProfile(profile)).await? {
-            SettlementResponse::Profile(p) => Ok(p),
-            other => Err(unexpected(&other)),
-        }
+        self.call(st::SetProfile(profile)).await
     }
 
     /// A participant's net debit positions in the open windows, per currency.
     pub async fn positions(&self, participant: String) -> Result<Vec<(CurrencyCode, i128)>, ApiError> {
-        match self.call(SettlementRequest::Positions(participant)).await? {
-            SettlementResponse::Positions(p) => Ok(p),
-            other => Err(unexpected(&other)),
-        }
+        self.call(st::Positions(participant)).await
     }
 
     pub async fn list_windows(
@@ -395,10 +371,7 @@ impl SettlementDesk {
         after_id: WindowId,
         limit: usize,
     ) -> Result<Vec<WindowView>, ApiError> {
-        match self.call(SettlementRequest::ListWindows { currency, state, after_id, limit }).await? {
-            SettlementResponse::Windows(w) => Ok(w),
-            other => Err(unexpected(&other)),
-        }
+        self.call(st::ListWindows { currency, state, after_id, limit }).await
     }
 
     pub async fn confirm(
@@ -406,7 +379,7 @@ impl SettlementDesk {
         window_id: WindowId,
         participant: String,
     ) -> Result<(WindowView, bool), ApiError> {
-        self.window(SettlementRequest::Confirm { window_id, participant }).await
+        self.window(st::Confirm { window_id, participant }).await
     }
 
     /// The settlement transfers of a window being or having been settled (none before).

@@ -2,7 +2,7 @@
 //! gauges (every 10 s and after each run): windows per state (SETTLED left out: its count only
 //! grows) and every profiled participant's net debit position against its Net Debit Cap.
 
-use puente_ledger::settlement::{SettlementRequest, SettlementResponse, WINDOW_PAGE_MAX, WindowState};
+use puente_ledger::settlement::{ListWindows, Positions, WINDOW_PAGE_MAX, WindowState};
 
 use crate::metrics::PARTICIPANT_LABELS_MAX;
 use crate::settlement_desk::SettlementDesk;
@@ -26,13 +26,8 @@ pub async fn refresh(settlement: &SettlementDesk) {
         let mut count = 0u64;
         let mut after_id = 0;
         loop {
-            let request = SettlementRequest::ListWindows {
-                currency: None,
-                state: Some(state),
-                after_id,
-                limit: WINDOW_PAGE_MAX,
-            };
-            let Ok(SettlementResponse::Windows(page)) = settlement.call(request).await else { return };
+            let call = ListWindows { currency: None, state: Some(state), after_id, limit: WINDOW_PAGE_MAX };
+            let Ok(page) = settlement.call(call).await else { return };
             count += page.len() as u64;
             match page.last() {
                 Some(last) if page.len() == WINDOW_PAGE_MAX => after_id = last.id,
@@ -50,13 +45,13 @@ pub async fn refresh(settlement: &SettlementDesk) {
         let settlement = settlement.clone();
         let participant = profile.participant.clone();
         tasks.spawn(async move {
-            let positions = settlement.call(SettlementRequest::Positions(participant.clone())).await;
+            let positions = settlement.call(Positions(participant.clone())).await;
             (participant, positions)
         });
     }
     let mut rows = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        let Ok((participant, Ok(SettlementResponse::Positions(positions)))) = joined else { continue };
+        let Ok((participant, Ok(positions))) = joined else { continue };
         let Some(profile) = profiles.get(&participant) else { continue };
         for c in &profile.currencies {
             let position =

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use puente_ledger::settlement::{self as st, SettlementRequest, SettlementResponse, WindowId, WindowState};
+use puente_ledger::settlement::{self as st, WindowId, WindowState};
 
 use crate::settlement_desk::SettlementDesk;
 
@@ -59,14 +59,14 @@ pub fn spawn_scheduler(settlement: SettlementDesk) -> tokio::task::JoinHandle<()
 /// Sets the open-window gauges (`puente_settlement_open_*`) and the window and Net Debit Cap
 /// gauges (`settlement_metrics`).
 pub async fn refresh(desk: &SettlementDesk) {
-    let request = SettlementRequest::ListWindows {
+    let call = st::ListWindows {
         currency: None,
         state: Some(WindowState::Open),
         after_id: 0,
         limit: st::WINDOW_PAGE_MAX,
     };
     crate::settlement_metrics::refresh(desk).await;
-    let Ok(SettlementResponse::Windows(open)) = desk.call(request).await else { return };
+    let Ok(open) = desk.call(call).await else { return };
     crate::metrics::set_open_windows(open.len() as u64);
     for w in &open {
         crate::metrics::set_open_window_transfers(w.currency.as_str(), w.obligation_count);

@@ -253,70 +253,12 @@ pub enum SettlementRefusal {
     MissingProfiles { window_id: WindowId, currency: CurrencyCode, participants: Vec<String> },
 }
 
-/// Commands of the settlement part of the engine (run by the single writer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettlementRequest {
-    SetProfile(ParticipantProfile),
-    GetProfile(String),
-    ListProfiles,
-    /// A participant's positions (what it owes, positive) in every currency of its profile or
-    /// where it has one.
-    Positions(String),
-    ListWindows {
-        currency: Option<CurrencyCode>,
-        state: Option<WindowState>,
-        after_id: WindowId,
-        limit: usize,
-    },
-    GetWindow {
-        window_id: WindowId,
-        with_flows: bool,
-    },
-    /// Closes `window_id` (when given) or the open window of `currency`: OPEN → CLOSING and the
-    /// next window opens. A window already past OPEN is returned unchanged.
-    CloseWindow {
-        window_id: Option<WindowId>,
-        currency: Option<CurrencyCode>,
-    },
-    /// Ends closing: CLOSING or FAILED → CLOSED (when `failure` is None and every participant
-    /// has a settlement profile for the currency) or → FAILED with the reason.
-    FinishClose {
-        window_id: WindowId,
-        failure: Option<String>,
-    },
-    /// CLOSED or ABORTED → SETTLING (settlement transfers posted) or → ABORTED (refused).
-    /// SETTLING and SETTLED are returned unchanged.
-    Settle {
-        window_id: WindowId,
-    },
-    /// Records a participant's confirmation that its settlement payment completed.
-    Confirm {
-        window_id: WindowId,
-        participant: String,
-    },
-    /// SETTLING or REJECTED → REJECTED with `reason` (a settlement payment was rejected by its
-    /// bank). The same reason again, or a SETTLED window, is returned unchanged.
-    RejectPayments {
-        window_id: WindowId,
-        reason: String,
-    },
-}
+mod calls;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SettlementResponse {
-    Profile(ParticipantProfile),
-    Profiles(Vec<ParticipantProfile>),
-    Positions(Vec<(CurrencyCode, i128)>),
-    Windows(Vec<WindowView>),
-    /// A window after a command; `changed` is false when the command was already applied
-    /// (an idempotent retry) or asked for nothing.
-    Window {
-        window: WindowView,
-        changed: bool,
-    },
-}
-
-pub type SettlementResult = Result<SettlementResponse, SettlementRefusal>;
+pub use calls::{
+    CloseWindow, Confirm, FinishClose, GetProfile, GetWindow, ListProfiles, ListWindows, Positions,
+    RejectPayments, SetProfile, Settle, SettlementCall, WindowChange,
+};
 
 /// What a rolled-back linked chain must restore in the settlement state.
 pub(super) enum SettlementUndo {
@@ -757,95 +699,26 @@ impl Engine {
 
     // ----- commands -----------------------------------------------------------------------
 
-    /// Runs one settlement command; ops go to `out` like any other write.
-    /// What a settlement command needs looked up before it runs: the ids of the transfers a
-    /// `Settle` would post.
-    pub fn settlement_wanted(&self, request: &SettlementRequest, wanted: &mut Wanted) {
-        let SettlementRequest::Settle { window_id } = request else { return };
-        let Some(w) = self.settlement.windows.get(window_id) else { return };
-        for p in w.positions.keys() {
-            let participant = &self.settlement.names[*p as usize];
-            wanted.ids.push(settlement_transfer_id(*window_id, w.attempts, participant));
-        }
+    /// What a settlement call needs looked up before it runs.
+    pub fn settlement_wanted<C: SettlementCall>(&self, call: &C, wanted: &mut Wanted) {
+        call.wanted(self, wanted);
     }
 
-    /// Runs one settlement command; ops go to `out` like any other write.
-    pub fn settlement_command(
+    /// Runs one settlement call; ops go to `out` like any other write.
+    pub fn settlement_call<C: SettlementCall>(
         &mut self,
         prefetched: &Prefetched,
-        request: SettlementRequest,
+        call: C,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
-        match request {
-            SettlementRequest::SetProfile(profile) => self.set_profile(profile, now_ns, out),
-            SettlementRequest::GetProfile(participant) => self
-                .settlement
-                .profiles
-                .get(&participant)
-                .cloned()
-                .map(SettlementResponse::Profile)
-                .ok_or(SettlementRefusal::ProfileNotFound(participant)),
-            SettlementRequest::Positions(participant) => {
-                let s = &self.settlement;
-                let mut positions: BTreeMap<CurrencyCode, i128> = BTreeMap::new();
-                if let Some(profile) = s.profiles.get(&participant) {
-                    positions.extend(profile.currencies.iter().map(|c| (c.currency, 0)));
-                }
-                if let Some(p) = s.index.get(&participant) {
-                    for ((q, currency), v) in &s.exposure {
-                        if q == p {
-                            positions.insert(*currency, *v);
-                        }
-                    }
-                }
-                Ok(SettlementResponse::Positions(positions.into_iter().collect()))
-            }
-            SettlementRequest::ListProfiles => {
-                Ok(SettlementResponse::Profiles(self.settlement.profiles.values().cloned().collect()))
-            }
-            SettlementRequest::ListWindows { currency, state, after_id, limit } => {
-                let s = &self.settlement;
-                let windows = s
-                    .windows
-                    .range(after_id.saturating_add(1)..)
-                    .map(|(_, w)| w)
-                    .filter(|w| currency.is_none_or(|c| w.currency == c))
-                    .filter(|w| state.is_none_or(|st| w.state == st))
-                    .take(limit.min(WINDOW_PAGE_MAX))
-                    .map(|w| s.view(w, false))
-                    .collect();
-                Ok(SettlementResponse::Windows(windows))
-            }
-            SettlementRequest::GetWindow { window_id, with_flows } => self
-                .settlement
-                .windows
-                .get(&window_id)
-                .map(|w| SettlementResponse::Window {
-                    window: self.settlement.view(w, with_flows),
-                    changed: false,
-                })
-                .ok_or(SettlementRefusal::WindowNotFound(window_id)),
-            SettlementRequest::CloseWindow { window_id, currency } => {
-                self.close_window(window_id, currency, now_ns, out)
-            }
-            SettlementRequest::FinishClose { window_id, failure } => {
-                self.finish_close(window_id, failure, now_ns, out)
-            }
-            SettlementRequest::Settle { window_id } => self.settle(prefetched, window_id, now_ns, out),
-            SettlementRequest::Confirm { window_id, participant } => {
-                self.confirm(window_id, participant, now_ns, out)
-            }
-            SettlementRequest::RejectPayments { window_id, reason } => {
-                self.reject_payments(window_id, reason, now_ns, out)
-            }
-        }
+    ) -> Result<C::Answer, SettlementRefusal> {
+        call.run(self, prefetched, now_ns, out)
     }
 
-    fn window_response(&self, window_id: WindowId, changed: bool) -> SettlementResult {
+    fn window_response(&self, window_id: WindowId, changed: bool) -> Result<WindowChange, SettlementRefusal> {
         let w =
             self.settlement.windows.get(&window_id).ok_or(SettlementRefusal::WindowNotFound(window_id))?;
-        Ok(SettlementResponse::Window { window: self.settlement.view(w, false), changed })
+        Ok(WindowChange { window: self.settlement.view(w, false), changed })
     }
 
     fn set_profile(
@@ -853,7 +726,7 @@ impl Engine {
         mut profile: ParticipantProfile,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
+    ) -> Result<ParticipantProfile, SettlementRefusal> {
         let invalid = |field: &str, reason: &str| {
             Err(SettlementRefusal::ProfileInvalid { field: field.to_owned(), reason: reason.to_owned() })
         };
@@ -899,12 +772,12 @@ impl Engine {
             same.updated_at_ns = 0;
             profile.updated_at_ns = 0;
             if same == profile {
-                return Ok(SettlementResponse::Profile(existing.clone()));
+                return Ok(existing.clone());
             }
         }
         profile.updated_at_ns = self.next_timestamp(now_ns);
         self.apply(Op::SetProfile(profile.clone()), out);
-        Ok(SettlementResponse::Profile(profile))
+        Ok(profile)
     }
 
     fn close_window(
@@ -913,7 +786,7 @@ impl Engine {
         currency: Option<CurrencyCode>,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
+    ) -> Result<WindowChange, SettlementRefusal> {
         let window_id = match (window_id, currency) {
             (Some(id), _) => id,
             (None, Some(currency)) => {
@@ -946,7 +819,7 @@ impl Engine {
         failure: Option<String>,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
+    ) -> Result<WindowChange, SettlementRefusal> {
         let w =
             self.settlement.windows.get(&window_id).ok_or(SettlementRefusal::WindowNotFound(window_id))?;
         match w.state {
@@ -992,7 +865,7 @@ impl Engine {
         window_id: WindowId,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
+    ) -> Result<WindowChange, SettlementRefusal> {
         let Some(w) = self.settlement.windows.get(&window_id) else {
             return Err(SettlementRefusal::WindowNotFound(window_id));
         };
@@ -1134,7 +1007,7 @@ impl Engine {
         participant: String,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
+    ) -> Result<WindowChange, SettlementRefusal> {
         let w =
             self.settlement.windows.get(&window_id).ok_or(SettlementRefusal::WindowNotFound(window_id))?;
         let position = self.settlement.index.get(&participant).and_then(|p| w.positions.get(p));
@@ -1159,7 +1032,7 @@ impl Engine {
         reason: String,
         now_ns: u64,
         out: &mut Output,
-    ) -> SettlementResult {
+    ) -> Result<WindowChange, SettlementRefusal> {
         let w =
             self.settlement.windows.get(&window_id).ok_or(SettlementRefusal::WindowNotFound(window_id))?;
         let reason = clip(&reason, WINDOW_REASON_LEN_MAX);
@@ -1315,16 +1188,16 @@ mod tests {
             outcomes.iter().map(|o| o.result).collect()
         }
 
-        fn command(&mut self, request: SettlementRequest) -> SettlementResult {
+        fn command<C: SettlementCall>(&mut self, call: C) -> Result<C::Answer, SettlementRefusal> {
             let mut out = Output::default();
-            let result = self.engine.settlement_command(&self.store.everything(), request, NOW, &mut out);
+            let result = self.engine.settlement_call(&self.store.everything(), call, NOW, &mut out);
             self.persist(&mut out);
             result
         }
 
-        fn window(&mut self, request: SettlementRequest) -> (WindowView, bool) {
-            match self.command(request) {
-                Ok(SettlementResponse::Window { window, changed }) => (window, changed),
+        fn window<C: SettlementCall<Answer = WindowChange>>(&mut self, call: C) -> (WindowView, bool) {
+            match self.command(call) {
+                Ok(WindowChange { window, changed }) => (window, changed),
                 other => panic!("{other:?}"),
             }
         }
@@ -1344,10 +1217,7 @@ mod tests {
                 }],
                 updated_at_ns: 0,
             };
-            assert!(matches!(
-                self.command(SettlementRequest::SetProfile(profile)),
-                Ok(SettlementResponse::Profile(_))
-            ));
+            assert!(self.command(SetProfile(profile)).is_ok());
         }
 
         fn replay_matches(&self) {
@@ -1433,31 +1303,27 @@ mod tests {
             h.transfers(&[transfer(1, 10, 20, 300), transfer(2, 20, 30, 100), transfer(3, 30, 10, 50)]),
             [R::Ok; 3]
         );
-        let (open, _) = h.window(SettlementRequest::GetWindow { window_id: 1, with_flows: true });
+        let open = h.command(GetWindow { window_id: 1, with_flows: true }).unwrap();
         assert_eq!((open.state, open.obligation_count, open.gross_value_minor), (WindowState::Open, 3, 450));
         assert_eq!(open.flows.len(), 3);
-        let (w, changed) = h.window(SettlementRequest::CloseWindow { window_id: None, currency: Some(USD) });
+        let (w, changed) = h.window(CloseWindow { window_id: None, currency: Some(USD) });
         assert_eq!((w.id, w.state, changed), (1, WindowState::Closing, true));
-        let (again, changed) =
-            h.window(SettlementRequest::CloseWindow { window_id: Some(1), currency: None });
+        let (again, changed) = h.window(CloseWindow { window_id: Some(1), currency: None });
         assert_eq!((again.state, changed), (WindowState::Closing, false));
         // The next window is open; new obligations go there.
         assert_eq!(h.transfers(&[transfer(4, 10, 20, 7)]), [R::Ok]);
-        let (next, _) = h.window(SettlementRequest::GetWindow { window_id: 2, with_flows: false });
+        let next = h.command(GetWindow { window_id: 2, with_flows: false }).unwrap();
         assert_eq!((next.state, next.obligation_count), (WindowState::Open, 1));
         // c has no profile: closing fails, and succeeds once it has one.
-        let (w, _) = h.window(SettlementRequest::FinishClose { window_id: 1, failure: None });
+        let (w, _) = h.window(FinishClose { window_id: 1, failure: None });
         assert_eq!(w.state, WindowState::Failed);
         assert!(w.reason.contains('c'), "{}", w.reason);
-        assert!(matches!(
-            h.command(SettlementRequest::Settle { window_id: 1 }),
-            Err(SettlementRefusal::WrongState { .. })
-        ));
+        assert!(matches!(h.command(Settle { window_id: 1 }), Err(SettlementRefusal::WrongState { .. })));
         h.profile("c", 31, 10_000);
-        let (w, _) = h.window(SettlementRequest::FinishClose { window_id: 1, failure: None });
+        let (w, _) = h.window(FinishClose { window_id: 1, failure: None });
         assert_eq!(w.state, WindowState::Closed);
         // Settle: a −250 (paid 300, received 50), b +200, c +50.
-        let (w, changed) = h.window(SettlementRequest::Settle { window_id: 1 });
+        let (w, changed) = h.window(Settle { window_id: 1 });
         assert_eq!((w.state, changed), (WindowState::Settling, true));
         let balance = |h: &Harness, id| h.engine.account(id).unwrap().posted_balance_minor();
         assert_eq!((balance(&h, 11), balance(&h, 21), balance(&h, 31)), (-250, 200, 50));
@@ -1466,20 +1332,20 @@ mod tests {
         let hub = hub_account_id(USD);
         assert_eq!(h.transfers(&[transfer(90, hub, 10, 1)]), [R::HubAccountReserved]);
         assert_eq!(h.transfers(&[transfer(91, 10, hub, 1)]), [R::HubAccountReserved]);
-        let (w, changed) = h.window(SettlementRequest::Settle { window_id: 1 });
+        let (w, changed) = h.window(Settle { window_id: 1 });
         assert_eq!((w.state, changed), (WindowState::Settling, false));
         assert_eq!(balance(&h, 11), -250, "settled exactly once");
         // Positions stay until confirmed: a owes 250 in window 1 and 7 in window 2.
         assert_eq!(h.engine.settlement_position("a", USD), 257);
-        h.window(SettlementRequest::Confirm { window_id: 1, participant: "a".into() });
+        h.window(Confirm { window_id: 1, participant: "a".into() });
         assert_eq!(h.engine.settlement_position("a", USD), 7);
-        let (_, changed) = h.window(SettlementRequest::Confirm { window_id: 1, participant: "a".into() });
+        let (_, changed) = h.window(Confirm { window_id: 1, participant: "a".into() });
         assert!(!changed);
-        h.window(SettlementRequest::Confirm { window_id: 1, participant: "b".into() });
-        let (w, _) = h.window(SettlementRequest::Confirm { window_id: 1, participant: "c".into() });
+        h.window(Confirm { window_id: 1, participant: "b".into() });
+        let (w, _) = h.window(Confirm { window_id: 1, participant: "c".into() });
         assert_eq!(w.state, WindowState::Settled);
         assert!(matches!(
-            h.command(SettlementRequest::Confirm { window_id: 1, participant: "zz".into() }),
+            h.command(Confirm { window_id: 1, participant: "zz".into() }),
             Err(SettlementRefusal::ParticipantNotInWindow { .. })
         ));
         h.replay_matches();
@@ -1502,15 +1368,15 @@ mod tests {
         h.profile("d", 41, 1_000);
         h.profile("a", 11, 1_000);
         assert_eq!(h.transfers(&[transfer(1, 40, 10, 80)]), [R::Ok]);
-        h.window(SettlementRequest::CloseWindow { window_id: None, currency: Some(USD) });
-        h.window(SettlementRequest::FinishClose { window_id: 1, failure: None });
-        let (w, _) = h.window(SettlementRequest::Settle { window_id: 1 });
+        h.window(CloseWindow { window_id: None, currency: Some(USD) });
+        h.window(FinishClose { window_id: 1, failure: None });
+        let (w, _) = h.window(Settle { window_id: 1 });
         assert_eq!((w.state, w.attempts), (WindowState::Aborted, 1));
         assert!(w.reason.contains("EXCEEDS_CREDITS"), "{}", w.reason);
         assert_eq!(h.engine.account(41).unwrap().debits_posted_minor, 0);
         // Fund d's settlement account, settle again.
         assert_eq!(h.transfers(&[transfer(2, 40, 41, 80)]), [R::Ok]);
-        let (w, _) = h.window(SettlementRequest::Settle { window_id: 1 });
+        let (w, _) = h.window(Settle { window_id: 1 });
         assert_eq!(w.state, WindowState::Settling);
         assert_eq!(h.engine.account(41).unwrap().posted_balance_minor(), 0);
         assert_eq!(h.engine.account(11).unwrap().posted_balance_minor(), 80);
@@ -1524,12 +1390,12 @@ mod tests {
             h.profile(p, account, 10_000);
         }
         assert_eq!(h.transfers(&[transfer(1, 10, 20, 300)]), [R::Ok]);
-        h.window(SettlementRequest::CloseWindow { window_id: None, currency: Some(USD) });
-        h.window(SettlementRequest::FinishClose { window_id: 1, failure: None });
-        let reject = |reason: &str| SettlementRequest::RejectPayments { window_id: 1, reason: reason.into() };
+        h.window(CloseWindow { window_id: None, currency: Some(USD) });
+        h.window(FinishClose { window_id: 1, failure: None });
+        let reject = |reason: &str| RejectPayments { window_id: 1, reason: reason.into() };
         // Only a settling window can be rejected.
         assert!(matches!(h.command(reject("early")), Err(SettlementRefusal::WrongState { .. })));
-        h.window(SettlementRequest::Settle { window_id: 1 });
+        h.window(Settle { window_id: 1 });
         let (w, changed) = h.window(reject("PUENTE-W1-1 rejected: AC04"));
         assert_eq!(
             (w.state, changed, w.reason.as_str()),
@@ -1539,11 +1405,11 @@ mod tests {
         assert!(!h.window(reject("PUENTE-W1-1 rejected: AC04")).1);
         assert!(h.window(reject("PUENTE-W1-1 rejected: AC01")).1);
         // A rerun of the settlement changes nothing: the ledger side is done.
-        let (w, changed) = h.window(SettlementRequest::Settle { window_id: 1 });
+        let (w, changed) = h.window(Settle { window_id: 1 });
         assert_eq!((w.state, changed), (WindowState::Rejected, false));
         // Confirmations go on; the last one settles the window and clears the reason.
-        h.window(SettlementRequest::Confirm { window_id: 1, participant: "a".into() });
-        let (w, _) = h.window(SettlementRequest::Confirm { window_id: 1, participant: "b".into() });
+        h.window(Confirm { window_id: 1, participant: "a".into() });
+        let (w, _) = h.window(Confirm { window_id: 1, participant: "b".into() });
         assert_eq!((w.state, w.reason.as_str()), (WindowState::Settled, ""));
         assert_eq!(h.engine.settlement_position("a", USD), 0);
         assert!(!h.window(reject("late")).1, "a settled window stays settled");
@@ -1569,10 +1435,7 @@ mod tests {
             currencies: vec![],
             updated_at_ns: 0,
         };
-        assert!(matches!(
-            h.command(SettlementRequest::SetProfile(bad.clone())),
-            Err(SettlementRefusal::ProfileInvalid { .. })
-        ));
+        assert!(matches!(h.command(SetProfile(bad.clone())), Err(SettlementRefusal::ProfileInvalid { .. })));
         bad.currencies.push(CurrencyProfile {
             currency: USD,
             rail: SettlementRail::Spei,
@@ -1580,9 +1443,7 @@ mod tests {
             net_debit_cap_minor: 1,
             settlement_account_id: 21,
         });
-        let Err(SettlementRefusal::ProfileInvalid { field, .. }) =
-            h.command(SettlementRequest::SetProfile(bad))
-        else {
+        let Err(SettlementRefusal::ProfileInvalid { field, .. }) = h.command(SetProfile(bad)) else {
             panic!()
         };
         assert_eq!(field, "currencies[0].settlement_account_id");
