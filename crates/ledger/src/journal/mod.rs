@@ -754,15 +754,16 @@ impl Journal {
     /// (`fdatasync`) before returning. Fills `locations` with each op's location. The chain
     /// head moves only once the record is durable.
     pub fn append(&mut self, seq: u64, ops: &[Op], locations: &mut Vec<Location>) -> Result<(), LedgerError> {
-        if self.tail.is_some() {
-            return Err(LedgerError::Storage("the journal's bad tail was not cut before appending".into()));
-        }
-        if seq != self.head_seq + 1 {
-            return Err(LedgerError::Storage(format!(
-                "journal entry {seq} appended after {}",
-                self.head_seq
-            )));
-        }
+        self.prepare(seq, ops)?;
+        self.write_prepared(seq, locations)
+    }
+
+    /// Encodes the record `seq` (the next sequence number) holding `ops`, header and chain hash
+    /// included, and returns its bytes: exactly what [`Journal::write_prepared`] then writes.
+    /// A replicated journal sends these bytes to the journal of record first (`puente serve
+    /// --journal-url`), so every node's segments hold the same bytes and the same chain.
+    pub fn prepare(&mut self, seq: u64, ops: &[Op]) -> Result<&[u8], LedgerError> {
+        self.check_next(seq)?;
         self.buffer.clear();
         self.buffer.extend_from_slice(&[0u8; RECORD_HEADER_BYTES]);
         format::encode_payload(seq, ops, &mut self.buffer, &mut self.offsets, &mut self.scratch);
@@ -772,17 +773,77 @@ impl Journal {
                 "journal record of {payload_len} bytes exceeds the limit"
             )));
         }
-        let record_len = self.buffer.len() as u64;
-        if self.segment_len + record_len > SEGMENT_BYTES_MAX && self.segment_len > SEGMENT_HEADER_BYTES as u64
-        {
-            self.roll(seq)?;
-        }
         let payload = &self.buffer[RECORD_HEADER_BYTES..];
         let crc = crc32fast::hash(payload);
         let hash = chain_hash(&self.head, seq, payload);
         self.buffer[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
         self.buffer[4..8].copy_from_slice(&crc.to_le_bytes());
         self.buffer[8..RECORD_HEADER_BYTES].copy_from_slice(&hash);
+        Ok(&self.buffer)
+    }
+
+    /// Appends a record another node wrote (its exact bytes, from the journal of record) as
+    /// the record `seq`: checks its length, checksum, sequence number and that it chains onto
+    /// this journal's head, then writes it durably like [`Journal::append`]. Returns its ops,
+    /// for the caller to apply. Nothing is written when a check fails.
+    pub fn append_record(
+        &mut self,
+        seq: u64,
+        record: &[u8],
+        locations: &mut Vec<Location>,
+    ) -> Result<Vec<Op>, LedgerError> {
+        self.check_next(seq)?;
+        let mut reader = record;
+        let mut payload = Vec::new();
+        let (len, stored) = read_record(&mut reader, record.len() as u64, &mut payload)
+            .map_err(|damage| LedgerError::Corrupt(format!("replicated record {seq}: {}", damage.reason)))?;
+        if len != record.len() as u64 {
+            return Err(LedgerError::Corrupt(format!("replicated record {seq}: trailing bytes")));
+        }
+        if chain_hash(&self.head, seq, &payload) != stored {
+            return Err(LedgerError::Corrupt(format!(
+                "replicated record {seq} does not chain onto this node's journal (seq {}, head {})",
+                self.head_seq,
+                chain_hex(&self.head)
+            )));
+        }
+        let decoded = format::decode_payload(&payload)
+            .map_err(|e| LedgerError::Corrupt(format!("replicated record {seq}: {e}")))?;
+        if decoded.seq != seq {
+            return Err(LedgerError::Corrupt(format!("replicated record {seq} says it is {}", decoded.seq)));
+        }
+        self.buffer.clear();
+        self.buffer.extend_from_slice(record);
+        self.offsets = decoded.offsets;
+        self.write_prepared(seq, locations)?;
+        Ok(decoded.ops)
+    }
+
+    fn check_next(&self, seq: u64) -> Result<(), LedgerError> {
+        if self.tail.is_some() {
+            return Err(LedgerError::Storage("the journal's bad tail was not cut before appending".into()));
+        }
+        if seq != self.head_seq + 1 {
+            return Err(LedgerError::Storage(format!(
+                "journal entry {seq} appended after {}",
+                self.head_seq
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes the record in the buffer (from [`Journal::prepare`] or
+    /// [`Journal::append_record`]) and makes it durable; fills `locations`.
+    pub fn write_prepared(&mut self, seq: u64, locations: &mut Vec<Location>) -> Result<(), LedgerError> {
+        self.check_next(seq)?;
+        let record_len = self.buffer.len() as u64;
+        assert!(record_len >= RECORD_HEADER_BYTES as u64, "a prepared record has a header");
+        if self.segment_len + record_len > SEGMENT_BYTES_MAX && self.segment_len > SEGMENT_HEADER_BYTES as u64
+        {
+            self.roll(seq)?;
+        }
+        let mut hash = CHAIN_GENESIS;
+        hash.copy_from_slice(&self.buffer[8..RECORD_HEADER_BYTES]);
         let record_offset = self.segment_len;
         self.file.write_all(&self.buffer)?;
         self.file.sync_data()?;

@@ -154,3 +154,49 @@ fn a_segment_starts_with_its_header_and_records_follow() {
     assert_eq!(replayed[0], (1, vec![transfer_record()], vec![locations[0]]));
     assert_eq!(replayed[1], (2, vec![expire(), refused()], locations[1..].to_vec()));
 }
+
+/// A standby copies the leader's records byte for byte (from the journal of record): same
+/// chain, same ops; a record that is altered, out of order or from another chain is refused
+/// and nothing is written.
+#[test]
+fn a_replicated_record_is_checked_then_written_byte_for_byte() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let standby_dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) = Journal::open(leader_dir.path(), None, |_| Ok(())).unwrap();
+    let (mut standby, _) = Journal::open(standby_dir.path(), None, |_| Ok(())).unwrap();
+    let mut locations = Vec::new();
+    let mut records = Vec::new();
+    for (seq, ops) in [(1, vec![transfer_record()]), (2, vec![expire(), refused()])] {
+        records.push(leader.prepare(seq, &ops).unwrap().to_vec());
+        leader.write_prepared(seq, &mut locations).unwrap();
+    }
+    // Out of order, altered, or trailing bytes: refused, nothing written.
+    assert!(standby.append_record(2, &records[1], &mut locations).is_err());
+    let mut altered = records[0].clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(matches!(standby.append_record(1, &altered, &mut locations), Err(LedgerError::Corrupt(_))));
+    let mut longer = records[0].clone();
+    longer.push(0);
+    assert!(matches!(standby.append_record(1, &longer, &mut locations), Err(LedgerError::Corrupt(_))));
+    assert_eq!(standby.chain_head().0, 0);
+    // In order: the same ops and the same chain head as the leader's.
+    assert_eq!(standby.append_record(1, &records[0], &mut locations).unwrap(), vec![transfer_record()]);
+    assert_eq!(locations.len(), 1);
+    assert_eq!(standby.append_record(2, &records[1], &mut locations).unwrap(), vec![expire(), refused()]);
+    assert_eq!(standby.chain_head(), leader.chain_head());
+    // A record of another chain (a different first record) does not chain on.
+    let other_dir = tempfile::tempdir().unwrap();
+    let (mut other, _) = Journal::open(other_dir.path(), None, |_| Ok(())).unwrap();
+    other.append(1, &[expire()], &mut locations).unwrap();
+    assert!(matches!(other.append_record(2, &records[1], &mut locations), Err(LedgerError::Corrupt(_))));
+    // Both segments read back the same ops, and a reopened standby replays them.
+    drop(standby);
+    let mut replayed = Vec::new();
+    Journal::open(standby_dir.path(), None, |r| {
+        replayed.push(r.ops);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(replayed, vec![vec![transfer_record()], vec![expire(), refused()]]);
+}
