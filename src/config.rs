@@ -38,6 +38,23 @@ pub struct FileConfig {
     pub tls: Option<puente_server::TlsFiles>,
     /// Personal-data keyring file (mode 0600, outside the data directory) [default: none].
     pub pii_key_file: Option<PathBuf>,
+    /// The journal of record in PostgreSQL, for several nodes with one leader [default: none,
+    /// the local journal is the record].
+    pub journal: Option<JournalFileConfig>,
+}
+
+/// The `[journal]` table (see README, "Running two nodes").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalFileConfig {
+    /// `postgres://user:password@host:port/db` (several hosts with `target_session_attrs=read-write`).
+    pub url: Option<String>,
+    /// The address clients reach this node at, e.g. "10.0.0.5:50051" [default: the listen address].
+    pub advertise: Option<String>,
+    /// This node's name in the lease, unique per node [default: the advertised address].
+    pub node_id: Option<String>,
+    /// Lease length in milliseconds [default: 3000].
+    pub lease_ms: Option<u64>,
 }
 
 /// The `[settlement]` table.

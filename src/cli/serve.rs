@@ -48,18 +48,36 @@ pub(super) struct ServeArgs {
     /// Without one, quotes are signed with an in-memory key and stop executing at a restart.
     #[arg(long, env = "PUENTE_FX_SIGNING_KEY_FILE")]
     fx_signing_key_file: Option<PathBuf>,
+    /// The journal of record in PostgreSQL (`postgres://…`): run several nodes with the same
+    /// URL, one leads and the others follow as hot standbys [default: none, the local journal
+    /// is the record]. Never logged with its password.
+    #[arg(long, env = "PUENTE_JOURNAL_URL", hide_env_values = true)]
+    journal_url: Option<String>,
+    /// With --journal-url: the address clients reach this node at, given to clients that write
+    /// to a standby [default: the listen address].
+    #[arg(long, env = "PUENTE_ADVERTISE")]
+    advertise: Option<String>,
+    /// With --journal-url: this node's name in the lease, unique per node [default: the
+    /// advertised address].
+    #[arg(long, env = "PUENTE_NODE_ID")]
+    node_id: Option<String>,
+    /// With --journal-url: lease length in milliseconds; a standby takes over at most about
+    /// this long after the leader stops [default: 3000].
+    #[arg(long, env = "PUENTE_LEASE_MS")]
+    lease_ms: Option<u64>,
 }
 
 pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
     // Before anything is created: every file and directory from now on is owner-only.
     crate::data_dir::restrict_umask();
-    let file = match &args.config {
+    let mut file = match &args.config {
         Some(path) => config::load_file(path)?,
         None => config::FileConfig::default(),
     };
     let metrics_listen = config::metrics_listen(args.metrics_listen, file.metrics_listen.clone())?;
     let limits = file.limits.unwrap_or_default();
     let file_pii_key_file = file.pii_key_file.clone();
+    let file_journal = file.journal.take();
     limits.validate().map_err(CliError::Usage)?;
     let tls = match (args.tls_cert, args.tls_key, args.tls_client_ca) {
         (None, None, None) => file.tls.clone(),
@@ -95,9 +113,28 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Usage(format!("FX signing key file {}: {e}", path.display())))?;
         resolved.fx.signing_keys = Some(std::sync::Arc::new(keyring));
     }
+    let journal = file_journal.unwrap_or_default();
+    let record_store = match args.journal_url.or(journal.url) {
+        None => None,
+        Some(url) => {
+            let advertise =
+                args.advertise.or(journal.advertise).unwrap_or_else(|| resolved.listen.to_string());
+            let replication = puente_server::replication::ReplicationConfig {
+                url,
+                node: args.node_id.or(journal.node_id).unwrap_or_else(|| advertise.clone()),
+                advertise,
+                lease_ms: args.lease_ms.or(journal.lease_ms).unwrap_or(puente_server::replication::LEASE_MS_DEFAULT),
+            };
+            let store = puente_server::replication::PgRecordStore::connect(&replication)
+                .await
+                .map_err(|e| CliError::Usage(format!("journal of record: {e}")))?;
+            Some(std::sync::Arc::new(store) as std::sync::Arc<dyn puente_ledger::replica::RecordStore>)
+        }
+    };
     let ledger = puente_ledger::LedgerConfig {
         currencies: resolved.currencies,
         rebuild_index: args.rebuild_index,
+        record_store,
         ..puente_ledger::LedgerConfig::new(resolved.data_dir.clone())
     };
     let pii_key_file = args.pii_key_file.or(file_pii_key_file);

@@ -24,8 +24,12 @@ use crate::engine::{Engine, EngineState, Entry, Op, Output, Prefetched, Prior, W
 use crate::index::{Index, IndexBatch, Owners};
 use crate::journal::{self, ChainHash, Journal, JournalReader, Location, ResumePoint};
 use crate::queue::FairQueue;
+use crate::replica::{RecordStore, Role, StoreError};
 use crate::snapshot::{self, Snapshot};
 use crate::types::*;
+
+mod follow;
+use follow::Appended;
 
 /// Most events (accounts + transfers) in one group commit.
 pub const GROUP_EVENTS_MAX: usize = 65_536;
@@ -55,6 +59,9 @@ pub struct LedgerConfig {
     /// A snapshot is taken once this many events were committed since the last one (default
     /// [`SNAPSHOT_EVENTS`]; tests lower it).
     pub snapshot_events: u64,
+    /// The journal of record on other machines, with its lease (`replica`); `None`: the local
+    /// journal is the record (the embedded default).
+    pub record_store: Option<Arc<dyn RecordStore>>,
 }
 
 impl LedgerConfig {
@@ -64,6 +71,7 @@ impl LedgerConfig {
             currencies: CurrencyTable::default(),
             rebuild_index: false,
             snapshot_events: SNAPSHOT_EVENTS,
+            record_store: None,
         }
     }
 }
@@ -226,6 +234,8 @@ struct Shared {
     /// The check of the journal before the point this start resumed from (see
     /// [`Ledger::history_verified`]).
     history: tokio::sync::watch::Sender<History>,
+    /// Leader, standby or single node (set by the writer).
+    role: tokio::sync::watch::Sender<Role>,
 }
 
 /// Where the check of the journal's older records stands.
@@ -462,6 +472,10 @@ impl Ledger {
                 // This start read and checked the whole journal.
                 History::Verified
             }),
+            role: tokio::sync::watch::Sender::new(match config.record_store {
+                None => Role::Single,
+                Some(_) => Role::Standby { leader: None },
+            }),
         });
         if let Some(point) = resume {
             // A start from a snapshot (or a persisted index) reads only the records after it,
@@ -503,6 +517,8 @@ impl Ledger {
             snapshot_due: SnapshotDue { events: replayed_events_into_state, since: Instant::now() },
             snapshot_events: config.snapshot_events.max(1),
             locations: Vec::new(),
+            lease: None,
+            config: config.clone(),
         };
         let writer_queue = queue.clone();
         std::thread::Builder::new()
@@ -618,12 +634,25 @@ impl Ledger {
         if !self.is_healthy() {
             return Err(LedgerError::Unavailable("a durable write failed; restart the server".into()));
         }
+        if let Role::Standby { leader } = &*self.shared.role.borrow() {
+            return Err(LedgerError::NotLeader(leader.clone()));
+        }
         let lane = command.lane().to_owned();
         let events = command.events();
         self.queue
             .push(&lane, events, command)
             .await
             .map_err(|_| LedgerError::Unavailable("the writer stopped".into()))
+    }
+
+    /// Leader, standby or single node, now.
+    pub fn role(&self) -> Role {
+        self.shared.role.borrow().clone()
+    }
+
+    /// Every change of role (for health: `puente.v1.Leader` is SERVING only on the leader).
+    pub fn role_changes(&self) -> tokio::sync::watch::Receiver<Role> {
+        self.shared.role.subscribe()
     }
 
     /// Closes an account (see `Engine::close_account`).
@@ -1058,6 +1087,17 @@ struct Writer {
     snapshot_due: SnapshotDue,
     snapshot_events: u64,
     locations: Vec<Location>,
+    /// With a journal of record elsewhere: this node's lease while it leads.
+    lease: Option<Lease>,
+    config: LedgerConfig,
+}
+
+/// The lease as the leading writer tracks it, by its own clock (the store fences by epoch).
+struct Lease {
+    /// Past this, the lease may have lapsed: nothing more is acknowledged before a renewal.
+    valid_until: Instant,
+    /// When to renew (a third of the lease in).
+    renew_at: Instant,
 }
 
 /// A command's result, held until its group is durable: then sent (or, if the append
@@ -1146,13 +1186,24 @@ impl Writer {
         let mut rooms = Vec::new();
         runtime.block_on(async {
             loop {
+                if self.config.record_store.is_some() && self.lease.is_none() {
+                    // A standby: follow the journal of record until this node leads.
+                    if self.stand_by(&queue, &mut handles_gone, &mut out).await.is_break() {
+                        break;
+                    }
+                    continue;
+                }
                 if queue.is_empty() {
-                    // Nothing queued: wait for a command, the next expiry, or the last handle.
-                    let wait = self
+                    // Nothing queued: wait for a command, the next expiry, the lease's renewal,
+                    // or the last handle.
+                    let mut wait = self
                         .engine
                         .next_expiry_ns()
                         .map(|at| Duration::from_nanos(at.saturating_sub(now_ns())))
                         .unwrap_or(IDLE_WAKE_MAX);
+                    if let Some(lease) = &self.lease {
+                        wait = wait.min(lease.renew_at.saturating_duration_since(Instant::now()));
+                    }
                     tokio::select! {
                         _ = queue.ready() => {}
                         _ = tokio::time::sleep(wait) => {}
@@ -1163,6 +1214,9 @@ impl Writer {
                         }
                     }
                 }
+                if !self.keep_lease().await {
+                    continue; // stepped down: follow
+                }
                 // One group: up to GROUP_EVENTS_MAX events, fairly across participants.
                 queue.take(GROUP_EVENTS_MAX, &mut admitted);
                 for item in admitted.drain(..) {
@@ -1170,9 +1224,15 @@ impl Writer {
                     group.push(command);
                     rooms.push(room);
                 }
-                self.commit(&mut group, &mut out);
+                self.commit(&mut group, &mut out).await;
                 // Their room in the queue is given back once they are answered.
                 rooms.clear();
+            }
+            if self.lease.is_some()
+                && let Some(store) = self.config.record_store.clone()
+                && let Err(error) = store.step_down().await
+            {
+                tracing::warn!(%error, "cannot give the lease up at stop; a standby takes over when it lapses");
             }
         });
         queue.close();
@@ -1279,7 +1339,7 @@ impl Writer {
         Ok(prefetched)
     }
 
-    fn commit(&mut self, group: &mut Vec<Command>, out: &mut Output) {
+    async fn commit(&mut self, group: &mut Vec<Command>, out: &mut Output) {
         out.clear();
         if !self.shared.healthy.load(Ordering::Relaxed) {
             for command in group.drain(..) {
@@ -1331,24 +1391,49 @@ impl Writer {
         debug_assert!(self.engine.check_invariants().is_ok());
         let seq = self.seq + 1;
         let flush_started = Instant::now();
-        if let Err(error) = self.journal.append(seq, &out.ops, &mut self.locations) {
-            // The in-memory state is ahead of what is durable: stop taking writes. Restart
-            // recovers exactly what the journal holds.
-            tracing::error!(%error, "durable write failed; refusing further writes");
-            self.shared.healthy.store(false, Ordering::Relaxed);
-            for reply in replies {
-                reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
+        match self.append(seq, &out.ops).await {
+            Ok(()) => {}
+            Err(Appended::Local(error)) => {
+                // The in-memory state is ahead of what is durable: stop taking writes. Restart
+                // recovers exactly what the journal holds.
+                tracing::error!(%error, "durable write failed; refusing further writes");
+                self.shared.healthy.store(false, Ordering::Relaxed);
+                for reply in replies {
+                    reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
+                }
+                return;
             }
-            return;
+            Err(Appended::Store(error)) => {
+                // Fenced (another node leads) or unknown (the store went away): nothing of this
+                // group is acknowledged, and this node steps down.
+                tracing::error!(seq, %error, "the journal of record refused or lost the append; stepping down");
+                let refusal = match &error {
+                    StoreError::Fenced(_) => LedgerError::NotLeader(None),
+                    other => LedgerError::Unavailable(format!(
+                        "the outcome of this write is unknown ({other}); retry it with the same ids"
+                    )),
+                };
+                for reply in replies {
+                    reply.fail(refusal.clone());
+                }
+                self.step_down_dirty(out);
+                return;
+            }
         }
-        let flush = flush_started.elapsed();
+        self.publish(seq, out, flush_started.elapsed());
+        replies.into_iter().for_each(|reply| reply.send());
+        self.hand_on(seq, out);
+    }
+
+    /// After the record `seq` is durable: the new state becomes visible to readers (accounts,
+    /// credentials, chain head, counters) before anyone is answered.
+    fn publish(&mut self, seq: u64, out: &mut Output, flush: Duration) {
         self.seq = seq;
         let stats = &self.shared.stats;
         stats.committed_seq.store(seq, Ordering::Release);
         let head = self.journal.chain_head();
         *self.shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
         stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
-        // Readers see the accounts (and credentials) of this group before anyone is answered.
         {
             let mut touched = std::mem::take(&mut out.touched_accounts);
             touched.sort_unstable();
@@ -1375,18 +1460,21 @@ impl Writer {
             observer.committed(events, flush);
         }
         tracing::debug!(seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
-        replies.into_iter().for_each(|reply| reply.send());
+    }
+
+    /// After the answers: the feed, the indexer and the snapshot schedule get the record.
+    fn hand_on(&mut self, seq: u64, out: &mut Output) {
         // Every balance change, the ledger's own expiries and automatic posts included.
         let records = std::mem::take(&mut out.records);
         if !records.is_empty() {
             // No subscribers is fine.
             let _ = self.shared.feed.send(Arc::new(records));
         }
-        self.snapshot_due.events += events;
+        self.snapshot_due.events += out.ops.len() as u64;
         let batch = IndexBatch {
             seq,
             record: self.journal.last_record(),
-            head: head.1,
+            head: self.journal.chain_head().1,
             ops: std::mem::take(&mut out.ops),
             locations: std::mem::take(&mut self.locations),
         };

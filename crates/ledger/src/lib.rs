@@ -13,6 +13,7 @@ pub mod index;
 pub mod journal;
 pub mod ledger;
 pub mod queue;
+pub mod replica;
 pub mod snapshot;
 pub mod store;
 pub mod types;
@@ -28,7 +29,7 @@ pub use types::*;
 
 /// Errors of the ledger as a service (per-event outcomes are [`TransferResult`] and
 /// [`AccountResult`], not errors).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LedgerError {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
@@ -38,6 +39,10 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// This node is a standby (`puente serve --journal-url`): writes go to the leader, named
+    /// here when known.
+    #[error("this node is a standby; the leader is {}", .0.as_ref().map_or("not known yet", |l| l.address.as_str()))]
+    NotLeader(Option<replica::LeaderInfo>),
 }
 
 impl From<std::io::Error> for LedgerError {

@@ -17,6 +17,10 @@ pub const ERROR_DOMAIN: &str = "puente.v1";
 /// Most field violations in a status's `google.rpc.BadRequest`; one more says how many were
 /// left out.
 pub const VIOLATIONS_MAX: usize = 100;
+/// ErrorInfo metadata key of a standby's refusal (NOT_LEADER): the leader's advertised address.
+pub const LEADER_ADDRESS_KEY: &str = "leader_address";
+/// How long a client should wait before retrying a write refused by a standby (RetryInfo).
+pub const NOT_LEADER_RETRY_MS: u64 = 100;
 /// Most field violations spelled out in a status's message.
 pub const VIOLATIONS_IN_MESSAGE_MAX: usize = 10;
 
@@ -199,6 +203,7 @@ fn ledger_code_and_reason(error: &LedgerError) -> (Code, &'static str) {
         LedgerError::Storage(_) => (Code::Internal, "STORAGE_ERROR"),
         LedgerError::Corrupt(_) => (Code::DataLoss, "STORE_CORRUPT"),
         LedgerError::Unavailable(_) => (Code::Unavailable, "LEDGER_UNAVAILABLE"),
+        LedgerError::NotLeader(_) => (Code::Unavailable, "NOT_LEADER"),
     }
 }
 
@@ -266,6 +271,15 @@ impl From<ApiError> for Status {
             }
             ApiError::Ledger(LedgerError::InvalidBatch(description)) => {
                 details.add_bad_request_violation("transfers", description.clone());
+            }
+            ApiError::Ledger(LedgerError::NotLeader(leader)) => {
+                // Clients follow `leader_address` (and retry: writes are idempotent by id).
+                if let Some(leader) = leader {
+                    metadata.insert(LEADER_ADDRESS_KEY.to_owned(), leader.address.clone());
+                    metadata.insert("leader_node".to_owned(), leader.node.clone());
+                    metadata.insert("leader_epoch".to_owned(), leader.epoch.to_string());
+                }
+                details.set_retry_info(Some(std::time::Duration::from_millis(NOT_LEADER_RETRY_MS)));
             }
             ApiError::NotFound { resource, id } => {
                 metadata.insert("resource".to_owned(), (*resource).to_owned());

@@ -228,16 +228,30 @@ pub async fn serve(
 /// How often the health watcher looks at the ledger.
 const HEALTH_POLL_MS: u64 = 500;
 
+/// The health service's name for "this node takes writes": SERVING only on the leader (and on
+/// a single node), for load balancers and Kubernetes readiness.
+pub const LEADER_HEALTH_SERVICE: &str = "puente.v1.Leader";
+
 /// Health follows the ledger: NOT_SERVING (the ledger service and the whole server) once a
-/// durable write has failed or the journal's history was found altered.
+/// durable write has failed or the journal's history was found altered; `puente.v1.Leader`
+/// follows the node's role.
 fn spawn_health_watcher(
     ledger: Ledger,
     reporter: tonic_health::server::HealthReporter,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut roles = ledger.role_changes();
         loop {
-            tokio::time::sleep(Duration::from_millis(HEALTH_POLL_MS)).await;
+            let leads = roles.borrow_and_update().writes() && ledger.is_healthy();
+            let status =
+                if leads { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            reporter.set_service_status(LEADER_HEALTH_SERVICE, status).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(HEALTH_POLL_MS)) => {}
+                _ = roles.changed() => continue,
+            }
             if !ledger.is_healthy() {
+                reporter.set_service_status(LEADER_HEALTH_SERVICE, tonic_health::ServingStatus::NotServing).await;
                 reporter
                     .set_not_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
                     .await;
@@ -290,8 +304,24 @@ pub async fn serve_with(
     }
     let settlement = settlement_desk::SettlementDesk::new(ledger.clone(), extras.settlement.clone())
         .with_fx(extras.fx.clone());
-    // The FX house settles like any participant, on its system-defined profile.
-    settlement.ensure_house_profile().await.map_err(|e| ServerError::Fx(e.to_string()))?;
+    // The FX house settles like any participant, on its system-defined profile: set now, or,
+    // on a standby, once it leads.
+    if ledger.role().writes() {
+        settlement.ensure_house_profile().await.map_err(|e| ServerError::Fx(e.to_string()))?;
+    } else {
+        let (settlement, mut roles) = (settlement.clone(), ledger.role_changes());
+        tokio::spawn(async move {
+            while roles.wait_for(|role| role.writes()).await.is_ok() {
+                match settlement.ensure_house_profile().await {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(%error, "cannot set the FX house's profile; retrying when leading"),
+                }
+                if roles.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let scheduler = settlement_schedule::spawn_scheduler(settlement.clone());
     health_reporter
         .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
