@@ -459,6 +459,31 @@ impl FxDesk {
                 StoredEntry::from_expiry(&key, &value).ok_or_else(|| storage("bad quote index entry"))?;
             counts.add(&entry.participant);
         }
+        let desk = FxDesk {
+            ledger,
+            pricer,
+            max_rate_age_ms,
+            keyring,
+            rates: RwLock::new(book),
+            quotes,
+            counts: Mutex::new(counts),
+            limits: config.quote_limits,
+            rates_tree,
+            cancellation_window_ms: config.cancellation_window_ms,
+            currencies,
+        };
+        desk.prune_expired(now_ms())?;
+        // On a standby (a journal of record elsewhere), once it leads (`serve_with`).
+        if desk.ledger.role().writes() {
+            desk.open_house_accounts().await?;
+        }
+        Ok(desk)
+    }
+
+    /// Makes sure the house accounts exist on the ledger (idempotent; a write, so only where
+    /// writes are taken).
+    pub async fn open_house_accounts(&self) -> Result<(), DeskError> {
+        let (ledger, currencies) = (&self.ledger, &self.currencies);
         // The house: liquidity, fee revenue, taxes payable, settlement and conversion in every
         // currency. No limits: a liquidity account's balance is the house's position.
         let mut house = Vec::new();
@@ -483,21 +508,7 @@ impl FxDesk {
                 )));
             }
         }
-        let desk = FxDesk {
-            ledger,
-            pricer,
-            max_rate_age_ms,
-            keyring,
-            rates: RwLock::new(book),
-            quotes,
-            counts: Mutex::new(counts),
-            limits: config.quote_limits,
-            rates_tree,
-            cancellation_window_ms: config.cancellation_window_ms,
-            currencies,
-        };
-        desk.prune_expired(now_ms())?;
-        Ok(desk)
+        Ok(())
     }
 
     pub fn currencies(&self) -> &CurrencyTable {

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod operations_service;
 pub mod participant_service;
 pub mod reconcile;
+pub mod replication;
 pub mod settlement_desk;
 pub mod settlement_metrics;
 pub mod settlement_schedule;
@@ -309,12 +310,16 @@ pub async fn serve_with(
     if ledger.role().writes() {
         settlement.ensure_house_profile().await.map_err(|e| ServerError::Fx(e.to_string()))?;
     } else {
-        let (settlement, mut roles) = (settlement.clone(), ledger.role_changes());
+        let (settlement, fx, mut roles) = (settlement.clone(), extras.fx.clone(), ledger.role_changes());
         tokio::spawn(async move {
             while roles.wait_for(|role| role.writes()).await.is_ok() {
-                match settlement.ensure_house_profile().await {
+                let house_accounts = match &fx {
+                    Some(fx) => fx.open_house_accounts().await.map_err(|e| e.to_string()),
+                    None => Ok(()),
+                };
+                match house_accounts.and(settlement.ensure_house_profile().await.map_err(|e| e.to_string())) {
                     Ok(()) => return,
-                    Err(error) => tracing::warn!(%error, "cannot set the FX house's profile; retrying when leading"),
+                    Err(error) => tracing::warn!(%error, "cannot set up the FX house; retrying when leading"),
                 }
                 if roles.changed().await.is_err() {
                     return;

@@ -1,0 +1,136 @@
+//! The journal of record in PostgreSQL (`puente serve --journal-url`): the ledger's
+//! [`RecordStore`] over `puente-journal-pg`, holding this node's lease.
+
+use std::sync::Mutex;
+
+use puente_journal_pg::{Lease, PgJournal, PgJournalError};
+use puente_ledger::replica::{LeaderInfo, RecordStore, StoreError, StoreFuture};
+
+/// Default lease: a standby takes over at most this long after the leader stopped renewing.
+pub const LEASE_MS_DEFAULT: u64 = 3_000;
+/// Shortest and longest lease accepted.
+pub const LEASE_MS_MIN: u64 = 300;
+pub const LEASE_MS_MAX: u64 = 60_000;
+
+/// How a node joins the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// `postgres://…` (never logged with its password).
+    pub url: String,
+    /// This node's name in the lease (unique per node).
+    pub node: String,
+    /// The address clients reach this node at (given to clients that wrote to a standby).
+    pub advertise: String,
+    pub lease_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct PgRecordStore {
+    journal: PgJournal,
+    node: String,
+    advertise: String,
+    lease_ms: u64,
+    lease: Mutex<Option<Lease>>,
+}
+
+impl PgRecordStore {
+    /// Connects (and makes the schema when missing).
+    pub async fn connect(config: &ReplicationConfig) -> Result<PgRecordStore, String> {
+        if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&config.lease_ms) {
+            return Err(format!("lease of {} ms: between {LEASE_MS_MIN} and {LEASE_MS_MAX}", config.lease_ms));
+        }
+        let journal = PgJournal::connect(&config.url).await.map_err(|e| e.to_string())?;
+        tracing::info!(url = journal.url_redacted(), node = %config.node, advertise = %config.advertise,
+            "journal of record: PostgreSQL");
+        Ok(PgRecordStore {
+            journal,
+            node: config.node.clone(),
+            advertise: config.advertise.clone(),
+            lease_ms: config.lease_ms,
+            lease: Mutex::new(None),
+        })
+    }
+
+    fn lease(&self) -> Option<Lease> {
+        self.lease.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_lease(&self, lease: Option<Lease>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+    }
+}
+
+fn store_error(error: PgJournalError) -> StoreError {
+    match error {
+        PgJournalError::Fenced { .. } => StoreError::Fenced(error.to_string()),
+        PgJournalError::Db(_) => StoreError::Unreachable(error.to_string()),
+        PgJournalError::Corrupt(_) | PgJournalError::Invalid(_) | PgJournalError::SchemaTooNew { .. } => {
+            StoreError::Corrupt(error.to_string())
+        }
+    }
+}
+
+impl RecordStore for PgRecordStore {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.lease_ms
+    }
+
+    fn try_lead(&self) -> StoreFuture<'_, Result<Option<u64>, StoreError>> {
+        Box::pin(async move {
+            let lease = self.journal.try_acquire(&self.node, &self.advertise, self.lease_ms).await.map_err(store_error)?;
+            let last_seq = lease.as_ref().map(|l| l.last_seq);
+            if lease.is_some() {
+                self.set_lease(lease);
+            }
+            Ok(last_seq)
+        })
+    }
+
+    fn renew(&self) -> StoreFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let Some(lease) = self.lease() else { return Ok(false) };
+            let renewed = self.journal.renew(&lease, self.lease_ms).await.map_err(store_error)?;
+            if !renewed {
+                self.set_lease(None);
+            }
+            Ok(renewed)
+        })
+    }
+
+    fn step_down(&self) -> StoreFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let Some(lease) = self.lease() else { return Ok(()) };
+            self.set_lease(None);
+            self.journal.release(&lease).await.map_err(store_error)?;
+            Ok(())
+        })
+    }
+
+    fn append<'a>(&'a self, seq: u64, record: &'a [u8]) -> StoreFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let Some(lease) = self.lease() else {
+                return Err(StoreError::Fenced("this node holds no lease".into()));
+            };
+            let appended = self.journal.append(&lease, seq, record).await.map_err(store_error);
+            if matches!(appended, Err(StoreError::Fenced(_))) {
+                self.set_lease(None);
+            }
+            appended
+        })
+    }
+
+    fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Vec<(u64, Vec<u8>)>, StoreError>> {
+        Box::pin(async move { self.journal.read_after(after_seq, limit).await.map_err(store_error) })
+    }
+
+    fn leader(&self) -> StoreFuture<'_, Result<Option<LeaderInfo>, StoreError>> {
+        Box::pin(async move {
+            let leader = self.journal.leader().await.map_err(store_error)?;
+            Ok(leader.filter(|l| !l.expired).map(|l| LeaderInfo { node: l.holder, address: l.address, epoch: l.epoch }))
+        })
+    }
+}
