@@ -114,27 +114,18 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         resolved.fx.signing_keys = Some(std::sync::Arc::new(keyring));
     }
     let journal = file_journal.unwrap_or_default();
-    let record_store = match args.journal_url.or(journal.url) {
-        None => None,
-        Some(url) => {
-            let advertise =
-                args.advertise.or(journal.advertise).unwrap_or_else(|| resolved.listen.to_string());
-            let replication = puente_server::replication::ReplicationConfig {
-                url,
-                node: args.node_id.or(journal.node_id).unwrap_or_else(|| advertise.clone()),
-                advertise,
-                lease_ms: args.lease_ms.or(journal.lease_ms).unwrap_or(puente_server::replication::LEASE_MS_DEFAULT),
-            };
-            let store = puente_server::replication::PgRecordStore::connect(&replication)
-                .await
-                .map_err(|e| CliError::Usage(format!("journal of record: {e}")))?;
-            Some(std::sync::Arc::new(store) as std::sync::Arc<dyn puente_ledger::replica::RecordStore>)
+    let replication = args.journal_url.or(journal.url).map(|url| {
+        let advertise = args.advertise.or(journal.advertise);
+        puente_server::replication::ReplicationConfig {
+            url,
+            node: args.node_id.or(journal.node_id),
+            advertise,
+            lease_ms: args.lease_ms.or(journal.lease_ms).unwrap_or(puente_server::replication::LEASE_MS_DEFAULT),
         }
-    };
+    });
     let ledger = puente_ledger::LedgerConfig {
         currencies: resolved.currencies,
         rebuild_index: args.rebuild_index,
-        record_store,
         ..puente_ledger::LedgerConfig::new(resolved.data_dir.clone())
     };
     let pii_key_file = args.pii_key_file.or(file_pii_key_file);
@@ -171,6 +162,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         limits,
         tls,
         pii_keyring: pii_keyring.map(std::sync::Arc::new),
+        replication,
     };
     puente_server::run(config, shutdown_signal()).await?;
     Ok(())

@@ -139,6 +139,9 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The personal-data keyring (AES-256-GCM); `None`: holder requests are refused.
     pub pii_keyring: Option<std::sync::Arc<puente_kyc::pii::Keyring>>,
+    /// The journal of record in PostgreSQL (several nodes, one leader); `None`: the local
+    /// journal is the record.
+    pub replication: Option<replication::ReplicationConfig>,
 }
 
 /// Services beyond the ledger, each optional (tests and benchmarks may serve the ledger alone).
@@ -157,14 +160,21 @@ pub struct Extras {
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
     let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     config.limits.validate().map_err(ServerError::Limits)?;
-    let ledger_config = config.ledger.clone();
-    let ledger = tokio::task::spawn_blocking(move || Ledger::open(ledger_config))
-        .await
-        .map_err(|e| ServerError::Recovery(format!("recovery task failed: {e}")))??;
+    let mut ledger_config = config.ledger.clone();
+    // Bound first: a node of a cluster advertises the address it actually listens on.
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.listen, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.listen, source })?;
+    if let Some(replication) = &config.replication {
+        let store = replication::PgRecordStore::connect(replication, &addr.to_string())
+            .await
+            .map_err(ServerError::Recovery)?;
+        ledger_config.record_store = Some(std::sync::Arc::new(store));
+    }
+    let ledger = tokio::task::spawn_blocking(move || Ledger::open(ledger_config))
+        .await
+        .map_err(|e| ServerError::Recovery(format!("recovery task failed: {e}")))??;
     let metrics_task = match config.metrics_listen {
         Some(metrics_addr) => {
             let metrics_listener = metrics::bind(metrics_addr).await?;

@@ -17,10 +17,11 @@ pub const LEASE_MS_MAX: u64 = 60_000;
 pub struct ReplicationConfig {
     /// `postgres://…` (never logged with its password).
     pub url: String,
-    /// This node's name in the lease (unique per node).
-    pub node: String,
-    /// The address clients reach this node at (given to clients that wrote to a standby).
-    pub advertise: String,
+    /// This node's name in the lease (unique per node) [default: the advertised address].
+    pub node: Option<String>,
+    /// The address clients reach this node at (given to clients that wrote to a standby)
+    /// [default: the address the server bound].
+    pub advertise: Option<String>,
     pub lease_ms: u64,
 }
 
@@ -34,18 +35,20 @@ pub struct PgRecordStore {
 }
 
 impl PgRecordStore {
-    /// Connects (and makes the schema when missing).
-    pub async fn connect(config: &ReplicationConfig) -> Result<PgRecordStore, String> {
+    /// Connects (and makes the schema when missing); `bound` is the address the server listens
+    /// on (the default advertised address).
+    pub async fn connect(config: &ReplicationConfig, bound: &str) -> Result<PgRecordStore, String> {
+        let advertise = config.advertise.clone().unwrap_or_else(|| bound.to_owned());
+        let node = config.node.clone().unwrap_or_else(|| advertise.clone());
         if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&config.lease_ms) {
             return Err(format!("lease of {} ms: between {LEASE_MS_MIN} and {LEASE_MS_MAX}", config.lease_ms));
         }
         let journal = PgJournal::connect(&config.url).await.map_err(|e| e.to_string())?;
-        tracing::info!(url = journal.url_redacted(), node = %config.node, advertise = %config.advertise,
-            "journal of record: PostgreSQL");
+        tracing::info!(url = journal.url_redacted(), %node, %advertise, "journal of record: PostgreSQL");
         Ok(PgRecordStore {
             journal,
-            node: config.node.clone(),
-            advertise: config.advertise.clone(),
+            node,
+            advertise,
             lease_ms: config.lease_ms,
             lease: Mutex::new(None),
         })
