@@ -292,6 +292,9 @@ async fn a_live_lease_is_kept_and_release_hands_it_over_at_once() {
     assert!(again.epoch > lease.epoch);
     epochs.push(again.epoch);
     assert!(matches!(node_a.append(&lease, 1, b"old").await, Err(PgJournalError::Fenced { .. })));
+    assert!(!node_a.renew(&lease, 60_000).await.unwrap(), "the earlier lease of the same holder is lost");
+    assert!(!node_a.release(&lease).await.unwrap());
+    assert!(node_a.renew(&again, 60_000).await.unwrap());
     node_a.append(&again, 1, b"new").await.unwrap();
     assert!(epochs.windows(2).all(|pair| pair[0] < pair[1]), "{epochs:?}");
     assert_eq!(epochs, vec![1, 2, 3, 4, 5, 6]);
