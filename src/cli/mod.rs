@@ -152,7 +152,7 @@ impl From<puente_ledger::backup::BackupError> for CliError {
 impl From<ClientError> for CliError {
     fn from(error: ClientError) -> Self {
         let text = match &error {
-            ClientError::Status { code, message, reason, violations } => {
+            ClientError::Status { code, message, reason, violations, .. } => {
                 status_text(*code, message, reason.as_deref(), violations)
             }
             other => other.to_string(),

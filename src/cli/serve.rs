@@ -120,7 +120,10 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
             url,
             node: args.node_id.or(journal.node_id),
             advertise,
-            lease_ms: args.lease_ms.or(journal.lease_ms).unwrap_or(puente_server::replication::LEASE_MS_DEFAULT),
+            lease_ms: args
+                .lease_ms
+                .or(journal.lease_ms)
+                .unwrap_or(puente_server::replication::LEASE_MS_DEFAULT),
         }
     });
     let ledger = puente_ledger::LedgerConfig {

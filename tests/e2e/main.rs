@@ -11,6 +11,7 @@ mod deploy;
 mod docs;
 mod first_run;
 mod fx;
+mod ha;
 mod hardening;
 mod ops;
 mod reconcile;

@@ -46,6 +46,19 @@ impl Server {
         env: &[(&str, &str)],
         umask: Option<u32>,
     ) -> Result<Server, String> {
+        let server = Server::spawn(data_dir, extra, env, umask)?;
+        bootstrap_with(&server.addr, data_dir, client_args)?;
+        Ok(server)
+    }
+
+    /// Starts the server and returns once it listens, without bootstrapping an operator (a
+    /// second node of a cluster: use [`share_operator_key`]).
+    pub fn spawn(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        umask: Option<u32>,
+    ) -> Result<Server, String> {
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -85,9 +98,7 @@ impl Server {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(addr) = rx.recv_timeout(Duration::from_millis(20)) {
-                let server = Server { child: Some(child), addr, data_dir: data_dir.to_owned() };
-                bootstrap_with(&server.addr, data_dir, client_args)?;
-                return Ok(server);
+                return Ok(Server { child: Some(child), addr, data_dir: data_dir.to_owned() });
             }
             if let Ok(Some(status)) = child.try_wait() {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -276,6 +287,13 @@ fn bootstrap_with(addr: &str, data_dir: &Path, client_args: &[&str]) -> Result<P
     }
     keys().lock().unwrap().insert(addr.to_owned(), key_file.clone());
     Ok(key_file)
+}
+
+/// The node at `addr` serves the same ledger as the one at `from` (a cluster): same operator.
+#[allow(dead_code)]
+pub fn share_operator_key(from: &str, addr: &str) {
+    let key_file = key_file_for(from);
+    keys().lock().unwrap().insert(addr.to_owned(), key_file);
 }
 
 /// The operator key file of the test server at `addr`.

@@ -26,6 +26,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_types::StatusExt;
 
+mod cluster;
+pub use cluster::{ClusterClient, FAILOVER_WAIT_MS};
+
+/// ErrorInfo metadata key of a standby's NOT_LEADER refusal: the leader's advertised address.
+pub const LEADER_ADDRESS_KEY: &str = "leader_address";
+
 /// Largest message the client accepts (matches the server's limit).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 
@@ -41,8 +47,17 @@ pub enum ClientError {
     KeyFile { path: String, reason: String },
     /// The server answered with an error status. `reason` is the google.rpc.ErrorInfo reason
     /// (e.g. "INVALID_FIELD", "ACCOUNT_NOT_FOUND"); `violations` the BadRequest fields.
+    ///
+    /// `leader_address`: a standby's refusal of a write (reason NOT_LEADER) names the leader
+    /// here when it knows it (see [`ClusterClient`], which follows it).
     #[error("{code:?}: {message}")]
-    Status { code: tonic::Code, message: String, reason: Option<String>, violations: Vec<(String, String)> },
+    Status {
+        code: tonic::Code,
+        message: String,
+        reason: Option<String>,
+        violations: Vec<(String, String)>,
+        leader_address: Option<String>,
+    },
     /// The request was valid, but the ledger refused the event (e.g. "EXCEEDS_CREDITS").
     #[error("refused: {code}")]
     Refused { code: String },
@@ -66,6 +81,9 @@ impl From<tonic::Status> for ClientError {
             code: status.code(),
             message: status.message().to_owned(),
             reason: details.error_info().map(|info| info.reason.clone()),
+            leader_address: details
+                .error_info()
+                .and_then(|info| info.metadata.get(LEADER_ADDRESS_KEY).cloned()),
             violations: details
                 .bad_request()
                 .map(|b| {

@@ -650,6 +650,15 @@ impl Ledger {
         self.shared.role.borrow().clone()
     }
 
+    /// Waits (at most `within`) until this node knows what it is: it leads, or it follows a
+    /// known leader. Immediate on a single node.
+    pub async fn role_settled(&self, within: Duration) -> Role {
+        let mut roles = self.shared.role.subscribe();
+        let settled = roles.wait_for(|role| !matches!(role, Role::Standby { leader: None }));
+        let _ = tokio::time::timeout(within, settled).await;
+        self.role()
+    }
+
     /// Every change of role (for health: `puente.v1.Leader` is SERVING only on the leader).
     pub fn role_changes(&self) -> tokio::sync::watch::Receiver<Role> {
         self.shared.role.subscribe()

@@ -26,6 +26,9 @@ use std::pin::Pin;
 /// A boxed future (the store is used as a trait object).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Records by sequence number, ascending, as the store returns them.
+pub type Records = Vec<(u64, Vec<u8>)>;
+
 /// How many records a standby copies per read.
 pub const FOLLOW_PAGE_RECORDS: usize = 256;
 /// How often a standby that is caught up looks for new records and for a lapsed lease.
@@ -76,7 +79,7 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug + 'static {
     fn append<'a>(&'a self, seq: u64, record: &'a [u8]) -> StoreFuture<'a, Result<(), StoreError>>;
 
     /// Records after `after_seq`, ascending and contiguous, at most `limit`.
-    fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Vec<(u64, Vec<u8>)>, StoreError>>;
+    fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Records, StoreError>>;
 
     /// The node holding the lease, if any holds a live one.
     fn leader(&self) -> StoreFuture<'_, Result<Option<LeaderInfo>, StoreError>>;

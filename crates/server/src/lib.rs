@@ -187,6 +187,11 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         }
         None => None,
     };
+    if let Some(replication) = &config.replication {
+        // Listening is announced once the node knows whether it leads (within two leases).
+        let role = ledger.role_settled(Duration::from_millis(replication.lease_ms.saturating_mul(2))).await;
+        tracing::info!(?role, "node role");
+    }
     let recovery = ledger.recovery();
     tracing::info!(%addr, data_dir = %config.ledger.data_dir.display(), journal_entries = recovery.journal_entries,
         accounts = recovery.accounts, recovery_ms = recovery.elapsed_ms, "puente serving");
@@ -254,15 +259,20 @@ fn spawn_health_watcher(
         let mut roles = ledger.role_changes();
         loop {
             let leads = roles.borrow_and_update().writes() && ledger.is_healthy();
-            let status =
-                if leads { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+            let status = if leads {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
             reporter.set_service_status(LEADER_HEALTH_SERVICE, status).await;
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(HEALTH_POLL_MS)) => {}
                 _ = roles.changed() => continue,
             }
             if !ledger.is_healthy() {
-                reporter.set_service_status(LEADER_HEALTH_SERVICE, tonic_health::ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(LEADER_HEALTH_SERVICE, tonic_health::ServingStatus::NotServing)
+                    .await;
                 reporter
                     .set_not_serving::<grpc::ledger_service_server::LedgerServiceServer<ledger_service::LedgerApi>>()
                     .await;

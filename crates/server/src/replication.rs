@@ -3,8 +3,8 @@
 
 use std::sync::Mutex;
 
-use puente_journal_pg::{Lease, PgJournal, PgJournalError};
-use puente_ledger::replica::{LeaderInfo, RecordStore, StoreError, StoreFuture};
+use puente_journal_pg::{Lease, PgJournal, PgJournalError, PgJournalOptions};
+use puente_ledger::replica::{LeaderInfo, RecordStore, Records, StoreError, StoreFuture};
 
 /// Default lease: a standby takes over at most this long after the leader stopped renewing.
 pub const LEASE_MS_DEFAULT: u64 = 3_000;
@@ -41,17 +41,17 @@ impl PgRecordStore {
         let advertise = config.advertise.clone().unwrap_or_else(|| bound.to_owned());
         let node = config.node.clone().unwrap_or_else(|| advertise.clone());
         if !(LEASE_MS_MIN..=LEASE_MS_MAX).contains(&config.lease_ms) {
-            return Err(format!("lease of {} ms: between {LEASE_MS_MIN} and {LEASE_MS_MAX}", config.lease_ms));
+            return Err(format!(
+                "lease of {} ms: between {LEASE_MS_MIN} and {LEASE_MS_MAX}",
+                config.lease_ms
+            ));
         }
-        let journal = PgJournal::connect(&config.url).await.map_err(|e| e.to_string())?;
+        // A call (an append, a renewal) lasts at most a lease: a node stopped inside a
+        // transaction holds the lease row no longer than that (idle_in_transaction_session_timeout).
+        let options = PgJournalOptions { call_timeout_ms: config.lease_ms };
+        let journal = PgJournal::connect_with(&config.url, options).await.map_err(|e| e.to_string())?;
         tracing::info!(url = journal.url_redacted(), %node, %advertise, "journal of record: PostgreSQL");
-        Ok(PgRecordStore {
-            journal,
-            node,
-            advertise,
-            lease_ms: config.lease_ms,
-            lease: Mutex::new(None),
-        })
+        Ok(PgRecordStore { journal, node, advertise, lease_ms: config.lease_ms, lease: Mutex::new(None) })
     }
 
     fn lease(&self) -> Option<Lease> {
@@ -84,7 +84,11 @@ impl RecordStore for PgRecordStore {
 
     fn try_lead(&self) -> StoreFuture<'_, Result<Option<u64>, StoreError>> {
         Box::pin(async move {
-            let lease = self.journal.try_acquire(&self.node, &self.advertise, self.lease_ms).await.map_err(store_error)?;
+            let lease = self
+                .journal
+                .try_acquire(&self.node, &self.advertise, self.lease_ms)
+                .await
+                .map_err(store_error)?;
             let last_seq = lease.as_ref().map(|l| l.last_seq);
             if lease.is_some() {
                 self.set_lease(lease);
@@ -126,14 +130,18 @@ impl RecordStore for PgRecordStore {
         })
     }
 
-    fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Vec<(u64, Vec<u8>)>, StoreError>> {
+    fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Records, StoreError>> {
         Box::pin(async move { self.journal.read_after(after_seq, limit).await.map_err(store_error) })
     }
 
     fn leader(&self) -> StoreFuture<'_, Result<Option<LeaderInfo>, StoreError>> {
         Box::pin(async move {
             let leader = self.journal.leader().await.map_err(store_error)?;
-            Ok(leader.filter(|l| !l.expired).map(|l| LeaderInfo { node: l.holder, address: l.address, epoch: l.epoch }))
+            Ok(leader.filter(|l| !l.expired).map(|l| LeaderInfo {
+                node: l.holder,
+                address: l.address,
+                epoch: l.epoch,
+            }))
         })
     }
 }

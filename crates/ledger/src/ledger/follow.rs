@@ -202,7 +202,12 @@ impl Writer {
 
     /// Copies one page of records after this node's last (up to `until`) into the local
     /// journal and applies them. `true` when a full page came (there may be more).
-    async fn follow(&mut self, store: &dyn RecordStore, until: u64, out: &mut Output) -> Result<bool, LedgerError> {
+    async fn follow(
+        &mut self,
+        store: &dyn RecordStore,
+        until: u64,
+        out: &mut Output,
+    ) -> Result<bool, LedgerError> {
         let records = store
             .read_after(self.seq, FOLLOW_PAGE_RECORDS)
             .await
