@@ -205,3 +205,65 @@ fn which(program: &str) -> Result<PathBuf, ()> {
     let path = std::env::var_os("PATH").ok_or(())?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file()).ok_or(())
 }
+
+/// A key of a Compose service, directly or through its `<<` merge (YAML merge keys are
+/// Compose's, not the YAML parser's).
+fn service_key<'a>(service: &'a Yaml, key: &str) -> &'a Yaml {
+    let own = &service[key];
+    if own.is_badvalue() { &service["<<"][key] } else { own }
+}
+
+#[test]
+fn the_two_node_deployments_share_one_journal_of_record() {
+    // Compose: PostgreSQL and two nodes, each with its own volume, name and advertised address.
+    let compose = &yaml("ha/docker-compose.yml")[0];
+    let services = &compose["services"];
+    assert_eq!(services["postgres"]["image"].as_str(), Some("postgres:15"));
+    assert!(strings(&services["postgres"]["command"]).contains(&"synchronous_commit=on"));
+    let mut volumes = Vec::new();
+    for (name, other) in [("puente-a", "puente-b"), ("puente-b", "puente-a")] {
+        let node = &services[name];
+        assert_eq!(service_key(node, "build")["dockerfile"].as_str(), Some("deploy/Dockerfile"));
+        assert!(strings(service_key(node, "env_file")).iter().any(|f| f.ends_with("/journal.env")));
+        let env = &node["environment"];
+        assert_eq!(env["PUENTE_NODE_ID"].as_str(), Some(name));
+        assert_eq!(env["PUENTE_ADVERTISE"].as_str(), Some(format!("{name}:50051").as_str()));
+        assert_ne!(env["PUENTE_NODE_ID"].as_str(), services[other]["environment"]["PUENTE_NODE_ID"].as_str());
+        let volume = strings(&node["volumes"]).into_iter().find(|v| v.ends_with(":/var/lib/puente")).unwrap();
+        volumes.push(volume.to_owned());
+        assert_eq!(
+            service_key(node, "depends_on")["postgres"]["condition"].as_str(),
+            Some("service_healthy")
+        );
+    }
+    assert_ne!(volumes[0], volumes[1], "each node has its own data volume");
+
+    // Kubernetes: the overlay patches the StatefulSet to two replicas that take the URL from a
+    // Secret, advertise their own DNS names and are ready only while they lead.
+    let kustomization = &yaml("k8s/ha/kustomization.yaml")[0];
+    assert!(strings(&kustomization["resources"]).contains(&".."));
+    let patch = &yaml("k8s/ha/statefulset-patch.yaml")[0];
+    assert_eq!(
+        patch["metadata"]["name"].as_str(),
+        yaml("k8s/statefulset.yaml")[0]["metadata"]["name"].as_str()
+    );
+    assert_eq!(patch["spec"]["replicas"].as_i64(), Some(2));
+    let container = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"].as_str(), Some("puente"));
+    assert_eq!(container["readinessProbe"]["grpc"]["service"].as_str(), Some("puente.v1.Leader"));
+    let env = container["env"].as_vec().unwrap();
+    let var = |name: &str| {
+        env.iter().find(|e| e["name"].as_str() == Some(name)).unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(
+        var("PUENTE_JOURNAL_URL")["valueFrom"]["secretKeyRef"]["name"].as_str(),
+        Some("puente-journal")
+    );
+    assert!(var("PUENTE_ADVERTISE")["value"].as_str().unwrap().contains("$(POD_NAME)"));
+    assert_eq!(var("PUENTE_NODE_ID")["value"].as_str(), Some("$(POD_NAME)"));
+    let secret = &yaml("k8s/ha/secret.yaml")[0];
+    assert_eq!(secret["metadata"]["name"].as_str(), Some("puente-journal"));
+    assert!(secret["data"].as_hash().is_some_and(|d| d.is_empty()), "the Secret is a placeholder");
+    // The probe's service name is the one the server reports.
+    assert_eq!(puente_server::LEADER_HEALTH_SERVICE, "puente.v1.Leader");
+}
