@@ -68,6 +68,10 @@ struct Args {
     /// Parent directory for the ledger's data (must not be tmpfs).
     #[arg(long, env = "PUENTE_BENCH_DIR", default_value = "/var/tmp")]
     dir: PathBuf,
+    /// The journal of record in PostgreSQL (`puente serve --journal-url`), an EMPTY database:
+    /// every group commit is then also one PostgreSQL transaction, as on a cluster's leader.
+    #[arg(long, env = "PUENTE_BENCH_JOURNAL_URL")]
+    journal_url: Option<String>,
     /// Passed by `cargo bench`. Without it (`cargo test --all-targets`), a short smoke run
     /// checks that the load generator still works, instead of the full measurement.
     #[arg(long, hide = true)]
@@ -417,9 +421,27 @@ fn main() {
     let dir = tempfile::Builder::new().prefix("puente-loadgen-").tempdir_in(&args.dir).expect("tempdir");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let results = runtime.block_on(async {
-        let ledger = Ledger::open(LedgerConfig::new(dir.path())).expect("open the ledger");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr").to_string();
+        let mut config = LedgerConfig::new(dir.path());
+        if let Some(url) = &args.journal_url {
+            let replication = puente_server::replication::ReplicationConfig {
+                url: url.clone(),
+                node: Some("loadgen".into()),
+                advertise: None,
+                lease_ms: puente_server::replication::LEASE_MS_DEFAULT,
+            };
+            let store = puente_server::replication::PgRecordStore::connect(&replication, &addr)
+                .await
+                .expect("connect to the journal of record");
+            config.record_store = Some(Arc::new(store));
+        }
+        let ledger = Ledger::open(config).expect("open the ledger");
+        if args.journal_url.is_some() {
+            let role = ledger.role_settled(Duration::from_secs(10)).await;
+            assert_eq!(role, puente_ledger::replica::Role::Leader, "loadgen's node must lead (an empty database?)");
+            eprintln!("loadgen: the journal of record is in PostgreSQL; this node leads");
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         // One participant quotes here far faster than any should: lift its own quote cap (the
         // store's overall cap still holds).

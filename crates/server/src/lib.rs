@@ -367,6 +367,12 @@ pub async fn serve_with(
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
 
+    // Before the first request is served: a health check never finds `puente.v1.Leader`
+    // unknown (the watcher keeps it current from here on).
+    let leads = ledger.role().writes() && ledger.is_healthy();
+    let status =
+        if leads { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+    health_reporter.set_service_status(LEADER_HEALTH_SERVICE, status).await;
     let watcher = spawn_health_watcher(ledger.clone(), health_reporter.clone());
 
     let mut builder = tonic::transport::Server::builder();
