@@ -61,13 +61,46 @@
 //! # Zero-loss commits
 //!
 //! `Ok` from an append means `COMMIT` returned; how durable that is, is the database's
-//! setting. PostgreSQL: `synchronous_commit = on` (the default, WAL flushed locally), and for
-//! a replicated cluster `synchronous_standby_names` naming the standbys with
-//! `synchronous_commit = on` or `remote_apply` (a failover to a synchronous standby then loses
-//! no acknowledged commit; `remote_apply` also makes it readable there at once). Never
-//! `synchronous_commit = off` or `local` with replication for the journal. CockroachDB and
-//! YugabyteDB commit through Raft (a majority of replicas) by default. The test clusters
-//! ([`testing`]) run with `fsync = on` and `synchronous_commit = on`.
+//! setting. CockroachDB and YugabyteDB commit through Raft (a majority of replicas) by
+//! default. The test clusters ([`testing`]) run with `fsync = on` and
+//! `synchronous_commit = on`.
+//!
+//! **A single PostgreSQL server**: with `fsync = on` and `synchronous_commit = on` (both the
+//! defaults) a commit is flushed to that server's disk before `COMMIT` returns; the journal is
+//! exactly as durable as that one disk (and as available as that one server).
+//!
+//! **A primary with a streaming standby, losing no acknowledged append on failover**: the
+//! primary needs
+//!
+//! - `synchronous_commit = on` (or `remote_apply`, which also makes the commit readable on the
+//!   standby at once): `COMMIT` returns only once a synchronous standby has flushed the
+//!   commit to its disk. Never `off` or `local` (the standby may not have it at all) nor
+//!   `remote_write` (it is in the standby's memory, not on its disk);
+//! - `synchronous_standby_names` naming the standby (its `application_name` from
+//!   `primary_conninfo`), or `'*'` for any one standby, so that a synchronous standby exists at
+//!   all (empty, the default, is asynchronous replication: a failover can lose acknowledged
+//!   appends);
+//! - `wal_level = replica` or `logical` and `max_wal_senders` above 0 (the defaults), and a
+//!   `replication` entry in `pg_hba.conf` for the standby; the standby is made with
+//!   `pg_basebackup -R` (better with a replication slot, `-C -S name`).
+//!
+//! Give the journal every server in one URL with `target_session_attrs=read-write`
+//! (`postgres://user@host1:5432,host2:5432/db?target_session_attrs=read-write`): connecting
+//! tries the hosts in order and keeps the first that accepts writes, so a standby is never
+//! written to and, after `pg_ctl promote` (or a failover manager) made it the primary, the
+//! next call reconnects to it. The lease and the journal are replicated like every other row.
+//! After a failover the leader learns where the journal ends from [`PgJournal::last_seq`] (the
+//! append in flight at the crash may or may not be there) and goes on from `last_seq + 1`;
+//! taking its lease again ([`PgJournal::try_acquire`], same holder) gives it a new epoch.
+//!
+//! The costs: every commit waits for the standby's flush (a round trip and its disk), and
+//! while no synchronous standby is connected, commits on the primary wait; appends then fail
+//! with [`PgJournalError::Db`] after the call timeout (outcome unknown, see below) rather than
+//! commit without a copy. A standby promoted alone has no synchronous standby of its own:
+//! until one is attached (and named in its `synchronous_standby_names`) the journal is only as
+//! durable as its disk. And a commit is visible on the primary a moment before the standby has
+//! it: an append that returned `Db` may show in `last_seq` on the old primary yet be missing
+//! after a failover; only `Ok` means the standby has it.
 //!
 //! # Failure modes
 //!

@@ -1,12 +1,12 @@
 //! The journal against real PostgreSQL clusters (`puente_journal_pg::testing`): no mocks.
 //!
 //! Tests share one cluster while they overlap (each in a database of its own); the restart
-//! test has its own.
+//! test has its own, and the failover test a primary with a synchronous standby.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use puente_journal_pg::testing::Cluster;
+use puente_journal_pg::testing::{Cluster, multi_host_url};
 use puente_journal_pg::{
     Lease, PgJournal, PgJournalError, PgJournalOptions, READ_PAGE_BYTES_MAX, READ_PAGE_RECORDS_MAX,
     SCHEMA_VERSION, redact_url,
@@ -451,4 +451,146 @@ async fn connection_errors_never_show_the_password() {
     assert!(text.contains(&redact_url(&url)), "{text}");
     let bad = PgJournal::connect("postgres://u:Sup3rS3cret@127.0.0.1:notaport/d").await.unwrap_err();
     assert!(!bad.to_string().contains("Sup3rS3cret"), "{bad}");
+}
+
+/// Issue 13's failover: a primary with a synchronous streaming standby; the journal, given
+/// both in one URL with `target_session_attrs=read-write`, appends in a loop; the primary is
+/// killed under that load (immediate stop, like a crash). While only the read-only standby is
+/// up, every call fails with a Db error (the client refuses the standby: it does not allow
+/// writes). Then the standby is promoted: through the same URL the journal reconnects to it,
+/// the same holder takes its lease again (epoch + 1, which fences the old one) and appends on
+/// from `last_seq() + 1`. Every append acknowledged before the kill is on the promoted standby
+/// with its bytes, the journal is contiguous (the one append in flight at the kill may or may
+/// not be there), and appends continue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_synchronous_standby_has_every_acknowledged_append() {
+    let (mut primary, mut standby) = tokio::task::block_in_place(|| {
+        let primary = Cluster::start_primary();
+        let standby = Cluster::start_standby_of(&primary);
+        (primary, standby)
+    });
+    let row = raw(&primary.url())
+        .await
+        .query_one(
+            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names'), \
+             (SELECT string_agg(sync_state, ',') FROM pg_stat_replication)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let settings: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(settings, ("on".into(), "*".into(), "sync".into()), "a zero-loss pair");
+    assert!(standby.is_in_recovery());
+    primary.create_database("failover").await;
+
+    let url = multi_host_url(&[&primary, &standby], "failover");
+    let options = PgJournalOptions { call_timeout_ms: 2_000 };
+    let journal = Arc::new(PgJournal::connect_with(&url, options.clone()).await.unwrap());
+    let lease = journal.try_acquire("node-a", "10.0.0.1:7000", 600_000).await.unwrap().unwrap();
+    assert_eq!((lease.epoch, lease.last_seq), (1, 0));
+    // A read-only node listed first is passed over: this journal renews the lease (a write),
+    // so it is on the primary.
+    let standby_first =
+        PgJournal::connect_with(&multi_host_url(&[&standby, &primary], "failover"), options.clone())
+            .await
+            .unwrap();
+    assert!(standby_first.renew(&lease, 600_000).await.unwrap());
+    drop(standby_first);
+
+    // The writer appends seq 1, 2, ... until a call fails, and records what was acknowledged.
+    let acked = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let writer = {
+        let (journal, lease, acked) = (journal.clone(), lease.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut seq = 1;
+            loop {
+                match journal.append(&lease, seq, &record(seq)).await {
+                    Ok(()) => acked.lock().unwrap().push(seq),
+                    Err(error) => return (seq, error, Instant::now()),
+                }
+                seq += 1;
+            }
+        })
+    };
+    const BEFORE_KILL: usize = 100;
+    wait_until(30_000, "appends acknowledged before the kill", async || {
+        acked.lock().unwrap().len() >= BEFORE_KILL
+    })
+    .await;
+    let killed_at = Instant::now();
+    tokio::task::block_in_place(|| primary.kill());
+    let (in_flight, error, failed_at) = match tokio::time::timeout(Duration::from_secs(10), writer).await {
+        Ok(joined) => joined.unwrap(),
+        Err(_) => panic!("the writer did not notice the kill within 10 s"),
+    };
+    assert!(failed_at >= killed_at, "the writer failed before the kill: {error}");
+    assert!(matches!(error, PgJournalError::Db(_)), "{error}");
+    let acked: Vec<u64> = acked.lock().unwrap().clone();
+    assert!(acked.len() >= BEFORE_KILL);
+    assert_eq!(acked, (1..in_flight).collect::<Vec<u64>>(), "acknowledged in order until the kill");
+
+    // Only the standby is up, read-only: nothing connects for writing, every call fails.
+    let started = Instant::now();
+    for _ in 0..3 {
+        let refused = journal.append(&lease, in_flight, &record(in_flight)).await;
+        assert!(matches!(refused, Err(PgJournalError::Db(_))), "{refused:?}");
+        let refused = journal.last_seq().await;
+        assert!(matches!(refused, Err(PgJournalError::Db(_))), "{refused:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(10), "calls while down took {:?}", started.elapsed());
+    assert!(matches!(
+        journal.try_acquire("node-a", "10.0.0.1:7000", 600_000).await,
+        Err(PgJournalError::Db(_))
+    ));
+    // Why: the client reaches the standby and turns it down (with a call timeout that a busy
+    // machine does not reach, so the standby's answer is the last error).
+    let patient = PgJournalOptions { call_timeout_ms: 10_000 };
+    let refused = PgJournal::connect_with(&url, patient).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("does not allow writes"),
+        "the standby is reached and refused: {refused}"
+    );
+    assert!(standby.is_in_recovery(), "still a standby");
+
+    tokio::task::block_in_place(|| standby.promote());
+    assert!(!standby.is_in_recovery(), "promoted");
+    // The same URL now finds the promoted standby (bounded: a reconnect may take a moment).
+    let mut last_seq = None;
+    wait_until(10_000, "the journal reconnects to the promoted standby", async || {
+        last_seq = journal.last_seq().await.ok();
+        last_seq.is_some()
+    })
+    .await;
+    let last_seq = last_seq.unwrap();
+    assert!(
+        last_seq == in_flight - 1 || last_seq == in_flight,
+        "last_seq {last_seq}: the last acknowledged append was {}, the one in flight {in_flight}",
+        in_flight - 1
+    );
+    let again = journal.try_acquire("node-a", "10.0.0.1:7000", 600_000).await.unwrap();
+    let again = again.expect("the same holder takes its lease again");
+    assert_eq!((again.epoch, again.last_seq), (lease.epoch + 1, last_seq));
+    assert!(matches!(
+        journal.append(&lease, last_seq + 1, b"under the old lease").await,
+        Err(PgJournalError::Fenced { epoch: 1, current_epoch: 2, .. })
+    ));
+    const AFTER: u64 = 20;
+    for seq in last_seq + 1..=last_seq + AFTER {
+        journal.append(&again, seq, &record(seq)).await.unwrap();
+    }
+
+    // Read on the promoted standby itself: every acknowledged seq with its bytes, no gap.
+    let on_standby = PgJournal::connect(&standby.url_for("failover")).await.unwrap();
+    let stored = read_all(&on_standby, 1_000).await;
+    let expected: Vec<(u64, Vec<u8>)> = (1..=last_seq + AFTER).map(|seq| (seq, record(seq))).collect();
+    assert_eq!(stored, expected);
+    for seq in &acked {
+        assert_eq!(stored[*seq as usize - 1], (*seq, record(*seq)), "acknowledged seq {seq}");
+    }
+    let epochs = stored_epochs(&standby.url_for("failover")).await;
+    let expected_epochs: Vec<(i64, i64)> = (1..=(last_seq + AFTER) as i64)
+        .map(|seq| (seq, if seq as u64 <= last_seq { 1 } else { 2 }))
+        .collect();
+    assert_eq!(epochs, expected_epochs);
+    assert_eq!(on_standby.last_seq().await.unwrap(), last_seq + AFTER);
 }
