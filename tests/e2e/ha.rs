@@ -250,3 +250,95 @@ async fn a_leader_stopped_past_its_lease_cannot_append_and_steps_down_naming_the
         );
     }
 }
+
+/// The PostgreSQL primary dies under load and its synchronous standby is promoted: the node,
+/// given both hosts (`target_session_attrs=read-write`), reconnects to the promoted one and
+/// leads again; every transfer acknowledged before, during and after is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_promoted_postgresql_standby_loses_no_acknowledged_transfer() {
+    let mut primary = Cluster::start_primary();
+    let mut standby = Cluster::start_standby_of(&primary);
+    // Made after the standby is attached (a synchronous primary waits for one), replicated.
+    primary.create_database("promote").await;
+    let url = puente_journal_pg::testing::multi_host_url(&[&primary, &standby], "promote");
+    let dir = temp_dir();
+    let a = node(&dir.path().join("a"), &url, "a");
+    crate::support::bootstrap(&a.addr, &dir.path().join("a")).unwrap();
+    let mut client = operator_client(&a.addr).await;
+    crate::support::participant(&mut client, "fintech-a").await;
+    let funding = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    const WRITERS: usize = 8;
+    const PER_WRITER: usize = 40;
+    let mut wallets = Vec::new();
+    for _ in 0..WRITERS {
+        wallets.push(client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id);
+    }
+
+    let acknowledged = Arc::new(AtomicUsize::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for (w, wallet) in wallets.iter().enumerate() {
+        let acknowledged = acknowledged.clone();
+        let mut client = cluster_client(&[&a.addr], &a.addr);
+        let (funding, wallet) = (funding.clone(), wallet.clone());
+        let log = dir.path().join("a.log");
+        writers.spawn(async move {
+            for i in 0..PER_WRITER {
+                let id = format!("00000000-0000-4000-8000-{w:04x}{i:08x}");
+                let transfer = NewTransfer::new(&funding, &wallet, "USD", "0.01").id(&id);
+                let results = client.create_transfers(vec![transfer.0]).await.unwrap_or_else(|e| {
+                    panic!(
+                        "{id}: {e}\n--- node log ---\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                });
+                assert_eq!(results[0].code, "OK", "{id}");
+                acknowledged.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            let acknowledged = acknowledged.clone();
+            async move { acknowledged.load(Ordering::SeqCst) >= 60 }
+        })
+        .await
+    );
+    let before = acknowledged.load(Ordering::SeqCst);
+    primary.kill();
+    standby.promote();
+    while let Some(done) = writers.join_next().await {
+        done.unwrap();
+    }
+    assert!(acknowledged.load(Ordering::SeqCst) > before, "writes went on after the promotion");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let addr = a.addr.clone();
+            async move { leads(&addr).await == Some(true) }
+        })
+        .await,
+        "the node leads again, on the promoted database"
+    );
+    let mut client = operator_client(&a.addr).await;
+    for wallet in &wallets {
+        let balance = minor(&client.get_account(wallet).await.unwrap().posted_balance);
+        assert_eq!(balance, PER_WRITER as i128, "wallet {wallet}: every acknowledged 0.01 exactly once");
+    }
+    let accounts = crate::support::all_accounts(&mut client).await;
+    assert!(totals(&accounts).values().all(|t| *t == 0), "debits equal credits");
+    // A node that joins now, from the promoted database alone, has the same balances.
+    let b = node(&dir.path().join("b"), &url, "b");
+    share_operator_key(&a.addr, &b.addr);
+    let mut joined = operator_client(&b.addr).await;
+    for wallet in &wallets {
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let (mut joined, wallet) = (joined.clone(), wallet.clone());
+                async move {
+                    joined.get_account(&wallet).await.ok().map(|a| a.posted_balance) == Some("0.40".into())
+                }
+            })
+            .await
+        );
+    }
+    let _ = &mut joined;
+}

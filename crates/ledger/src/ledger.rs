@@ -521,9 +521,18 @@ impl Ledger {
             config: config.clone(),
         };
         let writer_queue = queue.clone();
-        std::thread::Builder::new()
-            .name("puente-writer".into())
-            .spawn(move || writer.run(writer_queue, handles_gone))?;
+        let writer_shared = shared.clone();
+        std::thread::Builder::new().name("puente-writer".into()).spawn(move || {
+            let closing = writer_queue.clone();
+            // A panic here is a bug; it must not leave a node that looks alive but answers
+            // nothing: every write is refused from then on and health goes NOT_SERVING.
+            if catch_unwind(AssertUnwindSafe(|| writer.run(writer_queue, handles_gone))).is_err() {
+                tracing::error!("the writer panicked; refusing every write (restart the server)");
+                writer_shared.healthy.store(false, Ordering::Relaxed);
+                closing.close();
+                writer_shared.stopped.send_replace(true);
+            }
+        })?;
         Ok(Ledger { queue, _alive: alive, shared })
     }
 

@@ -1,7 +1,7 @@
 //! The journal of record in PostgreSQL (`puente serve --journal-url`): the ledger's
 //! [`RecordStore`] over `puente-journal-pg`, holding this node's lease.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use puente_journal_pg::{Lease, PgJournal, PgJournalError, PgJournalOptions};
 use puente_ledger::replica::{LeaderInfo, RecordStore, Records, StoreError, StoreFuture};
@@ -25,9 +25,13 @@ pub struct ReplicationConfig {
     pub lease_ms: u64,
 }
 
+/// The store. Its calls run on the runtime that connected it (the server's), whatever thread
+/// awaits them: the ledger's writer has a runtime of its own without I/O, and the
+/// connection must make progress, and reconnect, apart from it.
 #[derive(Debug)]
 pub struct PgRecordStore {
-    journal: PgJournal,
+    journal: Arc<PgJournal>,
+    runtime: tokio::runtime::Handle,
     node: String,
     advertise: String,
     lease_ms: u64,
@@ -51,7 +55,28 @@ impl PgRecordStore {
         let options = PgJournalOptions { call_timeout_ms: config.lease_ms };
         let journal = PgJournal::connect_with(&config.url, options).await.map_err(|e| e.to_string())?;
         tracing::info!(url = journal.url_redacted(), %node, %advertise, "journal of record: PostgreSQL");
-        Ok(PgRecordStore { journal, node, advertise, lease_ms: config.lease_ms, lease: Mutex::new(None) })
+        Ok(PgRecordStore {
+            journal: Arc::new(journal),
+            runtime: tokio::runtime::Handle::current(),
+            node,
+            advertise,
+            lease_ms: config.lease_ms,
+            lease: Mutex::new(None),
+        })
+    }
+
+    /// Runs `call` on the store's runtime.
+    async fn on_runtime<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<PgJournal>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, PgJournalError>> + Send + 'static,
+    {
+        self.runtime
+            .spawn(call(self.journal.clone()))
+            .await
+            .map_err(|e| StoreError::Unreachable(format!("the journal call did not finish: {e}")))?
+            .map_err(store_error)
     }
 
     fn lease(&self) -> Option<Lease> {
@@ -100,7 +125,8 @@ impl RecordStore for PgRecordStore {
     fn renew(&self) -> StoreFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
             let Some(lease) = self.lease() else { return Ok(false) };
-            let renewed = self.journal.renew(&lease, self.lease_ms).await.map_err(store_error)?;
+            let lease_ms = self.lease_ms;
+            let renewed = self.on_runtime(move |j| async move { j.renew(&lease, lease_ms).await }).await?;
             if !renewed {
                 self.set_lease(None);
             }
@@ -112,7 +138,7 @@ impl RecordStore for PgRecordStore {
         Box::pin(async move {
             let Some(lease) = self.lease() else { return Ok(()) };
             self.set_lease(None);
-            self.journal.release(&lease).await.map_err(store_error)?;
+            self.on_runtime(move |j| async move { j.release(&lease).await }).await?;
             Ok(())
         })
     }
@@ -122,7 +148,9 @@ impl RecordStore for PgRecordStore {
             let Some(lease) = self.lease() else {
                 return Err(StoreError::Fenced("this node holds no lease".into()));
             };
-            let appended = self.journal.append(&lease, seq, record).await.map_err(store_error);
+            let record = record.to_vec();
+            let appended =
+                self.on_runtime(move |j| async move { j.append(&lease, seq, &record).await }).await;
             if matches!(appended, Err(StoreError::Fenced(_))) {
                 self.set_lease(None);
             }
@@ -131,12 +159,12 @@ impl RecordStore for PgRecordStore {
     }
 
     fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Records, StoreError>> {
-        Box::pin(async move { self.journal.read_after(after_seq, limit).await.map_err(store_error) })
+        Box::pin(self.on_runtime(move |j| async move { j.read_after(after_seq, limit).await }))
     }
 
     fn leader(&self) -> StoreFuture<'_, Result<Option<LeaderInfo>, StoreError>> {
         Box::pin(async move {
-            let leader = self.journal.leader().await.map_err(store_error)?;
+            let leader = self.on_runtime(|j| async move { j.leader().await }).await?;
             Ok(leader.filter(|l| !l.expired).map(|l| LeaderInfo {
                 node: l.holder,
                 address: l.address,
