@@ -116,6 +116,15 @@ def test_a_cluster_client_follows_the_leader_through_a_sigkill(postgres: str, tm
 
         with PuenteClient(b.addr, api_key=key) as standby:
             assert standby.health("puente.v1.Leader") == "NOT_SERVING"
+            # A standby follows within about one poll (50 ms): wait until it knows the key.
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    standby.whoami()
+                    break
+                except PuenteError:
+                    assert time.monotonic() < deadline, "the standby never learned the operator's key"
+                    time.sleep(0.02)
             with pytest.raises(PuenteError) as refused:
                 standby.create_account("fintech-a", "USD")
             assert refused.value.code == grpc.StatusCode.UNAVAILABLE
