@@ -122,6 +122,8 @@ impl fmt::Debug for PgJournal {
 /// One open connection and the task driving it.
 struct Session {
     client: Client,
+    /// The append statement, prepared once per session (an append is then one round trip).
+    append: Option<tokio_postgres::Statement>,
     connection: JoinHandle<()>,
     /// A call timed out on it: its state (in a transaction?) is unknown, so it is replaced.
     dead: bool,
@@ -266,7 +268,7 @@ impl PgJournal {
         let (first, last) = check_append(first_seq, records)?;
         let epoch = to_i64("epoch", lease.epoch)?;
         let mut conn = self.connected().await?;
-        let outcome = self.bounded(append_tx(conn.client(), epoch, first, last, records)).await;
+        let outcome = self.bounded(append_tx(conn.session(), epoch, first, last, records)).await;
         match conn.settle(outcome) {
             Ok(()) => {
                 tracing::debug!(epoch = lease.epoch, first_seq, count = records.len(), "appended");
@@ -387,7 +389,7 @@ impl PgJournal {
                 tracing::warn!(url = %url, error = %error, "the journal database connection closed");
             }
         });
-        let session = Session { client, connection, dead: false };
+        let session = Session { client, append: None, connection, dead: false };
         let ms = self.call_timeout.as_millis();
         let setup = format!("SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}");
         let preparing = format!("preparing the session on {}", self.url_redacted);
@@ -412,6 +414,10 @@ struct Connected<'a> {
 impl Connected<'_> {
     fn client(&mut self) -> &mut Client {
         &mut self.guard.client
+    }
+
+    fn session(&mut self) -> &mut Session {
+        &mut self.guard
     }
 
     /// The call's outcome; a timeout marks the connection for replacement.
@@ -450,52 +456,63 @@ async fn acquire(client: &Client, holder: &str, address: &str, ttl_ms: i64) -> R
     }
 }
 
-async fn append_tx(client: &mut Client, epoch: i64, first: i64, last: i64, records: &[&[u8]]) -> Result<()> {
-    let tx = client.transaction().await.map_err(|e| db_error("beginning an append", &e))?;
-    // The fence: the row lock this takes orders every append and acquisition; under READ
-    // COMMITTED a waiting append re-reads the row after the other commits.
-    let moved = tx
-        .execute(
-            "UPDATE puente_lease SET last_seq = $3 WHERE id = 1 AND epoch = $1 AND last_seq = $2",
-            &[&epoch, &(first - 1), &last],
-        )
-        .await
-        .map_err(|e| db_error("moving the lease's last_seq", &e))?;
-    if moved != 1 {
-        let row = tx
-            .query_opt("SELECT epoch, last_seq FROM puente_lease WHERE id = 1", &[])
-            .await
-            .map_err(|e| db_error("reading the lease after a refused append", &e))?
-            .ok_or_else(|| PgJournalError::Corrupt("the lease row (id 1) is missing".into()))?;
-        let current_epoch = from_i64("lease epoch", get(&row, 0)?)?;
-        let last_seq = from_i64("last_seq", get(&row, 1)?)?;
-        tx.rollback().await.map_err(|e| db_error("rolling back a refused append", &e))?;
-        return Err(PgJournalError::Fenced {
-            epoch: epoch as u64,
-            seq: first as u64,
-            current_epoch,
-            last_seq,
-        });
-    }
+/// The append, one statement and so one implicit transaction and one round trip: the lease
+/// row's `last_seq` moves from `first - 1` to `last` only under `epoch` (the fence: the row lock
+/// the `UPDATE` takes orders every append and acquisition, and under READ COMMITTED a waiting
+/// append re-checks the row after the other commits), and the records are inserted only if it
+/// moved. Data-modifying CTEs are PostgreSQL's, CockroachDB's and YugabyteDB's alike.
+const APPEND_SQL: &str = "WITH moved AS (\
+     UPDATE puente_lease SET last_seq = $3 WHERE id = 1 AND epoch = $1 AND last_seq = $2 RETURNING 1) \
+     INSERT INTO puente_journal (seq, epoch, record) \
+     SELECT s, $1, r FROM UNNEST($4::INT8[], $5::BYTEA[]) AS t(s, r) WHERE EXISTS (SELECT 1 FROM moved)";
+
+async fn append_tx(
+    session: &mut Session,
+    epoch: i64,
+    first: i64,
+    last: i64,
+    records: &[&[u8]],
+) -> Result<()> {
+    let statement = match &session.append {
+        Some(statement) => statement.clone(),
+        None => {
+            let prepared =
+                session.client.prepare(APPEND_SQL).await.map_err(|e| db_error("preparing the append", &e))?;
+            session.append = Some(prepared.clone());
+            prepared
+        }
+    };
     let seqs: Vec<i64> = (first..=last).collect();
-    let inserted = tx
-        .execute(
-            "INSERT INTO puente_journal (seq, epoch, record) \
-             SELECT s, $1, r FROM UNNEST($2::INT8[], $3::BYTEA[]) AS t(s, r)",
-            &[&epoch, &seqs, &records],
-        )
-        .await
-        .map_err(|e| match e.code() {
-            Some(code) if *code == SqlState::UNIQUE_VIOLATION => PgJournalError::Corrupt(format!(
-                "a record in seq {first}..={last} is already stored although the lease's last_seq was {}",
-                first - 1
-            )),
-            _ => db_error("inserting records", &e),
-        })?;
-    if inserted != records.len() as u64 {
+    let inserted =
+        session.client.execute(&statement, &[&epoch, &(first - 1), &last, &seqs, &records]).await.map_err(
+            |e| match e.code() {
+                Some(code) if *code == SqlState::UNIQUE_VIOLATION => PgJournalError::Corrupt(format!(
+                    "a record in seq {first}..={last} is already stored although the lease's last_seq was {}",
+                    first - 1
+                )),
+                // The statement's implicit COMMIT may have happened before the connection broke.
+                _ => db_error("appending (it may or may not have committed)", &e),
+            },
+        )?;
+    if inserted == records.len() as u64 {
+        return Ok(());
+    }
+    if inserted != 0 {
         return Err(PgJournalError::Corrupt(format!("inserted {inserted} of {} records", records.len())));
     }
-    tx.commit().await.map_err(|e| db_error("committing an append (it may or may not have committed)", &e))
+    // Fenced: nothing was written. Say why.
+    let row = session
+        .client
+        .query_opt("SELECT epoch, last_seq FROM puente_lease WHERE id = 1", &[])
+        .await
+        .map_err(|e| db_error("reading the lease after a refused append", &e))?
+        .ok_or_else(|| PgJournalError::Corrupt("the lease row (id 1) is missing".into()))?;
+    Err(PgJournalError::Fenced {
+        epoch: epoch as u64,
+        seq: first as u64,
+        current_epoch: from_i64("lease epoch", get(&row, 0)?)?,
+        last_seq: from_i64("last_seq", get(&row, 1)?)?,
+    })
 }
 
 async fn read_page(client: &Client, after: i64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
