@@ -17,10 +17,8 @@ use puente_money::{CurrencyCode, CurrencyTable};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::LedgerError;
-use crate::engine::holders::{HolderRequest, HolderResult};
-use crate::engine::identity::{Credentials, IdentityRequest, IdentityResult};
-use crate::engine::settlement::{SettlementCall, SettlementRefusal};
-use crate::engine::{Engine, EngineState, Entry, Op, Output, Prefetched, Prior, Wanted};
+use crate::engine::identity::Credentials;
+use crate::engine::{Call, Engine, EngineState, Entry, Op, Output, Prefetched, Prior, Wanted};
 use crate::index::{Index, IndexBatch, Owners};
 use crate::journal::{self, ChainHash, Journal, JournalReader, Location, ResumePoint};
 use crate::queue::FairQueue;
@@ -92,19 +90,9 @@ enum Command {
         id: AccountId,
         reply: oneshot::Sender<Result<AccountOutcome, LedgerError>>,
     },
-    /// Settlement profiles and windows (see `engine::settlement`): reads are answered from the
-    /// engine's state, changes are journaled like transfers.
-    Settlement(Box<dyn SettlementJob>),
-    /// Participants, keys and certificates (see `engine::identity`).
-    Identity {
-        request: Box<IdentityRequest>,
-        reply: oneshot::Sender<Result<IdentityResult, LedgerError>>,
-    },
-    /// Account holders and the KYC policy (see `engine::holders`).
-    Holder {
-        request: Box<HolderRequest>,
-        reply: oneshot::Sender<Result<HolderResult, LedgerError>>,
-    },
+    /// A call of a domain of the engine (settlement, participants, holders: `engine::call`):
+    /// reads are answered from the engine's state, changes are journaled like transfers.
+    Call(Box<dyn Job>),
 }
 
 impl Command {
@@ -115,7 +103,7 @@ impl Command {
             Command::CreateAccounts { actor, .. }
             | Command::CreateTransfers { actor, .. }
             | Command::CloseAccount { actor, .. } => actor.scope(),
-            Command::Settlement(_) | Command::Identity { .. } | Command::Holder { .. } => "",
+            Command::Call(_) => "",
         }
     }
 
@@ -123,10 +111,7 @@ impl Command {
         match self {
             Command::CreateAccounts { batch, .. } => batch.len(),
             Command::CreateTransfers { batch, .. } => batch.len(),
-            Command::Settlement(_)
-            | Command::CloseAccount { .. }
-            | Command::Identity { .. }
-            | Command::Holder { .. } => 1,
+            Command::Call(_) | Command::CloseAccount { .. } => 1,
         }
     }
 
@@ -134,10 +119,8 @@ impl Command {
         match self {
             Command::CreateAccounts { reply, .. } => drop(reply.send(Err(error))),
             Command::CreateTransfers { reply, .. } => drop(reply.send(Err(error))),
-            Command::Settlement(job) => job.fail(error),
+            Command::Call(job) => job.fail(error),
             Command::CloseAccount { reply, .. } => drop(reply.send(Err(error))),
-            Command::Identity { reply, .. } => drop(reply.send(Err(error))),
-            Command::Holder { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -609,28 +592,12 @@ impl Ledger {
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
     }
 
-    /// A settlement command or read, run by the writer (so that it sees, and changes, exactly
-    /// the committed state). The answer comes after the ops it made are durable.
-    pub async fn settlement<C: SettlementCall>(
-        &self,
-        call: C,
-    ) -> Result<Result<C::Answer, SettlementRefusal>, LedgerError> {
+    /// A call of a domain of the engine (settlement, participants, holders), run by the writer
+    /// so that it sees, and changes, exactly the committed state. The answer comes after the ops
+    /// it made are durable; its type follows the call.
+    pub async fn call<C: Call>(&self, call: C) -> Result<C::Answer, LedgerError> {
         let (reply, response) = oneshot::channel();
-        self.send(Command::Settlement(Box::new(Job { call, reply }))).await?;
-        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
-    }
-
-    /// A participant-registry command or read, run by the writer like `settlement`.
-    pub async fn identity(&self, request: IdentityRequest) -> Result<IdentityResult, LedgerError> {
-        let (reply, response) = oneshot::channel();
-        self.send(Command::Identity { request: Box::new(request), reply }).await?;
-        response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
-    }
-
-    /// An account-holder command or read, run by the writer like `settlement`.
-    pub async fn holders(&self, request: HolderRequest) -> Result<HolderResult, LedgerError> {
-        let (reply, response) = oneshot::channel();
-        self.send(Command::Holder { request: Box::new(request), reply }).await?;
+        self.send(Command::Call(Box::new(CallJob { call, reply }))).await?;
         response.await.map_err(|_| LedgerError::Unavailable("the writer stopped".into()))?
     }
 
@@ -1147,9 +1114,9 @@ fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T, LedgerError>>, res
     Box::new(Answer { reply, result })
 }
 
-/// A settlement call with the reply channel of its own answer type, as the writer's queue
-/// holds it (one object type for every call).
-trait SettlementJob: Send {
+/// A call with the reply channel of its own answer type, as the writer's queue holds it (one
+/// object type for every call of every domain).
+trait Job: Send {
     fn wanted(&self, engine: &Engine, wanted: &mut Wanted);
     fn run(
         self: Box<Self>,
@@ -1161,14 +1128,14 @@ trait SettlementJob: Send {
     fn fail(self: Box<Self>, error: LedgerError);
 }
 
-struct Job<C: SettlementCall> {
+struct CallJob<C: Call> {
     call: C,
-    reply: oneshot::Sender<Result<Result<C::Answer, SettlementRefusal>, LedgerError>>,
+    reply: oneshot::Sender<Result<C::Answer, LedgerError>>,
 }
 
-impl<C: SettlementCall> SettlementJob for Job<C> {
+impl<C: Call> Job for CallJob<C> {
     fn wanted(&self, engine: &Engine, wanted: &mut Wanted) {
-        engine.settlement_wanted(&self.call, wanted);
+        engine.call_wanted(&self.call, wanted);
     }
 
     fn run(
@@ -1178,8 +1145,8 @@ impl<C: SettlementCall> SettlementJob for Job<C> {
         now_ns: u64,
         out: &mut Output,
     ) -> Box<dyn Reply> {
-        let Job { call, reply } = *self;
-        answer(reply, engine.settlement_call(prefetched, call, now_ns, out))
+        let CallJob { call, reply } = *self;
+        answer(reply, engine.call(prefetched, call, now_ns, out))
     }
 
     fn fail(self: Box<Self>, error: LedgerError) {
@@ -1286,7 +1253,7 @@ impl Writer {
         for command in group {
             match command {
                 Command::CreateTransfers { batch, .. } => self.engine.wanted(batch, &mut wanted),
-                Command::Settlement(job) => job.wanted(&self.engine, &mut wanted),
+                Command::Call(job) => job.wanted(&self.engine, &mut wanted),
                 _ => {}
             }
         }
@@ -1392,13 +1359,7 @@ impl Writer {
                 Command::CloseAccount { actor, id, reply } => {
                     replies.push(answer(reply, self.engine.close_account(&actor, id, now, out)));
                 }
-                Command::Settlement(job) => replies.push(job.run(&mut self.engine, &prefetched, now, out)),
-                Command::Identity { request, reply } => {
-                    replies.push(answer(reply, self.engine.identity_command(*request, now, out)));
-                }
-                Command::Holder { request, reply } => {
-                    replies.push(answer(reply, self.engine.holder_command(*request, now, out)));
-                }
+                Command::Call(job) => replies.push(job.run(&mut self.engine, &prefetched, now, out)),
             }
         }
         if out.is_empty() {

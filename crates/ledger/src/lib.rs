@@ -21,7 +21,7 @@ pub mod types;
 pub use engine::holders;
 pub use engine::identity;
 pub use engine::settlement;
-pub use engine::{Engine, Entry, EntryKind, Op, Output, Prefetched, Prior, Wanted};
+pub use engine::{Call, Engine, Entry, EntryKind, Op, Output, Prefetched, Prior, Wanted};
 pub use journal::Location;
 pub use ledger::{Ledger, LedgerConfig, RecoveryReport, now_ns};
 pub use store::{MemoryStore, PAGE_SIZE_MAX};

@@ -11,8 +11,12 @@ use std::sync::Arc;
 
 use puente_kyc::kyc::KycPolicy;
 use puente_kyc::pii::Keyring;
+use puente_ledger::Call;
 use puente_ledger::Ledger;
-use puente_ledger::holders::{Holder, HolderRequest, HolderResponse, SealedPii};
+use puente_ledger::holders::{
+    self as registry, CreateHolder, GetHolder, GetUsage, Holder, HolderCreated, HolderRefusal, ListHolders,
+    SealedPii, SetKycPolicy,
+};
 
 use tracing::Instrument as _;
 
@@ -73,8 +77,9 @@ impl HolderDesk {
         self.keyring.as_deref().ok_or(ApiError::PiiKeyMissing)
     }
 
-    async fn run(&self, request: HolderRequest) -> Result<HolderResponse, ApiError> {
-        Ok(self.ledger.holders(request).await??)
+    /// One registry call through the ledger's writer; the answer's type follows the call.
+    async fn run<T, C: Call<Answer = Result<T, HolderRefusal>>>(&self, call: C) -> Result<T, ApiError> {
+        Ok(self.ledger.call(call).await??)
     }
 
     fn seal(&self, participant: &str, id: &str, pii: &PersonalData) -> Result<SealedPii, ApiError> {
@@ -129,17 +134,13 @@ impl HolderDesk {
     pub async fn create(&self, mut holder: Holder, pii: &PersonalData) -> Result<(Holder, bool), ApiError> {
         holder.pii = self.seal(&holder.participant, &holder.id, pii)?;
         let span = tracing::info_span!("create_holder", holder_id = %holder.id, tier = holder.tier.as_str());
-        match self.run(HolderRequest::Create(Box::new(holder))).instrument(span).await? {
-            HolderResponse::Holder { holder, created } => Ok((*holder, created)),
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE")),
-        }
+        let HolderCreated { holder, created } =
+            self.run(CreateHolder(Box::new(holder))).instrument(span).await?;
+        Ok((holder, created))
     }
 
     pub async fn get(&self, participant: String, id: String) -> Result<Holder, ApiError> {
-        match self.run(HolderRequest::Get { participant, id }).await? {
-            HolderResponse::Holder { holder, .. } => Ok(*holder),
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE")),
-        }
+        self.run(GetHolder { participant, id }).await
     }
 
     /// A page of holders (of one participant, or all for an operator), after `after`
@@ -150,32 +151,24 @@ impl HolderDesk {
         after: Option<(String, String)>,
         limit: usize,
     ) -> Result<Vec<Holder>, ApiError> {
-        match self.run(HolderRequest::List { participant, after, limit }).await? {
-            HolderResponse::Holders(holders) => Ok(holders),
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE")),
-        }
+        self.run(ListHolders { participant, after, limit }).await
     }
 
     pub async fn usage(&self, participant: String, id: String) -> Result<HolderUsage, ApiError> {
-        match self.run(HolderRequest::Usage { participant, id }).await? {
-            HolderResponse::Usage { holder, limits, usage, month, foreign_refusals } => Ok(HolderUsage {
-                holder,
-                limits,
-                credited_minor: usage.credited_minor,
-                month,
-                foreign_refusals,
-            }),
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE")),
-        }
+        let registry::HolderUsage { holder, limits, usage, month, foreign_refusals } =
+            self.run(GetUsage { participant, id }).await?;
+        Ok(HolderUsage {
+            holder: Box::new(holder),
+            limits,
+            credited_minor: usage.credited_minor,
+            month,
+            foreign_refusals,
+        })
     }
 
     pub async fn set_policy(&self, policy: KycPolicy) -> Result<KycPolicy, ApiError> {
-        match self.run(HolderRequest::SetPolicy(policy)).await? {
-            HolderResponse::Policy(policy) => {
-                tracing::info!(udi_rate = %policy.udi_rate, us_tiers = policy.us_tiers.len(), "KYC policy set");
-                Ok(policy)
-            }
-            _ => Err(ApiError::Refused("UNEXPECTED_RESPONSE")),
-        }
+        let policy = self.run(SetKycPolicy(policy)).await?;
+        tracing::info!(udi_rate = %policy.udi_rate, us_tiers = policy.us_tiers.len(), "KYC policy set");
+        Ok(policy)
     }
 }

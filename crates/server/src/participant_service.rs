@@ -3,7 +3,9 @@
 
 use crate::grpc::participant_service_server::ParticipantService;
 use puente_ledger::Ledger;
-use puente_ledger::identity::{Digest, IdentityRequest, IdentityResponse, Participant, Role};
+use puente_ledger::identity::{
+    Digest, IdentityRequest, ListParticipants, Participant, ParticipantChange, Role,
+};
 use puente_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -21,10 +23,8 @@ impl ParticipantApi {
     }
 
     async fn run(&self, request: IdentityRequest) -> Result<(Participant, bool), ApiError> {
-        match self.ledger.identity(request).await?? {
-            IdentityResponse::Participant { participant, changed } => Ok((participant, changed)),
-            IdentityResponse::Participants(_) => Err(ApiError::Refused("UNEXPECTED_RESPONSE")),
-        }
+        let ParticipantChange { participant, changed } = self.ledger.call(request).await??;
+        Ok((participant, changed))
     }
 }
 
@@ -146,11 +146,7 @@ impl ParticipantService for ParticipantApi {
         &self,
         _: Request<pb::ListParticipantsRequest>,
     ) -> Result<Response<pb::ListParticipantsResponse>, Status> {
-        let participants = match self.ledger.identity(IdentityRequest::List).await.map_err(ApiError::from)? {
-            Ok(IdentityResponse::Participants(all)) => all,
-            Ok(IdentityResponse::Participant { participant, .. }) => vec![participant],
-            Err(refusal) => return Err(ApiError::from(refusal).into()),
-        };
+        let participants = self.ledger.call(ListParticipants).await.map_err(ApiError::from)?;
         Ok(Response::new(pb::ListParticipantsResponse {
             participants: participants.iter().map(participant_out).collect(),
         }))

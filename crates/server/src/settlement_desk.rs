@@ -8,11 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use puente_ledger::Ledger;
 use puente_ledger::settlement::{
-    self as st, ParticipantProfile, SettlementCall, SettlementRefusal, WindowChange, WindowId, WindowState,
-    WindowView,
+    self as st, ParticipantProfile, SettlementRefusal, WindowChange, WindowId, WindowState, WindowView,
 };
+use puente_ledger::{Call, Ledger};
 use puente_money::CurrencyCode;
 use puente_netting::FeeModel;
 use puente_settlement::cover::{CoverInput, CutoffCover, SignedCover};
@@ -144,12 +143,15 @@ impl SettlementDesk {
     }
 
     /// One settlement call through the ledger's writer; the answer's type follows the call.
-    pub(crate) async fn call<C: SettlementCall>(&self, call: C) -> Result<C::Answer, ApiError> {
-        Ok(self.ledger.settlement(call).await??)
+    pub(crate) async fn call<T, C: Call<Answer = Result<T, SettlementRefusal>>>(
+        &self,
+        call: C,
+    ) -> Result<T, ApiError> {
+        Ok(self.ledger.call(call).await??)
     }
 
     /// A window command, answered with the window after it and whether it changed anything.
-    pub(crate) async fn window<C: SettlementCall<Answer = WindowChange>>(
+    pub(crate) async fn window<C: Call<Answer = Result<WindowChange, SettlementRefusal>>>(
         &self,
         call: C,
     ) -> Result<(WindowView, bool), ApiError> {

@@ -78,46 +78,80 @@ pub struct Holder {
     pub created_at_ns: u64,
 }
 
-/// Registry requests (run by the single writer).
+// ----- the registry's commands and reads (run by the single writer; `engine::call`) -------
+
+/// Registers a holder; idempotent per (participant, id): the same content again is a retry,
+/// other content is refused. (Sealed fields differ on every sealing, so a retry is judged on
+/// kind, country and tier; the first registration's data stands.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HolderRequest {
-    /// Registers a holder; idempotent per (participant, id): the same content again is a
-    /// retry, other content is refused. (Sealed fields differ on every sealing, so a retry is
-    /// judged on kind, country and tier; the first registration's data stands.)
-    Create(Box<Holder>),
-    Get {
-        participant: String,
-        id: String,
-    },
-    List {
-        participant: Option<String>,
-        after: Option<(String, String)>,
-        limit: usize,
-    },
-    Usage {
-        participant: String,
-        id: String,
-    },
-    SetPolicy(KycPolicy),
+pub struct CreateHolder(pub Box<Holder>);
+
+/// The holder as stored, and whether this call created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderCreated {
+    pub holder: Holder,
+    pub created: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HolderResponse {
-    Holder {
-        holder: Box<Holder>,
-        created: bool,
-    },
-    Holders(Vec<Holder>),
-    Usage {
-        holder: Box<Holder>,
-        limits: Option<TierLimits>,
-        usage: MonthlyUsage,
-        month: u32,
-        /// KYC refusals other participants collected on this holder this month.
-        foreign_refusals: u32,
-    },
-    Policy(KycPolicy),
+pub struct GetHolder {
+    pub participant: String,
+    pub id: String,
 }
+
+/// A page of holders (of one participant, or all), after (participant, holder id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListHolders {
+    pub participant: Option<String>,
+    pub after: Option<(String, String)>,
+    pub limit: usize,
+}
+
+/// A holder's KYC usage this month.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetUsage {
+    pub participant: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HolderUsage {
+    pub holder: Holder,
+    pub limits: Option<TierLimits>,
+    pub usage: MonthlyUsage,
+    pub month: u32,
+    /// KYC refusals other participants collected on this holder this month.
+    pub foreign_refusals: u32,
+}
+
+/// Sets the KYC policy (validated first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetKycPolicy(pub KycPolicy);
+
+macro_rules! holder_call {
+    ($call:ty => $answer:ty, $method:ident) => {
+        impl super::Call for $call {
+            type Answer = Result<$answer, HolderRefusal>;
+
+            fn run(
+                self,
+                engine: &mut Engine,
+                _: &super::Prefetched,
+                now_ns: u64,
+                out: &mut Output,
+            ) -> Self::Answer {
+                let timestamp_ns = now_ns.max(engine.last_timestamp_ns + 1);
+                engine.$method(self, timestamp_ns, out)
+            }
+        }
+    };
+}
+
+holder_call!(CreateHolder => HolderCreated, create_holder);
+holder_call!(GetHolder => Holder, get_holder);
+holder_call!(ListHolders => Vec<Holder>, list_holders);
+holder_call!(GetUsage => HolderUsage, holder_usage);
+holder_call!(SetKycPolicy => KycPolicy, set_kyc_policy);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HolderRefusal {
@@ -134,8 +168,6 @@ pub enum HolderRefusal {
     #[error("the ledger holds its most holders")]
     LimitReached,
 }
-
-pub type HolderResult = Result<HolderResponse, HolderRefusal>;
 
 /// Most KYC refusals a participant may collect on one holder of another participant in one
 /// calendar month before every further credit it sends to that holder is refused.
@@ -312,106 +344,114 @@ impl Engine {
         };
     }
 
-    /// Runs one holder command; ops go to `out`.
-    pub fn holder_command(&mut self, request: HolderRequest, now_ns: u64, out: &mut Output) -> HolderResult {
-        let timestamp_ns = now_ns.max(self.last_timestamp_ns + 1);
-        match request {
-            HolderRequest::SetPolicy(policy) => {
-                policy.validate().map_err(|e| HolderRefusal::Kyc(e.to_string()))?;
-                if self.holders.policy.as_ref() != Some(&policy) {
-                    self.apply(Op::SetKycPolicy { policy: policy.clone(), timestamp_ns }, out);
-                }
-                Ok(HolderResponse::Policy(policy))
-            }
-            HolderRequest::Get { participant, id } => {
-                let holder = self.holders.holders.get(&(participant, id.clone()));
-                let holder = holder.ok_or(HolderRefusal::NotFound(id))?;
-                Ok(HolderResponse::Holder { holder: Box::new(holder.clone()), created: false })
-            }
-            HolderRequest::Usage { participant, id } => {
-                let key = (participant, id.clone());
-                let holder = self.holders.holders.get(&key).ok_or(HolderRefusal::NotFound(id))?;
-                let limits = self.holders.policy.as_ref().and_then(|p| p.limits(&holder.tier).ok());
-                let month = month_of(timestamp_ns);
-                let usage = self
-                    .holders
-                    .usage
-                    .get(&key)
-                    .copied()
-                    .filter(|u| u.month == month)
-                    .unwrap_or(MonthlyUsage { month, credited_minor: 0 });
-                let foreign_refusals = self.foreign_kyc_refusals(&key.0, &key.1, timestamp_ns);
-                Ok(HolderResponse::Usage {
-                    holder: Box::new(holder.clone()),
-                    limits,
-                    usage,
-                    month,
-                    foreign_refusals,
-                })
-            }
-            HolderRequest::List { participant, after, limit } => {
-                let start = after.map(|(p, id)| (p, format!("{id}\0"))).unwrap_or_default();
-                let holders = self
-                    .holders
-                    .holders
-                    .range(start..)
-                    .map(|(_, h)| h)
-                    .filter(|h| participant.as_deref().is_none_or(|p| h.participant == p))
-                    .take(limit)
-                    .cloned()
-                    .collect();
-                Ok(HolderResponse::Holders(holders))
-            }
-            HolderRequest::Create(mut holder) => {
-                let invalid =
-                    |field, reason: &str| Err(HolderRefusal::Invalid { field, reason: reason.to_owned() });
-                if !participant_valid(&holder.participant) {
-                    return invalid("participant", "not a valid participant id");
-                }
-                if holder.id.is_empty()
-                    || holder.id.len() > HOLDER_ID_LEN_MAX
-                    || !holder.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                {
-                    return invalid("holder_id", "1 to 64 of [A-Za-z0-9._-]");
-                }
-                if !matches!(holder.country.as_str(), "MX" | "US") {
-                    return invalid("country", "MX or US");
-                }
-                if holder.pii.fields().iter().any(|f| f.len() > SEALED_FIELD_LEN_MAX) {
-                    return invalid("pii", "a field is too long");
-                }
-                let Some(policy) = &self.holders.policy else { return Err(HolderRefusal::PolicyNotSet) };
-                if let Err(e) = policy.limits(&holder.tier) {
-                    return Err(HolderRefusal::Invalid { field: "tier", reason: e.to_string() });
-                }
-                let key = (holder.participant.clone(), holder.id.clone());
-                if let Some(existing) = self.holders.holders.get(&key) {
-                    let different = if existing.kind != holder.kind {
-                        Some("kind")
-                    } else if existing.country != holder.country {
-                        Some("country")
-                    } else if existing.tier != holder.tier {
-                        Some("tier")
-                    } else {
-                        None
-                    };
-                    return match different {
-                        Some(field) => {
-                            Err(HolderRefusal::ExistsWithDifferent { id: holder.id.clone(), field })
-                        }
-                        None => {
-                            Ok(HolderResponse::Holder { holder: Box::new(existing.clone()), created: false })
-                        }
-                    };
-                }
-                if self.holders.holders.len() >= HOLDERS_MAX {
-                    return Err(HolderRefusal::LimitReached);
-                }
-                holder.created_at_ns = timestamp_ns;
-                self.apply(Op::RegisterHolder(holder.clone()), out);
-                Ok(HolderResponse::Holder { holder, created: true })
-            }
+    fn set_kyc_policy(
+        &mut self,
+        call: SetKycPolicy,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> Result<KycPolicy, HolderRefusal> {
+        let policy = call.0;
+        policy.validate().map_err(|e| HolderRefusal::Kyc(e.to_string()))?;
+        if self.holders.policy.as_ref() != Some(&policy) {
+            self.apply(Op::SetKycPolicy { policy: policy.clone(), timestamp_ns }, out);
         }
+        Ok(policy)
+    }
+
+    fn get_holder(&mut self, call: GetHolder, _: u64, _: &mut Output) -> Result<Holder, HolderRefusal> {
+        let holder = self.holders.holders.get(&(call.participant, call.id.clone()));
+        holder.cloned().ok_or(HolderRefusal::NotFound(call.id))
+    }
+
+    fn holder_usage(
+        &mut self,
+        call: GetUsage,
+        timestamp_ns: u64,
+        _: &mut Output,
+    ) -> Result<HolderUsage, HolderRefusal> {
+        let key = (call.participant, call.id.clone());
+        let holder = self.holders.holders.get(&key).ok_or(HolderRefusal::NotFound(call.id))?;
+        let limits = self.holders.policy.as_ref().and_then(|p| p.limits(&holder.tier).ok());
+        let month = month_of(timestamp_ns);
+        let usage = self
+            .holders
+            .usage
+            .get(&key)
+            .copied()
+            .filter(|u| u.month == month)
+            .unwrap_or(MonthlyUsage { month, credited_minor: 0 });
+        let foreign_refusals = self.foreign_kyc_refusals(&key.0, &key.1, timestamp_ns);
+        Ok(HolderUsage { holder: holder.clone(), limits, usage, month, foreign_refusals })
+    }
+
+    fn list_holders(
+        &mut self,
+        call: ListHolders,
+        _: u64,
+        _: &mut Output,
+    ) -> Result<Vec<Holder>, HolderRefusal> {
+        let ListHolders { participant, after, limit } = call;
+        let start = after.map(|(p, id)| (p, format!("{id}\0"))).unwrap_or_default();
+        Ok(self
+            .holders
+            .holders
+            .range(start..)
+            .map(|(_, h)| h)
+            .filter(|h| participant.as_deref().is_none_or(|p| h.participant == p))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn create_holder(
+        &mut self,
+        call: CreateHolder,
+        timestamp_ns: u64,
+        out: &mut Output,
+    ) -> Result<HolderCreated, HolderRefusal> {
+        let mut holder = call.0;
+        let invalid = |field, reason: &str| Err(HolderRefusal::Invalid { field, reason: reason.to_owned() });
+        if !participant_valid(&holder.participant) {
+            return invalid("participant", "not a valid participant id");
+        }
+        if holder.id.is_empty()
+            || holder.id.len() > HOLDER_ID_LEN_MAX
+            || !holder.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return invalid("holder_id", "1 to 64 of [A-Za-z0-9._-]");
+        }
+        if !matches!(holder.country.as_str(), "MX" | "US") {
+            return invalid("country", "MX or US");
+        }
+        if holder.pii.fields().iter().any(|f| f.len() > SEALED_FIELD_LEN_MAX) {
+            return invalid("pii", "a field is too long");
+        }
+        let Some(policy) = &self.holders.policy else { return Err(HolderRefusal::PolicyNotSet) };
+        if let Err(e) = policy.limits(&holder.tier) {
+            return Err(HolderRefusal::Invalid { field: "tier", reason: e.to_string() });
+        }
+        let key = (holder.participant.clone(), holder.id.clone());
+        if let Some(existing) = self.holders.holders.get(&key) {
+            let different = if existing.kind != holder.kind {
+                Some("kind")
+            } else if existing.country != holder.country {
+                Some("country")
+            } else if existing.tier != holder.tier {
+                Some("tier")
+            } else {
+                None
+            };
+            return match different {
+                Some(field) => Err(HolderRefusal::ExistsWithDifferent { id: holder.id.clone(), field }),
+                None => Ok(HolderCreated { holder: existing.clone(), created: false }),
+            };
+        }
+        if self.holders.holders.len() >= HOLDERS_MAX {
+            return Err(HolderRefusal::LimitReached);
+        }
+        holder.created_at_ns = timestamp_ns;
+        self.apply(Op::RegisterHolder(holder.clone()), out);
+        Ok(HolderCreated { holder: *holder, created: true })
     }
 
     pub(super) fn apply_holder(&mut self, op: &Op) {
@@ -475,8 +515,8 @@ mod tests {
         }
     }
 
-    fn holder(id: &str, tier: Tier) -> HolderRequest {
-        HolderRequest::Create(Box::new(Holder {
+    fn holder(id: &str, tier: Tier) -> CreateHolder {
+        CreateHolder(Box::new(Holder {
             participant: "fintech".into(),
             id: id.into(),
             kind: HolderKind::Individual,
@@ -501,9 +541,11 @@ mod tests {
     fn setup(out: &mut Output) -> Engine {
         let mut e = Engine::new(CurrencyTable::default());
         let policy = KycPolicy::new(Decimal::new(870, 2)).unwrap();
-        e.holder_command(HolderRequest::SetPolicy(policy), JAN_2026_NS, out).unwrap();
-        e.holder_command(holder("ana", Tier::MxNivel1), JAN_2026_NS, out).unwrap();
-        e.holder_command(holder("luis", Tier::MxNivel2), JAN_2026_NS, out).unwrap();
+        e.call(&crate::engine::Prefetched::default(), SetKycPolicy(policy), JAN_2026_NS, out).unwrap();
+        e.call(&crate::engine::Prefetched::default(), holder("ana", Tier::MxNivel1), JAN_2026_NS, out)
+            .unwrap();
+        e.call(&crate::engine::Prefetched::default(), holder("luis", Tier::MxNivel2), JAN_2026_NS, out)
+            .unwrap();
         let accounts = vec![
             account(FUNDING, CurrencyCode::MXN, ""),
             account(N1, CurrencyCode::MXN, "ana"),
@@ -521,22 +563,26 @@ mod tests {
         let mut out = Output::default();
         let mut e = Engine::new(CurrencyTable::default());
         assert_eq!(
-            e.holder_command(holder("ana", Tier::MxNivel1), 1, &mut out),
+            e.call(&crate::engine::Prefetched::default(), holder("ana", Tier::MxNivel1), 1, &mut out),
             Err(HolderRefusal::PolicyNotSet)
         );
         let policy = KycPolicy::new(Decimal::new(870, 2)).unwrap();
-        e.holder_command(HolderRequest::SetPolicy(policy), 1, &mut out).unwrap();
+        e.call(&crate::engine::Prefetched::default(), SetKycPolicy(policy), 1, &mut out).unwrap();
         let unknown = holder("ana", Tier::Us("US_GOLD".into()));
         assert!(matches!(
-            e.holder_command(unknown, 2, &mut out),
+            e.call(&crate::engine::Prefetched::default(), unknown, 2, &mut out),
             Err(HolderRefusal::Invalid { field: "tier", .. })
         ));
-        let first = e.holder_command(holder("ana", Tier::MxNivel1), 3, &mut out).unwrap();
-        assert!(matches!(first, HolderResponse::Holder { created: true, .. }));
-        let retry = e.holder_command(holder("ana", Tier::MxNivel1), 4, &mut out).unwrap();
-        assert!(matches!(retry, HolderResponse::Holder { created: false, .. }));
+        let first = e
+            .call(&crate::engine::Prefetched::default(), holder("ana", Tier::MxNivel1), 3, &mut out)
+            .unwrap();
+        assert!(matches!(first, HolderCreated { created: true, .. }));
+        let retry = e
+            .call(&crate::engine::Prefetched::default(), holder("ana", Tier::MxNivel1), 4, &mut out)
+            .unwrap();
+        assert!(matches!(retry, HolderCreated { created: false, .. }));
         assert_eq!(
-            e.holder_command(holder("ana", Tier::MxNivel2), 5, &mut out),
+            e.call(&crate::engine::Prefetched::default(), holder("ana", Tier::MxNivel2), 5, &mut out),
             Err(HolderRefusal::ExistsWithDifferent { id: "ana".into(), field: "tier" })
         );
     }

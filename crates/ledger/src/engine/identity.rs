@@ -173,13 +173,40 @@ pub enum IdentityRequest {
         cert_sha256: Digest,
     },
     Get(String),
-    List,
 }
 
+/// What every [`IdentityRequest`] answers: the participant after it, and whether it changed
+/// anything (false for a read, or a retry of a change already made).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentityResponse {
-    Participant { participant: Participant, changed: bool },
-    Participants(Vec<Participant>),
+pub struct ParticipantChange {
+    pub participant: Participant,
+    pub changed: bool,
+}
+
+/// Every participant (the registry is small: at most `PARTICIPANTS_MAX`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListParticipants;
+
+impl super::Call for IdentityRequest {
+    type Answer = IdentityResult;
+
+    fn run(
+        self,
+        engine: &mut Engine,
+        _: &super::Prefetched,
+        now_ns: u64,
+        out: &mut Output,
+    ) -> IdentityResult {
+        engine.identity_command(self, now_ns, out)
+    }
+}
+
+impl super::Call for ListParticipants {
+    type Answer = Vec<Participant>;
+
+    fn run(self, engine: &mut Engine, _: &super::Prefetched, _: u64, _: &mut Output) -> Vec<Participant> {
+        engine.identity.participants.values().cloned().collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,7 +233,7 @@ pub enum IdentityRefusal {
     LimitReached(&'static str),
 }
 
-pub type IdentityResult = Result<IdentityResponse, IdentityRefusal>;
+pub type IdentityResult = Result<ParticipantChange, IdentityRefusal>;
 
 /// The registry inside the engine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -266,9 +293,6 @@ impl Engine {
         let timestamp_ns = now_ns.max(self.last_timestamp_ns + 1);
         match request {
             IdentityRequest::Get(id) => self.participant_result(&id, false),
-            IdentityRequest::List => {
-                Ok(IdentityResponse::Participants(self.identity.participants.values().cloned().collect()))
-            }
             IdentityRequest::Create { id, name, role, key_id, key_sha256, bootstrap } => {
                 let new = NewParticipant { id, name, role, key_id, key_sha256, bootstrap };
                 self.create_participant(new, timestamp_ns, out)
@@ -480,7 +504,7 @@ impl Engine {
             .participants
             .get(id)
             .cloned()
-            .map(|participant| IdentityResponse::Participant { participant, changed })
+            .map(|participant| ParticipantChange { participant, changed })
             .ok_or_else(|| IdentityRefusal::NotFound(id.to_owned()))
     }
 
@@ -569,7 +593,7 @@ mod tests {
         assert!(e.identity_command(create("ops", Role::Operator, "k1", 1, true), 1, &mut out).is_ok());
         // A retry of the bootstrap returns the same participant, unchanged.
         let retry = e.identity_command(create("ops", Role::Operator, "k1", 1, true), 2, &mut out);
-        assert!(matches!(retry, Ok(IdentityResponse::Participant { changed: false, .. })));
+        assert!(matches!(retry, Ok(ParticipantChange { changed: false, .. })));
         assert_eq!(
             e.identity_command(create("other", Role::Operator, "k2", 2, true), 3, &mut out),
             Err(IdentityRefusal::BootstrapOver)
@@ -594,7 +618,7 @@ mod tests {
         assert!(e.identity_command(rotate.clone(), 6, &mut out).is_ok());
         assert!(matches!(
             e.identity_command(rotate, 7, &mut out),
-            Ok(IdentityResponse::Participant { changed: false, .. })
+            Ok(ParticipantChange { changed: false, .. })
         ));
         let credentials = e.identity().credentials();
         assert!(credentials.by_key(&[3; 32]).is_none());

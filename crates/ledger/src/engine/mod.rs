@@ -11,9 +11,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::*;
 
+pub mod call;
 pub mod holders;
 pub mod identity;
 pub mod settlement;
+
+pub use call::Call;
 
 use settlement::{SettlementState, SettlementUndo};
 

@@ -257,7 +257,7 @@ mod calls;
 
 pub use calls::{
     CloseWindow, Confirm, FinishClose, GetProfile, GetWindow, ListProfiles, ListWindows, Positions,
-    RejectPayments, SetProfile, Settle, SettlementCall, WindowChange,
+    RejectPayments, SetProfile, Settle, WindowChange,
 };
 
 /// What a rolled-back linked chain must restore in the settlement state.
@@ -698,22 +698,6 @@ impl Engine {
     }
 
     // ----- commands -----------------------------------------------------------------------
-
-    /// What a settlement call needs looked up before it runs.
-    pub fn settlement_wanted<C: SettlementCall>(&self, call: &C, wanted: &mut Wanted) {
-        call.wanted(self, wanted);
-    }
-
-    /// Runs one settlement call; ops go to `out` like any other write.
-    pub fn settlement_call<C: SettlementCall>(
-        &mut self,
-        prefetched: &Prefetched,
-        call: C,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<C::Answer, SettlementRefusal> {
-        call.run(self, prefetched, now_ns, out)
-    }
 
     fn window_response(&self, window_id: WindowId, changed: bool) -> Result<WindowChange, SettlementRefusal> {
         let w =
@@ -1188,14 +1172,20 @@ mod tests {
             outcomes.iter().map(|o| o.result).collect()
         }
 
-        fn command<C: SettlementCall>(&mut self, call: C) -> Result<C::Answer, SettlementRefusal> {
+        fn command<T, C: crate::engine::Call<Answer = Result<T, SettlementRefusal>>>(
+            &mut self,
+            call: C,
+        ) -> Result<T, SettlementRefusal> {
             let mut out = Output::default();
-            let result = self.engine.settlement_call(&self.store.everything(), call, NOW, &mut out);
+            let result = self.engine.call(&self.store.everything(), call, NOW, &mut out);
             self.persist(&mut out);
             result
         }
 
-        fn window<C: SettlementCall<Answer = WindowChange>>(&mut self, call: C) -> (WindowView, bool) {
+        fn window<C: crate::engine::Call<Answer = Result<WindowChange, SettlementRefusal>>>(
+            &mut self,
+            call: C,
+        ) -> (WindowView, bool) {
             match self.command(call) {
                 Ok(WindowChange { window, changed }) => (window, changed),
                 other => panic!("{other:?}"),

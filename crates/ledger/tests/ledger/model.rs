@@ -1043,9 +1043,9 @@ fn run(initial: Vec<AccountGen>, steps: Vec<Step>) -> Result<(), TestCaseError> 
                 out.clear();
                 let request = settlement::SetProfile(profile.clone());
                 let mut wanted = Wanted::default();
-                sut.engine.settlement_wanted(&request, &mut wanted);
+                sut.engine.call_wanted(&request, &mut wanted);
                 let prefetched = sut.store.prefetch(&wanted);
-                let result = sut.engine.settlement_call(&prefetched, request, now, &mut out);
+                let result = sut.engine.call(&prefetched, request, now, &mut out);
                 let (accepted, changed) = model.set_profile(&profile, now);
                 prop_assert_eq!(result.is_ok(), accepted, "profile {:?}: {:?}", profile, result);
                 prop_assert_eq!(!out.is_empty(), changed, "profile {:?}", profile);

@@ -1,5 +1,5 @@
 //! The settlement commands and reads, one type each. The answer type follows from the command
-//! (`SettlementCall::Answer`), so a caller never matches on a response it did not ask for: a
+//! (`Call::Answer`: the answer or a `SettlementRefusal`), so a caller never matches on a response it did not ask for: a
 //! `Settle` answers a [`WindowChange`], a `ListWindows` a page of [`WindowView`]s.
 //!
 //! Each call runs on the writer thread like a transfer batch (`Ledger::settlement`): reads see
@@ -13,23 +13,7 @@ use super::{
     Engine, Output, ParticipantProfile, Prefetched, SettlementRefusal, WINDOW_PAGE_MAX, Wanted, WindowId,
     WindowState, WindowView, settlement_transfer_id,
 };
-
-/// A settlement command or read whose answer type follows from the command.
-pub trait SettlementCall: Send + std::fmt::Debug + 'static {
-    type Answer: Send + std::fmt::Debug + 'static;
-
-    /// What it needs looked up before it runs (beyond the engine's memory); most need nothing.
-    fn wanted(&self, _engine: &Engine, _wanted: &mut Wanted) {}
-
-    /// Runs it; the ops it makes go to `out` like any other write's.
-    fn run(
-        self,
-        engine: &mut Engine,
-        prefetched: &Prefetched,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal>;
-}
+use crate::engine::Call;
 
 /// A window after a command; `changed` is false when the command was already applied (an
 /// idempotent retry) or asked for nothing.
@@ -43,16 +27,10 @@ pub struct WindowChange {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetProfile(pub ParticipantProfile);
 
-impl SettlementCall for SetProfile {
-    type Answer = ParticipantProfile;
+impl Call for SetProfile {
+    type Answer = Result<ParticipantProfile, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, now_ns: u64, out: &mut Output) -> Self::Answer {
         engine.set_profile(self.0, now_ns, out)
     }
 }
@@ -61,16 +39,10 @@ impl SettlementCall for SetProfile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetProfile(pub String);
 
-impl SettlementCall for GetProfile {
-    type Answer = ParticipantProfile;
+impl Call for GetProfile {
+    type Answer = Result<ParticipantProfile, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        _: u64,
-        _: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, _: u64, _: &mut Output) -> Self::Answer {
         engine.settlement.profiles.get(&self.0).cloned().ok_or(SettlementRefusal::ProfileNotFound(self.0))
     }
 }
@@ -79,16 +51,10 @@ impl SettlementCall for GetProfile {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListProfiles;
 
-impl SettlementCall for ListProfiles {
-    type Answer = Vec<ParticipantProfile>;
+impl Call for ListProfiles {
+    type Answer = Result<Vec<ParticipantProfile>, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        _: u64,
-        _: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, _: u64, _: &mut Output) -> Self::Answer {
         Ok(engine.settlement.profiles.values().cloned().collect())
     }
 }
@@ -98,16 +64,10 @@ impl SettlementCall for ListProfiles {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Positions(pub String);
 
-impl SettlementCall for Positions {
-    type Answer = Vec<(CurrencyCode, i128)>;
+impl Call for Positions {
+    type Answer = Result<Vec<(CurrencyCode, i128)>, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        _: u64,
-        _: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, _: u64, _: &mut Output) -> Self::Answer {
         let s = &engine.settlement;
         let mut positions: BTreeMap<CurrencyCode, i128> = BTreeMap::new();
         if let Some(profile) = s.profiles.get(&self.0) {
@@ -133,16 +93,10 @@ pub struct ListWindows {
     pub limit: usize,
 }
 
-impl SettlementCall for ListWindows {
-    type Answer = Vec<WindowView>;
+impl Call for ListWindows {
+    type Answer = Result<Vec<WindowView>, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        _: u64,
-        _: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, _: u64, _: &mut Output) -> Self::Answer {
         let s = &engine.settlement;
         Ok(s.windows
             .range(self.after_id.saturating_add(1)..)
@@ -162,16 +116,10 @@ pub struct GetWindow {
     pub with_flows: bool,
 }
 
-impl SettlementCall for GetWindow {
-    type Answer = WindowView;
+impl Call for GetWindow {
+    type Answer = Result<WindowView, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        _: u64,
-        _: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, _: u64, _: &mut Output) -> Self::Answer {
         let s = &engine.settlement;
         let w = s.windows.get(&self.window_id).ok_or(SettlementRefusal::WindowNotFound(self.window_id))?;
         Ok(s.view(w, self.with_flows))
@@ -186,16 +134,10 @@ pub struct CloseWindow {
     pub currency: Option<CurrencyCode>,
 }
 
-impl SettlementCall for CloseWindow {
-    type Answer = WindowChange;
+impl Call for CloseWindow {
+    type Answer = Result<WindowChange, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, now_ns: u64, out: &mut Output) -> Self::Answer {
         engine.close_window(self.window_id, self.currency, now_ns, out)
     }
 }
@@ -208,16 +150,10 @@ pub struct FinishClose {
     pub failure: Option<String>,
 }
 
-impl SettlementCall for FinishClose {
-    type Answer = WindowChange;
+impl Call for FinishClose {
+    type Answer = Result<WindowChange, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, now_ns: u64, out: &mut Output) -> Self::Answer {
         engine.finish_close(self.window_id, self.failure, now_ns, out)
     }
 }
@@ -229,8 +165,8 @@ pub struct Settle {
     pub window_id: WindowId,
 }
 
-impl SettlementCall for Settle {
-    type Answer = WindowChange;
+impl Call for Settle {
+    type Answer = Result<WindowChange, SettlementRefusal>;
 
     /// The ids of the transfers it would post (a retry finds them committed).
     fn wanted(&self, engine: &Engine, wanted: &mut Wanted) {
@@ -247,7 +183,7 @@ impl SettlementCall for Settle {
         prefetched: &Prefetched,
         now_ns: u64,
         out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    ) -> Self::Answer {
         engine.settle(prefetched, self.window_id, now_ns, out)
     }
 }
@@ -259,16 +195,10 @@ pub struct Confirm {
     pub participant: String,
 }
 
-impl SettlementCall for Confirm {
-    type Answer = WindowChange;
+impl Call for Confirm {
+    type Answer = Result<WindowChange, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, now_ns: u64, out: &mut Output) -> Self::Answer {
         engine.confirm(self.window_id, self.participant, now_ns, out)
     }
 }
@@ -281,16 +211,10 @@ pub struct RejectPayments {
     pub reason: String,
 }
 
-impl SettlementCall for RejectPayments {
-    type Answer = WindowChange;
+impl Call for RejectPayments {
+    type Answer = Result<WindowChange, SettlementRefusal>;
 
-    fn run(
-        self,
-        engine: &mut Engine,
-        _: &Prefetched,
-        now_ns: u64,
-        out: &mut Output,
-    ) -> Result<Self::Answer, SettlementRefusal> {
+    fn run(self, engine: &mut Engine, _: &Prefetched, now_ns: u64, out: &mut Output) -> Self::Answer {
         engine.reject_payments(self.window_id, self.reason, now_ns, out)
     }
 }
