@@ -410,6 +410,11 @@ impl Ledger {
         // Only now, with every check passed, is the bad tail (if any) cut: a refused start
         // leaves the journal exactly as it found it.
         let tail_evidence = journal.cut_tail()?;
+        if config.record_store.is_some() {
+            // The record is the store's: this journal is a copy, synced before the index or a
+            // snapshot relies on it (see `Journal::sync_each_record`).
+            journal.set_sync_each_record(false);
+        }
         if let Some(tail) = &stats.tail {
             log_cut_tail(tail, tail_evidence.as_deref());
         }
@@ -847,6 +852,15 @@ fn check_batch(len: usize) -> Result<(), LedgerError> {
 fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatch>) {
     let interval = Duration::from_millis(INDEX_PERSIST_INTERVAL_MS);
     let mut last_persist = Instant::now();
+    // The index persists only what the local journal holds durably (with a journal of record
+    // elsewhere, the writer does not sync each record): sync the newest record's segment first.
+    let mut last_record: Option<Location> = None;
+    let persist = |last_record: Option<Location>| -> Result<(), LedgerError> {
+        if let Some(location) = last_record {
+            journal::sync_segment(&shared.data_dir, location)?;
+        }
+        shared.index.persist()
+    };
     let fail = |error: LedgerError| {
         tracing::error!(%error, "the indexer failed; refusing further writes (restart to rebuild from the journal)");
         shared.healthy.store(false, Ordering::Relaxed);
@@ -858,18 +872,19 @@ fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatc
                 if let Err(error) = shared.index.apply(&batch, &SharedOwners(&shared)) {
                     return fail(error);
                 }
+                last_record = Some(batch.record);
                 shared.stats.indexed_seq.store(batch.seq, Ordering::Release);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                if let Err(error) = shared.index.persist() {
+                if let Err(error) = persist(last_record) {
                     fail(error);
                 }
                 return;
             }
         }
         if last_persist.elapsed() >= interval || shared.index.persist_due() {
-            if let Err(error) = shared.index.persist() {
+            if let Err(error) = persist(last_record) {
                 return fail(error);
             }
             last_persist = Instant::now();
@@ -989,7 +1004,10 @@ fn run_history_check(shared: std::sync::Weak<Shared>, data_dir: &Path, point: Re
 fn run_snapshots(shared: Arc<Shared>, snapshots: std::sync::mpsc::Receiver<Snapshot>) {
     for snapshot in snapshots {
         let started = Instant::now();
-        match snapshot::write(&shared.data_dir, &snapshot) {
+        // A snapshot names a record of the local journal: durable first (see `run_indexer`).
+        let written = journal::sync_segment(&shared.data_dir, snapshot.resume.record)
+            .and_then(|()| snapshot::write(&shared.data_dir, &snapshot));
+        match written {
             Ok(path) => {
                 shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(seq = snapshot.resume.seq, path = %path.display(),
@@ -1238,7 +1256,7 @@ impl Writer {
             state: self.engine.state(),
         };
         let started = Instant::now();
-        match snapshot::write(&self.shared.data_dir, &snapshot) {
+        match self.journal.sync().and_then(|()| snapshot::write(&self.shared.data_dir, &snapshot)) {
             Ok(path) => tracing::info!(seq, path = %path.display(),
                 elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written at stop"),
             Err(error) => {

@@ -614,6 +614,11 @@ pub struct Journal {
     /// until it is.
     tail: Option<TailCut>,
     readers: JournalReader,
+    /// `fdatasync` every record before `write_prepared` returns (the default). Off when the
+    /// journal of record is elsewhere (`replica`): this journal is then a rebuildable copy, made
+    /// durable before anything relies on it ([`sync_segment`] before the index persists and
+    /// before a snapshot), not before each reply.
+    sync_each_record: bool,
 }
 
 impl Journal {
@@ -733,6 +738,7 @@ impl Journal {
             last_record,
             tail,
             readers: JournalReader::new(data_dir),
+            sync_each_record: true,
         };
         Ok((journal, stats))
     }
@@ -846,7 +852,9 @@ impl Journal {
         hash.copy_from_slice(&self.buffer[8..RECORD_HEADER_BYTES]);
         let record_offset = self.segment_len;
         self.file.write_all(&self.buffer)?;
-        self.file.sync_data()?;
+        if self.sync_each_record {
+            self.file.sync_data()?;
+        }
         let payload_start = record_offset + RECORD_HEADER_BYTES as u64;
         locations.clear();
         locations
@@ -874,6 +882,16 @@ impl Journal {
         self.segment_len = SEGMENT_HEADER_BYTES as u64;
         self.len_bytes += SEGMENT_HEADER_BYTES as u64;
         Ok(())
+    }
+
+    /// See the field: `false` when the journal of record is elsewhere.
+    pub fn set_sync_each_record(&mut self, sync: bool) {
+        self.sync_each_record = sync;
+    }
+
+    /// Makes every record written so far durable (cheap when each was synced already).
+    pub fn sync(&mut self) -> Result<(), LedgerError> {
+        Ok(self.file.sync_data()?)
     }
 
     /// Sequence number and hash of the last durable record: the journal's chain head.
@@ -940,6 +958,14 @@ pub(crate) fn save_evidence(tail: &TailCut) -> Result<PathBuf, LedgerError> {
         sync_dir(dir)?;
     }
     Ok(evidence)
+}
+
+/// Makes the segment holding `location` durable (`fdatasync` through a descriptor of its own):
+/// called before the index persists, or a snapshot is written, at a record of it. Earlier
+/// segments were synced when the writer rolled past them.
+pub fn sync_segment(data_dir: &Path, location: Location) -> Result<(), LedgerError> {
+    let file = File::open(segment_path(data_dir, location.segment()))?;
+    Ok(file.sync_data()?)
 }
 
 // ----- reading ops by location ------------------------------------------------------------

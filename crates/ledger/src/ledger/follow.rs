@@ -104,6 +104,7 @@ impl Writer {
             Ok(())
         })?;
         journal.cut_tail()?;
+        journal.set_sync_each_record(false);
         if stats.last_seq != self.seq {
             return Err(LedgerError::Corrupt(format!(
                 "the local journal ends at {} but {} records were committed",
