@@ -748,241 +748,21 @@ pub fn reconcile(
     documents: &[ParsedDocument],
 ) -> Reconciliation {
     let matcher = Matcher::new(windows);
-    let mut evidence: BTreeMap<(usize, usize), Vec<Evidence>> = BTreeMap::new();
-    let mut exceptions = Vec::new();
-    let mut covered: BTreeSet<String> = BTreeSet::new();
-    let mut referenced: BTreeSet<usize> = BTreeSet::new();
-    let unknown = |reference: &Reference, reported: String, document: String, detail: String| Exception {
-        kind: ExceptionKind::UnknownEntry,
-        window_id: window_of(&reference.end_to_end_id).unwrap_or(0),
-        payment_index: 0,
-        end_to_end_id: reference.end_to_end_id.clone(),
-        uetr: reference.uetr.clone(),
-        payer: String::new(),
-        payee: String::new(),
-        expected: String::new(),
-        reported,
-        document,
-        detail,
-    };
+    let mut gathered = Gathered::default();
     for (d, doc) in documents.iter().enumerate() {
-        for (a, account) in doc.accounts.iter().enumerate() {
-            let hub = CurrencyCode::parse(&account.currency)
-                .ok()
-                .and_then(|c| hub_accounts.get(&c))
-                .is_some_and(|ids| ids.iter().any(|id| id == &account.account));
-            if !hub {
-                exceptions.push(Exception {
-                    kind: ExceptionKind::NotHubAccount,
-                    window_id: 0,
-                    payment_index: 0,
-                    end_to_end_id: String::new(),
-                    uetr: String::new(),
-                    payer: String::new(),
-                    payee: String::new(),
-                    expected: String::new(),
-                    reported: format!("{} {}", account.account, account.currency),
-                    document: format!("{}: statement {}", doc.name, account.id),
-                    detail: format!("{} entries not matched: not a hub account", account.entries.len()),
-                });
-                continue;
-            }
-            covered.insert(account.currency.clone());
-            for entry in &account.entries {
-                for (t, reference) in entry.references.iter().enumerate() {
-                    let source = if entry.references.len() > 1 {
-                        format!(
-                            "{}: statement {} entry {} transaction {}",
-                            doc.name,
-                            account.id,
-                            entry.number,
-                            t + 1
-                        )
-                    } else {
-                        format!("{}: statement {} entry {}", doc.name, account.id, entry.number)
-                    };
-                    let reported = reference.amount.as_ref().map(Amount::text).unwrap_or_default();
-                    match matcher.resolve(reference) {
-                        Resolved::Unknown(detail) => {
-                            exceptions.push(unknown(reference, reported, source, detail))
-                        }
-                        Resolved::Payment(w, p) => {
-                            referenced.insert(w);
-                            let kind = if entry.reversal {
-                                Kind::Rejected
-                            } else if entry.status == "BOOK" {
-                                Kind::Booked { credit: entry.credit }
-                            } else {
-                                Kind::Pending
-                            };
-                            let detail = if entry.reversal {
-                                "reversed (RvslInd)".to_owned()
-                            } else {
-                                format!("entry status {}", entry.status)
-                            };
-                            evidence.entry((w, p)).or_default().push(Evidence {
-                                kind,
-                                amount: reference.amount.clone(),
-                                at_ns: entry.booked_ns,
-                                report: Some((d, a)),
-                                source,
-                                detail,
-                            });
-                        }
-                    }
-                }
-            }
-        }
-        let mut with_status: BTreeSet<(usize, usize)> = BTreeSet::new();
-        for line in &doc.statuses {
-            let source = format!("{}: status {}", doc.name, line.number);
-            let reported = match &line.reference.amount {
-                Some(a) => format!("{} {}", line.status, a.text()),
-                None => line.status.clone(),
-            };
-            match matcher.resolve(&line.reference) {
-                Resolved::Unknown(detail) => {
-                    exceptions.push(unknown(&line.reference, reported, source, detail))
-                }
-                Resolved::Payment(w, p) => {
-                    referenced.insert(w);
-                    with_status.insert((w, p));
-                    evidence.entry((w, p)).or_default().push(Evidence {
-                        kind: status_kind(&line.status),
-                        amount: line.reference.amount.clone(),
-                        at_ns: line.at_ns,
-                        report: None,
-                        source,
-                        detail: status_detail(&line.status, &line.reason),
-                    });
-                }
-            }
-        }
-        for group in &doc.groups {
-            let Some(window_id) = pacs009_window(&group.original_message_id) else { continue };
-            let Some(w) = windows.iter().position(|w| w.window_id == window_id) else { continue };
-            referenced.insert(w);
-            for p in 0..windows[w].payments.len() {
-                if with_status.contains(&(w, p)) {
-                    continue;
-                }
-                evidence.entry((w, p)).or_default().push(Evidence {
-                    kind: status_kind(&group.status),
-                    amount: None,
-                    at_ns: doc.created_ns,
-                    report: None,
-                    source: format!("{}: group status", doc.name),
-                    detail: status_detail(&group.status, &group.reason),
-                });
-            }
-        }
+        gathered.statements(&matcher, hub_accounts, d, doc);
+        gathered.statuses(&matcher, windows, doc);
     }
-
+    let Gathered { evidence, mut exceptions, covered, referenced } = gathered;
     let mut outcomes = Vec::new();
     for (w, window) in windows.iter().enumerate() {
         let in_scope =
             window.awaiting() && (referenced.contains(&w) || covered.contains(window.currency.as_str()));
-        if !in_scope {
-            // Evidence about a window that is not awaiting confirmation changes nothing. For a
-            // SETTLED window, what is still news after weighing its evidence like any other
-            // (a rejection not superseded since, a mismatch, a duplicate) is reported; for any
-            // other state (not settled yet) every entry is unexpected.
-            for (p, payment) in window.payments.iter().enumerate() {
-                let Some(found) = evidence.get(&(w, p)) else { continue };
-                let suffix = format!(" (window {} is {})", window.window_id, window.state.code());
-                if window.state == WindowState::Settled {
-                    let (_, raised) = decide(window, payment, found);
-                    for mut e in raised
-                        .into_iter()
-                        .filter(|e| !matches!(e.kind, ExceptionKind::Missing | ExceptionKind::Pending))
-                    {
-                        e.detail.push_str(&suffix);
-                        exceptions.push(e);
-                    }
-                    continue;
-                }
-                for e in found {
-                    let detail = format!("{}{suffix}", e.detail);
-                    exceptions.push(payment_exception(
-                        ExceptionKind::UnknownEntry,
-                        window,
-                        payment,
-                        e,
-                        detail,
-                    ));
-                }
-            }
-            continue;
+        if in_scope {
+            outcomes.push(window_outcome(window, w, &evidence, &mut exceptions));
+        } else {
+            out_of_scope(window, w, &evidence, &mut exceptions);
         }
-        let mut payments = Vec::with_capacity(window.payments.len());
-        let mut rejections = Vec::new();
-        for (p, payment) in window.payments.iter().enumerate() {
-            let found = evidence.get(&(w, p)).map(Vec::as_slice).unwrap_or(&[]);
-            let done = window.confirmed.get(&payment.payer).copied().unwrap_or(false)
-                && window.confirmed.get(&payment.payee).copied().unwrap_or(false);
-            let (status, mut raised) = decide(window, payment, found);
-            if done {
-                // Both parties confirmed earlier: only a rejection or a mismatch is news.
-                raised.retain(|e| e.kind != ExceptionKind::Missing && e.kind != ExceptionKind::Pending);
-                for e in &mut raised {
-                    e.detail.push_str(" (both parties had already confirmed)");
-                }
-            } else if status == PaymentStatus::Rejected {
-                rejections.push(format!(
-                    "{} ({} -> {}, {} {}) {}",
-                    payment.end_to_end_id,
-                    payment.payer,
-                    payment.payee,
-                    puente_money::format_minor(payment.amount_minor, window.scale),
-                    window.currency,
-                    raised.first().map(|e| e.detail.as_str()).unwrap_or("rejected")
-                ));
-            }
-            exceptions.extend(raised);
-            payments.push(PaymentOutcome {
-                index: payment.index,
-                end_to_end_id: payment.end_to_end_id.clone(),
-                uetr: payment.uetr.clone(),
-                payer: payment.payer.clone(),
-                payee: payment.payee.clone(),
-                amount_minor: payment.amount_minor,
-                status: if done { PaymentStatus::AlreadyConfirmed } else { status },
-                evidence: found.len(),
-            });
-        }
-        let mut confirm = Vec::new();
-        let mut unconfirmed = Vec::new();
-        for (participant, confirmed) in &window.confirmed {
-            if *confirmed {
-                continue;
-            }
-            let theirs: Vec<&PaymentOutcome> =
-                payments.iter().filter(|p| &p.payer == participant || &p.payee == participant).collect();
-            let blocking: Vec<String> = theirs
-                .iter()
-                .filter(|p| !matches!(p.status, PaymentStatus::Matched | PaymentStatus::AlreadyConfirmed))
-                .map(|p| format!("{} {}", p.end_to_end_id, p.status.code()))
-                .collect();
-            if theirs.is_empty() {
-                unconfirmed.push((participant.clone(), "party to no settlement payment".to_owned()));
-            } else if blocking.is_empty() {
-                confirm.push(participant.clone());
-            } else {
-                unconfirmed.push((participant.clone(), blocking.join(", ")));
-            }
-        }
-        let rejection = (!rejections.is_empty()).then(|| format!("rejected: {}", rejections.join("; ")));
-        outcomes.push(WindowOutcome {
-            window_id: window.window_id,
-            currency: window.currency,
-            state: window.state,
-            payments,
-            confirm,
-            unconfirmed,
-            rejection,
-            confirmed_now: Vec::new(),
-            state_after: None,
-        });
     }
     exceptions.sort_by(|a, b| {
         (a.window_id, a.payment_index, a.kind, &a.document).cmp(&(
@@ -1007,6 +787,276 @@ pub fn reconcile(
         exceptions,
         dry_run: false,
     }
+}
+
+/// What the documents say, per expected payment (window index, payment index), and what
+/// they say that matches none.
+#[derive(Default)]
+struct Gathered {
+    evidence: BTreeMap<(usize, usize), Vec<Evidence>>,
+    exceptions: Vec<Exception>,
+    /// Currencies whose hub account a statement covered.
+    covered: BTreeSet<String>,
+    /// Windows a document referred to.
+    referenced: BTreeSet<usize>,
+}
+
+impl Gathered {
+    /// The entries of a document's statements (camt.053) and notifications (camt.054).
+    fn statements(&mut self, matcher: &Matcher, hub_accounts: &HubAccounts, d: usize, doc: &ParsedDocument) {
+        for (a, account) in doc.accounts.iter().enumerate() {
+            let hub = CurrencyCode::parse(&account.currency)
+                .ok()
+                .and_then(|c| hub_accounts.get(&c))
+                .is_some_and(|ids| ids.iter().any(|id| id == &account.account));
+            if !hub {
+                self.exceptions.push(Exception {
+                    kind: ExceptionKind::NotHubAccount,
+                    window_id: 0,
+                    payment_index: 0,
+                    end_to_end_id: String::new(),
+                    uetr: String::new(),
+                    payer: String::new(),
+                    payee: String::new(),
+                    expected: String::new(),
+                    reported: format!("{} {}", account.account, account.currency),
+                    document: format!("{}: statement {}", doc.name, account.id),
+                    detail: format!("{} entries not matched: not a hub account", account.entries.len()),
+                });
+                continue;
+            }
+            self.covered.insert(account.currency.clone());
+            for entry in &account.entries {
+                for (t, reference) in entry.references.iter().enumerate() {
+                    let source = if entry.references.len() > 1 {
+                        format!(
+                            "{}: statement {} entry {} transaction {}",
+                            doc.name,
+                            account.id,
+                            entry.number,
+                            t + 1
+                        )
+                    } else {
+                        format!("{}: statement {} entry {}", doc.name, account.id, entry.number)
+                    };
+                    let reported = reference.amount.as_ref().map(Amount::text).unwrap_or_default();
+                    match matcher.resolve(reference) {
+                        Resolved::Unknown(detail) => {
+                            self.exceptions.push(unknown_entry(reference, reported, source, detail))
+                        }
+                        Resolved::Payment(w, p) => {
+                            self.referenced.insert(w);
+                            let kind = if entry.reversal {
+                                Kind::Rejected
+                            } else if entry.status == "BOOK" {
+                                Kind::Booked { credit: entry.credit }
+                            } else {
+                                Kind::Pending
+                            };
+                            let detail = if entry.reversal {
+                                "reversed (RvslInd)".to_owned()
+                            } else {
+                                format!("entry status {}", entry.status)
+                            };
+                            self.evidence.entry((w, p)).or_default().push(Evidence {
+                                kind,
+                                amount: reference.amount.clone(),
+                                at_ns: entry.booked_ns,
+                                report: Some((d, a)),
+                                source,
+                                detail,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A document's payment status lines (pacs.002), and its group statuses for the payments
+    /// no line names.
+    fn statuses(&mut self, matcher: &Matcher, windows: &[ExpectedWindow], doc: &ParsedDocument) {
+        let mut with_status: BTreeSet<(usize, usize)> = BTreeSet::new();
+        for line in &doc.statuses {
+            let source = format!("{}: status {}", doc.name, line.number);
+            let reported = match &line.reference.amount {
+                Some(a) => format!("{} {}", line.status, a.text()),
+                None => line.status.clone(),
+            };
+            match matcher.resolve(&line.reference) {
+                Resolved::Unknown(detail) => {
+                    self.exceptions.push(unknown_entry(&line.reference, reported, source, detail))
+                }
+                Resolved::Payment(w, p) => {
+                    self.referenced.insert(w);
+                    with_status.insert((w, p));
+                    self.evidence.entry((w, p)).or_default().push(Evidence {
+                        kind: status_kind(&line.status),
+                        amount: line.reference.amount.clone(),
+                        at_ns: line.at_ns,
+                        report: None,
+                        source,
+                        detail: status_detail(&line.status, &line.reason),
+                    });
+                }
+            }
+        }
+        for group in &doc.groups {
+            let Some(window_id) = pacs009_window(&group.original_message_id) else { continue };
+            let Some(w) = windows.iter().position(|w| w.window_id == window_id) else { continue };
+            self.referenced.insert(w);
+            for p in 0..windows[w].payments.len() {
+                if with_status.contains(&(w, p)) {
+                    continue;
+                }
+                self.evidence.entry((w, p)).or_default().push(Evidence {
+                    kind: status_kind(&group.status),
+                    amount: None,
+                    at_ns: doc.created_ns,
+                    report: None,
+                    source: format!("{}: group status", doc.name),
+                    detail: status_detail(&group.status, &group.reason),
+                });
+            }
+        }
+    }
+}
+
+/// An entry or status line that names no expected payment.
+fn unknown_entry(reference: &Reference, reported: String, document: String, detail: String) -> Exception {
+    Exception {
+        kind: ExceptionKind::UnknownEntry,
+        window_id: window_of(&reference.end_to_end_id).unwrap_or(0),
+        payment_index: 0,
+        end_to_end_id: reference.end_to_end_id.clone(),
+        uetr: reference.uetr.clone(),
+        payer: String::new(),
+        payee: String::new(),
+        expected: String::new(),
+        reported,
+        document,
+        detail,
+    }
+}
+
+/// Evidence about a window that is not awaiting confirmation changes nothing. For a SETTLED
+/// window, what is still news after weighing its evidence like any other (a rejection not
+/// superseded since, a mismatch, a duplicate) is reported; for any other state (not settled
+/// yet) every entry is unexpected.
+fn out_of_scope(
+    window: &ExpectedWindow,
+    w: usize,
+    evidence: &BTreeMap<(usize, usize), Vec<Evidence>>,
+    exceptions: &mut Vec<Exception>,
+) {
+    for (p, payment) in window.payments.iter().enumerate() {
+        let Some(found) = evidence.get(&(w, p)) else { continue };
+        let suffix = format!(" (window {} is {})", window.window_id, window.state.code());
+        if window.state == WindowState::Settled {
+            let (_, raised) = decide(window, payment, found);
+            for mut e in raised
+                .into_iter()
+                .filter(|e| !matches!(e.kind, ExceptionKind::Missing | ExceptionKind::Pending))
+            {
+                e.detail.push_str(&suffix);
+                exceptions.push(e);
+            }
+            continue;
+        }
+        for e in found {
+            let detail = format!("{}{suffix}", e.detail);
+            exceptions.push(payment_exception(ExceptionKind::UnknownEntry, window, payment, e, detail));
+        }
+    }
+}
+
+/// A window awaiting confirmation: each payment weighed on its evidence, then who can be
+/// confirmed (every payment of theirs matched) and the rejection to record, if any.
+fn window_outcome(
+    window: &ExpectedWindow,
+    w: usize,
+    evidence: &BTreeMap<(usize, usize), Vec<Evidence>>,
+    exceptions: &mut Vec<Exception>,
+) -> WindowOutcome {
+    let mut payments = Vec::with_capacity(window.payments.len());
+    let mut rejections = Vec::new();
+    for (p, payment) in window.payments.iter().enumerate() {
+        let found = evidence.get(&(w, p)).map(Vec::as_slice).unwrap_or(&[]);
+        let done = window.confirmed.get(&payment.payer).copied().unwrap_or(false)
+            && window.confirmed.get(&payment.payee).copied().unwrap_or(false);
+        let (status, mut raised) = decide(window, payment, found);
+        if done {
+            // Both parties confirmed earlier: only a rejection or a mismatch is news.
+            raised.retain(|e| e.kind != ExceptionKind::Missing && e.kind != ExceptionKind::Pending);
+            for e in &mut raised {
+                e.detail.push_str(" (both parties had already confirmed)");
+            }
+        } else if status == PaymentStatus::Rejected {
+            rejections.push(format!(
+                "{} ({} -> {}, {} {}) {}",
+                payment.end_to_end_id,
+                payment.payer,
+                payment.payee,
+                puente_money::format_minor(payment.amount_minor, window.scale),
+                window.currency,
+                raised.first().map(|e| e.detail.as_str()).unwrap_or("rejected")
+            ));
+        }
+        exceptions.extend(raised);
+        payments.push(PaymentOutcome {
+            index: payment.index,
+            end_to_end_id: payment.end_to_end_id.clone(),
+            uetr: payment.uetr.clone(),
+            payer: payment.payer.clone(),
+            payee: payment.payee.clone(),
+            amount_minor: payment.amount_minor,
+            status: if done { PaymentStatus::AlreadyConfirmed } else { status },
+            evidence: found.len(),
+        });
+    }
+    let (confirm, unconfirmed) = who_to_confirm(window, &payments);
+    let rejection = (!rejections.is_empty()).then(|| format!("rejected: {}", rejections.join("; ")));
+    WindowOutcome {
+        window_id: window.window_id,
+        currency: window.currency,
+        state: window.state,
+        payments,
+        confirm,
+        unconfirmed,
+        rejection,
+        confirmed_now: Vec::new(),
+        state_after: None,
+    }
+}
+
+/// The unconfirmed participants whose every settlement payment matched (to confirm), and the
+/// others with what blocks them. Nothing is confirmed on a partial match.
+fn who_to_confirm(
+    window: &ExpectedWindow,
+    payments: &[PaymentOutcome],
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut confirm = Vec::new();
+    let mut unconfirmed = Vec::new();
+    for (participant, confirmed) in &window.confirmed {
+        if *confirmed {
+            continue;
+        }
+        let theirs: Vec<&PaymentOutcome> =
+            payments.iter().filter(|p| &p.payer == participant || &p.payee == participant).collect();
+        let blocking: Vec<String> = theirs
+            .iter()
+            .filter(|p| !matches!(p.status, PaymentStatus::Matched | PaymentStatus::AlreadyConfirmed))
+            .map(|p| format!("{} {}", p.end_to_end_id, p.status.code()))
+            .collect();
+        if theirs.is_empty() {
+            unconfirmed.push((participant.clone(), "party to no settlement payment".to_owned()));
+        } else if blocking.is_empty() {
+            confirm.push(participant.clone());
+        } else {
+            unconfirmed.push((participant.clone(), blocking.join(", ")));
+        }
+    }
+    (confirm, unconfirmed)
 }
 
 fn status_kind(status: &str) -> Kind {
