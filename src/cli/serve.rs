@@ -65,6 +65,11 @@ pub(super) struct ServeArgs {
     /// this long after the leader stops [default: 3000].
     #[arg(long, env = "PUENTE_LEASE_MS")]
     lease_ms: Option<u64>,
+    /// Write a snapshot of the state after this many events since the last one (a start then
+    /// replays at most that many; with --journal-url the snapshot is also kept there, for nodes
+    /// that join) [default: 1000000].
+    #[arg(long, env = "PUENTE_SNAPSHOT_EVENTS", value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_events: Option<u64>,
 }
 
 pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
@@ -129,6 +134,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
     let ledger = puente_ledger::LedgerConfig {
         currencies: resolved.currencies,
         rebuild_index: args.rebuild_index,
+        snapshot_events: args.snapshot_events.unwrap_or(puente_ledger::ledger::SNAPSHOT_EVENTS),
         ..puente_ledger::LedgerConfig::new(resolved.data_dir.clone())
     };
     let pii_key_file = args.pii_key_file.or(file_pii_key_file);

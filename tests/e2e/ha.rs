@@ -342,3 +342,69 @@ async fn a_promoted_postgresql_standby_loses_no_acknowledged_transfer() {
     }
     let _ = &mut joined;
 }
+
+/// A single node's existing ledger becomes the journal of record of a new cluster (its
+/// journal is copied into the empty store), the leader keeps snapshots there, and a node with
+/// an empty data directory joins from the newest one: it loads the state from the snapshot
+/// instead of replaying every record, copies the history (old transfers read back), and
+/// follows the tail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_single_node_seeds_a_cluster_and_a_new_node_joins_from_a_snapshot() {
+    let dir = temp_dir();
+    let data_a = dir.path().join("a");
+    // A single node with history.
+    let mut single = Server::start(&data_a);
+    let mut client = single.client().await;
+    crate::support::participant(&mut client, "fintech-a").await;
+    let funding = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    let wallet = client.create_account(NewAccount::new("fintech-a", "USD")).await.unwrap().id;
+    let before = "00000000-0000-4000-8000-0000000000b0";
+    client.transfer(NewTransfer::new(&funding, &wallet, "USD", "1.00").id(before)).await.unwrap();
+    assert!(single.terminate().success());
+
+    // The same data directory, now the first node of a cluster; snapshots every 5 events.
+    let cluster = Cluster::start();
+    let url = cluster.create_database("seed").await;
+    let args =
+        ["--journal-url", url.as_str(), "--node-id", "a", "--lease-ms", LEASE_MS, "--snapshot-events", "5"];
+    let a = Server::spawn(&data_a, &args, &[], None).unwrap_or_else(|log| panic!("{log}"));
+    crate::support::bootstrap(&a.addr, &data_a).unwrap();
+    assert_eq!(leads(&a.addr).await, Some(true), "it leads, with its journal copied into the store");
+    let mut client = operator_client(&a.addr).await;
+    for i in 0..20 {
+        let id = format!("00000000-0000-4000-8000-0000000001{i:02x}");
+        client.transfer(NewTransfer::new(&funding, &wallet, "USD", "1.00").id(&id)).await.unwrap();
+    }
+    let log_a = data_a.with_extension("log");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let log_a = log_a.clone();
+            async move {
+                std::fs::read_to_string(&log_a)
+                    .unwrap_or_default()
+                    .contains("snapshot kept in the journal of record")
+            }
+        })
+        .await,
+        "the leader keeps a snapshot in the store"
+    );
+
+    let data_c = dir.path().join("c");
+    let c = node(&data_c, &url, "c");
+    share_operator_key(&a.addr, &c.addr);
+    let log_c = std::fs::read_to_string(data_c.with_extension("log")).unwrap();
+    assert!(log_c.contains("joined from the journal of record's snapshot"), "{log_c}");
+    assert!(log_c.contains("snapshot_seq: Some("), "the state came from the snapshot:\n{log_c}");
+    let mut joined = operator_client(&c.addr).await;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (mut joined, wallet) = (joined.clone(), wallet.clone());
+            async move { joined.get_account(&wallet).await.ok().map(|a| a.posted_balance) == Some("21.00".into()) }
+        })
+        .await
+    );
+    // History from before the cluster existed reads back on the joined node.
+    assert_eq!(joined.get_transfer(before).await.unwrap().id, before);
+    let lines = crate::support::all_lines(&mut joined, &wallet).await;
+    assert_eq!(lines.len(), 21);
+}

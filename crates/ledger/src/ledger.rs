@@ -219,6 +219,8 @@ struct Shared {
     history: tokio::sync::watch::Sender<History>,
     /// Leader, standby or single node (set by the writer).
     role: tokio::sync::watch::Sender<Role>,
+    /// The journal of record elsewhere, if any (snapshots are also kept there for new nodes).
+    record_store: Option<Arc<dyn RecordStore>>,
 }
 
 /// Where the check of the journal's older records stands.
@@ -464,6 +466,7 @@ impl Ledger {
                 None => Role::Single,
                 Some(_) => Role::Standby { leader: None },
             }),
+            record_store: config.record_store.clone(),
         });
         if let Some(point) = resume {
             // A start from a snapshot (or a persisted index) reads only the records after it,
@@ -1012,6 +1015,9 @@ fn run_snapshots(shared: Arc<Shared>, snapshots: std::sync::mpsc::Receiver<Snaps
                 shared.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(seq = snapshot.resume.seq, path = %path.display(),
                     elapsed_ms = started.elapsed().as_millis() as u64, "snapshot written");
+                if let Some(store) = &shared.record_store {
+                    follow::keep_snapshot_in_store(store.as_ref(), &snapshot);
+                }
             }
             // A snapshot only shortens the next start: failing one is logged, not fatal.
             Err(error) => tracing::warn!(%error, "cannot write a snapshot"),

@@ -83,7 +83,17 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The node holding the lease, if any holds a live one.
     fn leader(&self) -> StoreFuture<'_, Result<Option<LeaderInfo>, StoreError>>;
+
+    /// Keeps a snapshot (its file's bytes) taken at `seq`, for nodes that join (the newest
+    /// few are kept).
+    fn put_snapshot<'a>(&'a self, seq: u64, body: &'a [u8]) -> StoreFuture<'a, Result<(), StoreError>>;
+
+    /// The newest snapshot kept, with the sequence number it was taken at.
+    fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<(u64, Vec<u8>)>, StoreError>>;
 }
+
+/// Snapshots the store keeps (the newest).
+pub const STORE_SNAPSHOTS_KEPT: usize = 2;
 
 /// What this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,4 +111,54 @@ impl Role {
     pub fn writes(&self) -> bool {
         matches!(self, Role::Single | Role::Leader)
     }
+}
+
+/// A node with no journal of its own joins from the newest snapshot the journal of record
+/// keeps: it copies the records up to the snapshot (exact bytes, each checked as a standby
+/// checks them) and installs the snapshot at that point, so that `Ledger::open` loads the
+/// state from it instead of replaying every record into the engine (the index is still built
+/// from the copied history: reads of old transfers need it). Then the node follows the tail.
+/// `None`: the node has a journal already, or the store keeps no snapshot (a plain replay).
+pub async fn join_from_snapshot(
+    data_dir: &std::path::Path,
+    store: &dyn RecordStore,
+) -> Result<Option<u64>, crate::LedgerError> {
+    use crate::LedgerError;
+    if !crate::journal::list_segments(data_dir)?.is_empty() {
+        return Ok(None);
+    }
+    let unavailable = |e: StoreError| LedgerError::Unavailable(e.to_string());
+    let Some((seq, body)) = store.latest_snapshot().await.map_err(unavailable)? else { return Ok(None) };
+    let mut snapshot = crate::snapshot::decode(&body, seq)
+        .map_err(|e| LedgerError::Corrupt(format!("the journal of record's snapshot {seq}: {e}")))?;
+    std::fs::create_dir_all(data_dir)?;
+    let (mut journal, _) = crate::journal::Journal::open(data_dir, None, |_| Ok(()))?;
+    journal.set_sync_each_record(false);
+    let mut locations = Vec::new();
+    let mut after = 0;
+    while after < seq {
+        let page = store.read_after(after, FOLLOW_PAGE_RECORDS).await.map_err(unavailable)?;
+        if page.is_empty() {
+            return Err(LedgerError::Corrupt(format!(
+                "the journal of record ends at {after}, before its snapshot at {seq}"
+            )));
+        }
+        for (record_seq, record) in page {
+            if record_seq > seq {
+                break;
+            }
+            journal.append_record(record_seq, &record, &mut locations)?;
+            after = record_seq;
+        }
+    }
+    journal.sync()?;
+    if journal.chain_head() != (seq, snapshot.resume.head) {
+        return Err(LedgerError::Corrupt(format!(
+            "the journal of record's snapshot {seq} does not match its own records"
+        )));
+    }
+    snapshot.resume.record = journal.last_record();
+    crate::snapshot::write(data_dir, &snapshot)?;
+    tracing::info!(seq, "joined from the journal of record's snapshot");
+    Ok(Some(seq))
 }

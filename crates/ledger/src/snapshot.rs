@@ -36,10 +36,8 @@ pub fn snapshot_path(data_dir: &Path, seq: u64) -> PathBuf {
     snapshots_dir(data_dir).join(format!("{seq:020}.snap"))
 }
 
-/// Writes a snapshot (atomically) and deletes all but the newest [`SNAPSHOTS_KEPT`].
-pub fn write(data_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf, LedgerError> {
-    let dir = snapshots_dir(data_dir);
-    std::fs::create_dir_all(&dir)?;
+/// A snapshot's bytes, as its file holds them (and as a journal of record elsewhere keeps it).
+pub fn encode(snapshot: &Snapshot) -> Result<Vec<u8>, LedgerError> {
     let state =
         bincode::serialize(&snapshot.state).map_err(|e| LedgerError::Storage(format!("snapshot: {e}")))?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES + state.len() + 4);
@@ -52,6 +50,14 @@ pub fn write(data_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf, LedgerErro
     bytes.extend_from_slice(&state);
     let crc = crc32fast::hash(&bytes);
     bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+/// Writes a snapshot (atomically) and deletes all but the newest [`SNAPSHOTS_KEPT`].
+pub fn write(data_dir: &Path, snapshot: &Snapshot) -> Result<PathBuf, LedgerError> {
+    let dir = snapshots_dir(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let bytes = encode(snapshot)?;
     let path = snapshot_path(data_dir, snapshot.resume.seq);
     let partial = path.with_extension("partial");
     let _ = std::fs::remove_file(&partial);
@@ -96,19 +102,21 @@ pub fn list(data_dir: &Path) -> Result<Vec<u64>, LedgerError> {
 pub fn read(data_dir: &Path, seq: u64) -> Result<Snapshot, String> {
     let path = snapshot_path(data_dir, seq);
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    decode(&bytes, seq).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Decodes a snapshot's bytes, checking its checksum, version and that it was taken at `seq`.
+pub fn decode(bytes: &[u8], seq: u64) -> Result<Snapshot, String> {
     if bytes.len() < HEADER_BYTES + 4 || &bytes[..8] != MAGIC {
-        return Err(format!("{}: not a snapshot", path.display()));
+        return Err("not a snapshot".to_owned());
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     if crc32fast::hash(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
-        return Err(format!("{}: checksum mismatch", path.display()));
+        return Err("checksum mismatch".to_owned());
     }
     let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(format!(
-            "{}: format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}",
-            path.display()
-        ));
+        return Err(format!("format version {version}, this build reads {SNAPSHOT_FORMAT_VERSION}"));
     }
     let seq_read = u64::from_le_bytes(body[12..20].try_into().expect("8 bytes"));
     let record = Location(u64::from_le_bytes(body[20..28].try_into().expect("8 bytes")));
@@ -116,10 +124,10 @@ pub fn read(data_dir: &Path, seq: u64) -> Result<Snapshot, String> {
     head.copy_from_slice(&body[28..60]);
     let len = u64::from_le_bytes(body[60..68].try_into().expect("8 bytes")) as usize;
     if seq_read != seq || HEADER_BYTES + len != body.len() {
-        return Err(format!("{}: inconsistent header", path.display()));
+        return Err("inconsistent header".to_owned());
     }
-    let state: EngineState = bincode::deserialize(&body[HEADER_BYTES..])
-        .map_err(|e| format!("{}: undecodable state: {e}", path.display()))?;
+    let state: EngineState =
+        bincode::deserialize(&body[HEADER_BYTES..]).map_err(|e| format!("undecodable state: {e}"))?;
     Ok(Snapshot { resume: ResumePoint { seq, record, head }, state })
 }
 

@@ -170,6 +170,8 @@ pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()> + Send
         let store = replication::PgRecordStore::connect(replication, &addr.to_string())
             .await
             .map_err(ServerError::Recovery)?;
+        // A node with an empty data directory starts from the store's newest snapshot.
+        puente_ledger::replica::join_from_snapshot(&ledger_config.data_dir, &store).await?;
         ledger_config.record_store = Some(std::sync::Arc::new(store));
     }
     let ledger = tokio::task::spawn_blocking(move || Ledger::open(ledger_config))

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 
 use puente_journal_pg::{Lease, PgJournal, PgJournalError, PgJournalOptions};
-use puente_ledger::replica::{LeaderInfo, RecordStore, Records, StoreError, StoreFuture};
+use puente_ledger::replica::{
+    LeaderInfo, RecordStore, Records, STORE_SNAPSHOTS_KEPT, StoreError, StoreFuture,
+};
 
 /// Default lease: a standby takes over at most this long after the leader stopped renewing.
 pub const LEASE_MS_DEFAULT: u64 = 3_000;
@@ -160,6 +162,17 @@ impl RecordStore for PgRecordStore {
 
     fn read_after(&self, after_seq: u64, limit: usize) -> StoreFuture<'_, Result<Records, StoreError>> {
         Box::pin(self.on_runtime(move |j| async move { j.read_after(after_seq, limit).await }))
+    }
+
+    fn put_snapshot<'a>(&'a self, seq: u64, body: &'a [u8]) -> StoreFuture<'a, Result<(), StoreError>> {
+        let body = body.to_vec();
+        Box::pin(
+            self.on_runtime(move |j| async move { j.put_snapshot(seq, &body, STORE_SNAPSHOTS_KEPT).await }),
+        )
+    }
+
+    fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<(u64, Vec<u8>)>, StoreError>> {
+        Box::pin(self.on_runtime(|j| async move { j.latest_snapshot().await }))
     }
 
     fn leader(&self) -> StoreFuture<'_, Result<Option<LeaderInfo>, StoreError>> {

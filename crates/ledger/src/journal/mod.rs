@@ -960,6 +960,61 @@ pub(crate) fn save_evidence(tail: &TailCut) -> Result<PathBuf, LedgerError> {
     Ok(evidence)
 }
 
+/// The journal's records in order, each as its exact bytes (header and payload), for copying
+/// a node's journal into a journal of record elsewhere (`replica`). Stops at the first record
+/// that does not read (a torn tail, which an open would cut).
+pub struct RecordBytes {
+    data_dir: PathBuf,
+    segments: std::vec::IntoIter<u32>,
+    current: Option<(BufReader<File>, u64)>,
+    payload: Vec<u8>,
+    seq: u64,
+}
+
+impl RecordBytes {
+    pub fn new(data_dir: &Path) -> Result<RecordBytes, LedgerError> {
+        Ok(RecordBytes {
+            data_dir: data_dir.to_owned(),
+            segments: list_segments(data_dir)?.into_iter(),
+            current: None,
+            payload: Vec::new(),
+            seq: 0,
+        })
+    }
+
+    /// The next record: its sequence number and bytes; `None` at the end.
+    pub fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, LedgerError> {
+        loop {
+            if self.current.is_none() {
+                let Some(n) = self.segments.next() else { return Ok(None) };
+                let path = segment_path(&self.data_dir, n);
+                let mut file = File::open(&path)?;
+                let len = file.metadata()?.len();
+                file.seek(SeekFrom::Start(SEGMENT_HEADER_BYTES as u64))?;
+                self.current = Some((BufReader::new(file), len.saturating_sub(SEGMENT_HEADER_BYTES as u64)));
+            }
+            let Some((reader, remaining)) = self.current.as_mut() else { continue };
+            if *remaining == 0 {
+                self.current = None;
+                continue;
+            }
+            let Ok((len, hash)) = read_record(reader, *remaining, &mut self.payload) else { return Ok(None) };
+            *remaining -= len;
+            let seq = payload_seq(&self.payload).unwrap_or(0);
+            if seq != self.seq + 1 {
+                return Err(LedgerError::Corrupt(format!("journal record {seq} follows {}", self.seq)));
+            }
+            self.seq = seq;
+            let mut record = Vec::with_capacity(RECORD_HEADER_BYTES + self.payload.len());
+            record.extend_from_slice(&(self.payload.len() as u32).to_le_bytes());
+            record.extend_from_slice(&crc32fast::hash(&self.payload).to_le_bytes());
+            record.extend_from_slice(&hash);
+            record.extend_from_slice(&self.payload);
+            return Ok(Some((seq, record)));
+        }
+    }
+}
+
 /// Makes the segment holding `location` durable (`fdatasync` through a descriptor of its own):
 /// called before the index persists, or a snapshot is written, at a record of it. Earlier
 /// segments were synced when the writer rolled past them.

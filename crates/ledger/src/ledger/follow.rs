@@ -154,7 +154,16 @@ impl Writer {
                         }
                     }
                 }
-                if self.seq > last_seq {
+                if self.seq > last_seq && last_seq == 0 {
+                    // An empty journal of record and a node with history: a single node turned
+                    // into the first of a cluster. Its journal becomes the record.
+                    if let Err(error) = self.seed(store.as_ref()).await {
+                        tracing::error!(%error, "cannot copy this node's journal into the journal of record");
+                        let _ = store.step_down().await;
+                        self.become_standby(None);
+                        return wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await;
+                    }
+                } else if self.seq > last_seq {
                     tracing::error!(
                         local = self.seq,
                         store = last_seq,
@@ -181,6 +190,29 @@ impl Writer {
                 wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await
             }
         }
+    }
+
+    /// Copies this node's whole journal, record by record (exact bytes), into an empty journal
+    /// of record, under the lease just taken.
+    async fn seed(&mut self, store: &dyn RecordStore) -> Result<(), LedgerError> {
+        self.journal.sync()?;
+        let mut records = crate::journal::RecordBytes::new(&self.config.data_dir)?;
+        let mut copied = 0u64;
+        while let Some((seq, record)) = records.next_record()? {
+            if seq > self.seq {
+                break;
+            }
+            store.append(seq, &record).await.map_err(|e| LedgerError::Unavailable(e.to_string()))?;
+            copied = seq;
+        }
+        if copied != self.seq {
+            return Err(LedgerError::Corrupt(format!(
+                "copied {copied} records into the journal of record, but this node holds {}",
+                self.seq
+            )));
+        }
+        tracing::info!(records = copied, "this node's journal is now the journal of record");
+        Ok(())
     }
 
     /// Writes that reached the queue before this node stood by: refused, naming the leader.
@@ -253,6 +285,20 @@ impl Writer {
         self.publish(seq, out, started.elapsed());
         self.hand_on(seq, out);
         Ok(())
+    }
+}
+
+/// Keeps a snapshot in the journal of record too, for nodes that join (`replica::join`). From
+/// the snapshot thread: a failure only means a joining node replays more.
+pub(super) fn keep_snapshot_in_store(store: &dyn RecordStore, snapshot: &crate::snapshot::Snapshot) {
+    let seq = snapshot.resume.seq;
+    let kept = crate::snapshot::encode(snapshot).map_err(|e| e.to_string()).and_then(|body| {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().map_err(|e| e.to_string())?;
+        runtime.block_on(store.put_snapshot(seq, &body)).map_err(|e| e.to_string())
+    });
+    match kept {
+        Ok(()) => tracing::info!(seq, "snapshot kept in the journal of record"),
+        Err(error) => tracing::warn!(seq, %error, "cannot keep the snapshot in the journal of record"),
     }
 }
 
