@@ -28,6 +28,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Records by sequence number, ascending, as the store returns them.
 pub type Records = Vec<(u64, Vec<u8>)>;
+/// A snapshot as the store keeps it: the sequence number it was taken at, and its bytes.
+pub type StoredSnapshot = (u64, Vec<u8>);
 
 /// How many records a standby copies per read.
 pub const FOLLOW_PAGE_RECORDS: usize = 256;
@@ -89,7 +91,7 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug + 'static {
     fn put_snapshot<'a>(&'a self, seq: u64, body: &'a [u8]) -> StoreFuture<'a, Result<(), StoreError>>;
 
     /// The newest snapshot kept, with the sequence number it was taken at.
-    fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<(u64, Vec<u8>)>, StoreError>>;
+    fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<StoredSnapshot>, StoreError>>;
 }
 
 /// Snapshots the store keeps (the newest).

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use puente_journal_pg::{Lease, PgJournal, PgJournalError, PgJournalOptions};
 use puente_ledger::replica::{
-    LeaderInfo, RecordStore, Records, STORE_SNAPSHOTS_KEPT, StoreError, StoreFuture,
+    LeaderInfo, RecordStore, Records, STORE_SNAPSHOTS_KEPT, StoreError, StoreFuture, StoredSnapshot,
 };
 
 /// Default lease: a standby takes over at most this long after the leader stopped renewing.
@@ -171,7 +171,7 @@ impl RecordStore for PgRecordStore {
         )
     }
 
-    fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<(u64, Vec<u8>)>, StoreError>> {
+    fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<StoredSnapshot>, StoreError>> {
         Box::pin(self.on_runtime(|j| async move { j.latest_snapshot().await }))
     }
 
