@@ -338,20 +338,41 @@ fn migrate_legacy(config: &LedgerConfig) -> Result<Option<u64>, LedgerError> {
     Ok(Some(records))
 }
 
+/// What recovery hands to the threads it starts.
+struct Recovered {
+    engine: Engine,
+    journal: Journal,
+    reader: JournalReader,
+    index: Index,
+    /// Sequence number of the last intact journal record.
+    last_seq: u64,
+    /// Where the replay started (the earlier of the snapshot's and the index's resume points).
+    resume: Option<ResumePoint>,
+    recovery: RecoveryReport,
+    replayed_events_into_state: u64,
+}
+
 impl Ledger {
     /// Opens the ledger: migrates an old journal, loads the newest usable snapshot, replays the
     /// journal after it (and the index from what it persisted), checks every invariant, and
     /// starts the writer and the indexer. Refuses (with `LedgerError::Corrupt`) a store that
     /// fails a check, without modifying the journal.
     pub fn open(config: LedgerConfig) -> Result<Ledger, LedgerError> {
+        let recovered = Ledger::recover(&config)?;
+        Ledger::start(config, recovered)
+    }
+
+    /// Recovery: migrates an old journal, loads the newest usable snapshot, replays the journal
+    /// after it into the engine and the index, and checks every invariant.
+    fn recover(config: &LedgerConfig) -> Result<Recovered, LedgerError> {
         let started = Instant::now();
         std::fs::create_dir_all(&config.data_dir)?;
-        let migrated_records = migrate_legacy(&config)?;
+        let migrated_records = migrate_legacy(config)?;
         let reader = JournalReader::new(&config.data_dir);
         let index = Index::open(&config.data_dir.join("index"), reader.clone(), config.rebuild_index)?;
         let index_resume = index.resume_point();
         check_index_resume(&config.data_dir, index_resume)?;
-        let (mut engine, snapshot_resume) = load_newest_snapshot(&config)?;
+        let (mut engine, snapshot_resume) = load_newest_snapshot(config)?;
         let state_from = snapshot_resume.map_or(0, |r| r.seq);
         let index_from = index_resume.map_or(0, |r| r.seq);
         // Replay from the earlier of the two resume points.
@@ -434,6 +455,30 @@ impl Ledger {
             elapsed_ms: started.elapsed().as_millis() as u64,
         };
         tracing::info!(?recovery, "ledger recovered");
+        Ok(Recovered {
+            engine,
+            journal,
+            reader,
+            index,
+            last_seq: stats.last_seq,
+            resume,
+            recovery,
+            replayed_events_into_state,
+        })
+    }
+
+    /// Starts the indexer, snapshot, scrub and writer threads over what recovery found.
+    fn start(config: LedgerConfig, recovered: Recovered) -> Result<Ledger, LedgerError> {
+        let Recovered {
+            engine,
+            journal,
+            reader,
+            index,
+            last_seq,
+            resume,
+            recovery,
+            replayed_events_into_state,
+        } = recovered;
 
         let mut view = AccountsView::default();
         for account in engine.accounts() {
@@ -442,8 +487,8 @@ impl Ledger {
         let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
         let writer_stats = WriterStats::default();
         writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
-        writer_stats.committed_seq.store(stats.last_seq, Ordering::Relaxed);
-        writer_stats.indexed_seq.store(stats.last_seq, Ordering::Relaxed);
+        writer_stats.committed_seq.store(last_seq, Ordering::Relaxed);
+        writer_stats.indexed_seq.store(last_seq, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             index,
             accounts: RwLock::new(view),
@@ -500,7 +545,7 @@ impl Ledger {
             journal,
             reader,
             shared: shared.clone(),
-            seq: stats.last_seq,
+            seq: last_seq,
             overlay: Overlay::default(),
             to_indexer,
             to_snapshots,
