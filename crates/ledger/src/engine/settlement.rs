@@ -874,42 +874,9 @@ impl Engine {
                 participants: missing,
             });
         }
-        let currency = w.currency;
-        let attempt = w.attempts;
+        let (currency, attempt) = (w.currency, w.attempts);
         let hub = hub_account_id(currency);
-        // The chain: participants in name order, each against the hub.
-        let mut nets: Vec<(String, i128)> = w
-            .positions
-            .iter()
-            .map(|(p, pos)| (self.settlement.names[*p as usize].clone(), -pos.debit_minor()))
-            .filter(|(_, net)| *net != 0)
-            .collect();
-        nets.sort();
-        let mut chain = Vec::with_capacity(nets.len());
-        for (participant, net) in &nets {
-            let profile = &self.settlement.profiles[participant];
-            let account = profile.currency(currency).map(|c| c.settlement_account_id).unwrap_or(0);
-            let (debit, credit) = if *net < 0 { (account, hub) } else { (hub, account) };
-            let amount = u64::try_from(net.unsigned_abs()).unwrap_or(u64::MAX);
-            let mut metadata = Metadata::new();
-            metadata.insert("settlement_window_id".into(), window_id.to_string());
-            metadata.insert("participant".into(), participant.clone());
-            chain.push(Transfer {
-                id: settlement_transfer_id(window_id, attempt, participant),
-                debit_account_id: debit,
-                credit_account_id: credit,
-                amount_minor: amount,
-                currency,
-                flags: TransferFlags { linked: true, ..Default::default() },
-                pending_id: 0,
-                timeout_ms: 0,
-                reference: format!("settlement window {window_id}"),
-                metadata,
-            });
-        }
-        if let Some(last) = chain.last_mut() {
-            last.flags.linked = false;
-        }
+        let chain = self.settlement_chain(w, window_id);
         if chain.len() > BATCH_EVENTS_MAX {
             let reason =
                 format!("{} settlement transfers exceed one batch ({BATCH_EVENTS_MAX})", chain.len());
@@ -921,20 +888,7 @@ impl Engine {
             return self.window_response(window_id, true);
         }
         if !chain.is_empty() && !self.accounts.contains_key(&hub) {
-            let ts = self.next_timestamp(now_ns);
-            let account = Account::from_new(
-                NewAccount {
-                    id: hub,
-                    participant: HUB_PARTICIPANT.into(),
-                    currency,
-                    flags: AccountFlags::default(),
-                    overdraft_limit_minor: 0,
-                    holder_ref: "settlement-hub".into(),
-                    metadata: Metadata::new(),
-                },
-                ts,
-            );
-            self.apply(Op::CreateAccount(account), out);
+            self.open_hub_account(currency, now_ns, out);
         }
         let outcomes = if chain.is_empty() {
             Vec::new()
@@ -983,6 +937,65 @@ impl Engine {
             }
         }
         self.window_response(window_id, true)
+    }
+
+    /// The settlement transfers of a window's current attempt, one linked chain: per
+    /// participant with a non-zero net, in name order, between its settlement account and the
+    /// hub, with ids derived from (window, attempt, participant).
+    fn settlement_chain(&self, w: &Window, window_id: WindowId) -> Vec<Transfer> {
+        let (currency, attempt) = (w.currency, w.attempts);
+        let hub = hub_account_id(currency);
+        let mut nets: Vec<(String, i128)> = w
+            .positions
+            .iter()
+            .map(|(p, pos)| (self.settlement.names[*p as usize].clone(), -pos.debit_minor()))
+            .filter(|(_, net)| *net != 0)
+            .collect();
+        nets.sort();
+        let mut chain = Vec::with_capacity(nets.len());
+        for (participant, net) in &nets {
+            let profile = &self.settlement.profiles[participant];
+            let account = profile.currency(currency).map(|c| c.settlement_account_id).unwrap_or(0);
+            let (debit, credit) = if *net < 0 { (account, hub) } else { (hub, account) };
+            let amount = u64::try_from(net.unsigned_abs()).unwrap_or(u64::MAX);
+            let mut metadata = Metadata::new();
+            metadata.insert("settlement_window_id".into(), window_id.to_string());
+            metadata.insert("participant".into(), participant.clone());
+            chain.push(Transfer {
+                id: settlement_transfer_id(window_id, attempt, participant),
+                debit_account_id: debit,
+                credit_account_id: credit,
+                amount_minor: amount,
+                currency,
+                flags: TransferFlags { linked: true, ..Default::default() },
+                pending_id: 0,
+                timeout_ms: 0,
+                reference: format!("settlement window {window_id}"),
+                metadata,
+            });
+        }
+        if let Some(last) = chain.last_mut() {
+            last.flags.linked = false;
+        }
+        chain
+    }
+
+    /// Opens the hub account of `currency` (the first settlement in it).
+    fn open_hub_account(&mut self, currency: CurrencyCode, now_ns: u64, out: &mut Output) {
+        let ts = self.next_timestamp(now_ns);
+        let account = Account::from_new(
+            NewAccount {
+                id: hub_account_id(currency),
+                participant: HUB_PARTICIPANT.into(),
+                currency,
+                flags: AccountFlags::default(),
+                overdraft_limit_minor: 0,
+                holder_ref: "settlement-hub".into(),
+                metadata: Metadata::new(),
+            },
+            ts,
+        );
+        self.apply(Op::CreateAccount(account), out);
     }
 
     fn confirm(
