@@ -34,6 +34,7 @@ use puente_money::{Currency, CurrencyCode, Rounding, round_to_minor};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::CurrencyNetting;
 use crate::fx::{self, FxCover};
 use crate::settle::{SettlementPlan, SolverMethod};
 use crate::{NettingError, NettingResult, ParticipantId};
@@ -417,81 +418,15 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
         accs.push(ParticipantAcc::default());
     }
     let parties = Parties { ids: &result.participants, country_of: &country_of };
-
-    let (wire_currency, wire_fee_minor) = fees.rail_fee(Rail::InternationalWire);
+    let wire = fees.rail_fee(Rail::InternationalWire);
+    let mut sums = Sums::default();
     let mut currencies = Vec::with_capacity(result.currencies.len());
     let mut plans = Vec::with_capacity(result.currencies.len());
-    let mut gross_value = FeeAmounts::default();
-    let mut bilateral_value = FeeAmounts::default();
-    let mut multilateral_value = FeeAmounts::default();
-    let mut cross_border_value = FeeAmounts::default();
-    let mut gross_count: u64 = 0;
-    let mut payments_count: u64 = 0;
-
     for netting in &result.currencies {
-        let currency = netting.currency;
-        let rail = fees.settlement_rail(currency)?;
-        let (rail_currency, rail_fee_minor) = fees.rail_fee(rail);
-        let (cross_border_count, cross_border_value_minor) = charge_gross(
-            netting,
-            (rail_currency, rail_fee_minor),
-            (wire_currency, wire_fee_minor),
-            &parties,
-            &mut accs,
-        )?;
-
-        // Actual: the settlement payments on the domestic rail.
-        let plan = netting.plan_payments()?;
-        let (cross_border_payments_count, cross_border_payments_value_minor) =
-            charge_plan(&plan, currency, (rail_currency, rail_fee_minor), &parties, &mut accs)?;
-        let plan_count = u64::try_from(plan.payments.len()).map_err(|_| NettingError::Overflow)?;
-        let plan_value_minor = plan.value_minor();
-        // Holds for every result the aggregator produces; a hand-made or edited result may break
-        // it, so this is an error rather than an assertion.
-        if plan_value_minor != netting.multilateral_net_value_minor {
-            return Err(NettingError::InconsistentResult(format!(
-                "{currency}: payments move {plan_value_minor}, multilateral net value is {}",
-                netting.multilateral_net_value_minor
-            )));
-        }
-
-        gross_value.add(currency, netting.gross_value_minor)?;
-        bilateral_value.add(currency, netting.bilateral_net_value_minor)?;
-        multilateral_value.add(currency, netting.multilateral_net_value_minor)?;
-        cross_border_value.add(currency, cross_border_value_minor)?;
-        gross_count = gross_count.checked_add(netting.gross_count).ok_or(NettingError::Overflow)?;
-        payments_count = payments_count.checked_add(plan_count).ok_or(NettingError::Overflow)?;
-
-        currencies.push(CurrencyReport {
-            currency,
-            settlement_rail: rail,
-            solver: plan.method,
-            gross_count: netting.gross_count,
-            gross_value_minor: netting.gross_value_minor,
-            cross_border_count,
-            cross_border_value_minor,
-            bilateral_net_value_minor: netting.bilateral_net_value_minor,
-            multilateral_net_value_minor: netting.multilateral_net_value_minor,
-            payments_count: plan_count,
-            payments_value_minor: plan_value_minor,
-            cross_border_payments_count,
-            cross_border_payments_value_minor,
-            bilateral_efficiency_bps: efficiency_bps(
-                netting.gross_value_minor,
-                netting.bilateral_net_value_minor,
-            ),
-            multilateral_efficiency_bps: efficiency_bps(
-                netting.gross_value_minor,
-                netting.multilateral_net_value_minor,
-            ),
-            multilateral_net_to_gross_bps: share_bps_up(
-                netting.multilateral_net_value_minor,
-                netting.gross_value_minor,
-            ),
-        });
+        let (report, plan) = currency_report(netting, fees, wire, &parties, &mut accs, &mut sums)?;
+        currencies.push(report);
         plans.push(plan);
     }
-
     // The house's single FX conversion.
     let mut fx_conversions_count = 0;
     let fx_cover = match house {
@@ -501,7 +436,7 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
                 fx_conversions_count = 1;
                 if let Ok(h) = parties.slot(house) {
                     let acc = &mut accs[h];
-                    acc.actual_bank_fees.add(wire_currency, u128::from(wire_fee_minor))?;
+                    acc.actual_bank_fees.add(wire.0, u128::from(wire.1))?;
                     acc.fx_converted.add(conversion.sell_currency, conversion.sell_amount_minor)?;
                 }
             }
@@ -509,18 +444,114 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
         }
         None => None,
     };
+    let participants = participant_reports(result, &accs, &country_of, fees, rate_mxn_per_usd, &mut sums)?;
+    let totals = window_totals(&sums, fx_conversions_count, fees, rate_mxn_per_usd)?;
+    Ok(WindowReport {
+        rate_mxn_per_usd,
+        fee_model: fees.clone(),
+        currencies,
+        totals,
+        participants,
+        plans,
+        fx_cover,
+    })
+}
 
-    // Participant lines.
-    let rate = rate_mxn_per_usd;
+/// What the window's figures add up over currencies and participants.
+#[derive(Default)]
+struct Sums {
+    gross_value: FeeAmounts,
+    bilateral_value: FeeAmounts,
+    multilateral_value: FeeAmounts,
+    cross_border_value: FeeAmounts,
+    gross_count: u64,
+    payments_count: u64,
+    gross_bank_fees: FeeAmounts,
+    actual_bank_fees: FeeAmounts,
+    fx_converted: FeeAmounts,
+}
+
+/// One currency: the gross case and the actual settlement payments charged to the
+/// participants, checked against the netting result, and its line of the report.
+fn currency_report(
+    netting: &CurrencyNetting,
+    fees: &FeeModel,
+    wire: (CurrencyCode, u64),
+    parties: &Parties<'_>,
+    accs: &mut [ParticipantAcc],
+    sums: &mut Sums,
+) -> Result<(CurrencyReport, SettlementPlan), NettingError> {
+    let currency = netting.currency;
+    let rail = fees.settlement_rail(currency)?;
+    let rail_fee = fees.rail_fee(rail);
+    let (cross_border_count, cross_border_value_minor) =
+        charge_gross(netting, rail_fee, wire, parties, accs)?;
+    // Actual: the settlement payments on the domestic rail.
+    let plan = netting.plan_payments()?;
+    let (cross_border_payments_count, cross_border_payments_value_minor) =
+        charge_plan(&plan, currency, rail_fee, parties, accs)?;
+    let plan_count = u64::try_from(plan.payments.len()).map_err(|_| NettingError::Overflow)?;
+    let plan_value_minor = plan.value_minor();
+    // Holds for every result the aggregator produces; a hand-made or edited result may break
+    // it, so this is an error rather than an assertion.
+    if plan_value_minor != netting.multilateral_net_value_minor {
+        return Err(NettingError::InconsistentResult(format!(
+            "{currency}: payments move {plan_value_minor}, multilateral net value is {}",
+            netting.multilateral_net_value_minor
+        )));
+    }
+    sums.gross_value.add(currency, netting.gross_value_minor)?;
+    sums.bilateral_value.add(currency, netting.bilateral_net_value_minor)?;
+    sums.multilateral_value.add(currency, netting.multilateral_net_value_minor)?;
+    sums.cross_border_value.add(currency, cross_border_value_minor)?;
+    sums.gross_count = sums.gross_count.checked_add(netting.gross_count).ok_or(NettingError::Overflow)?;
+    sums.payments_count = sums.payments_count.checked_add(plan_count).ok_or(NettingError::Overflow)?;
+    let report = CurrencyReport {
+        currency,
+        settlement_rail: rail,
+        solver: plan.method,
+        gross_count: netting.gross_count,
+        gross_value_minor: netting.gross_value_minor,
+        cross_border_count,
+        cross_border_value_minor,
+        bilateral_net_value_minor: netting.bilateral_net_value_minor,
+        multilateral_net_value_minor: netting.multilateral_net_value_minor,
+        payments_count: plan_count,
+        payments_value_minor: plan_value_minor,
+        cross_border_payments_count,
+        cross_border_payments_value_minor,
+        bilateral_efficiency_bps: efficiency_bps(
+            netting.gross_value_minor,
+            netting.bilateral_net_value_minor,
+        ),
+        multilateral_efficiency_bps: efficiency_bps(
+            netting.gross_value_minor,
+            netting.multilateral_net_value_minor,
+        ),
+        multilateral_net_to_gross_bps: share_bps_up(
+            netting.multilateral_net_value_minor,
+            netting.gross_value_minor,
+        ),
+    };
+    Ok((report, plan))
+}
+
+/// Every participant's line: its fees and FX margins, gross case against actual; their fee
+/// totals go to `sums`.
+fn participant_reports(
+    result: &NettingResult,
+    accs: &[ParticipantAcc],
+    country_of: &[Country],
+    fees: &FeeModel,
+    rate: Decimal,
+    sums: &mut Sums,
+) -> Result<Vec<ParticipantReport>, NettingError> {
     let mut participants = Vec::with_capacity(accs.len());
-    let mut gross_bank_fees = FeeAmounts::default();
-    let mut actual_bank_fees = FeeAmounts::default();
-    let mut fx_converted = FeeAmounts::default();
     for (i, acc) in accs.iter().enumerate() {
         for (total, part) in [
-            (&mut gross_bank_fees, &acc.gross_bank_fees),
-            (&mut actual_bank_fees, &acc.actual_bank_fees),
-            (&mut fx_converted, &acc.fx_converted),
+            (&mut sums.gross_bank_fees, &acc.gross_bank_fees),
+            (&mut sums.actual_bank_fees, &acc.actual_bank_fees),
+            (&mut sums.fx_converted, &acc.fx_converted),
         ] {
             total.add(CurrencyCode::USD, part.usd_minor)?;
             total.add(CurrencyCode::MXN, part.mxn_minor)?;
@@ -548,29 +579,39 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
                 .usd_equivalent_minor(rate)?,
         });
     }
+    Ok(participants)
+}
 
-    let gross_value_usd_minor = gross_value.usd_equivalent_minor(rate)?;
-    let multilateral_net_value_usd_minor = multilateral_value.usd_equivalent_minor(rate)?;
-    let gross_bank_fees_usd_minor = gross_bank_fees.usd_equivalent_minor(rate)?;
-    let actual_bank_fees_usd_minor = actual_bank_fees.usd_equivalent_minor(rate)?;
+/// The window's totals in USD: values, efficiency, fees, FX margins and what netting saved.
+fn window_totals(
+    sums: &Sums,
+    fx_conversions_count: u64,
+    fees: &FeeModel,
+    rate: Decimal,
+) -> Result<WindowTotals, NettingError> {
+    let gross_value_usd_minor = sums.gross_value.usd_equivalent_minor(rate)?;
+    let multilateral_net_value_usd_minor = sums.multilateral_value.usd_equivalent_minor(rate)?;
+    let gross_bank_fees_usd_minor = sums.gross_bank_fees.usd_equivalent_minor(rate)?;
+    let actual_bank_fees_usd_minor = sums.actual_bank_fees.usd_equivalent_minor(rate)?;
     let gross_fx_margin_usd_minor =
-        cross_border_value.margin(fees.fx_margin_bps)?.usd_equivalent_minor(rate)?;
-    let actual_fx_margin_usd_minor = fx_converted.margin(fees.fx_margin_bps)?.usd_equivalent_minor(rate)?;
+        sums.cross_border_value.margin(fees.fx_margin_bps)?.usd_equivalent_minor(rate)?;
+    let actual_fx_margin_usd_minor =
+        sums.fx_converted.margin(fees.fx_margin_bps)?.usd_equivalent_minor(rate)?;
     let gross_total_cost_usd_minor =
         gross_bank_fees_usd_minor.checked_add(gross_fx_margin_usd_minor).ok_or(NettingError::Overflow)?;
     let actual_total_cost_usd_minor =
         actual_bank_fees_usd_minor.checked_add(actual_fx_margin_usd_minor).ok_or(NettingError::Overflow)?;
-    let totals = WindowTotals {
-        gross_count,
+    Ok(WindowTotals {
+        gross_count: sums.gross_count,
         gross_value_usd_minor,
-        bilateral_net_value_usd_minor: bilateral_value.usd_equivalent_minor(rate)?,
+        bilateral_net_value_usd_minor: sums.bilateral_value.usd_equivalent_minor(rate)?,
         multilateral_net_value_usd_minor,
         multilateral_efficiency_bps: efficiency_bps(gross_value_usd_minor, multilateral_net_value_usd_minor),
         multilateral_net_to_gross_bps: share_bps_up(multilateral_net_value_usd_minor, gross_value_usd_minor),
-        payments_count,
+        payments_count: sums.payments_count,
         fx_conversions_count,
-        gross_bank_fees,
-        actual_bank_fees,
+        gross_bank_fees: sums.gross_bank_fees,
+        actual_bank_fees: sums.actual_bank_fees,
         gross_bank_fees_usd_minor,
         actual_bank_fees_usd_minor,
         bank_fee_saving_usd_minor: difference(gross_bank_fees_usd_minor, actual_bank_fees_usd_minor)?,
@@ -581,16 +622,6 @@ pub fn build_report(input: &ReportInput<'_>) -> Result<WindowReport, NettingErro
         actual_total_cost_usd_minor,
         total_saving_usd_minor: difference(gross_total_cost_usd_minor, actual_total_cost_usd_minor)?,
         total_saving_percent: saving_percent(gross_total_cost_usd_minor, actual_total_cost_usd_minor)?,
-    };
-
-    Ok(WindowReport {
-        rate_mxn_per_usd,
-        fee_model: fees.clone(),
-        currencies,
-        totals,
-        participants,
-        plans,
-        fx_cover,
     })
 }
 
