@@ -71,6 +71,68 @@ pub async fn run(
     let day = puente_settlement::simulate::corridor(args.seed, args.transfers, args.us, args.mx)
         .map_err(|e| CliError::Usage(e.to_string()))?;
 
+    set_up(client, settlement, &day, &args.net_debit_cap).await?;
+
+    let posted = post_transfers(client, &day, args.seed, args.batch).await?;
+    let Posted { codes, replayed, gross } = posted;
+
+    let open = settlement
+        .list_windows(pb::ListWindowsRequest {
+            state: pb::WindowState::Open as i32,
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| CliError::from(puente_client::ClientError::from(s)))?
+        .into_inner()
+        .windows;
+    let elapsed = started.elapsed();
+    let value = json!({
+        "seed": args.seed,
+        "participants": day.participants.iter().map(|p| &p.id).collect::<Vec<_>>(),
+        "transfers": day.transfers.len(),
+        "results": codes,
+        "replayed": replayed,
+        "gross": gross.iter().map(|(c, v)| (c.clone(), puente_money::format_minor(*v, 2))).collect::<BTreeMap<_, _>>(),
+        "open_windows": open.iter().map(|w| json!({"window_id": w.window_id, "currency": w.currency_code, "obligation_count": w.obligation_count})).collect::<Vec<_>>(),
+        "elapsed_ms": elapsed.as_millis() as u64,
+    });
+    out.print(value, || {
+        let mut text = format!(
+            "simulated corridor day (seed {}): {} participants, {} transfers in {:.1}s\n",
+            args.seed,
+            day.participants.len(),
+            day.transfers.len(),
+            elapsed.as_secs_f64()
+        );
+        for (code, count) in &codes {
+            text.push_str(&format!("  {code}: {count}\n"));
+        }
+        if replayed > 0 {
+            text.push_str(&format!("  ({replayed} were retries of an earlier run with this seed)\n"));
+        }
+        for (currency, value) in &gross {
+            text.push_str(&format!("  gross {currency}: {}\n", puente_money::format_minor(*value, 2)));
+        }
+        for w in &open {
+            text.push_str(&format!(
+                "  open window {} ({}): {} obligations\n",
+                w.window_id, w.currency_code, w.obligation_count
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// Registers the day's participants (unless an earlier simulated day did), opens their
+/// operating and settlement accounts in USD and MXN, and sets their settlement profiles.
+async fn set_up(
+    client: &mut Client,
+    settlement: &mut SettlementClient,
+    day: &puente_settlement::simulate::SimDay,
+    net_debit_cap: &str,
+) -> Result<(), CliError> {
     // Participants: registered (with a key nobody keeps: the operator acts for them) unless
     // an earlier simulated day registered them.
     for p in &day.participants {
@@ -121,14 +183,14 @@ pub async fn run(
                     currency_code: "USD".into(),
                     rail: usd_rail as i32,
                     bank_id: p.aba.clone(),
-                    net_debit_cap: args.net_debit_cap.clone(),
+                    net_debit_cap: net_debit_cap.to_owned(),
                     settlement_account_id: account_id(&p.id, "USD", "settlement"),
                 },
                 pb::CurrencySettlement {
                     currency_code: "MXN".into(),
                     rail: pb::SettlementRail::Spei as i32,
                     bank_id: p.clabe.clone(),
-                    net_debit_cap: args.net_debit_cap.clone(),
+                    net_debit_cap: net_debit_cap.to_owned(),
                     settlement_account_id: account_id(&p.id, "MXN", "settlement"),
                 },
             ],
@@ -140,6 +202,24 @@ pub async fn run(
             .map_err(|s| CliError::from(puente_client::ClientError::from(s)))?;
     }
 
+    Ok(())
+}
+
+/// What posting the day's transfers gave: results by code, retries of an earlier run, gross
+/// value per currency.
+struct Posted {
+    codes: BTreeMap<String, u64>,
+    replayed: u64,
+    gross: BTreeMap<String, u128>,
+}
+
+/// Posts the day's transfers in batches, with a progress bar.
+async fn post_transfers(
+    client: &mut Client,
+    day: &puente_settlement::simulate::SimDay,
+    seed: u64,
+    batch_size: usize,
+) -> Result<Posted, CliError> {
     // Transfers.
     let bar = ProgressBar::new(day.transfers.len() as u64).with_style(
         ProgressStyle::with_template("posting transfers [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
@@ -150,7 +230,7 @@ pub async fn run(
     let mut replayed = 0u64;
     let mut gross: BTreeMap<String, u128> = BTreeMap::new();
     let mut index = 0;
-    for chunk in day.transfers.chunks(args.batch) {
+    for chunk in day.transfers.chunks(batch_size) {
         let batch: Vec<pb::Transfer> = chunk
             .iter()
             .enumerate()
@@ -162,7 +242,7 @@ pub async fn run(
                     currency,
                     &puente_money::format_minor(u128::from(o.amount_minor), 2),
                 )
-                .id(&transfer_id(args.seed, index + i))
+                .id(&transfer_id(seed, index + i))
                 .reference(if o.debtor.as_str().starts_with("US") && currency == "USD" {
                     "remittance"
                 } else {
@@ -184,51 +264,5 @@ pub async fn run(
     }
     bar.finish_and_clear();
 
-    let open = settlement
-        .list_windows(pb::ListWindowsRequest {
-            state: pb::WindowState::Open as i32,
-            page_size: 100,
-            ..Default::default()
-        })
-        .await
-        .map_err(|s| CliError::from(puente_client::ClientError::from(s)))?
-        .into_inner()
-        .windows;
-    let elapsed = started.elapsed();
-    let value = json!({
-        "seed": args.seed,
-        "participants": day.participants.iter().map(|p| &p.id).collect::<Vec<_>>(),
-        "transfers": day.transfers.len(),
-        "results": codes,
-        "replayed": replayed,
-        "gross": gross.iter().map(|(c, v)| (c.clone(), puente_money::format_minor(*v, 2))).collect::<BTreeMap<_, _>>(),
-        "open_windows": open.iter().map(|w| json!({"window_id": w.window_id, "currency": w.currency_code, "obligation_count": w.obligation_count})).collect::<Vec<_>>(),
-        "elapsed_ms": elapsed.as_millis() as u64,
-    });
-    out.print(value, || {
-        let mut text = format!(
-            "simulated corridor day (seed {}): {} participants, {} transfers in {:.1}s\n",
-            args.seed,
-            day.participants.len(),
-            day.transfers.len(),
-            elapsed.as_secs_f64()
-        );
-        for (code, count) in &codes {
-            text.push_str(&format!("  {code}: {count}\n"));
-        }
-        if replayed > 0 {
-            text.push_str(&format!("  ({replayed} were retries of an earlier run with this seed)\n"));
-        }
-        for (currency, value) in &gross {
-            text.push_str(&format!("  gross {currency}: {}\n", puente_money::format_minor(*value, 2)));
-        }
-        for w in &open {
-            text.push_str(&format!(
-                "  open window {} ({}): {} obligations\n",
-                w.window_id, w.currency_code, w.obligation_count
-            ));
-        }
-        text
-    });
-    Ok(())
+    Ok(Posted { codes, replayed, gross })
 }
