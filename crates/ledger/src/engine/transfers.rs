@@ -275,72 +275,90 @@ impl Engine {
         now_ns: u64,
     ) -> Result<Effect, TransferResult> {
         if t.flags.post_pending || t.flags.void_pending {
-            // A pending transfer Puente made (an FX leg held for a cancellation window) is
-            // resolved only by Puente: a sender voiding one leg alone would be refunded while
-            // the other legs still pay the recipient.
-            if puente_core::ids::is_system_id(t.pending_id) && !actor.is_system() {
-                return Err(TransferResult::PendingTransferNotFound);
-            }
-            let Some(p) = self.pendings.get(&t.pending_id) else {
-                // Not in memory: resolved already, or never a pending transfer.
-                if let Some((state, debit_account_id)) = self.resolved(prefetched, t.pending_id) {
-                    if let Some(owner) = actor.owner()
-                        && self.accounts.get(&debit_account_id).is_none_or(|a| a.participant != owner)
-                    {
-                        return Err(TransferResult::PendingTransferNotFound);
-                    }
-                    return Err(match state {
-                        PendingState::Posted => TransferResult::PendingTransferAlreadyPosted,
-                        PendingState::Voided => TransferResult::PendingTransferAlreadyVoided,
-                        PendingState::Expired => TransferResult::PendingTransferExpired,
-                        PendingState::Pending => unreachable!("a resolved pending transfer is not pending"),
-                    });
-                }
-                let known = self.committed(prefetched, t.pending_id);
-                return Err(if known {
-                    TransferResult::PendingTransferNotPending
-                } else {
-                    TransferResult::PendingTransferNotFound
-                });
-            };
-            // Another participant's pending transfer does not exist for this caller.
-            if let Some(owner) = actor.owner() {
-                let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == owner);
-                if !owned {
+            self.check_post_or_void(prefetched, actor, t, now_ns)
+        } else {
+            self.check_single_phase(actor, t, now_ns)
+        }
+    }
+
+    /// A post or void: the pending transfer it names must be live, the caller's, and match.
+    fn check_post_or_void(
+        &self,
+        prefetched: &Prefetched,
+        actor: &Actor,
+        t: &Transfer,
+        now_ns: u64,
+    ) -> Result<Effect, TransferResult> {
+        // A pending transfer Puente made (an FX leg held for a cancellation window) is
+        // resolved only by Puente: a sender voiding one leg alone would be refunded while
+        // the other legs still pay the recipient.
+        if puente_core::ids::is_system_id(t.pending_id) && !actor.is_system() {
+            return Err(TransferResult::PendingTransferNotFound);
+        }
+        let Some(p) = self.pendings.get(&t.pending_id) else {
+            // Not in memory: resolved already, or never a pending transfer.
+            if let Some((state, debit_account_id)) = self.resolved(prefetched, t.pending_id) {
+                if let Some(owner) = actor.owner()
+                    && self.accounts.get(&debit_account_id).is_none_or(|a| a.participant != owner)
+                {
                     return Err(TransferResult::PendingTransferNotFound);
                 }
+                return Err(match state {
+                    PendingState::Posted => TransferResult::PendingTransferAlreadyPosted,
+                    PendingState::Voided => TransferResult::PendingTransferAlreadyVoided,
+                    PendingState::Expired => TransferResult::PendingTransferExpired,
+                    PendingState::Pending => unreachable!("a resolved pending transfer is not pending"),
+                });
             }
-            debug_assert_eq!(p.state, PendingState::Pending, "only live pending transfers are in memory");
-            if p.expires_at_ns != 0 && p.expires_at_ns <= now_ns {
-                return Err(TransferResult::PendingTransferExpired);
-            }
-            if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
-                return Err(TransferResult::PendingTransferHasDifferentDebitAccountId);
-            }
-            if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
-                return Err(TransferResult::PendingTransferHasDifferentCreditAccountId);
-            }
-            if t.currency != p.currency {
-                return Err(TransferResult::PendingTransferHasDifferentCurrency);
-            }
-            let amount_minor = if t.flags.void_pending {
-                if t.amount_minor != 0 && t.amount_minor != p.amount_minor {
-                    return Err(TransferResult::ExceedsPendingTransferAmount);
-                }
-                p.amount_minor
-            } else if t.amount_minor == 0 {
-                p.amount_minor
-            } else if t.amount_minor > p.amount_minor {
-                return Err(TransferResult::ExceedsPendingTransferAmount);
+            let known = self.committed(prefetched, t.pending_id);
+            return Err(if known {
+                TransferResult::PendingTransferNotPending
             } else {
-                t.amount_minor
-            };
-            return Ok(Effect {
-                debit_account_id: p.debit_account_id,
-                credit_account_id: p.credit_account_id,
-                amount_minor,
+                TransferResult::PendingTransferNotFound
             });
+        };
+        // Another participant's pending transfer does not exist for this caller.
+        if let Some(owner) = actor.owner() {
+            let owned = self.accounts.get(&p.debit_account_id).is_some_and(|a| a.participant == owner);
+            if !owned {
+                return Err(TransferResult::PendingTransferNotFound);
+            }
         }
+        debug_assert_eq!(p.state, PendingState::Pending, "only live pending transfers are in memory");
+        if p.expires_at_ns != 0 && p.expires_at_ns <= now_ns {
+            return Err(TransferResult::PendingTransferExpired);
+        }
+        if t.debit_account_id != 0 && t.debit_account_id != p.debit_account_id {
+            return Err(TransferResult::PendingTransferHasDifferentDebitAccountId);
+        }
+        if t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id {
+            return Err(TransferResult::PendingTransferHasDifferentCreditAccountId);
+        }
+        if t.currency != p.currency {
+            return Err(TransferResult::PendingTransferHasDifferentCurrency);
+        }
+        let amount_minor = if t.flags.void_pending {
+            if t.amount_minor != 0 && t.amount_minor != p.amount_minor {
+                return Err(TransferResult::ExceedsPendingTransferAmount);
+            }
+            p.amount_minor
+        } else if t.amount_minor == 0 {
+            p.amount_minor
+        } else if t.amount_minor > p.amount_minor {
+            return Err(TransferResult::ExceedsPendingTransferAmount);
+        } else {
+            t.amount_minor
+        };
+        Ok(Effect {
+            debit_account_id: p.debit_account_id,
+            credit_account_id: p.credit_account_id,
+            amount_minor,
+        })
+    }
+
+    /// A single-phase or pending transfer: both accounts open, the caller's debit, one
+    /// currency, and every limit (balance flags, Net Debit Cap, the credited holder's KYC).
+    fn check_single_phase(&self, actor: &Actor, t: &Transfer, now_ns: u64) -> Result<Effect, TransferResult> {
         let Some(debit) = self.accounts.get(&t.debit_account_id) else {
             return Err(TransferResult::DebitAccountNotFound);
         };
