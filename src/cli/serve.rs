@@ -100,23 +100,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
     crate::data_dir::make_private(&resolved.data_dir).map_err(CliError::Usage)?;
     // The quote-signing keys: read before listening, so a refused key file stops the start.
     if let Some(path) = args.fx_signing_key_file.or(resolved.fx_signing_key_file.take()) {
-        let keyring = puente_kyc::pii::read_key_file(
-            &path,
-            &resolved.data_dir,
-            puente_fx::QuoteKeyring::from_text,
-        )
-        .map_err(|e| {
-            // A binary PKCS#8 key, as earlier versions used, is not a keyring.
-            let hint = match e {
-                puente_kyc::pii::PiiError::KeyFileNotUtf8 { .. } => {
-                    " (a PKCS#8 key of an earlier version? make a keyring: `puente fx-key generate k1 --key-file FILE`)"
-                }
-                _ => "",
-            };
-            CliError::Usage(format!("FX signing key file: {e}{hint}"))
-        })?
-        .map_err(|e| CliError::Usage(format!("FX signing key file {}: {e}", path.display())))?;
-        resolved.fx.signing_keys = Some(std::sync::Arc::new(keyring));
+        resolved.fx.signing_keys = Some(std::sync::Arc::new(fx_signing_keys(&path, &resolved.data_dir)?));
     }
     let journal = file_journal.unwrap_or_default();
     let replication = args.journal_url.or(journal.url).map(|url| {
@@ -137,7 +121,47 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
         snapshot_events: args.snapshot_events.unwrap_or(puente_ledger::ledger::SNAPSHOT_EVENTS),
         ..puente_ledger::LedgerConfig::new(resolved.data_dir.clone())
     };
-    let pii_key_file = args.pii_key_file.or(file_pii_key_file);
+    let pii_keyring = pii_keyring(args.pii_key_file.or(file_pii_key_file), &resolved.data_dir)?;
+    let config = puente_server::ServerConfig {
+        listen: resolved.listen,
+        ledger,
+        fx: resolved.fx,
+        metrics_listen,
+        settlement: resolved.settlement,
+        limits,
+        tls,
+        pii_keyring: pii_keyring.map(std::sync::Arc::new),
+        replication,
+    };
+    puente_server::run(config, shutdown_signal()).await?;
+    Ok(())
+}
+
+/// The FX quote-signing keyring from its file (outside the data directory, owner-only).
+fn fx_signing_keys(
+    path: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<puente_fx::QuoteKeyring, CliError> {
+    puente_kyc::pii::read_key_file(path, data_dir, puente_fx::QuoteKeyring::from_text)
+        .map_err(|e| {
+            // A binary PKCS#8 key, as earlier versions used, is not a keyring.
+            let hint = match e {
+                puente_kyc::pii::PiiError::KeyFileNotUtf8 { .. } => {
+                    " (a PKCS#8 key of an earlier version? make a keyring: `puente fx-key generate k1 --key-file FILE`)"
+                }
+                _ => "",
+            };
+            CliError::Usage(format!("FX signing key file: {e}{hint}"))
+        })?
+        .map_err(|e| CliError::Usage(format!("FX signing key file {}: {e}", path.display())))
+}
+
+/// The personal-data keyring: from its file or `PUENTE_PII_KEY` (not both); `None` refuses
+/// holder requests.
+fn pii_keyring(
+    pii_key_file: Option<PathBuf>,
+    data_dir: &std::path::Path,
+) -> Result<Option<puente_kyc::pii::Keyring>, CliError> {
     let pii_keyring = match (pii_key_file, std::env::var("PUENTE_PII_KEY").ok()) {
         (Some(_), Some(_)) => {
             return Err(CliError::Usage(
@@ -145,7 +169,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
             ));
         }
         (Some(path), None) => Some(
-            puente_kyc::pii::Keyring::from_file(&path, &resolved.data_dir)
+            puente_kyc::pii::Keyring::from_file(&path, data_dir)
                 .map_err(|e| CliError::Usage(format!("personal-data key file {}: {e}", path.display())))?,
         ),
         (None, Some(value)) => Some(
@@ -162,19 +186,7 @@ pub(super) async fn run_server(args: ServeArgs) -> Result<(), CliError> {
             "no personal-data key (--pii-key-file or PUENTE_PII_KEY): holder requests are refused"
         ),
     }
-    let config = puente_server::ServerConfig {
-        listen: resolved.listen,
-        ledger,
-        fx: resolved.fx,
-        metrics_listen,
-        settlement: resolved.settlement,
-        limits,
-        tls,
-        pii_keyring: pii_keyring.map(std::sync::Arc::new),
-        replication,
-    };
-    puente_server::run(config, shutdown_signal()).await?;
-    Ok(())
+    Ok(pii_keyring)
 }
 
 pub(super) async fn shutdown_signal() {
