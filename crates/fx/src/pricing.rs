@@ -1,5 +1,8 @@
 //! Pricing configuration and the quote engine.
 //!
+//! Size: the configuration, its validation and the quote engine share the pricing rules below
+//! and are read together; the tests at the end are a third of the file.
+//!
 //! # Pricing rules (v1)
 //!
 //! * **Customer rate** (units of the buy currency per 1 unit of the sell currency) =
@@ -345,6 +348,15 @@ pub struct Pricer {
 }
 
 /// Per-quote context: rates and scales.
+/// What the sender pays beyond the amount sent (see `Pricer::charges`).
+struct Charges {
+    fee_fixed_minor: u64,
+    fee_pct_minor: u64,
+    fee_total_minor: u64,
+    tax_minor: u64,
+    total_debit_minor: u64,
+}
+
 struct Context<'a> {
     pricing: EffectivePricing<'a>,
     mid: Decimal,
@@ -452,31 +464,8 @@ impl Pricer {
         let third_party_fee_minor =
             self.config.third_party_fees_minor.get(&request.buy).copied().unwrap_or(0);
 
-        let (send_amount_minor, tier, converted_amount_minor, fixed_side) = match request.fixed {
-            FixedSide::Send(send) => {
-                if send == 0 {
-                    return Err(FxError::AmountTooSmall);
-                }
-                if send > AMOUNT_MAX_MINOR {
-                    return Err(FxError::AmountTooLarge);
-                }
-                let tier = context.tier_index(send)?;
-                let customer_rate = context.customer_rate(tier)?;
-                let converted = convert_minor(send, customer_rate, sell.scale, buy.scale, Rounding::Down)?;
-                (send, tier, converted, FixedKind::Send)
-            }
-            FixedSide::Receive(receive) => {
-                if receive == 0 {
-                    return Err(FxError::AmountTooSmall);
-                }
-                if receive > AMOUNT_MAX_MINOR {
-                    return Err(FxError::AmountTooLarge);
-                }
-                let target = receive.checked_add(third_party_fee_minor).ok_or(FxError::Overflow)?;
-                let (send, tier, converted) = self.solve_receive(&context, target)?;
-                (send, tier, converted, FixedKind::Receive)
-            }
-        };
+        let (send_amount_minor, tier, converted_amount_minor, fixed_side) =
+            self.size(&context, request.fixed, third_party_fee_minor)?;
         if converted_amount_minor <= third_party_fee_minor {
             return Err(FxError::AmountTooSmall);
         }
@@ -484,21 +473,8 @@ impl Pricer {
         let customer_rate = context.customer_rate(tier)?;
         let spread_bps = pricing.spread_tiers.get(tier).ok_or(FxError::Overflow)?.spread_bps;
 
-        let fee_fixed_minor = pricing.fee_fixed_minor.get(&request.sell).copied().unwrap_or(0);
-        let fee_pct_minor = bps_of(send_amount_minor, pricing.fee_pct_bps, Rounding::Up)?;
-        let fee_total_minor = fee_fixed_minor.checked_add(fee_pct_minor).ok_or(FxError::Overflow)?;
-        let tax = self.config.taxes.get(&request.sell).copied().unwrap_or_default();
-        let tax_minor = tax
-            .fixed_minor
-            .checked_add(bps_of(send_amount_minor, tax.pct_bps, Rounding::Up)?)
-            .ok_or(FxError::Overflow)?;
-        let total_debit_minor = send_amount_minor
-            .checked_add(fee_total_minor)
-            .and_then(|v| v.checked_add(tax_minor))
-            .ok_or(FxError::Overflow)?;
-        if total_debit_minor > AMOUNT_MAX_MINOR {
-            return Err(FxError::AmountTooLarge);
-        }
+        let Charges { fee_fixed_minor, fee_pct_minor, fee_total_minor, tax_minor, total_debit_minor } =
+            self.charges(&pricing, request.sell, send_amount_minor)?;
         let expires_at_ms = now_ms.checked_add(pricing.ttl_ms).ok_or(FxError::Overflow)?;
 
         // House never loses on rounding: converted ≤ send × customer_rate, by less than one
@@ -532,6 +508,72 @@ impl Pricer {
         };
         quote.check_consistency()?;
         Ok(quote)
+    }
+
+    /// The amounts a quote converts: (send, spread tier, converted, which side was fixed).
+    fn size(
+        &self,
+        context: &Context<'_>,
+        fixed: FixedSide,
+        third_party_fee_minor: u64,
+    ) -> Result<(u64, usize, u64, FixedKind), FxError> {
+        match fixed {
+            FixedSide::Send(send) => {
+                if send == 0 {
+                    return Err(FxError::AmountTooSmall);
+                }
+                if send > AMOUNT_MAX_MINOR {
+                    return Err(FxError::AmountTooLarge);
+                }
+                let tier = context.tier_index(send)?;
+                let customer_rate = context.customer_rate(tier)?;
+                let converted = convert_minor(
+                    send,
+                    customer_rate,
+                    context.sell.scale,
+                    context.buy.scale,
+                    Rounding::Down,
+                )?;
+                Ok((send, tier, converted, FixedKind::Send))
+            }
+            FixedSide::Receive(receive) => {
+                if receive == 0 {
+                    return Err(FxError::AmountTooSmall);
+                }
+                if receive > AMOUNT_MAX_MINOR {
+                    return Err(FxError::AmountTooLarge);
+                }
+                let target = receive.checked_add(third_party_fee_minor).ok_or(FxError::Overflow)?;
+                let (send, tier, converted) = self.solve_receive(context, target)?;
+                Ok((send, tier, converted, FixedKind::Receive))
+            }
+        }
+    }
+
+    /// What the sender pays beyond the amount sent: fees (fixed and percentage, rounded up)
+    /// and taxes, and the total debit, at most [`AMOUNT_MAX_MINOR`].
+    fn charges(
+        &self,
+        pricing: &EffectivePricing<'_>,
+        sell: CurrencyCode,
+        send_amount_minor: u64,
+    ) -> Result<Charges, FxError> {
+        let fee_fixed_minor = pricing.fee_fixed_minor.get(&sell).copied().unwrap_or(0);
+        let fee_pct_minor = bps_of(send_amount_minor, pricing.fee_pct_bps, Rounding::Up)?;
+        let fee_total_minor = fee_fixed_minor.checked_add(fee_pct_minor).ok_or(FxError::Overflow)?;
+        let tax = self.config.taxes.get(&sell).copied().unwrap_or_default();
+        let tax_minor = tax
+            .fixed_minor
+            .checked_add(bps_of(send_amount_minor, tax.pct_bps, Rounding::Up)?)
+            .ok_or(FxError::Overflow)?;
+        let total_debit_minor = send_amount_minor
+            .checked_add(fee_total_minor)
+            .and_then(|v| v.checked_add(tax_minor))
+            .ok_or(FxError::Overflow)?;
+        if total_debit_minor > AMOUNT_MAX_MINOR {
+            return Err(FxError::AmountTooLarge);
+        }
+        Ok(Charges { fee_fixed_minor, fee_pct_minor, fee_total_minor, tax_minor, total_debit_minor })
     }
 
     /// Receive-fixed: the smallest consistent send amount converting to at least `target`.
