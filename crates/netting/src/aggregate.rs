@@ -53,6 +53,52 @@ struct PairAcc {
     high_to_low_count: u64,
 }
 
+impl PositionAcc {
+    /// This position after paying `amount_minor` in `count` obligations.
+    fn paid(self, amount_minor: u128, count: u64) -> Result<PositionAcc, NettingError> {
+        Ok(PositionAcc {
+            paid_minor: self.paid_minor.checked_add(amount_minor).ok_or(NettingError::Overflow)?,
+            paid_count: self.paid_count.checked_add(count).ok_or(NettingError::Overflow)?,
+            ..self
+        })
+    }
+
+    /// This position after receiving `amount_minor` in `count` obligations.
+    fn received(self, amount_minor: u128, count: u64) -> Result<PositionAcc, NettingError> {
+        Ok(PositionAcc {
+            received_minor: self.received_minor.checked_add(amount_minor).ok_or(NettingError::Overflow)?,
+            received_count: self.received_count.checked_add(count).ok_or(NettingError::Overflow)?,
+            ..self
+        })
+    }
+}
+
+impl PairAcc {
+    /// This pair after `amount_minor` in `count` obligations from the lower index to the
+    /// higher (`low_to_high`) or back.
+    fn with(self, low_to_high: bool, amount_minor: u128, count: u64) -> Result<PairAcc, NettingError> {
+        Ok(if low_to_high {
+            PairAcc {
+                low_to_high_minor: self
+                    .low_to_high_minor
+                    .checked_add(amount_minor)
+                    .ok_or(NettingError::Overflow)?,
+                low_to_high_count: self.low_to_high_count.checked_add(count).ok_or(NettingError::Overflow)?,
+                ..self
+            }
+        } else {
+            PairAcc {
+                high_to_low_minor: self
+                    .high_to_low_minor
+                    .checked_add(amount_minor)
+                    .ok_or(NettingError::Overflow)?,
+                high_to_low_count: self.high_to_low_count.checked_add(count).ok_or(NettingError::Overflow)?,
+                ..self
+            }
+        })
+    }
+}
+
 /// Hasher for the aggregator's internal pair keys (two dense indices below
 /// [`PARTICIPANTS_MAX`], never raw input), so a fast multiplicative hash is safe here.
 #[derive(Debug, Clone, Copy, Default)]
@@ -173,19 +219,8 @@ impl NettingAggregator {
         };
         let gross_count = gross_count.checked_add(count).ok_or(NettingError::Overflow)?;
         let gross_value_minor = gross_value_minor.checked_add(amount_minor).ok_or(NettingError::Overflow)?;
-        let debtor_pos = PositionAcc {
-            paid_minor: debtor_pos.paid_minor.checked_add(amount_minor).ok_or(NettingError::Overflow)?,
-            paid_count: debtor_pos.paid_count.checked_add(count).ok_or(NettingError::Overflow)?,
-            ..debtor_pos
-        };
-        let creditor_pos = PositionAcc {
-            received_minor: creditor_pos
-                .received_minor
-                .checked_add(amount_minor)
-                .ok_or(NettingError::Overflow)?,
-            received_count: creditor_pos.received_count.checked_add(count).ok_or(NettingError::Overflow)?,
-            ..creditor_pos
-        };
+        let debtor_pos = debtor_pos.paid(amount_minor, count)?;
+        let creditor_pos = creditor_pos.received(amount_minor, count)?;
 
         // Commit.
         let debtor = debtor.unwrap_or_else(|| self.register(debtor_id));
@@ -203,26 +238,7 @@ impl NettingAggregator {
                 self.currencies.len() - 1
             }
         };
-        let debtor_is_low = debtor < creditor;
-        let pair = if debtor_is_low {
-            PairAcc {
-                low_to_high_minor: pair
-                    .low_to_high_minor
-                    .checked_add(amount_minor)
-                    .ok_or(NettingError::Overflow)?,
-                low_to_high_count: pair.low_to_high_count.checked_add(count).ok_or(NettingError::Overflow)?,
-                ..pair
-            }
-        } else {
-            PairAcc {
-                high_to_low_minor: pair
-                    .high_to_low_minor
-                    .checked_add(amount_minor)
-                    .ok_or(NettingError::Overflow)?,
-                high_to_low_count: pair.high_to_low_count.checked_add(count).ok_or(NettingError::Overflow)?,
-                ..pair
-            }
-        };
+        let pair = pair.with(debtor < creditor, amount_minor, count)?;
         let acc = &mut self.currencies[ci];
         let needed = (debtor.max(creditor) as usize) + 1;
         if acc.positions.len() < needed {
