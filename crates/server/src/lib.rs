@@ -261,6 +261,7 @@ fn spawn_health_watcher(
         let mut roles = ledger.role_changes();
         loop {
             let leads = roles.borrow_and_update().writes() && ledger.is_healthy();
+            metrics::set_node_leader(leads);
             let status = if leads {
                 tonic_health::ServingStatus::Serving
             } else {

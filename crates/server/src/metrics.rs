@@ -14,6 +14,7 @@
 //! | `puente_journal_bytes` | gauge | | size of `journal.log` |
 //! | `puente_store_bytes` | gauge | | journal plus sled index on disk |
 //! | `puente_feed_subscribers` | gauge | | open transfer feeds (`StreamTransfers`) |
+//! | `puente_node_leader` | gauge | | 1 while this node takes writes (the leader of a cluster, or a single node), 0 on a standby |
 //! | `puente_settlement_open_windows` | gauge | | settlement windows open now |
 //! | `puente_settlement_open_window_transfers` | gauge | `currency` | transfers in the open windows |
 //! | `puente_settlement_open_window_gross_minor` | gauge | `currency` | their gross amount, in minor units |
@@ -101,6 +102,7 @@ struct Metrics {
     store_bytes: IntGauge,
     feed_subscribers: IntGauge,
     open_windows: IntGauge,
+    node_leader: IntGauge,
     open_window_transfers: IntGaugeVec,
     open_window_gross_minor: IntGaugeVec,
     netting_efficiency_bps: IntGauge,
@@ -160,6 +162,10 @@ impl Metrics {
         let feed_subscribers =
             IntGauge::new("puente_feed_subscribers", "Open transfer feeds (StreamTransfers).")?;
         let open_windows = IntGauge::new("puente_settlement_open_windows", "Settlement windows open now.")?;
+        let node_leader = IntGauge::new(
+            "puente_node_leader",
+            "1 while this node takes writes (a cluster's leader, or a single node), 0 on a standby.",
+        )?;
         let open_window_transfers = IntGaugeVec::new(
             Opts::new("puente_settlement_open_window_transfers", "Transfers in the open settlement windows."),
             &["currency"],
@@ -248,6 +254,7 @@ impl Metrics {
         registry.register(Box::new(store_bytes.clone()))?;
         registry.register(Box::new(feed_subscribers.clone()))?;
         registry.register(Box::new(open_windows.clone()))?;
+        registry.register(Box::new(node_leader.clone()))?;
         registry.register(Box::new(open_window_transfers.clone()))?;
         registry.register(Box::new(open_window_gross_minor.clone()))?;
         registry.register(Box::new(netting_efficiency_bps.clone()))?;
@@ -270,6 +277,7 @@ impl Metrics {
             store_bytes,
             feed_subscribers,
             open_windows,
+            node_leader,
             open_window_transfers,
             open_window_gross_minor,
             netting_efficiency_bps,
@@ -331,6 +339,13 @@ pub fn check() -> Result<(), ServerError> {
 }
 
 /// Sets how many settlement windows are open now.
+/// Whether this node takes writes now (set by the health watcher on every change of role).
+pub fn set_node_leader(leads: bool) {
+    if let Some(m) = metrics() {
+        m.node_leader.set(i64::from(leads));
+    }
+}
+
 pub fn set_open_windows(windows: u64) {
     if let Some(m) = metrics() {
         m.open_windows.set(saturating_i64(windows));
@@ -797,6 +812,14 @@ mod tests {
         // Other tests may count requests meanwhile: at least these two.
         assert!(after.requests >= before.requests + 2, "{before:?} {after:?}");
         assert!(after.requests_not_ok > before.requests_not_ok, "{before:?} {after:?}");
+    }
+
+    #[test]
+    fn the_node_leader_gauge_follows_the_role() {
+        set_node_leader(true);
+        assert!(exposition().contains("puente_node_leader 1"));
+        set_node_leader(false);
+        assert!(exposition().contains("puente_node_leader 0"));
     }
 
     #[test]
