@@ -49,7 +49,7 @@ def postgres():
     if not (PG_BIN / "initdb").is_file():
         pytest.fail(f"{PG_BIN}/initdb is missing: scripts/test-deps installs postgresql-15")
     # Directly under /tmp: the postgres user must reach it (pytest's own tmp dirs are 0700 root).
-    base = Path(tempfile.mkdtemp(prefix="puente-pytest-pg-"))
+    base = Path(tempfile.mkdtemp(prefix="puente-pytest-pg-", dir="/tmp" if os.geteuid() == 0 else None))
     if os.geteuid() == 0:
         shutil.chown(base, "postgres")
     data, port = base / "data", _free_port()

@@ -194,7 +194,14 @@ impl Cluster {
             assert!(!setting.contains('\''), "setting {setting:?}");
         }
         let as_postgres_user = effective_uid_is_root();
-        let dir = match tempfile::Builder::new().prefix("puente-pg-").tempdir() {
+        // As root the cluster runs as `postgres`, which must reach the directory: under /tmp
+        // (world-searchable) rather than a TMPDIR that may be root's own.
+        let made = if as_postgres_user {
+            tempfile::Builder::new().prefix("puente-pg-").tempdir_in("/tmp")
+        } else {
+            tempfile::Builder::new().prefix("puente-pg-").tempdir()
+        };
+        let dir = match made {
             Ok(dir) => dir,
             Err(error) => panic!("making a temporary directory for PostgreSQL: {error}"),
         };
