@@ -10,6 +10,10 @@ use puente_ledger::replica::{
 
 /// Default lease: a standby takes over at most this long after the leader stopped renewing.
 pub const LEASE_MS_DEFAULT: u64 = 3_000;
+/// Shortest bound on one call to the store (see `PgRecordStore::connect`).
+pub const CALL_TIMEOUT_MS_MIN: u64 = 5_000;
+/// How long a start keeps trying to reach the store before it gives up.
+pub const CONNECT_WAIT_MS: u64 = 30_000;
 /// Shortest and longest lease accepted.
 pub const LEASE_MS_MIN: u64 = 300;
 pub const LEASE_MS_MAX: u64 = 60_000;
@@ -52,10 +56,25 @@ impl PgRecordStore {
                 config.lease_ms
             ));
         }
-        // A call (an append, a renewal) lasts at most a lease: a node stopped inside a
-        // transaction holds the lease row no longer than that (idle_in_transaction_session_timeout).
-        let options = PgJournalOptions { call_timeout_ms: config.lease_ms };
-        let journal = PgJournal::connect_with(&config.url, options).await.map_err(|e| e.to_string())?;
+        // A call is bounded by twice the lease (at least CALL_TIMEOUT_MS_MIN): an append is one
+        // statement (no transaction left open between round trips), and a call that outlives
+        // the lease only finds itself fenced.
+        let call_timeout_ms = config.lease_ms.saturating_mul(2).max(CALL_TIMEOUT_MS_MIN);
+        let options = PgJournalOptions { call_timeout_ms };
+        // At start the database may be busy or still starting: try again, within a bound.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(CONNECT_WAIT_MS);
+        let mut pause = std::time::Duration::from_millis(100);
+        let journal = loop {
+            match PgJournal::connect_with(&config.url, options.clone()).await {
+                Ok(journal) => break journal,
+                Err(error) if std::time::Instant::now() + pause < deadline => {
+                    tracing::warn!(%error, "cannot reach the journal of record yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(error) => return Err(error.to_string()),
+            }
+        };
         tracing::info!(url = journal.url_redacted(), %node, %advertise, "journal of record: PostgreSQL");
         Ok(PgRecordStore {
             journal: Arc::new(journal),

@@ -284,12 +284,7 @@ pub fn parse(
     if root.tag_name().namespace() != Some(kind.namespace()) {
         return Err(doc(format!("not a {} document", kind.name())));
     }
-    let mut take = |n: usize| -> Result<(), SettlementError> {
-        *entries_left = entries_left.checked_sub(n).ok_or_else(|| {
-            doc(format!("more than {ENTRIES_MAX} entries and status lines in one reconciliation"))
-        })?;
-        Ok(())
-    };
+    let mut budget = Budget { name, left: entries_left };
     let body_name = match kind {
         DocumentKind::Camt053 => "BkToCstmrStmt",
         DocumentKind::Camt054 => "BkToCstmrDbtCdtNtfctn",
@@ -312,102 +307,129 @@ pub fn parse(
         DocumentKind::Camt053 | DocumentKind::Camt054 => {
             let report_name = if kind == DocumentKind::Camt053 { "Stmt" } else { "Ntfctn" };
             for report in children(body, report_name) {
-                let acct = child(report, "Acct");
-                let id = acct.and_then(|a| child(a, "Id"));
-                let account = match id.and_then(|i| child(i, "IBAN")) {
-                    Some(iban) => text(Some(iban)),
-                    None => text(id.and_then(|i| path(i, &["Othr", "Id"]))),
-                };
-                let mut entries = Vec::new();
-                for (i, ntry) in children(report, "Ntry").enumerate() {
-                    take(1)?;
-                    let amount = amount_of(child(ntry, "Amt"))
-                        .unwrap_or(Amount { currency: String::new(), value: String::new() });
-                    let sts = child(ntry, "Sts");
-                    let status = match sts.and_then(|s| child(s, "Cd")) {
-                        Some(cd) => text(Some(cd)),
-                        None => text(sts.and_then(|s| child(s, "Prtry"))),
-                    };
-                    let mut references: Vec<Reference> = children(ntry, "NtryDtls")
-                        .flat_map(|d| children(d, "TxDtls"))
-                        .map(|tx| {
-                            let refs = child(tx, "Refs");
-                            Reference {
-                                end_to_end_id: text(refs.and_then(|r| child(r, "EndToEndId"))),
-                                uetr: text(refs.and_then(|r| child(r, "UETR"))).to_ascii_lowercase(),
-                                amount: amount_of(child(tx, "Amt")),
-                            }
-                        })
-                        .collect();
-                    take(references.len().saturating_sub(1))?;
-                    if references.is_empty() {
-                        references.push(Reference {
-                            end_to_end_id: String::new(),
-                            uetr: String::new(),
-                            amount: None,
-                        });
-                    }
-                    if references.len() == 1 && references[0].amount.is_none() {
-                        references[0].amount = Some(amount.clone());
-                    }
-                    entries.push(Entry {
-                        number: i + 1,
-                        amount,
-                        credit: text(child(ntry, "CdtDbtInd")) == "CRDT",
-                        reversal: text(child(ntry, "RvslInd")) == "true",
-                        status,
-                        booked_ns: date_or_datetime(child(ntry, "BookgDt")),
-                        references,
-                    });
-                }
-                let mut currency = text(acct.and_then(|a| child(a, "Ccy")));
-                if currency.is_empty() {
-                    currency = entries.first().map(|e| e.amount.currency.clone()).unwrap_or_default();
-                }
-                out.accounts.push(AccountReport {
-                    id: text(child(report, "Id")),
-                    account,
-                    currency,
-                    entries,
-                });
+                out.accounts.push(account_report(report, &mut budget)?);
             }
         }
-        DocumentKind::Pacs002 => {
-            let mut group_message = String::new();
-            for group in children(body, "OrgnlGrpInfAndSts") {
-                let original = text(child(group, "OrgnlMsgId"));
-                if group_message.is_empty() {
-                    group_message = original.clone();
-                }
-                let status = text(child(group, "GrpSts"));
-                if !status.is_empty() {
-                    out.groups.push(GroupStatus {
-                        original_message_id: original,
-                        status,
-                        reason: reason(children(group, "StsRsnInf")),
-                    });
-                }
-            }
-            for (i, tx) in children(body, "TxInfAndSts").enumerate() {
-                take(1)?;
-                let original = text(path(tx, &["OrgnlGrpInf", "OrgnlMsgId"]));
-                let at_ns = datetime_ns(&text(child(tx, "AccptncDtTm"))).unwrap_or(out.created_ns);
-                out.statuses.push(StatusLine {
-                    number: i + 1,
-                    reference: Reference {
-                        end_to_end_id: text(child(tx, "OrgnlEndToEndId")),
-                        uetr: text(child(tx, "OrgnlUETR")).to_ascii_lowercase(),
-                        amount: amount_of(path(tx, &["OrgnlTxRef", "IntrBkSttlmAmt"])),
-                    },
-                    status: text(child(tx, "TxSts")),
-                    reason: reason(children(tx, "StsRsnInf")),
-                    at_ns,
-                    original_message_id: if original.is_empty() { group_message.clone() } else { original },
-                });
-            }
-        }
+        DocumentKind::Pacs002 => status_report(body, &mut out, &mut budget)?,
     }
     Ok(out)
+}
+
+/// The entries and status lines one reconciliation may still read (at most [`ENTRIES_MAX`]).
+struct Budget<'a> {
+    name: &'a str,
+    left: &'a mut usize,
+}
+
+impl Budget<'_> {
+    fn take(&mut self, n: usize) -> Result<(), SettlementError> {
+        *self.left = self.left.checked_sub(n).ok_or_else(|| SettlementError::Document {
+            document: self.name.to_owned(),
+            reason: format!("more than {ENTRIES_MAX} entries and status lines in one reconciliation"),
+        })?;
+        Ok(())
+    }
+}
+
+/// One statement (camt.053 `Stmt`) or notification (camt.054 `Ntfctn`): its account and
+/// entries.
+fn account_report(report: Node<'_, '_>, budget: &mut Budget<'_>) -> Result<AccountReport, SettlementError> {
+    let acct = child(report, "Acct");
+    let id = acct.and_then(|a| child(a, "Id"));
+    let account = match id.and_then(|i| child(i, "IBAN")) {
+        Some(iban) => text(Some(iban)),
+        None => text(id.and_then(|i| path(i, &["Othr", "Id"]))),
+    };
+    let mut entries = Vec::new();
+    for (i, ntry) in children(report, "Ntry").enumerate() {
+        budget.take(1)?;
+        entries.push(entry(i + 1, ntry, budget)?);
+    }
+    let mut currency = text(acct.and_then(|a| child(a, "Ccy")));
+    if currency.is_empty() {
+        currency = entries.first().map(|e| e.amount.currency.clone()).unwrap_or_default();
+    }
+    Ok(AccountReport { id: text(child(report, "Id")), account, currency, entries })
+}
+
+/// One entry (`Ntry`) and the transactions it carries (at least one reference, taking the
+/// entry's amount when it is the only one and names none).
+fn entry(number: usize, ntry: Node<'_, '_>, budget: &mut Budget<'_>) -> Result<Entry, SettlementError> {
+    let amount =
+        amount_of(child(ntry, "Amt")).unwrap_or(Amount { currency: String::new(), value: String::new() });
+    let sts = child(ntry, "Sts");
+    let status = match sts.and_then(|s| child(s, "Cd")) {
+        Some(cd) => text(Some(cd)),
+        None => text(sts.and_then(|s| child(s, "Prtry"))),
+    };
+    let mut references: Vec<Reference> = children(ntry, "NtryDtls")
+        .flat_map(|d| children(d, "TxDtls"))
+        .map(|tx| {
+            let refs = child(tx, "Refs");
+            Reference {
+                end_to_end_id: text(refs.and_then(|r| child(r, "EndToEndId"))),
+                uetr: text(refs.and_then(|r| child(r, "UETR"))).to_ascii_lowercase(),
+                amount: amount_of(child(tx, "Amt")),
+            }
+        })
+        .collect();
+    budget.take(references.len().saturating_sub(1))?;
+    if references.is_empty() {
+        references.push(Reference { end_to_end_id: String::new(), uetr: String::new(), amount: None });
+    }
+    if references.len() == 1 && references[0].amount.is_none() {
+        references[0].amount = Some(amount.clone());
+    }
+    Ok(Entry {
+        number,
+        amount,
+        credit: text(child(ntry, "CdtDbtInd")) == "CRDT",
+        reversal: text(child(ntry, "RvslInd")) == "true",
+        status,
+        booked_ns: date_or_datetime(child(ntry, "BookgDt")),
+        references,
+    })
+}
+
+/// A payment status report (pacs.002): its group statuses and transaction status lines.
+fn status_report(
+    body: Node<'_, '_>,
+    out: &mut ParsedDocument,
+    budget: &mut Budget<'_>,
+) -> Result<(), SettlementError> {
+    let mut group_message = String::new();
+    for group in children(body, "OrgnlGrpInfAndSts") {
+        let original = text(child(group, "OrgnlMsgId"));
+        if group_message.is_empty() {
+            group_message = original.clone();
+        }
+        let status = text(child(group, "GrpSts"));
+        if !status.is_empty() {
+            out.groups.push(GroupStatus {
+                original_message_id: original,
+                status,
+                reason: reason(children(group, "StsRsnInf")),
+            });
+        }
+    }
+    for (i, tx) in children(body, "TxInfAndSts").enumerate() {
+        budget.take(1)?;
+        let original = text(path(tx, &["OrgnlGrpInf", "OrgnlMsgId"]));
+        let at_ns = datetime_ns(&text(child(tx, "AccptncDtTm"))).unwrap_or(out.created_ns);
+        out.statuses.push(StatusLine {
+            number: i + 1,
+            reference: Reference {
+                end_to_end_id: text(child(tx, "OrgnlEndToEndId")),
+                uetr: text(child(tx, "OrgnlUETR")).to_ascii_lowercase(),
+                amount: amount_of(path(tx, &["OrgnlTxRef", "IntrBkSttlmAmt"])),
+            },
+            status: text(child(tx, "TxSts")),
+            reason: reason(children(tx, "StsRsnInf")),
+            at_ns,
+            original_message_id: if original.is_empty() { group_message.clone() } else { original },
+        });
+    }
+    Ok(())
 }
 
 fn reason<'a, 'i: 'a>(infos: impl Iterator<Item = Node<'a, 'i>>) -> String {
