@@ -170,7 +170,7 @@ impl ClusterClient {
         let retry = match error {
             ClientError::Connect { .. } => true,
             ClientError::Status { code, reason, leader_address, .. } => {
-                if reason.as_deref() == Some("NOT_LEADER") {
+                if reason.as_deref() == Some(crate::NOT_LEADER_REASON) {
                     self.hint = leader_address.clone();
                     true
                 } else {

@@ -29,8 +29,7 @@ use tonic_types::StatusExt;
 mod cluster;
 pub use cluster::{ClusterClient, FAILOVER_WAIT_MS};
 
-/// ErrorInfo metadata key of a standby's NOT_LEADER refusal: the leader's advertised address.
-pub const LEADER_ADDRESS_KEY: &str = "leader_address";
+pub use puente_proto::{LEADER_ADDRESS_KEY, NOT_LEADER_REASON};
 
 /// Largest message the client accepts (matches the server's limit).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -10,3 +10,10 @@ pub mod v1 {
 }
 
 pub use prost_types::Timestamp;
+
+/// The ErrorInfo reason of a write refused by a standby (UNAVAILABLE): the server sets it, the
+/// clients follow the leader on it.
+pub const NOT_LEADER_REASON: &str = "NOT_LEADER";
+/// The ErrorInfo metadata key that carries the leader's advertised address with
+/// [`NOT_LEADER_REASON`].
+pub const LEADER_ADDRESS_KEY: &str = "leader_address";

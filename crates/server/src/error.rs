@@ -17,8 +17,7 @@ pub const ERROR_DOMAIN: &str = "puente.v1";
 /// Most field violations in a status's `google.rpc.BadRequest`; one more says how many were
 /// left out.
 pub const VIOLATIONS_MAX: usize = 100;
-/// ErrorInfo metadata key of a standby's refusal (NOT_LEADER): the leader's advertised address.
-pub const LEADER_ADDRESS_KEY: &str = "leader_address";
+pub use puente_proto::{LEADER_ADDRESS_KEY, NOT_LEADER_REASON};
 /// How long a client should wait before retrying a write refused by a standby (RetryInfo).
 pub const NOT_LEADER_RETRY_MS: u64 = 100;
 /// Most field violations spelled out in a status's message.
@@ -203,7 +202,7 @@ fn ledger_code_and_reason(error: &LedgerError) -> (Code, &'static str) {
         LedgerError::Storage(_) => (Code::Internal, "STORAGE_ERROR"),
         LedgerError::Corrupt(_) => (Code::DataLoss, "STORE_CORRUPT"),
         LedgerError::Unavailable(_) => (Code::Unavailable, "LEDGER_UNAVAILABLE"),
-        LedgerError::NotLeader(_) => (Code::Unavailable, "NOT_LEADER"),
+        LedgerError::NotLeader(_) => (Code::Unavailable, NOT_LEADER_REASON),
     }
 }
 

@@ -138,6 +138,21 @@ impl Writer {
                 return wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await;
             }
         }
+        // One read per poll while another node's lease is live; the lease row is written only
+        // when it lapsed (or is this node's).
+        match store.leader().await {
+            Ok(Some(leader)) if leader.node != store.node() => {
+                if self.shared.role.borrow().clone() != (Role::Standby { leader: Some(leader.clone()) }) {
+                    self.shared.role.send_replace(Role::Standby { leader: Some(leader) });
+                }
+                return wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the lease of the journal of record");
+                return wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await;
+            }
+        }
         match store.try_lead().await {
             Ok(Some(last_seq)) => {
                 let asked = Instant::now();
@@ -178,13 +193,8 @@ impl Writer {
                 self.shared.role.send_replace(Role::Leader);
                 ControlFlow::Continue(())
             }
-            Ok(None) => {
-                let leader = store.leader().await.ok().flatten();
-                if self.shared.role.borrow().clone() != (Role::Standby { leader: leader.clone() }) {
-                    self.shared.role.send_replace(Role::Standby { leader });
-                }
-                wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await
-            }
+            // Taken between the read and the attempt: known at the next poll.
+            Ok(None) => wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await,
             Err(error) => {
                 tracing::warn!(%error, "cannot reach the journal of record to take the lease");
                 wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await
