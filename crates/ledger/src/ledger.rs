@@ -27,7 +27,9 @@ use crate::snapshot::{self, Snapshot};
 use crate::types::*;
 
 mod follow;
+mod landing;
 use follow::Appended;
+pub use landing::PIPELINE_GROUPS_MAX;
 
 /// Most events (accounts + transfers) in one group commit.
 pub const GROUP_EVENTS_MAX: usize = 65_536;
@@ -60,6 +62,21 @@ pub struct LedgerConfig {
     /// The journal of record on other machines, with its lease (`replica`); `None`: the local
     /// journal is the record (the embedded default).
     pub record_store: Option<Arc<dyn RecordStore>>,
+    /// Tests: called by the syncer before each `fdatasync` of the journal; an error counts as
+    /// a failed sync.
+    #[doc(hidden)]
+    pub sync_hook: Option<SyncHook>,
+}
+
+/// See [`LedgerConfig::sync_hook`].
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct SyncHook(pub Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for SyncHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncHook")
+    }
 }
 
 impl LedgerConfig {
@@ -70,6 +87,7 @@ impl LedgerConfig {
             rebuild_index: false,
             snapshot_events: SNAPSHOT_EVENTS,
             record_store: None,
+            sync_hook: None,
         }
     }
 }
@@ -190,11 +208,15 @@ struct AccountsView {
 }
 
 impl AccountsView {
-    fn put(&mut self, account: &Account) {
-        if !self.by_id.contains_key(&account.id) {
-            self.by_participant.insert((account.participant.clone(), account.id));
+    /// Takes the account as it stands after a group (the writer's copy, moved in).
+    fn put(&mut self, account: Account) {
+        match self.by_id.get_mut(&account.id) {
+            Some(view) => *view = account,
+            None => {
+                self.by_participant.insert((account.participant.clone(), account.id));
+                self.by_id.insert(account.id, account);
+            }
         }
-        self.by_id.insert(account.id, account.clone());
     }
 }
 
@@ -433,11 +455,11 @@ impl Ledger {
         // Only now, with every check passed, is the bad tail (if any) cut: a refused start
         // leaves the journal exactly as it found it.
         let tail_evidence = journal.cut_tail()?;
-        if config.record_store.is_some() {
-            // The record is the store's: this journal is a copy, synced before the index or a
-            // snapshot relies on it (see `Journal::sync_each_record`).
-            journal.set_sync_each_record(false);
-        }
+        // The writer does not wait for each record's `fdatasync`: with the journal here, its
+        // syncer makes records durable before anything is acknowledged (see `landing`); with a
+        // journal of record elsewhere, the record is the store's and this journal is a copy,
+        // synced before the index or a snapshot relies on it (see `Journal::sync_each_record`).
+        journal.set_sync_each_record(false);
         if let Some(tail) = &stats.tail {
             log_cut_tail(tail, tail_evidence.as_deref());
         }
@@ -482,7 +504,7 @@ impl Ledger {
 
         let mut view = AccountsView::default();
         for account in engine.accounts() {
-            view.put(account);
+            view.put(account.clone());
         }
         let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
         let writer_stats = WriterStats::default();
@@ -540,6 +562,12 @@ impl Ledger {
                 .name("puente-snapshot".into())
                 .spawn(move || run_snapshots(shared, snapshot_rx))?;
         }
+        let syncer = match config.record_store {
+            None => {
+                Some(landing::Syncer::start(shared.clone(), to_indexer.clone(), config.sync_hook.clone())?)
+            }
+            Some(_) => None,
+        };
         let writer = Writer {
             engine,
             journal,
@@ -554,6 +582,8 @@ impl Ledger {
             snapshot_events: config.snapshot_events.max(1),
             locations: Vec::new(),
             lease: None,
+            syncer,
+            segment_file: None,
             config: config.clone(),
         };
         let writer_queue = queue.clone();
@@ -1143,6 +1173,10 @@ struct Writer {
     locations: Vec<Location>,
     /// With a journal of record elsewhere: this node's lease while it leads.
     lease: Option<Lease>,
+    /// With the journal here: the thread that makes written groups durable and lands them.
+    syncer: Option<landing::Syncer>,
+    /// A handle on the open segment for the syncer, and the segment's number.
+    segment_file: Option<(u32, Arc<std::fs::File>)>,
     config: LedgerConfig,
 }
 
@@ -1290,6 +1324,10 @@ impl Writer {
             }
         });
         queue.close();
+        // Every group written lands (is synced and answered) before the last snapshot.
+        if let Some(syncer) = self.syncer.take() {
+            syncer.finish();
+        }
         self.final_snapshot();
         self.shared.stopped.send_replace(true);
         tracing::info!("writer stopped");
@@ -1432,8 +1470,10 @@ impl Writer {
             }
         }
         if out.is_empty() {
+            // Nothing to write, but the answers may rest on a group not durable yet: they
+            // land after it.
             self.engine.store_caught_up();
-            replies.into_iter().for_each(|reply| reply.send());
+            self.land(replies, None);
             return;
         }
         debug_assert!(self.engine.check_invariants().is_ok());
@@ -1468,70 +1508,21 @@ impl Writer {
                 return;
             }
         }
-        self.publish(seq, out, flush_started.elapsed());
-        replies.into_iter().for_each(|reply| reply.send());
-        self.hand_on(seq, out);
-    }
-
-    /// After the record `seq` is durable: the new state becomes visible to readers (accounts,
-    /// credentials, chain head, counters) before anyone is answered.
-    fn publish(&mut self, seq: u64, out: &mut Output, flush: Duration) {
-        self.seq = seq;
-        let stats = &self.shared.stats;
-        stats.committed_seq.store(seq, Ordering::Release);
-        let head = self.journal.chain_head();
-        *self.shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = head;
-        stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
-        {
-            let mut touched = std::mem::take(&mut out.touched_accounts);
-            touched.sort_unstable();
-            touched.dedup();
-            let mut view = self.shared.accounts.write().unwrap_or_else(|p| p.into_inner());
-            for id in &touched {
-                if let Some(account) = self.engine.account(*id) {
-                    view.put(account);
+        let mut written = self.written(seq, out, flush_started);
+        if self.pipelined() {
+            match self.segment_file() {
+                Ok(file) => written = written.with_file(file),
+                Err(error) => {
+                    tracing::error!(%error, "cannot hand the record to the syncer; refusing further writes");
+                    self.shared.healthy.store(false, Ordering::Relaxed);
+                    for reply in replies {
+                        reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
+                    }
+                    return;
                 }
             }
         }
-        if out.credentials_changed {
-            let credentials = Arc::new(self.engine.identity().credentials());
-            *self.shared.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
-        }
-        self.overlay.add(seq, &out.ops, &self.locations, self.engine.recent_resolved());
-        self.engine.store_caught_up();
-        let events = out.ops.len() as u64;
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats.events.fetch_add(events, Ordering::Relaxed);
-        stats.last_group_events.store(events, Ordering::Relaxed);
-        stats.journal_bytes.store(self.journal.len_bytes(), Ordering::Relaxed);
-        if let Some(observer) = stats.commit_hook.0.get() {
-            observer.committed(events, flush);
-        }
-        tracing::debug!(seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
-    }
-
-    /// After the answers: the feed, the indexer and the snapshot schedule get the record.
-    fn hand_on(&mut self, seq: u64, out: &mut Output) {
-        // Every balance change, the ledger's own expiries and automatic posts included.
-        let records = std::mem::take(&mut out.records);
-        if !records.is_empty() {
-            // No subscribers is fine.
-            let _ = self.shared.feed.send(Arc::new(records));
-        }
-        self.snapshot_due.events += out.ops.len() as u64;
-        let batch = IndexBatch {
-            seq,
-            record: self.journal.last_record(),
-            head: self.journal.chain_head().1,
-            ops: std::mem::take(&mut out.ops),
-            locations: std::mem::take(&mut self.locations),
-        };
-        // Backpressure: this waits while the indexer is INDEX_QUEUE_GROUPS groups behind.
-        if self.to_indexer.send(batch).is_err() {
-            tracing::error!("the indexer stopped; refusing further writes");
-            self.shared.healthy.store(false, Ordering::Relaxed);
-        }
-        self.maybe_snapshot();
+        self.land(replies, Some(written));
     }
 
     fn maybe_snapshot(&mut self) {
@@ -1551,6 +1542,12 @@ impl Writer {
             self.snapshot_due = SnapshotDue { events: 0, since: Instant::now() };
         }
     }
+}
+
+/// Takes `items`, leaving an empty vector with room for as many.
+fn take_sized<T>(items: &mut Vec<T>) -> Vec<T> {
+    let capacity = items.len();
+    std::mem::replace(items, Vec::with_capacity(capacity))
 }
 
 /// The engine state a snapshot would hold now (tests).

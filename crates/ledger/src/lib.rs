@@ -23,7 +23,7 @@ pub use engine::identity;
 pub use engine::settlement;
 pub use engine::{Call, Engine, Entry, EntryKind, Op, Output, Prefetched, Prior, Wanted};
 pub use journal::Location;
-pub use ledger::{Ledger, LedgerConfig, RecoveryReport, now_ns};
+pub use ledger::{Ledger, LedgerConfig, RecoveryReport, SyncHook, now_ns};
 pub use store::{MemoryStore, PAGE_SIZE_MAX};
 pub use types::*;
 

@@ -894,6 +894,17 @@ impl Journal {
         Ok(self.file.sync_data()?)
     }
 
+    /// The number of the segment records are appended to now.
+    pub fn segment(&self) -> u32 {
+        self.segment
+    }
+
+    /// A second handle on the segment records are appended to now: another thread may
+    /// `fdatasync` it while this one appends (the writer's syncer).
+    pub fn try_clone_file(&self) -> Result<File, LedgerError> {
+        Ok(self.file.try_clone()?)
+    }
+
     /// Sequence number and hash of the last durable record: the journal's chain head.
     pub fn chain_head(&self) -> (u64, ChainHash) {
         (self.head_seq, self.head)

@@ -897,3 +897,128 @@ async fn an_index_held_for_a_moment_is_waited_for() {
     releaser.join().unwrap();
     assert_eq!(ledger.recovery().journal_entries, 6);
 }
+
+/// A `sync_hook` that, while armed, holds each `fdatasync` of the journal until released (and
+/// says it did), or fails it.
+#[derive(Clone, Default)]
+struct SyncGate {
+    state: std::sync::Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+struct GateState {
+    hold: bool,
+    fail: bool,
+    held: u32,
+}
+
+impl SyncGate {
+    fn hook(&self) -> SyncHook {
+        let gate = self.clone();
+        SyncHook(std::sync::Arc::new(move || {
+            let (lock, changed) = &*gate.state;
+            let mut state = lock.lock().unwrap();
+            if state.fail {
+                return Err(std::io::Error::other("injected fdatasync failure"));
+            }
+            if state.hold {
+                state.held += 1;
+                changed.notify_all();
+                while state.hold {
+                    state = changed.wait(state).unwrap();
+                }
+            }
+            Ok(())
+        }))
+    }
+
+    fn set(&self, edit: impl FnOnce(&mut GateState)) {
+        let (lock, changed) = &*self.state;
+        edit(&mut lock.lock().unwrap());
+        changed.notify_all();
+    }
+
+    /// Waits (bounded) until a sync is being held.
+    async fn wait_held(&self) {
+        let gate = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (lock, changed) = &*gate.state;
+            let state = lock.lock().unwrap();
+            let (state, timeout) =
+                changed.wait_timeout_while(state, Duration::from_secs(10), |s| s.held == 0).unwrap();
+            assert!(!timeout.timed_out() && state.held > 0, "no fdatasync was held");
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// The writer runs ahead of the disk (the next group's engine work overlaps the previous
+/// group's `fdatasync`), but nothing is answered or visible before its record is durable: not
+/// the group being synced, not a later group, and not a retry answered from memory that
+/// writes nothing itself.
+#[tokio::test]
+async fn nothing_is_answered_or_visible_before_its_record_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::default();
+    let ledger = std::sync::Arc::new(
+        open_config(LedgerConfig { sync_hook: Some(gate.hook()), ..LedgerConfig::new(dir.path()) }).unwrap(),
+    );
+    populate(&ledger).await;
+    let credits_before = ledger.get_account(3).unwrap().unwrap().credits_posted_minor;
+
+    gate.set(|s| s.hold = true);
+    let submit = |batch: Vec<Transfer>| {
+        let ledger = ledger.clone();
+        tokio::spawn(async move { transfers(&ledger, batch).await })
+    };
+    let mut first = submit(vec![transfer(20, 1, 3, 500)]);
+    gate.wait_held().await;
+    // The retry alone (a group of its own, which writes nothing), then a later group.
+    let mut retry = submit(vec![transfer(20, 1, 3, 500)]);
+    let early = tokio::time::timeout(Duration::from_millis(100), &mut retry).await;
+    assert!(early.is_err(), "a retry was answered before the first outcome was durable: {early:?}");
+    let mut later = submit(vec![transfer(21, 1, 3, 7)]);
+    for task in [&mut first, &mut later] {
+        let early = tokio::time::timeout(Duration::from_millis(100), task).await;
+        assert!(early.is_err(), "answered before its record was durable: {early:?}");
+    }
+    assert_eq!(ledger.get_account(3).unwrap().unwrap().credits_posted_minor, credits_before);
+
+    gate.set(|s| s.hold = false);
+    let first = first.await.unwrap();
+    assert!(first[0].result.is_ok() && !first[0].replayed, "{first:?}");
+    let retry = retry.await.unwrap();
+    assert!(retry[0].result.is_ok() && retry[0].replayed, "{retry:?}");
+    let later = later.await.unwrap();
+    assert!(later[0].result.is_ok() && !later[0].replayed, "{later:?}");
+    assert_eq!(ledger.get_account(3).unwrap().unwrap().credits_posted_minor, credits_before + 507);
+}
+
+/// A failed `fdatasync`: the group is not acknowledged, nothing after it is, the ledger stops
+/// taking writes, and a restart serves exactly what the journal holds (a retry with the same
+/// id is safe whichever way the write went).
+#[tokio::test]
+async fn a_failed_sync_acknowledges_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::default();
+    let ledger =
+        open_config(LedgerConfig { sync_hook: Some(gate.hook()), ..LedgerConfig::new(dir.path()) }).unwrap();
+    populate(&ledger).await;
+    gate.set(|s| s.fail = true);
+    let refused = ledger.create_transfers(Actor::system("tests"), vec![transfer(30, 1, 3, 40)]).await;
+    assert!(matches!(refused, Err(LedgerError::Unavailable(_))), "{refused:?}");
+    assert!(!ledger.is_healthy());
+    let after = ledger.create_transfers(Actor::system("tests"), vec![transfer(31, 1, 3, 1)]).await;
+    assert!(matches!(after, Err(LedgerError::Unavailable(_))), "{after:?}");
+    close(ledger, dir.path());
+
+    let ledger = open(dir.path()).unwrap();
+    let retried = transfers(&ledger, vec![transfer(30, 1, 3, 40)]).await;
+    assert!(retried[0].result.is_ok(), "{retried:?}");
+    let accounts = all_accounts(&ledger);
+    let debits: u128 = accounts.values().map(|a| a.debits_posted_minor).sum();
+    let credits: u128 = accounts.values().map(|a| a.credits_posted_minor).sum();
+    assert_eq!(debits, credits);
+    assert_eq!(accounts[&3].credits_posted_minor, 200 + 50 + 40);
+}
