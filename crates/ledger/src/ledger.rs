@@ -361,6 +361,56 @@ fn migrate_legacy(config: &LedgerConfig) -> Result<Option<u64>, LedgerError> {
 }
 
 /// What recovery hands to the threads it starts.
+/// The replay of the journal at a start: each record after the snapshot goes into the engine,
+/// each record after the index's resume point into the index.
+struct Replay<'a> {
+    engine: &'a mut Engine,
+    index: &'a Index,
+    state_from: u64,
+    index_from: u64,
+    out: Output,
+    into_state: u64,
+    events_into_state: u64,
+    into_index: u64,
+}
+
+impl Replay<'_> {
+    fn record(&mut self, replayed: journal::Replayed) -> Result<(), LedgerError> {
+        let mut ops = replayed.ops;
+        if replayed.seq > self.state_from {
+            self.out.clear();
+            let (engine, out) = (&mut *self.engine, &mut self.out);
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                for op in ops.drain(..) {
+                    engine.apply(op, out);
+                }
+            }));
+            if applied.is_err() {
+                return Err(LedgerError::Corrupt(format!(
+                    "journal entry {} cannot be applied to the state before it",
+                    replayed.seq
+                )));
+            }
+            self.engine.store_caught_up();
+            ops = std::mem::take(&mut self.out.ops);
+            self.into_state += 1;
+            self.events_into_state += ops.len() as u64;
+        }
+        if replayed.seq > self.index_from {
+            let batch = IndexBatch {
+                seq: replayed.seq,
+                record: replayed.record,
+                head: replayed.head,
+                ops,
+                locations: replayed.locations,
+            };
+            self.index.apply(&batch, &EngineOwners(self.engine))?;
+            self.into_index += 1;
+        }
+        Ok(())
+    }
+}
+
 struct Recovered {
     engine: Engine,
     journal: Journal,
@@ -402,44 +452,20 @@ impl Ledger {
             (Some(s), Some(i)) => Some(if s.seq <= i.seq { s } else { i }),
             _ => None,
         };
-        let mut out = Output::default();
-        let mut replayed_into_index = 0;
-        let mut replayed_into_state = 0;
-        let mut replayed_events_into_state = 0u64;
-        let (mut journal, stats) = Journal::open(&config.data_dir, resume, |replayed| {
-            let mut ops = replayed.ops;
-            if replayed.seq > state_from {
-                out.clear();
-                let applied = catch_unwind(AssertUnwindSafe(|| {
-                    for op in ops.drain(..) {
-                        engine.apply(op, &mut out);
-                    }
-                }));
-                if applied.is_err() {
-                    return Err(LedgerError::Corrupt(format!(
-                        "journal entry {} cannot be applied to the state before it",
-                        replayed.seq
-                    )));
-                }
-                engine.store_caught_up();
-                ops = std::mem::take(&mut out.ops);
-                replayed_into_state += 1;
-                replayed_events_into_state += ops.len() as u64;
-            }
-            if replayed.seq > index_from {
-                let head = replayed.head;
-                let batch = IndexBatch {
-                    seq: replayed.seq,
-                    record: replayed.record,
-                    head,
-                    ops,
-                    locations: replayed.locations,
-                };
-                index.apply(&batch, &EngineOwners(&engine))?;
-                replayed_into_index += 1;
-            }
-            Ok(())
-        })?;
+        let mut replay = Replay {
+            engine: &mut engine,
+            index: &index,
+            state_from,
+            index_from,
+            out: Output::default(),
+            into_state: 0,
+            events_into_state: 0,
+            into_index: 0,
+        };
+        let (mut journal, stats) =
+            Journal::open(&config.data_dir, resume, |replayed| replay.record(replayed))?;
+        let (replayed_into_state, replayed_events_into_state, replayed_into_index) =
+            (replay.into_state, replay.events_into_state, replay.into_index);
         if stats.last_seq < state_from.max(index_from) {
             return Err(LedgerError::Corrupt(format!(
                 "the journal ends at {} but the state or the index was taken at {}; the journal lost \
@@ -489,6 +515,51 @@ impl Ledger {
         })
     }
 
+    /// The state every thread shares, as recovery left it.
+    fn shared(
+        config: &LedgerConfig,
+        engine: &Engine,
+        journal: &Journal,
+        index: Index,
+        last_seq: u64,
+        from_resume_point: bool,
+        recovery: RecoveryReport,
+    ) -> Shared {
+        let mut view = AccountsView::default();
+        for account in engine.accounts() {
+            view.put(account.clone());
+        }
+        let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
+        let writer_stats = WriterStats::default();
+        writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
+        writer_stats.committed_seq.store(last_seq, Ordering::Relaxed);
+        writer_stats.indexed_seq.store(last_seq, Ordering::Relaxed);
+        Shared {
+            index,
+            accounts: RwLock::new(view),
+            feed,
+            healthy: AtomicBool::new(true),
+            stats: writer_stats,
+            currencies: config.currencies.clone(),
+            recovery,
+            data_dir: config.data_dir.clone(),
+            chain_head: Mutex::new(journal.chain_head()),
+            credentials: RwLock::new(Arc::new(engine.identity().credentials())),
+            stopped: tokio::sync::watch::Sender::new(false),
+            history: tokio::sync::watch::Sender::new(if from_resume_point {
+                History::Checking
+            } else {
+                // This start read and checked the whole journal.
+                History::Verified
+            }),
+            role: tokio::sync::watch::Sender::new(match config.record_store {
+                None => Role::Single,
+                Some(_) => Role::Standby { leader: None },
+            }),
+            record_store: config.record_store.clone(),
+        }
+    }
+
     /// Starts the indexer, snapshot, scrub and writer threads over what recovery found.
     fn start(config: LedgerConfig, recovered: Recovered) -> Result<Ledger, LedgerError> {
         let Recovered {
@@ -501,40 +572,8 @@ impl Ledger {
             recovery,
             replayed_events_into_state,
         } = recovered;
-
-        let mut view = AccountsView::default();
-        for account in engine.accounts() {
-            view.put(account.clone());
-        }
-        let (feed, _) = broadcast::channel(FEED_BUFFER_GROUPS);
-        let writer_stats = WriterStats::default();
-        writer_stats.journal_bytes.store(journal.len_bytes(), Ordering::Relaxed);
-        writer_stats.committed_seq.store(last_seq, Ordering::Relaxed);
-        writer_stats.indexed_seq.store(last_seq, Ordering::Relaxed);
-        let shared = Arc::new(Shared {
-            index,
-            accounts: RwLock::new(view),
-            feed,
-            healthy: AtomicBool::new(true),
-            stats: writer_stats,
-            currencies: config.currencies.clone(),
-            recovery,
-            data_dir: config.data_dir.clone(),
-            chain_head: Mutex::new(journal.chain_head()),
-            credentials: RwLock::new(Arc::new(engine.identity().credentials())),
-            stopped: tokio::sync::watch::Sender::new(false),
-            history: tokio::sync::watch::Sender::new(if resume.is_some() {
-                History::Checking
-            } else {
-                // This start read and checked the whole journal.
-                History::Verified
-            }),
-            role: tokio::sync::watch::Sender::new(match config.record_store {
-                None => Role::Single,
-                Some(_) => Role::Standby { leader: None },
-            }),
-            record_store: config.record_store.clone(),
-        });
+        let shared =
+            Arc::new(Ledger::shared(&config, &engine, &journal, index, last_seq, resume.is_some(), recovery));
         if let Some(point) = resume {
             // A start from a snapshot (or a persisted index) reads only the records after it,
             // so that it takes the same time at 10M records as at 10k. The records before are
@@ -923,6 +962,35 @@ fn check_batch(len: usize) -> Result<(), LedgerError> {
         )));
     }
     Ok(())
+}
+
+/// What the journal op found for `id` tells the engine: a committed transfer (a client's, or
+/// the ledger's own expiry or automatic post), or a remembered refusal.
+fn prefetch_op(
+    prefetched: &mut Prefetched,
+    id: TransferId,
+    op: Op,
+    currency_of: impl Fn(AccountId) -> Option<CurrencyCode>,
+) {
+    match op {
+        Op::Transfer(record) if record.transfer.id == id => {
+            prefetched.committed.insert(id, record);
+        }
+        Op::Refused(r) if r.id == id => prefetched.refused.entry(id).or_default().push(r),
+        Op::Fail(f) if f.transfer.id == id => {
+            prefetched.refused.entry(id).or_default().push(RefusedTransfer::from_legacy(&f))
+        }
+        Op::Expire { pending_id, timestamp_ns, effect }
+        | Op::AutoPost { pending_id, timestamp_ns, effect } => {
+            let posted = crate::engine::expiry_record_id(pending_id, true) == id;
+            if let Some(currency) = currency_of(effect.debit_account_id) {
+                let record =
+                    crate::engine::expiry_record_from(pending_id, effect, currency, posted, timestamp_ns);
+                prefetched.committed.insert(id, record);
+            }
+        }
+        _ => {}
+    }
 }
 
 // ----- the indexer and snapshot threads ------------------------------------------------------
@@ -1383,34 +1451,7 @@ impl Writer {
             locations.sort_unstable();
             locations.dedup();
             for location in &locations {
-                match self.reader.read_op(*location)? {
-                    Op::Transfer(record) if record.transfer.id == id => {
-                        prefetched.committed.insert(id, record);
-                    }
-                    Op::Refused(r) if r.id == id => prefetched.refused.entry(id).or_default().push(r),
-                    Op::Fail(f) if f.transfer.id == id => {
-                        prefetched.refused.entry(id).or_default().push(RefusedTransfer::from_legacy(&f))
-                    }
-                    op @ (Op::Expire { .. } | Op::AutoPost { .. }) => {
-                        let (Op::Expire { pending_id, timestamp_ns, effect }
-                        | Op::AutoPost { pending_id, timestamp_ns, effect }) = op
-                        else {
-                            continue;
-                        };
-                        let posted = crate::engine::expiry_record_id(pending_id, true) == id;
-                        if let Some(currency) = currency_of(effect.debit_account_id) {
-                            let record = crate::engine::expiry_record_from(
-                                pending_id,
-                                effect,
-                                currency,
-                                posted,
-                                timestamp_ns,
-                            );
-                            prefetched.committed.insert(id, record);
-                        }
-                    }
-                    _ => {}
-                }
+                prefetch_op(&mut prefetched, id, self.reader.read_op(*location)?, currency_of);
             }
             if is_pending && !self.engine.is_live_pending(id) {
                 let resolved = match self.overlay.resolved.get(&id) {
@@ -1451,6 +1492,25 @@ impl Writer {
                 return;
             }
         };
+        let replies = self.run_group(group, &prefetched, out);
+        if out.is_empty() {
+            // Nothing to write, but the answers may rest on a group not durable yet: they
+            // land after it.
+            self.engine.store_caught_up();
+            self.land(replies, None);
+            return;
+        }
+        debug_assert!(self.engine.check_invariants().is_ok());
+        self.write(replies, out).await;
+    }
+
+    /// The commit phase: due expiries, then every command of the group on the engine, in order.
+    fn run_group(
+        &mut self,
+        group: &mut Vec<Command>,
+        prefetched: &Prefetched,
+        out: &mut Output,
+    ) -> Vec<Box<dyn Reply>> {
         let now = now_ns();
         self.engine.expire_due(now, out);
         let mut replies: Vec<Box<dyn Reply>> = Vec::with_capacity(group.len());
@@ -1460,53 +1520,24 @@ impl Writer {
                     replies.push(answer(reply, self.engine.create_accounts(&actor, batch, now, out)));
                 }
                 Command::CreateTransfers { actor, batch, reply } => {
-                    let outcomes = self.engine.create_transfers(&prefetched, &actor, &batch, now, out);
+                    let outcomes = self.engine.create_transfers(prefetched, &actor, &batch, now, out);
                     replies.push(answer(reply, outcomes));
                 }
                 Command::CloseAccount { actor, id, reply } => {
                     replies.push(answer(reply, self.engine.close_account(&actor, id, now, out)));
                 }
-                Command::Call(job) => replies.push(job.run(&mut self.engine, &prefetched, now, out)),
+                Command::Call(job) => replies.push(job.run(&mut self.engine, prefetched, now, out)),
             }
         }
-        if out.is_empty() {
-            // Nothing to write, but the answers may rest on a group not durable yet: they
-            // land after it.
-            self.engine.store_caught_up();
-            self.land(replies, None);
-            return;
-        }
-        debug_assert!(self.engine.check_invariants().is_ok());
+        replies
+    }
+
+    /// Writes the group's record (the next sequence number) and hands the group on to land.
+    async fn write(&mut self, replies: Vec<Box<dyn Reply>>, out: &mut Output) {
         let seq = self.seq + 1;
         let flush_started = Instant::now();
-        match self.append(seq, &out.ops).await {
-            Ok(()) => {}
-            Err(Appended::Local(error)) => {
-                // The in-memory state is ahead of what is durable: stop taking writes. Restart
-                // recovers exactly what the journal holds.
-                tracing::error!(%error, "durable write failed; refusing further writes");
-                self.shared.healthy.store(false, Ordering::Relaxed);
-                for reply in replies {
-                    reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
-                }
-                return;
-            }
-            Err(Appended::Store(error)) => {
-                // Fenced (another node leads) or unknown (the store went away): nothing of this
-                // group is acknowledged, and this node steps down.
-                tracing::error!(seq, %error, "the journal of record refused or lost the append; stepping down");
-                let refusal = match &error {
-                    StoreError::Fenced(_) => LedgerError::NotLeader(None),
-                    other => LedgerError::Unavailable(format!(
-                        "the outcome of this write is unknown ({other}); retry it with the same ids"
-                    )),
-                };
-                for reply in replies {
-                    reply.fail(refusal.clone());
-                }
-                self.step_down_dirty(out);
-                return;
-            }
+        if let Err(error) = self.append(seq, &out.ops).await {
+            return self.refuse_unwritten(seq, error, replies, out);
         }
         let mut written = self.written(seq, out, flush_started);
         if self.pipelined() {
@@ -1523,6 +1554,42 @@ impl Writer {
             }
         }
         self.land(replies, Some(written));
+    }
+
+    /// The group's record could not be appended: nothing of it is acknowledged.
+    fn refuse_unwritten(
+        &mut self,
+        seq: u64,
+        error: Appended,
+        replies: Vec<Box<dyn Reply>>,
+        out: &mut Output,
+    ) {
+        match error {
+            Appended::Local(error) => {
+                // The in-memory state is ahead of what is durable: stop taking writes. Restart
+                // recovers exactly what the journal holds.
+                tracing::error!(%error, "durable write failed; refusing further writes");
+                self.shared.healthy.store(false, Ordering::Relaxed);
+                for reply in replies {
+                    reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
+                }
+            }
+            Appended::Store(error) => {
+                // Fenced (another node leads) or unknown (the store went away): nothing of this
+                // group is acknowledged, and this node steps down.
+                tracing::error!(seq, %error, "the journal of record refused or lost the append; stepping down");
+                let refusal = match &error {
+                    StoreError::Fenced(_) => LedgerError::NotLeader(None),
+                    other => LedgerError::Unavailable(format!(
+                        "the outcome of this write is unknown ({other}); retry it with the same ids"
+                    )),
+                };
+                for reply in replies {
+                    reply.fail(refusal.clone());
+                }
+                self.step_down_dirty(out);
+            }
+        }
     }
 
     fn maybe_snapshot(&mut self) {

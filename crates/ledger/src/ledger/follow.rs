@@ -155,43 +155,11 @@ impl Writer {
         }
         match store.try_lead().await {
             Ok(Some(last_seq)) => {
-                let asked = Instant::now();
-                self.lease = Some(lease_from(asked, store.lease_ms()));
-                // Lead only with every record the store holds.
-                while self.seq < last_seq {
-                    match self.follow(store.as_ref(), last_seq, out).await {
-                        Ok(_) => {}
-                        Err(error) => {
-                            tracing::error!(%error, "cannot catch up before leading; stepping down");
-                            let _ = store.step_down().await;
-                            self.become_standby(None);
-                            return wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await;
-                        }
-                    }
+                if self.lead(store.as_ref(), last_seq, out).await {
+                    ControlFlow::Continue(())
+                } else {
+                    wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await
                 }
-                if self.seq > last_seq && last_seq == 0 {
-                    // An empty journal of record and a node with history: a single node turned
-                    // into the first of a cluster. Its journal becomes the record.
-                    if let Err(error) = self.seed(store.as_ref()).await {
-                        tracing::error!(%error, "cannot copy this node's journal into the journal of record");
-                        let _ = store.step_down().await;
-                        self.become_standby(None);
-                        return wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await;
-                    }
-                } else if self.seq > last_seq {
-                    tracing::error!(
-                        local = self.seq,
-                        store = last_seq,
-                        "the local journal is ahead of the journal of record: refusing to lead"
-                    );
-                    let _ = store.step_down().await;
-                    self.become_standby(None);
-                    self.shared.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
-                    return ControlFlow::Continue(());
-                }
-                tracing::info!(node = store.node(), seq = self.seq, "leading");
-                self.shared.role.send_replace(Role::Leader);
-                ControlFlow::Continue(())
             }
             // Taken between the read and the attempt: known at the next poll.
             Ok(None) => wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await,
@@ -200,6 +168,46 @@ impl Writer {
                 wait(queue, handles_gone, Duration::from_millis(FOLLOW_POLL_MS)).await
             }
         }
+    }
+
+    /// The lease was just taken, the store holding `last_seq` records: lead with every one of
+    /// them (copied first), or seed an empty store with this node's journal. `false`: this
+    /// node stepped down again and tries later.
+    async fn lead(&mut self, store: &dyn RecordStore, last_seq: u64, out: &mut Output) -> bool {
+        let asked = Instant::now();
+        self.lease = Some(lease_from(asked, store.lease_ms()));
+        // Lead only with every record the store holds.
+        while self.seq < last_seq {
+            if let Err(error) = self.follow(store, last_seq, out).await {
+                tracing::error!(%error, "cannot catch up before leading; stepping down");
+                let _ = store.step_down().await;
+                self.become_standby(None);
+                return false;
+            }
+        }
+        if self.seq > last_seq && last_seq == 0 {
+            // An empty journal of record and a node with history: a single node turned into
+            // the first of a cluster. Its journal becomes the record.
+            if let Err(error) = self.seed(store).await {
+                tracing::error!(%error, "cannot copy this node's journal into the journal of record");
+                let _ = store.step_down().await;
+                self.become_standby(None);
+                return false;
+            }
+        } else if self.seq > last_seq {
+            tracing::error!(
+                local = self.seq,
+                store = last_seq,
+                "the local journal is ahead of the journal of record: refusing to lead"
+            );
+            let _ = store.step_down().await;
+            self.become_standby(None);
+            self.shared.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+            return true;
+        }
+        tracing::info!(node = store.node(), seq = self.seq, "leading");
+        self.shared.role.send_replace(Role::Leader);
+        true
     }
 
     /// Copies this node's whole journal, record by record (exact bytes), into an empty journal
