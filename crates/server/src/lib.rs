@@ -4,6 +4,9 @@
 //! protobuf: `fx_desk`, `settlement_desk`) and a wire module beside it (`*_service`); every
 //! gRPC status is decided in `error`.
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod access;
 pub mod auth;
 pub mod codec;

@@ -166,7 +166,10 @@ th{background:#f0f3f6;font-weight:600}td.n,th.n{text-align:right;font-variant-nu
 ";
 
 /// The page.
-/// Long by nature: the page's sections in reading order (each drawn by its own function).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the page's sections in reading order (each drawn by its own function)"
+)]
 pub fn render(night: &Night<'_>) -> String {
     let mut out = String::with_capacity(64 * 1024);
     let (verdict_code, verdict_class, verdict_text) = verdict(night.windows);

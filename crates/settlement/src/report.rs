@@ -277,7 +277,7 @@ impl SettlementReport {
     }
 
     /// A text table for operators.
-    /// Long by nature: one line per figure, in reading order.
+    #[expect(clippy::too_many_lines, reason = "one line per figure, in reading order")]
     pub fn to_table(&self, scale: u32) -> String {
         let n = &self.netting;
         let money = |minor: u128| puente_money::format_minor(minor, scale);
