@@ -1,6 +1,9 @@
 //! `puente`: the facade binary. `puente serve` runs the server; the other subcommands are
 //! clients of a running server (through the `puente-client` crate).
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 /// mimalloc: +17–20% durable transfers/s over the system allocator (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,3 +1,6 @@
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 use std::path::PathBuf;
 
 /// Compiles every `proto/puente/v1/*.proto` (adding a service needs no change here).

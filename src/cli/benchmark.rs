@@ -339,51 +339,61 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// What one client of a benchmark did.
+struct ClientRun {
+    first_sent: Option<Instant>,
+    last_acked: Option<Instant>,
+    batches: u64,
+    acknowledged: u64,
+    latency_us: Histogram<u64>,
+}
+
+/// One client: submits batches from the shared generator until it is drained or a client
+/// failed; its own failure sets `failed` for all.
+async fn run_client<S: Submit>(
+    mut client: S,
+    batches: Arc<Mutex<mpsc::Receiver<Vec<S::Item>>>>,
+    failed: Arc<AtomicBool>,
+) -> Result<ClientRun, String> {
+    let mut run = ClientRun {
+        first_sent: None,
+        last_acked: None,
+        batches: 0,
+        acknowledged: 0,
+        latency_us: histogram(),
+    };
+    while !failed.load(Ordering::Relaxed) {
+        let Some(batch) = batches.lock().await.recv().await else { break };
+        let size = batch.len() as u64;
+        let sent = Instant::now();
+        let result = client.submit(batch).await;
+        let acked = Instant::now();
+        if let Err(error) = result {
+            failed.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+        run.first_sent.get_or_insert(sent);
+        run.last_acked = Some(acked);
+        run.latency_us.saturating_record((acked - sent).as_micros().max(1) as u64);
+        run.batches += 1;
+        run.acknowledged += size;
+    }
+    Ok(run)
+}
+
 /// Runs the clients until the generator is drained; the first failure stops them all.
 async fn measure<S: Submit>(
     clients: Vec<S>,
     batches: mpsc::Receiver<Vec<S::Item>>,
 ) -> Result<Measured, CliError> {
-    struct ClientRun {
-        first_sent: Option<Instant>,
-        last_acked: Option<Instant>,
-        batches: u64,
-        acknowledged: u64,
-        latency_us: Histogram<u64>,
-    }
     let batches = Arc::new(Mutex::new(batches));
     let failed = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = clients
         .into_iter()
-        .map(|mut client| {
+        .map(|client| {
             let batches = batches.clone();
             let failed = failed.clone();
-            tokio::spawn(async move {
-                let mut run = ClientRun {
-                    first_sent: None,
-                    last_acked: None,
-                    batches: 0,
-                    acknowledged: 0,
-                    latency_us: histogram(),
-                };
-                while !failed.load(Ordering::Relaxed) {
-                    let Some(batch) = batches.lock().await.recv().await else { break };
-                    let size = batch.len() as u64;
-                    let sent = Instant::now();
-                    let result = client.submit(batch).await;
-                    let acked = Instant::now();
-                    if let Err(error) = result {
-                        failed.store(true, Ordering::Relaxed);
-                        return Err(error);
-                    }
-                    run.first_sent.get_or_insert(sent);
-                    run.last_acked = Some(acked);
-                    run.latency_us.saturating_record((acked - sent).as_micros().max(1) as u64);
-                    run.batches += 1;
-                    run.acknowledged += size;
-                }
-                Ok(run)
-            })
+            tokio::spawn(run_client(client, batches, failed))
         })
         .collect();
     let mut runs = Vec::with_capacity(tasks.len());

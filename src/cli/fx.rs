@@ -1,7 +1,7 @@
 //! `puente rates ...` and `puente fx ...`: rates, quotes, execution, cancellation, exposure.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use puente_client::{Client, Fixed, pb, verify_quote_with_keys};
@@ -235,6 +235,66 @@ fn quote_table(q: &pb::FxQuote, lang: &str) -> String {
     )
 }
 
+/// The table of `puente fx rates list`.
+fn rates_table(rates: &[pb::FxRate]) -> String {
+    let mut text = format!("{:<9}  {:>14}  {:<27}  {}\n", "PAIR", "MID", "AS OF", "SOURCE");
+    for r in rates {
+        text.push_str(&format!(
+            "{:<9}  {:>14}  {:<27}  {}\n",
+            format!("{}/{}", r.base_currency, r.quote_currency),
+            r.mid_rate,
+            time_text(&r.rate_time),
+            r.source
+        ));
+    }
+    text
+}
+
+/// `puente fx rates import-ecb`: sets the cross rates `pairs` of one day of the ECB's file.
+async fn import_ecb(
+    client: &mut Client,
+    file: &Path,
+    date: Option<String>,
+    pairs: &[String],
+    out: &Output,
+) -> Result<(), CliError> {
+    let size =
+        std::fs::metadata(file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?.len();
+    if size > ECB_FILE_BYTES_MAX {
+        return Err(CliError::Usage(format!("{}: larger than {ECB_FILE_BYTES_MAX} bytes", file.display())));
+    }
+    let text =
+        std::fs::read_to_string(file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+    let days = puente_fx::parse_ecb_csv(&text).map_err(|e| CliError::Usage(e.to_string()))?;
+    let day = match &date {
+        Some(date) => days.iter().find(|d| &d.date == date),
+        None => days.first(),
+    };
+    let day =
+        day.ok_or_else(|| CliError::Usage(format!("no ECB day {}", date.as_deref().unwrap_or("at all"))))?;
+    let mut rates = Vec::new();
+    for text in pairs {
+        let (base, quote) = pair(text)?;
+        let (b, q) = (
+            puente_money::CurrencyCode::parse(&base).map_err(|e| CliError::Usage(e.to_string()))?,
+            puente_money::CurrencyCode::parse(&quote).map_err(|e| CliError::Usage(e.to_string()))?,
+        );
+        let mid = day
+            .cross(b, q)
+            .ok_or_else(|| CliError::Usage(format!("the ECB file has no {text} on {}", day.date)))?;
+        rates.push(rate(base, quote, mid.normalize().to_string(), &format!("ECB {}", day.date)));
+    }
+    let count = client.set_rates(rates.clone()).await?;
+    out.print(json!({"date": day.date, "rates": rates.iter().map(rate_json).collect::<Vec<_>>()}), || {
+        let mut text = format!("imported {count} rate(s) from the ECB file, day {}\n", day.date);
+        for r in &rates {
+            text.push_str(&format!("  {}/{} = {}\n", r.base_currency, r.quote_currency, r.mid_rate));
+        }
+        text
+    });
+    Ok(())
+}
+
 pub async fn rates(client: &mut Client, command: RatesCommand, out: &Output) -> Result<(), CliError> {
     match command {
         RatesCommand::Set { pair: text, rate: mid, source } => {
@@ -246,67 +306,9 @@ pub async fn rates(client: &mut Client, command: RatesCommand, out: &Output) -> 
         }
         RatesCommand::List => {
             let rates = client.list_rates().await?;
-            out.print(json!(rates.iter().map(rate_json).collect::<Vec<_>>()), || {
-                let mut text = format!("{:<9}  {:>14}  {:<27}  {}\n", "PAIR", "MID", "AS OF", "SOURCE");
-                for r in &rates {
-                    text.push_str(&format!(
-                        "{:<9}  {:>14}  {:<27}  {}\n",
-                        format!("{}/{}", r.base_currency, r.quote_currency),
-                        r.mid_rate,
-                        time_text(&r.rate_time),
-                        r.source
-                    ));
-                }
-                text
-            });
+            out.print(json!(rates.iter().map(rate_json).collect::<Vec<_>>()), || rates_table(&rates));
         }
-        RatesCommand::ImportEcb { file, date, pairs } => {
-            let size = std::fs::metadata(&file)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?
-                .len();
-            if size > ECB_FILE_BYTES_MAX {
-                return Err(CliError::Usage(format!(
-                    "{}: larger than {ECB_FILE_BYTES_MAX} bytes",
-                    file.display()
-                )));
-            }
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
-            let days = puente_fx::parse_ecb_csv(&text).map_err(|e| CliError::Usage(e.to_string()))?;
-            let day = match &date {
-                Some(date) => days.iter().find(|d| &d.date == date),
-                None => days.first(),
-            };
-            let day = day.ok_or_else(|| {
-                CliError::Usage(format!("no ECB day {}", date.as_deref().unwrap_or("at all")))
-            })?;
-            let mut rates = Vec::new();
-            for text in &pairs {
-                let (base, quote) = pair(text)?;
-                let (b, q) = (
-                    puente_money::CurrencyCode::parse(&base).map_err(|e| CliError::Usage(e.to_string()))?,
-                    puente_money::CurrencyCode::parse(&quote).map_err(|e| CliError::Usage(e.to_string()))?,
-                );
-                let mid = day
-                    .cross(b, q)
-                    .ok_or_else(|| CliError::Usage(format!("the ECB file has no {text} on {}", day.date)))?;
-                rates.push(rate(base, quote, mid.normalize().to_string(), &format!("ECB {}", day.date)));
-            }
-            let count = client.set_rates(rates.clone()).await?;
-            out.print(
-                json!({"date": day.date, "rates": rates.iter().map(rate_json).collect::<Vec<_>>()}),
-                || {
-                    let mut text = format!("imported {count} rate(s) from the ECB file, day {}\n", day.date);
-                    for r in &rates {
-                        text.push_str(&format!(
-                            "  {}/{} = {}\n",
-                            r.base_currency, r.quote_currency, r.mid_rate
-                        ));
-                    }
-                    text
-                },
-            );
-        }
+        RatesCommand::ImportEcb { file, date, pairs } => import_ecb(client, &file, date, &pairs, out).await?,
         RatesCommand::Stream { source } => {
             let mut updates = Vec::new();
             for (n, line) in std::io::stdin().lock().lines().enumerate() {
@@ -331,7 +333,7 @@ pub async fn rates(client: &mut Client, command: RatesCommand, out: &Output) -> 
     Ok(())
 }
 
-/// Long by nature: one arm per `puente fx` subcommand.
+#[expect(clippy::too_many_lines, reason = "one arm per `puente fx` subcommand")]
 pub async fn fx(client: &mut Client, command: FxCommand, out: &Output) -> Result<(), CliError> {
     match command {
         FxCommand::Quote { participant, segment, sell, buy, send, receive, lang } => {

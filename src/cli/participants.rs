@@ -93,15 +93,7 @@ pub async fn run(client: &mut Client, command: ParticipantsCommand, out: &Output
             show_new_key(&participant, &key, file, out)
         }
         ParticipantsCommand::Create { id, name, role, key_file } => {
-            let role = match role.as_str() {
-                "participant" => pb::Role::Participant,
-                "operator" => pb::Role::Operator,
-                other => {
-                    return Err(CliError::Usage(format!(
-                        "--role must be participant or operator, not {other:?}"
-                    )));
-                }
-            };
+            let role = parse_role(&role)?;
             let file = SecretFile::create(key_file.as_deref())?;
             let (participant, key) = client.create_participant(&id, &name, role).await?;
             show_new_key(&participant, &key, file, out)
@@ -139,35 +131,62 @@ pub async fn run(client: &mut Client, command: ParticipantsCommand, out: &Output
             out.print(participant_json(&p), || format!("revoked key {key_id} of {id}\n"));
             Ok(())
         }
-        ParticipantsCommand::BindCert { id, cert } => {
-            let sha = certificate_sha256(&cert)?;
-            let response = client
-                .participants()
-                .bind_certificate(pb::BindCertificateRequest {
-                    participant_id: id.clone(),
-                    certificate_sha256: sha.clone(),
-                })
-                .await
-                .map_err(status)?;
-            let p = response.into_inner().participant.unwrap_or_default();
-            out.print(participant_json(&p), || format!("certificate {sha} now authenticates {id}\n"));
-            Ok(())
-        }
-        ParticipantsCommand::UnbindCert { id, cert } => {
-            let sha = certificate_sha256(&cert)?;
-            let response = client
-                .participants()
-                .unbind_certificate(pb::UnbindCertificateRequest {
-                    participant_id: id.clone(),
-                    certificate_sha256: sha.clone(),
-                })
-                .await
-                .map_err(status)?;
-            let p = response.into_inner().participant.unwrap_or_default();
-            out.print(participant_json(&p), || format!("certificate {sha} no longer authenticates {id}\n"));
-            Ok(())
-        }
+        ParticipantsCommand::BindCert { id, cert } => bind_certificate(client, id, &cert, out).await,
+        ParticipantsCommand::UnbindCert { id, cert } => unbind_certificate(client, id, &cert, out).await,
     }
+}
+
+/// The role `--role` names.
+fn parse_role(role: &str) -> Result<pb::Role, CliError> {
+    Ok(match role {
+        "participant" => pb::Role::Participant,
+        "operator" => pb::Role::Operator,
+        other => {
+            return Err(CliError::Usage(format!("--role must be participant or operator, not {other:?}")));
+        }
+    })
+}
+
+/// `puente participants bind-cert`: the certificate in `cert` authenticates `id`.
+async fn bind_certificate(
+    client: &mut Client,
+    id: String,
+    cert: &Path,
+    out: &Output,
+) -> Result<(), CliError> {
+    let sha = certificate_sha256(cert)?;
+    let response = client
+        .participants()
+        .bind_certificate(pb::BindCertificateRequest {
+            participant_id: id.clone(),
+            certificate_sha256: sha.clone(),
+        })
+        .await
+        .map_err(status)?;
+    let p = response.into_inner().participant.unwrap_or_default();
+    out.print(participant_json(&p), || format!("certificate {sha} now authenticates {id}\n"));
+    Ok(())
+}
+
+/// `puente participants unbind-cert`: the certificate in `cert` no longer authenticates `id`.
+async fn unbind_certificate(
+    client: &mut Client,
+    id: String,
+    cert: &Path,
+    out: &Output,
+) -> Result<(), CliError> {
+    let sha = certificate_sha256(cert)?;
+    let response = client
+        .participants()
+        .unbind_certificate(pb::UnbindCertificateRequest {
+            participant_id: id.clone(),
+            certificate_sha256: sha.clone(),
+        })
+        .await
+        .map_err(status)?;
+    let p = response.into_inner().participant.unwrap_or_default();
+    out.print(participant_json(&p), || format!("certificate {sha} no longer authenticates {id}\n"));
+    Ok(())
 }
 
 pub async fn whoami(client: &mut Client, out: &Output) -> Result<(), CliError> {

@@ -59,18 +59,15 @@ fn io(path: &Path, error: std::io::Error) -> CliError {
     CliError::Usage(format!("{}: {error}", path.display()))
 }
 
-/// `puente settlement reconcile`.
-pub async fn reconcile(
-    client: &mut SettlementClient,
-    args: ReconcileArgs,
-    out: &Output,
-) -> Result<(), CliError> {
-    if args.files.len() > DOCUMENTS_MAX {
+/// The bank documents in `files` (at most [`DOCUMENTS_MAX`], each and all within their size
+/// bounds).
+fn read_documents(files: &[PathBuf]) -> Result<Vec<pb::BankDocument>, CliError> {
+    if files.len() > DOCUMENTS_MAX {
         return Err(CliError::Usage(format!("at most {DOCUMENTS_MAX} documents in one reconciliation")));
     }
-    let mut documents = Vec::with_capacity(args.files.len());
+    let mut documents = Vec::with_capacity(files.len());
     let mut total = 0u64;
-    for path in &args.files {
+    for path in files {
         let size = std::fs::metadata(path).map_err(|e| io(path, e))?.len();
         if size > DOCUMENT_BYTES_MAX as u64 {
             return Err(CliError::Usage(format!(
@@ -88,6 +85,16 @@ pub async fn reconcile(
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         documents.push(pb::BankDocument { name, content });
     }
+    Ok(documents)
+}
+
+/// `puente settlement reconcile`.
+pub async fn reconcile(
+    client: &mut SettlementClient,
+    args: ReconcileArgs,
+    out: &Output,
+) -> Result<(), CliError> {
+    let documents = read_documents(&args.files)?;
     let request = pb::ReconcileStatementsRequest {
         documents,
         dry_run: args.dry_run,
@@ -194,6 +201,32 @@ pub async fn night_html(
     }))
 }
 
+/// The payments `--reject INDEX[:CODE[:TEXT]]` rejects (the bank's reason code and text,
+/// NARR and a plain text if not given); each must be a payment of the window.
+fn parse_rejections(
+    specs: &[String],
+    window: u64,
+    payments: &[SettlementPayment],
+) -> Result<Vec<(u32, String, String)>, CliError> {
+    let mut rejected = Vec::new();
+    for spec in specs {
+        let mut parts = spec.splitn(3, ':');
+        let index = parts.next().and_then(|i| i.parse::<u32>().ok()).ok_or_else(|| {
+            CliError::Usage(format!("--reject {spec:?}: INDEX[:CODE[:TEXT]], e.g. 2:AC04:Closed account"))
+        })?;
+        if !payments.iter().any(|p| p.index == index) {
+            return Err(CliError::Usage(format!(
+                "--reject {spec:?}: window {} has no payment {index}",
+                window
+            )));
+        }
+        let code = parts.next().unwrap_or("NARR").to_owned();
+        let text = parts.next().unwrap_or("Rejected by the settlement bank").to_owned();
+        rejected.push((index, code, text));
+    }
+    Ok(rejected)
+}
+
 /// `puente settlement simulate-bank`.
 pub async fn simulate_bank(
     client: &mut SettlementClient,
@@ -214,22 +247,7 @@ pub async fn simulate_bank(
     let response = client.list_settlement_payments(request).await.map_err(status)?.into_inner();
     let payments: Vec<SettlementPayment> = serde_json::from_str(&response.document)
         .map_err(|e| CliError::Client(format!("unreadable payments of window {}: {e}", args.window)))?;
-    let mut rejected = Vec::new();
-    for spec in &args.reject {
-        let mut parts = spec.splitn(3, ':');
-        let index = parts.next().and_then(|i| i.parse::<u32>().ok()).ok_or_else(|| {
-            CliError::Usage(format!("--reject {spec:?}: INDEX[:CODE[:TEXT]], e.g. 2:AC04:Closed account"))
-        })?;
-        if !payments.iter().any(|p| p.index == index) {
-            return Err(CliError::Usage(format!(
-                "--reject {spec:?}: window {} has no payment {index}",
-                args.window
-            )));
-        }
-        let code = parts.next().unwrap_or("NARR").to_owned();
-        let text = parts.next().unwrap_or("Rejected by the settlement bank").to_owned();
-        rejected.push((index, code, text));
-    }
+    let rejected = parse_rejections(&args.reject, args.window, &payments)?;
     let hub_id = puente_ledger::settlement::hub_account_id(currency);
     let at = puente_ledger::now_ns();
     let from = window.settle_time.map(|t| t.seconds.max(0) as u64 * 1_000_000_000).unwrap_or(at).min(at);

@@ -312,61 +312,14 @@ pub async fn run(
         SettlementCommand::Report { format: Some(format), window, reconciliation, .. }
             if format.eq_ignore_ascii_case("html") =>
         {
-            let reconciliation = match reconciliation {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-                    Some(
-                        serde_json::from_str::<puente_settlement::reconcile::Reconciliation>(&text).map_err(
-                            |e| {
-                                CliError::Usage(format!("{}: not a reconciliation.json: {e}", path.display()))
-                            },
-                        )?,
-                    )
-                }
-                None => None,
-            };
+            let reconciliation = read_reconciliation(reconciliation)?;
             print!("{}", super::reconcile::night_html(client, &[window], reconciliation.as_ref()).await?);
         }
         SettlementCommand::Report { window, csv, rate, format, .. } => {
-            let (csv, json) = match format.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None => (csv, out.json),
-                Some("csv") => (true, false),
-                Some("json") => (false, true),
-                Some("table") => (false, false),
-                Some(other) => {
-                    return Err(CliError::Usage(format!("--format {other:?}: table, csv, json or html")));
-                }
-            };
-            let format = if json {
-                pb::ReportFormat::Json
-            } else if csv {
-                pb::ReportFormat::Csv
-            } else {
-                pb::ReportFormat::Table
-            };
-            let request = pb::GetSettlementReportRequest {
-                window_id: window,
-                format: format as i32,
-                rate_mxn_per_usd: rate.unwrap_or_default(),
-            };
-            let report = client.get_settlement_report(request).await.map_err(status)?.into_inner();
-            print!("{}", report.document);
-            if !report.document.ends_with('\n') {
-                println!();
-            }
+            print_report(client, window, csv, rate, format, out).await?
         }
         SettlementCommand::Payments { window, format } => {
-            let format = match format.as_deref() {
-                None if out.json => pb::PaymentFormat::Json,
-                None => pb::PaymentFormat::Csv,
-                Some("pacs009" | "pacs.009" | "xml") => pb::PaymentFormat::Pacs009,
-                Some("csv") => pb::PaymentFormat::Csv,
-                Some("json") => pb::PaymentFormat::Json,
-                Some(other) => {
-                    return Err(CliError::Usage(format!("--format {other:?}: pacs009, csv or json")));
-                }
-            };
+            let format = payment_format(format.as_deref(), out)?;
             let request = pb::ListSettlementPaymentsRequest { window_id: window, format: format as i32 };
             let payments = client.list_settlement_payments(request).await.map_err(status)?.into_inner();
             print!("{}", payments.document);
@@ -384,6 +337,74 @@ pub async fn run(
         SettlementCommand::SimulateBank(args) => super::reconcile::simulate_bank(client, args, out).await?,
     }
     Ok(())
+}
+
+/// The reconciliation whose exceptions `report --format html` shows (`--reconciliation`).
+fn read_reconciliation(
+    path: Option<PathBuf>,
+) -> Result<Option<puente_settlement::reconcile::Reconciliation>, CliError> {
+    Ok(match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            Some(serde_json::from_str::<puente_settlement::reconcile::Reconciliation>(&text).map_err(
+                |e| CliError::Usage(format!("{}: not a reconciliation.json: {e}", path.display())),
+            )?)
+        }
+        None => None,
+    })
+}
+
+/// `puente settlement report` as a table, CSV or JSON (`--format`, else `--csv` or `--json`).
+async fn print_report(
+    client: &mut SettlementClient,
+    window: u64,
+    csv: bool,
+    rate: Option<String>,
+    format: Option<String>,
+    out: &Output,
+) -> Result<(), CliError> {
+    let (csv, json) = match format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => (csv, out.json),
+        Some("csv") => (true, false),
+        Some("json") => (false, true),
+        Some("table") => (false, false),
+        Some(other) => {
+            return Err(CliError::Usage(format!("--format {other:?}: table, csv, json or html")));
+        }
+    };
+    let format = if json {
+        pb::ReportFormat::Json
+    } else if csv {
+        pb::ReportFormat::Csv
+    } else {
+        pb::ReportFormat::Table
+    };
+    let request = pb::GetSettlementReportRequest {
+        window_id: window,
+        format: format as i32,
+        rate_mxn_per_usd: rate.unwrap_or_default(),
+    };
+    let report = client.get_settlement_report(request).await.map_err(status)?.into_inner();
+    print!("{}", report.document);
+    if !report.document.ends_with('\n') {
+        println!();
+    }
+    Ok(())
+}
+
+/// The format of `puente settlement payments` (`--format`, else JSON with `--json`, else CSV).
+fn payment_format(format: Option<&str>, out: &Output) -> Result<pb::PaymentFormat, CliError> {
+    Ok(match format {
+        None if out.json => pb::PaymentFormat::Json,
+        None => pb::PaymentFormat::Csv,
+        Some("pacs009" | "pacs.009" | "xml") => pb::PaymentFormat::Pacs009,
+        Some("csv") => pb::PaymentFormat::Csv,
+        Some("json") => pb::PaymentFormat::Json,
+        Some(other) => {
+            return Err(CliError::Usage(format!("--format {other:?}: pacs009, csv or json")));
+        }
+    })
 }
 
 /// Lists windows (a page).
@@ -737,6 +758,77 @@ fn profile_json(p: &pb::ParticipantProfile) -> Value {
     })
 }
 
+/// The profile that `puente settlement profile set` asks for: at least one of the USD or MXN
+/// groups, complete.
+fn profile_from_args(args: ProfileArgs) -> Result<pb::ParticipantProfile, CliError> {
+    let country = match args.country.to_ascii_lowercase().as_str() {
+        "us" => pb::Country::Us,
+        "mx" => pb::Country::Mx,
+        other => return Err(CliError::Usage(format!("--country {other:?}: us or mx"))),
+    };
+    let mut currencies = Vec::new();
+    if let (Some(aba), Some(cap), Some(account)) = (args.usd_aba, args.usd_net_debit_cap, args.usd_account) {
+        let rail = match args.usd_rail.to_ascii_lowercase().replace('_', "-").as_str() {
+            "fedwire" => pb::SettlementRail::Fedwire,
+            "ach-directo-mexico" | "ach" => pb::SettlementRail::AchDirectoMexico,
+            other => {
+                return Err(CliError::Usage(format!("--usd-rail {other:?}: fedwire or ach-directo-mexico")));
+            }
+        };
+        currencies.push(pb::CurrencySettlement {
+            currency_code: "USD".into(),
+            rail: rail as i32,
+            bank_id: aba,
+            net_debit_cap: cap,
+            settlement_account_id: account,
+        });
+    }
+    if let (Some(clabe), Some(cap), Some(account)) =
+        (args.mxn_clabe, args.mxn_net_debit_cap, args.mxn_account)
+    {
+        currencies.push(pb::CurrencySettlement {
+            currency_code: "MXN".into(),
+            rail: pb::SettlementRail::Spei as i32,
+            bank_id: clabe,
+            net_debit_cap: cap,
+            settlement_account_id: account,
+        });
+    }
+    if currencies.is_empty() {
+        return Err(CliError::Usage(
+            "give --usd-aba, --usd-net-debit-cap and --usd-account, and/or the --mxn-* group".into(),
+        ));
+    }
+    Ok(pb::ParticipantProfile {
+        participant: args.participant,
+        name: args.name,
+        bic: args.bic,
+        country: country as i32,
+        currencies,
+        update_time: None,
+    })
+}
+
+/// The table of `puente settlement profile list`.
+fn profiles_table(profiles: &[pb::ParticipantProfile]) -> String {
+    let mut text = format!("{:<24}  {:<3}  {:<12}  {}\n", "PARTICIPANT", "CTY", "BIC", "CURRENCIES");
+    for p in profiles {
+        let v = profile_json(p);
+        text.push_str(&format!(
+            "{:<24}  {:<3}  {:<12}  {}\n",
+            p.participant,
+            v["country"].as_str().unwrap_or(""),
+            p.bic,
+            p.currencies
+                .iter()
+                .map(|c| format!("{} (cap {})", c.currency_code, c.net_debit_cap))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    text
+}
+
 async fn profile(
     client: &mut SettlementClient,
     command: ProfileCommand,
@@ -744,57 +836,7 @@ async fn profile(
 ) -> Result<(), CliError> {
     match command {
         ProfileCommand::Set(args) => {
-            let args = *args;
-            let country = match args.country.to_ascii_lowercase().as_str() {
-                "us" => pb::Country::Us,
-                "mx" => pb::Country::Mx,
-                other => return Err(CliError::Usage(format!("--country {other:?}: us or mx"))),
-            };
-            let mut currencies = Vec::new();
-            if let (Some(aba), Some(cap), Some(account)) =
-                (args.usd_aba, args.usd_net_debit_cap, args.usd_account)
-            {
-                let rail = match args.usd_rail.to_ascii_lowercase().replace('_', "-").as_str() {
-                    "fedwire" => pb::SettlementRail::Fedwire,
-                    "ach-directo-mexico" | "ach" => pb::SettlementRail::AchDirectoMexico,
-                    other => {
-                        return Err(CliError::Usage(format!(
-                            "--usd-rail {other:?}: fedwire or ach-directo-mexico"
-                        )));
-                    }
-                };
-                currencies.push(pb::CurrencySettlement {
-                    currency_code: "USD".into(),
-                    rail: rail as i32,
-                    bank_id: aba,
-                    net_debit_cap: cap,
-                    settlement_account_id: account,
-                });
-            }
-            if let (Some(clabe), Some(cap), Some(account)) =
-                (args.mxn_clabe, args.mxn_net_debit_cap, args.mxn_account)
-            {
-                currencies.push(pb::CurrencySettlement {
-                    currency_code: "MXN".into(),
-                    rail: pb::SettlementRail::Spei as i32,
-                    bank_id: clabe,
-                    net_debit_cap: cap,
-                    settlement_account_id: account,
-                });
-            }
-            if currencies.is_empty() {
-                return Err(CliError::Usage(
-                    "give --usd-aba, --usd-net-debit-cap and --usd-account, and/or the --mxn-* group".into(),
-                ));
-            }
-            let profile = pb::ParticipantProfile {
-                participant: args.participant,
-                name: args.name,
-                bic: args.bic,
-                country: country as i32,
-                currencies,
-                update_time: None,
-            };
+            let profile = profile_from_args(*args)?;
             let request = pb::SetParticipantProfileRequest { profile: Some(profile) };
             let stored = client.set_participant_profile(request).await.map_err(status)?.into_inner();
             let p = stored.profile.unwrap_or_default();
@@ -823,25 +865,7 @@ async fn profile(
                 .map_err(status)?
                 .into_inner();
             let value = json!(response.profiles.iter().map(profile_json).collect::<Vec<_>>());
-            out.print(value, || {
-                let mut text =
-                    format!("{:<24}  {:<3}  {:<12}  {}\n", "PARTICIPANT", "CTY", "BIC", "CURRENCIES");
-                for p in &response.profiles {
-                    let v = profile_json(p);
-                    text.push_str(&format!(
-                        "{:<24}  {:<3}  {:<12}  {}\n",
-                        p.participant,
-                        v["country"].as_str().unwrap_or(""),
-                        p.bic,
-                        p.currencies
-                            .iter()
-                            .map(|c| format!("{} (cap {})", c.currency_code, c.net_debit_cap))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
-                }
-                text
-            });
+            out.print(value, || profiles_table(&response.profiles));
         }
     }
     Ok(())

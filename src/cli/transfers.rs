@@ -129,6 +129,21 @@ pub(super) async fn submit(client: &mut Client, transfer: NewTransfer, out: &Out
     }
 }
 
+/// One transfer as a row, with its failure code if it failed.
+fn transfer_text(t: &pb::Transfer) -> String {
+    let mut text = transfer_rows(std::slice::from_ref(t));
+    if !t.failure_code.is_empty() {
+        text.push_str(&format!("failed: {}\n", t.failure_code));
+    }
+    text
+}
+
+/// The currency of the pending transfer `pending_id` (what its post or void is in).
+async fn pending_currency(client: &mut Client, pending_id: &str) -> Result<String, CliError> {
+    let pending = client.get_transfer(pending_id).await?;
+    Ok(pending.amount.map(|m| m.currency_code).unwrap_or_default())
+}
+
 pub(super) async fn transfers(
     client: &mut Client,
     command: TransfersCommand,
@@ -162,13 +177,7 @@ pub(super) async fn transfers(
         }
         TransfersCommand::Get { id } => {
             let t = client.get_transfer(&id).await?;
-            out.print(transfer_json(&t), || {
-                let mut text = transfer_rows(std::slice::from_ref(&t));
-                if !t.failure_code.is_empty() {
-                    text.push_str(&format!("failed: {}\n", t.failure_code));
-                }
-                text
-            });
+            out.print(transfer_json(&t), || transfer_text(&t));
             Ok(())
         }
         TransfersCommand::List { account, desc, since, until, page_size, page_token } => {
@@ -185,8 +194,7 @@ pub(super) async fn transfers(
             Ok(())
         }
         TransfersCommand::Post { pending_id, amount, id } => {
-            let pending = client.get_transfer(&pending_id).await?;
-            let currency = pending.amount.map(|m| m.currency_code).unwrap_or_default();
+            let currency = pending_currency(client, &pending_id).await?;
             let mut t = NewTransfer::post(&pending_id, &currency, amount.as_deref());
             if let Some(id) = id {
                 t = t.id(&id);
@@ -194,8 +202,7 @@ pub(super) async fn transfers(
             submit(client, t, out).await
         }
         TransfersCommand::Void { pending_id, id } => {
-            let pending = client.get_transfer(&pending_id).await?;
-            let currency = pending.amount.map(|m| m.currency_code).unwrap_or_default();
+            let currency = pending_currency(client, &pending_id).await?;
             let mut t = NewTransfer::void(&pending_id, &currency);
             if let Some(id) = id {
                 t = t.id(&id);

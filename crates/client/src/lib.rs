@@ -13,6 +13,9 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 use std::collections::HashMap;
 
 use pb::fx_service_client::FxServiceClient;

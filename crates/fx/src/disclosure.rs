@@ -203,24 +203,29 @@ impl Disclosure {
             Lang::Es => "Pueden aplicarse otros cargos: el destinatario podría recibir menos debido a cargos cobrados por el banco del destinatario e impuestos extranjeros.\n",
         });
         if let Some(window_ms) = self.cancellation_window_ms {
-            let window = duration_text(window_ms, lang);
-            let until = self.paid_at_ms.and_then(|paid| paid.checked_add(window_ms)).map(format_utc);
-            out.push_str(&match (lang, until) {
-                (Lang::En, None) => format!(
-                    "You have a right to cancel within {window} of payment for a full refund, including fees, unless the funds have been picked up or deposited.\n"
-                ),
-                (Lang::En, Some(until)) => format!(
-                    "You have a right to cancel within {window} of payment (until {until}) for a full refund, including fees, unless the funds have been picked up or deposited.\n"
-                ),
-                (Lang::Es, None) => format!(
-                    "Usted tiene derecho a cancelar dentro de los {window} siguientes a su pago para obtener un reembolso total, incluidos los cargos, a menos que los fondos ya hayan sido recogidos o depositados.\n"
-                ),
-                (Lang::Es, Some(until)) => format!(
-                    "Usted tiene derecho a cancelar dentro de los {window} siguientes a su pago (hasta el {until}) para obtener un reembolso total, incluidos los cargos, a menos que los fondos ya hayan sido recogidos o depositados.\n"
-                ),
-            });
+            out.push_str(&self.cancellation_right(window_ms, lang));
         }
         out
+    }
+
+    /// The right to cancel within `window_ms` of payment (with its end, on a receipt).
+    fn cancellation_right(&self, window_ms: u64, lang: Lang) -> String {
+        let window = duration_text(window_ms, lang);
+        let until = self.paid_at_ms.and_then(|paid| paid.checked_add(window_ms)).map(format_utc);
+        match (lang, until) {
+            (Lang::En, None) => format!(
+                "You have a right to cancel within {window} of payment for a full refund, including fees, unless the funds have been picked up or deposited.\n"
+            ),
+            (Lang::En, Some(until)) => format!(
+                "You have a right to cancel within {window} of payment (until {until}) for a full refund, including fees, unless the funds have been picked up or deposited.\n"
+            ),
+            (Lang::Es, None) => format!(
+                "Usted tiene derecho a cancelar dentro de los {window} siguientes a su pago para obtener un reembolso total, incluidos los cargos, a menos que los fondos ya hayan sido recogidos o depositados.\n"
+            ),
+            (Lang::Es, Some(until)) => format!(
+                "Usted tiene derecho a cancelar dentro de los {window} siguientes a su pago (hasta el {until}) para obtener un reembolso total, incluidos los cargos, a menos que los fondos ya hayan sido recogidos o depositados.\n"
+            ),
+        }
     }
 }
 

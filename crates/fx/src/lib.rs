@@ -15,6 +15,8 @@
 //! helpers in [`entropy`]; no panics reachable from input, every failure is an [`FxError`].
 
 #![forbid(unsafe_code)]
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
 
 mod decimal;
 pub mod disclosure;

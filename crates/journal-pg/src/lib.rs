@@ -111,6 +111,9 @@
 //! may have committed ([`PgJournal::last_seq`] tells). Connection strings are logged and put in
 //! errors only through [`redact_url`]. TLS is not supported yet (`NoTls`).
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 mod error;
 mod journal;
 mod redact;

@@ -278,7 +278,28 @@ pub enum BackupJournal {
 /// Reads a backup's manifest and checks every file it lists (size and SHA-256) and that the
 /// journal holds nothing it does not list.
 pub fn check_backup(dir: &Path) -> Result<(Manifest, BackupJournal), BackupError> {
-    let damaged = |reason: String| BackupError(format!("backup {} is damaged: {reason}", dir.display()));
+    let manifest = read_manifest(dir)?;
+    let journal = match manifest.format.as_str() {
+        BACKUP_FORMAT_V1 => check_legacy_backup(dir, &manifest)?,
+        BACKUP_FORMAT => check_segments_backup(dir, &manifest)?,
+        other => {
+            return Err(BackupError(format!(
+                "backup {} has format {other:?}; this puente reads {BACKUP_FORMAT:?} and {BACKUP_FORMAT_V1:?}",
+                dir.display()
+            )));
+        }
+    };
+    Ok((manifest, journal))
+}
+
+/// The error of a backup at `dir` found damaged for `reason`.
+fn backup_damaged(dir: &Path, reason: String) -> BackupError {
+    BackupError(format!("backup {} is damaged: {reason}", dir.display()))
+}
+
+/// Reads and parses the manifest of the backup at `dir` (bounded in size).
+fn read_manifest(dir: &Path) -> Result<Manifest, BackupError> {
+    let damaged = |reason: String| backup_damaged(dir, reason);
     let manifest_path = dir.join(MANIFEST_FILE);
     let size = std::fs::metadata(&manifest_path)
         .map_err(|e| BackupError(format!("{} is not a Puente backup ({MANIFEST_FILE}: {e})", dir.display())))?
@@ -290,106 +311,112 @@ pub fn check_backup(dir: &Path) -> Result<(Manifest, BackupJournal), BackupError
         std::fs::read_to_string(&manifest_path).map_err(|e| damaged(format!("{MANIFEST_FILE}: {e}")))?;
     let manifest: Manifest =
         serde_json::from_str(&text).map_err(|e| damaged(format!("{MANIFEST_FILE}: {e}")))?;
-    let check_file = |file: &ManifestFile, also: Option<&mut ring::digest::Context>| {
-        let path = dir.join(&file.name);
-        let bytes = std::fs::metadata(&path).map_err(|e| damaged(format!("{}: {e}", file.name)))?.len();
-        if bytes != file.bytes {
-            return Err(damaged(format!(
-                "{} has {bytes} bytes, the manifest says {}",
-                file.name, file.bytes
-            )));
-        }
-        let (_, sha256) = sha256_of(&path, also)?;
-        if sha256 != file.sha256 {
-            return Err(damaged(format!(
-                "{} has SHA-256 {sha256}, the manifest says {} (checksum mismatch)",
-                file.name, file.sha256
-            )));
-        }
-        Ok(())
+    Ok(manifest)
+}
+
+/// Checks that the file the manifest lists as `file` has its size and SHA-256 (also fed to
+/// `also`).
+fn check_listed_file(
+    dir: &Path,
+    file: &ManifestFile,
+    also: Option<&mut ring::digest::Context>,
+) -> Result<(), BackupError> {
+    let damaged = |reason: String| backup_damaged(dir, reason);
+    let path = dir.join(&file.name);
+    let bytes = std::fs::metadata(&path).map_err(|e| damaged(format!("{}: {e}", file.name)))?.len();
+    if bytes != file.bytes {
+        return Err(damaged(format!("{} has {bytes} bytes, the manifest says {}", file.name, file.bytes)));
+    }
+    let (_, sha256) = sha256_of(&path, also)?;
+    if sha256 != file.sha256 {
+        return Err(damaged(format!(
+            "{} has SHA-256 {sha256}, the manifest says {} (checksum mismatch)",
+            file.name, file.sha256
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a format-1 backup: its one `PUENTEJ2` journal file and the legacy files it lists.
+fn check_legacy_backup(dir: &Path, manifest: &Manifest) -> Result<BackupJournal, BackupError> {
+    let damaged = |reason: String| backup_damaged(dir, reason);
+    if manifest.journal_file != journal::legacy_path(Path::new("")).display().to_string() {
+        return Err(damaged(format!("bad journal file name {:?}", manifest.journal_file)));
+    }
+    let file = ManifestFile {
+        name: manifest.journal_file.clone(),
+        bytes: manifest.journal_bytes,
+        sha256: manifest.journal_sha256.clone(),
     };
-    let journal = match manifest.format.as_str() {
-        BACKUP_FORMAT_V1 => {
-            if manifest.journal_file != journal::legacy_path(Path::new("")).display().to_string() {
-                return Err(damaged(format!("bad journal file name {:?}", manifest.journal_file)));
-            }
-            let file = ManifestFile {
-                name: manifest.journal_file.clone(),
-                bytes: manifest.journal_bytes,
-                sha256: manifest.journal_sha256.clone(),
-            };
-            check_file(&file, None)?;
-            for file in &manifest.files {
-                if !LEGACY_BACKUP_FILES.contains(&file.name.as_str()) {
-                    return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
-                }
-                check_file(file, None)?;
-            }
-            BackupJournal::Legacy(dir.join(&manifest.journal_file))
+    check_listed_file(dir, &file, None)?;
+    for file in &manifest.files {
+        if !LEGACY_BACKUP_FILES.contains(&file.name.as_str()) {
+            return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
         }
-        BACKUP_FORMAT => {
-            let on_disk = journal::list_segments(dir).map_err(|e| damaged(format!("{SEGMENTS_DIR}: {e}")))?;
-            let listed: Vec<String> = manifest.journal_segments.iter().map(|f| f.name.clone()).collect();
-            let present: Vec<String> = on_disk
-                .iter()
-                .map(|&n| format!("{SEGMENTS_DIR}/{}", file_name(&journal::segment_path(dir, n))))
-                .collect();
-            if listed != present || listed.is_empty() {
-                return Err(damaged(format!(
-                    "the manifest lists the segments {listed:?}, the backup holds {present:?}"
-                )));
-            }
-            let mut all = ring::digest::Context::new(&ring::digest::SHA256);
-            let mut bytes = 0;
-            for file in &manifest.journal_segments {
-                check_file(file, Some(&mut all))?;
-                bytes += file.bytes;
-            }
-            let sha256 = hex(all.finish().as_ref());
-            if bytes != manifest.journal_bytes || sha256 != manifest.journal_sha256 {
-                return Err(damaged(format!(
-                    "the segments hold {bytes} bytes with SHA-256 {sha256}, the manifest says {} bytes, {} \
-                     (checksum mismatch)",
-                    manifest.journal_bytes, manifest.journal_sha256
-                )));
-            }
-            let archive = file_name(&journal::archived_legacy_path(dir));
-            for file in &manifest.files {
-                if file.name != archive {
-                    return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
-                }
-                check_file(file, None)?;
-            }
-            if let Some(snap) = &manifest.snapshot {
-                let expected = format!("snapshots/{}", file_name(&snapshot::snapshot_path(dir, snap.seq)));
-                if snap.file.name != expected {
-                    return Err(damaged(format!(
-                        "unexpected snapshot file {:?} in the manifest",
-                        snap.file.name
-                    )));
-                }
-                check_file(&snap.file, None)?;
-                let read = snapshot::read(dir, snap.seq)
-                    .map_err(|e| damaged(format!("snapshot {}: {e}", snap.seq)))?;
-                if read.resume.seq != snap.seq
-                    || !journal::resume_point_holds(dir, &read.resume).unwrap_or(false)
-                {
-                    return Err(damaged(format!(
-                        "snapshot {} was taken at a journal record the backup's journal does not hold",
-                        snap.seq
-                    )));
-                }
-            }
-            BackupJournal::Segments(dir.to_owned())
+        check_listed_file(dir, file, None)?;
+    }
+    Ok(BackupJournal::Legacy(dir.join(&manifest.journal_file)))
+}
+
+/// Checks a format-2 backup: exactly the segments listed, their total size and SHA-256, the
+/// archived legacy journal if listed, and the snapshot if any.
+fn check_segments_backup(dir: &Path, manifest: &Manifest) -> Result<BackupJournal, BackupError> {
+    let damaged = |reason: String| backup_damaged(dir, reason);
+    let on_disk = journal::list_segments(dir).map_err(|e| damaged(format!("{SEGMENTS_DIR}: {e}")))?;
+    let listed: Vec<String> = manifest.journal_segments.iter().map(|f| f.name.clone()).collect();
+    let present: Vec<String> = on_disk
+        .iter()
+        .map(|&n| format!("{SEGMENTS_DIR}/{}", file_name(&journal::segment_path(dir, n))))
+        .collect();
+    if listed != present || listed.is_empty() {
+        return Err(damaged(format!(
+            "the manifest lists the segments {listed:?}, the backup holds {present:?}"
+        )));
+    }
+    let mut all = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut bytes = 0;
+    for file in &manifest.journal_segments {
+        check_listed_file(dir, file, Some(&mut all))?;
+        bytes += file.bytes;
+    }
+    let sha256 = hex(all.finish().as_ref());
+    if bytes != manifest.journal_bytes || sha256 != manifest.journal_sha256 {
+        return Err(damaged(format!(
+            "the segments hold {bytes} bytes with SHA-256 {sha256}, the manifest says {} bytes, {} \
+             (checksum mismatch)",
+            manifest.journal_bytes, manifest.journal_sha256
+        )));
+    }
+    let archive = file_name(&journal::archived_legacy_path(dir));
+    for file in &manifest.files {
+        if file.name != archive {
+            return Err(damaged(format!("unexpected file {:?} in the manifest", file.name)));
         }
-        other => {
-            return Err(BackupError(format!(
-                "backup {} has format {other:?}; this puente reads {BACKUP_FORMAT:?} and {BACKUP_FORMAT_V1:?}",
-                dir.display()
-            )));
-        }
-    };
-    Ok((manifest, journal))
+        check_listed_file(dir, file, None)?;
+    }
+    if let Some(snap) = &manifest.snapshot {
+        check_backup_snapshot(dir, snap)?;
+    }
+    Ok(BackupJournal::Segments(dir.to_owned()))
+}
+
+/// Checks a format-2 backup's snapshot: its file name, size and SHA-256, that it reads, and that
+/// it was taken at a record the backup's journal holds.
+fn check_backup_snapshot(dir: &Path, snap: &ManifestSnapshot) -> Result<(), BackupError> {
+    let damaged = |reason: String| backup_damaged(dir, reason);
+    let expected = format!("snapshots/{}", file_name(&snapshot::snapshot_path(dir, snap.seq)));
+    if snap.file.name != expected {
+        return Err(damaged(format!("unexpected snapshot file {:?} in the manifest", snap.file.name)));
+    }
+    check_listed_file(dir, &snap.file, None)?;
+    let read = snapshot::read(dir, snap.seq).map_err(|e| damaged(format!("snapshot {}: {e}", snap.seq)))?;
+    if read.resume.seq != snap.seq || !journal::resume_point_holds(dir, &read.resume).unwrap_or(false) {
+        return Err(damaged(format!(
+            "snapshot {} was taken at a journal record the backup's journal does not hold",
+            snap.seq
+        )));
+    }
+    Ok(())
 }
 
 /// Copies a format-2 backup's snapshot (checked by [`check_backup`]) into the data directory

@@ -7,6 +7,9 @@
 //! - [`store`]: indexed state behind the [`store::Store`] trait (sled by default).
 //! - [`ledger`]: recovery, the single writer with group commit, reads.
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod backup;
 pub mod engine;
 pub mod index;

@@ -8,6 +8,9 @@
 //! - Rounding only happens in [`round_to_minor`], with an explicit [`Rounding`] mode.
 //! - No floating point type appears in this crate.
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;

@@ -309,6 +309,31 @@ impl NettingAggregator {
         rank: &[usize],
         participants: &[ParticipantId],
     ) -> Result<CurrencyNetting, NettingError> {
+        let (positions, multilateral_net_value_minor) =
+            Self::multilateral_positions(acc, order, participants)?;
+        let (bilateral, bilateral_net_value_minor) = Self::bilateral_positions(acc, rank, participants)?;
+        // Netting never increases what must move: multilateral ≤ bilateral ≤ gross.
+        assert!(multilateral_net_value_minor <= bilateral_net_value_minor);
+        assert!(bilateral_net_value_minor <= acc.gross_value_minor);
+
+        Ok(CurrencyNetting {
+            currency: acc.currency,
+            gross_count: acc.gross_count,
+            gross_value_minor: acc.gross_value_minor,
+            bilateral_net_value_minor,
+            multilateral_net_value_minor,
+            positions,
+            bilateral,
+        })
+    }
+
+    /// Each participant's position in `acc` (in sorted id order) and the multilateral net value
+    /// (what the net receivers receive); checks that the nets sum to zero.
+    fn multilateral_positions(
+        acc: &CurrencyAcc,
+        order: &[usize],
+        participants: &[ParticipantId],
+    ) -> Result<(Vec<ParticipantPosition>, u128), NettingError> {
         let mut positions = Vec::with_capacity(participants.len());
         let mut net_sum_minor: i128 = 0;
         let mut paid_sum_minor: u128 = 0;
@@ -341,7 +366,16 @@ impl NettingAggregator {
         assert_eq!(net_sum_minor, 0, "multilateral nets of {} must sum to zero", acc.currency);
         assert_eq!(paid_sum_minor, acc.gross_value_minor);
         assert_eq!(received_sum_minor, acc.gross_value_minor);
+        Ok((positions, multilateral_net_value_minor))
+    }
 
+    /// Each pair's bilateral position in `acc` (oriented and sorted by id) and the bilateral net
+    /// value; checks that the pairs add up to the gross.
+    fn bilateral_positions(
+        acc: &CurrencyAcc,
+        rank: &[usize],
+        participants: &[ParticipantId],
+    ) -> Result<(Vec<BilateralPosition>, u128), NettingError> {
         let mut bilateral = Vec::with_capacity(acc.pairs.len());
         let mut bilateral_net_value_minor: u128 = 0;
         let mut pair_gross_minor: u128 = 0;
@@ -395,19 +429,7 @@ impl NettingAggregator {
         bilateral.sort_by(|x, y| (&x.a, &x.b).cmp(&(&y.a, &y.b)));
         assert_eq!(pair_gross_minor, acc.gross_value_minor);
         assert_eq!(pair_count, acc.gross_count);
-        // Netting never increases what must move: multilateral ≤ bilateral ≤ gross.
-        assert!(multilateral_net_value_minor <= bilateral_net_value_minor);
-        assert!(bilateral_net_value_minor <= acc.gross_value_minor);
-
-        Ok(CurrencyNetting {
-            currency: acc.currency,
-            gross_count: acc.gross_count,
-            gross_value_minor: acc.gross_value_minor,
-            bilateral_net_value_minor,
-            multilateral_net_value_minor,
-            positions,
-            bilateral,
-        })
+        Ok((bilateral, bilateral_net_value_minor))
     }
 }
 

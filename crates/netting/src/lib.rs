@@ -23,6 +23,9 @@
 //! constants below). Internal invariants are checked with `assert!` (they hold for every input;
 //! a failure is a bug in this crate).
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod aggregate;
 pub mod fx;
 pub mod participant;

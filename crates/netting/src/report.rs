@@ -637,8 +637,7 @@ impl WindowReport {
     /// `currency`, `totals`, `participant`, `payment`, `fx_cover`. Metric names carry their unit
     /// (`*_minor`, `*_usd_minor`, `*_bps`, `*_percent`, `*_count`); empty cells mean "not
     /// applicable".
-    ///
-    /// Long by nature: one row per figure, in the order of the columns.
+    #[expect(clippy::too_many_lines, reason = "one row per figure, in the order of the columns")]
     pub fn to_csv(&self) -> String {
         let mut out = String::from("section,participant,counterparty,currency,metric,value\n");
         let mut row = |section: &str,

@@ -1,6 +1,9 @@
 //! Puente's wire API, generated from `proto/puente/v1/*.proto` at build time.
 //! Only this crate, the server, the client and the facade binary know protobuf.
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("puente.v1");

@@ -248,78 +248,87 @@ impl From<ApiError> for Status {
         let (code, reason) = error.code_and_reason();
         let mut details = ErrorDetails::new();
         let mut metadata = HashMap::new();
-        match &error {
-            ApiError::InvalidArgument(violations)
-            | ApiError::BatchTooLarge(violations)
-            | ApiError::DocumentInvalid(violations) => {
-                for v in violations.iter().take(VIOLATIONS_MAX) {
-                    details.add_bad_request_violation(v.field.clone(), v.description.clone());
-                }
-                if violations.len() > VIOLATIONS_MAX {
-                    details.add_bad_request_violation(
-                        "",
-                        format!("{} more violations not listed", violations.len() - VIOLATIONS_MAX),
-                    );
-                }
-            }
-            ApiError::Malformed(description) => {
-                details.add_bad_request_violation("", description.clone());
-            }
-            ApiError::MessageTooLarge { max_bytes, .. } => {
-                metadata.insert("max_bytes".to_owned(), max_bytes.to_string());
-            }
-            ApiError::Ledger(LedgerError::InvalidBatch(description)) => {
-                details.add_bad_request_violation("transfers", description.clone());
-            }
-            ApiError::Ledger(LedgerError::NotLeader(leader)) => {
-                // Clients follow `leader_address` (and retry: writes are idempotent by id).
-                if let Some(leader) = leader {
-                    metadata.insert(LEADER_ADDRESS_KEY.to_owned(), leader.address.clone());
-                    metadata.insert("leader_node".to_owned(), leader.node.clone());
-                    metadata.insert("leader_epoch".to_owned(), leader.epoch.to_string());
-                }
-                details.set_retry_info(Some(std::time::Duration::from_millis(NOT_LEADER_RETRY_MS)));
-            }
-            ApiError::NotFound { resource, id } => {
-                metadata.insert("resource".to_owned(), (*resource).to_owned());
-                metadata.insert("id".to_owned(), id.clone());
-            }
-            ApiError::Holder(HolderRefusal::Invalid { field, reason }) => {
-                details.add_bad_request_violation(*field, reason.clone());
-            }
-            ApiError::Identity(IdentityRefusal::Invalid { field, reason }) => {
-                details.add_bad_request_violation(*field, reason.clone());
-            }
-            ApiError::RateLimited { limit, retry_after_ms } => {
-                // Every refusal by a limit passes here on its way to the client: counted once.
-                crate::metrics::count_rate_limited(limit);
-                metadata.insert("limit".to_owned(), (*limit).to_owned());
-                details.set_retry_info(Some(std::time::Duration::from_millis(*retry_after_ms)));
-            }
-            ApiError::Ledger(_)
-            | ApiError::Fx(_)
-            | ApiError::Refused(_)
-            | ApiError::Identity(_)
-            | ApiError::Holder(_)
-            | ApiError::PiiKeyMissing
-            | ApiError::PiiSealing
-            | ApiError::UnknownMethod
-            | ApiError::ValidatorUnavailable(_)
-            | ApiError::Unauthenticated(_)
-            | ApiError::PermissionDenied(_) => {}
-            ApiError::Settlement(e) => add_settlement_details(e, &mut details, &mut metadata),
-        }
+        add_error_details(&error, &mut details, &mut metadata);
         details.set_error_info(reason, ERROR_DOMAIN, metadata);
-        match &error {
-            ApiError::Ledger(
-                LedgerError::Storage(_) | LedgerError::Corrupt(_) | LedgerError::Unavailable(_),
-            ) => {
-                tracing::error!(%error, "request failed on the server side");
-            }
-            ApiError::ValidatorUnavailable(_) => tracing::error!(%error, "reconciliation refused"),
-            _ => tracing::debug!(%error, "request rejected"),
-        }
+        log_error(&error);
         Status::with_error_details(code, error.to_string(), details)
+    }
+}
+
+/// The details of a refusal that the client can act on: the bad fields, where to retry, the
+/// limit hit, the resource not found.
+fn add_error_details(error: &ApiError, details: &mut ErrorDetails, metadata: &mut HashMap<String, String>) {
+    match error {
+        ApiError::InvalidArgument(violations)
+        | ApiError::BatchTooLarge(violations)
+        | ApiError::DocumentInvalid(violations) => {
+            for v in violations.iter().take(VIOLATIONS_MAX) {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            if violations.len() > VIOLATIONS_MAX {
+                details.add_bad_request_violation(
+                    "",
+                    format!("{} more violations not listed", violations.len() - VIOLATIONS_MAX),
+                );
+            }
+        }
+        ApiError::Malformed(description) => {
+            details.add_bad_request_violation("", description.clone());
+        }
+        ApiError::MessageTooLarge { max_bytes, .. } => {
+            metadata.insert("max_bytes".to_owned(), max_bytes.to_string());
+        }
+        ApiError::Ledger(LedgerError::InvalidBatch(description)) => {
+            details.add_bad_request_violation("transfers", description.clone());
+        }
+        ApiError::Ledger(LedgerError::NotLeader(leader)) => {
+            // Clients follow `leader_address` (and retry: writes are idempotent by id).
+            if let Some(leader) = leader {
+                metadata.insert(LEADER_ADDRESS_KEY.to_owned(), leader.address.clone());
+                metadata.insert("leader_node".to_owned(), leader.node.clone());
+                metadata.insert("leader_epoch".to_owned(), leader.epoch.to_string());
+            }
+            details.set_retry_info(Some(std::time::Duration::from_millis(NOT_LEADER_RETRY_MS)));
+        }
+        ApiError::NotFound { resource, id } => {
+            metadata.insert("resource".to_owned(), (*resource).to_owned());
+            metadata.insert("id".to_owned(), id.clone());
+        }
+        ApiError::Holder(HolderRefusal::Invalid { field, reason }) => {
+            details.add_bad_request_violation(*field, reason.clone());
+        }
+        ApiError::Identity(IdentityRefusal::Invalid { field, reason }) => {
+            details.add_bad_request_violation(*field, reason.clone());
+        }
+        ApiError::RateLimited { limit, retry_after_ms } => {
+            // Every refusal by a limit passes here on its way to the client: counted once.
+            crate::metrics::count_rate_limited(limit);
+            metadata.insert("limit".to_owned(), (*limit).to_owned());
+            details.set_retry_info(Some(std::time::Duration::from_millis(*retry_after_ms)));
+        }
+        ApiError::Ledger(_)
+        | ApiError::Fx(_)
+        | ApiError::Refused(_)
+        | ApiError::Identity(_)
+        | ApiError::Holder(_)
+        | ApiError::PiiKeyMissing
+        | ApiError::PiiSealing
+        | ApiError::UnknownMethod
+        | ApiError::ValidatorUnavailable(_)
+        | ApiError::Unauthenticated(_)
+        | ApiError::PermissionDenied(_) => {}
+        ApiError::Settlement(e) => add_settlement_details(e, details, metadata),
+    }
+}
+
+/// Logs a failure on the server's side as an error, any other refusal at debug level.
+fn log_error(error: &ApiError) {
+    match error {
+        ApiError::Ledger(LedgerError::Storage(_) | LedgerError::Corrupt(_) | LedgerError::Unavailable(_)) => {
+            tracing::error!(%error, "request failed on the server side");
+        }
+        ApiError::ValidatorUnavailable(_) => tracing::error!(%error, "reconciliation refused"),
+        _ => tracing::debug!(%error, "request rejected"),
     }
 }
 

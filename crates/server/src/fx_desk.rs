@@ -795,34 +795,15 @@ impl FxDesk {
             (QUOTE_DIGEST_METADATA_KEY.to_owned(), digest.clone()),
         ]
         .into();
-        let first_leg = leg_id(&quote.id, 1);
         // The legs are submitted by Puente on the quote's participant's behalf: its failures are
         // remembered in that participant's scope.
         let actor = Actor::system(quote.participant.clone());
         // A retry of this execution returns the first outcome, even after the quote expired
         // or was pruned: the legs carry the digest of the bytes executed.
-        match self.ledger.get_transfer(first_leg, actor.scope()).await? {
-            Some(Prior::Committed(record)) => {
-                if !leg_matches(&record.transfer, &digest, &quote) {
-                    return Err(self.not_issued(&quote));
-                }
-                let same = record.transfer.metadata == metadata && record.transfer.debit_account_id == source;
-                if !same {
-                    return Err(DeskError::AlreadyUsed);
-                }
-                let window = if record.transfer.flags.pending { record.transfer.timeout_ms } else { 0 };
-                return self.describe(quote, true, record.timestamp_ns, window).await;
-            }
-            Some(Prior::Failed(failed)) => {
-                // A failure is remembered with a digest of its metadata (execution id, destination,
-                // quote digest): the same execution gets its first outcome; anything else, with
-                // other accounts, another execution id or other bytes, is a second use.
-                if failed.metadata_digest == metadata_digest(&metadata) && failed.debit_account_id == source {
-                    return Err(DeskError::Refused(failed.result.code()));
-                }
-                return Err(DeskError::AlreadyUsed);
-            }
-            None => {}
+        if let Some((timestamp_ns, window)) =
+            self.prior_execution(&quote, &actor, &metadata, &digest, source).await?
+        {
+            return self.describe(quote, true, timestamp_ns, window).await;
         }
         // First execution: the bytes must be exactly those of a quote this desk issued and
         // still stores. A lost or pruned quote is refused, never trusted on its signature.
@@ -857,6 +838,44 @@ impl FxDesk {
         let mut execution = self.describe(quote, replayed, timestamp_ns, window).await?;
         execution.transfer_ids = ids;
         Ok(execution)
+    }
+
+    /// How an execution that was tried before went, from its first leg: the timestamp and
+    /// cancellation window of its committed legs (None: never tried). Its remembered refusal,
+    /// or another use of the quote, is an error.
+    async fn prior_execution(
+        &self,
+        quote: &Quote,
+        actor: &Actor,
+        metadata: &Metadata,
+        digest: &str,
+        source: AccountId,
+    ) -> Result<Option<(u64, u64)>, DeskError> {
+        let first_leg = leg_id(&quote.id, 1);
+        match self.ledger.get_transfer(first_leg, actor.scope()).await? {
+            Some(Prior::Committed(record)) => {
+                if !leg_matches(&record.transfer, digest, quote) {
+                    return Err(self.not_issued(quote));
+                }
+                let same =
+                    record.transfer.metadata == *metadata && record.transfer.debit_account_id == source;
+                if !same {
+                    return Err(DeskError::AlreadyUsed);
+                }
+                let window = if record.transfer.flags.pending { record.transfer.timeout_ms } else { 0 };
+                Ok(Some((record.timestamp_ns, window)))
+            }
+            Some(Prior::Failed(failed)) => {
+                // A failure is remembered with a digest of its metadata (execution id, destination,
+                // quote digest): the same execution gets its first outcome; anything else, with
+                // other accounts, another execution id or other bytes, is a second use.
+                if failed.metadata_digest == metadata_digest(metadata) && failed.debit_account_id == source {
+                    return Err(DeskError::Refused(failed.result.code()));
+                }
+                Err(DeskError::AlreadyUsed)
+            }
+            None => Ok(None),
+        }
     }
 
     /// The accounts of an execution: the source is the quote's participant's (and the caller's,

@@ -387,6 +387,35 @@ async fn stopping(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
 
 type FeedSender = tokio::sync::mpsc::Sender<Result<pb::StreamTransfersResponse, Status>>;
 
+/// Whether a feed to `caller` carries `record`: a participant's, only if it touches one of its
+/// own accounts (`owned` remembers whose each account is).
+fn visible_to(
+    caller: &Caller,
+    ledger: &Ledger,
+    owned: &mut std::collections::HashMap<puente_ledger::AccountId, bool>,
+    record: &puente_ledger::TransferRecord,
+) -> Result<bool, Status> {
+    let Some(own) = caller.scope() else { return Ok(true) };
+    for id in [record.effect.debit_account_id, record.effect.credit_account_id] {
+        let mine = match owned.get(&id) {
+            Some(mine) => *mine,
+            None => {
+                let mine =
+                    ledger.get_account(id).map_err(ApiError::from)?.is_some_and(|a| a.participant == own);
+                if owned.len() >= FEED_OWNER_CACHE_MAX {
+                    owned.clear();
+                }
+                owned.insert(id, mine);
+                mine
+            }
+        };
+        if mine {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Catch up from the store, then follow live commits; on lag, catch up from the store again.
 /// Ends when the client goes away.
 async fn feed(ledger: Ledger, caller: Caller, mut position: u64, tx: &FeedSender) -> Result<(), Status> {
@@ -396,27 +425,8 @@ async fn feed(ledger: Ledger, caller: Caller, mut position: u64, tx: &FeedSender
     // change owner, so what was looked up once stays true).
     let mut owned: std::collections::HashMap<puente_ledger::AccountId, bool> =
         std::collections::HashMap::new();
-    let mut visible = |record: &puente_ledger::TransferRecord| -> Result<bool, Status> {
-        let Some(own) = caller.scope() else { return Ok(true) };
-        for id in [record.effect.debit_account_id, record.effect.credit_account_id] {
-            let mine = match owned.get(&id) {
-                Some(mine) => *mine,
-                None => {
-                    let mine =
-                        ledger.get_account(id).map_err(ApiError::from)?.is_some_and(|a| a.participant == own);
-                    if owned.len() >= FEED_OWNER_CACHE_MAX {
-                        owned.clear();
-                    }
-                    owned.insert(id, mine);
-                    mine
-                }
-            };
-            if mine {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    };
+    let mut visible =
+        |record: &puente_ledger::TransferRecord| visible_to(&caller, &ledger, &mut owned, record);
     let send = |record: &puente_ledger::TransferRecord| {
         let transfer = convert::transfer_out(record, None, &currencies);
         pb::StreamTransfersResponse { transfer: Some(transfer) }

@@ -4,6 +4,9 @@
 //! protobuf: `fx_desk`, `settlement_desk`) and a wire module beside it (`*_service`); every
 //! gRPC status is decided in `error`.
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod access;
 pub mod auth;
 pub mod codec;
@@ -304,6 +307,117 @@ fn request_span(request: &http::Request<()>) -> tracing::Span {
     )
 }
 
+/// The FX house settles like any participant, on its system-defined profile: set now, or, on a
+/// standby, once it leads (with the FX desk's house accounts).
+async fn set_up_fx_house(
+    ledger: &Ledger,
+    settlement: &settlement_desk::SettlementDesk,
+    fx: &Option<std::sync::Arc<fx_desk::FxDesk>>,
+) -> Result<(), ServerError> {
+    if ledger.role().writes() {
+        settlement.ensure_house_profile().await.map_err(|e| ServerError::Fx(e.to_string()))?;
+    } else {
+        let (settlement, fx, mut roles) = (settlement.clone(), fx.clone(), ledger.role_changes());
+        tokio::spawn(async move {
+            while roles.wait_for(|role| role.writes()).await.is_ok() {
+                let house_accounts = match &fx {
+                    Some(fx) => fx.open_house_accounts().await.map_err(|e| e.to_string()),
+                    None => Ok(()),
+                };
+                match house_accounts.and(settlement.ensure_house_profile().await.map_err(|e| e.to_string())) {
+                    Ok(()) => return,
+                    Err(error) => tracing::warn!(%error, "cannot set up the FX house; retrying when leading"),
+                }
+                if roles.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Reports `puente.v1.Leader` before the first request is served, so that a health check never
+/// finds it unknown, and starts the watcher that keeps it current.
+async fn report_leader_health(
+    ledger: &Ledger,
+    health_reporter: &tonic_health::server::HealthReporter,
+) -> tokio::task::JoinHandle<()> {
+    let leads = ledger.role().writes() && ledger.is_healthy();
+    let status =
+        if leads { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
+    health_reporter.set_service_status(LEADER_HEALTH_SERVICE, status).await;
+    spawn_health_watcher(ledger.clone(), health_reporter.clone())
+}
+
+/// Adds the holder, participant, settlement and operations services, and the FX service if
+/// there is an FX desk.
+fn add_api_services<L>(
+    router: tonic::transport::server::Router<L>,
+    ledger: &Ledger,
+    pii_keyring: Option<std::sync::Arc<puente_kyc::pii::Keyring>>,
+    settlement: settlement_desk::SettlementDesk,
+    started_at_ns: u64,
+    fx: Option<std::sync::Arc<fx_desk::FxDesk>>,
+) -> tonic::transport::server::Router<L> {
+    router
+        .add_service(
+            grpc::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
+                ledger.clone(),
+                pii_keyring,
+            ))
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::participant_service_server::ParticipantServiceServer::new(
+                participant_service::ParticipantApi::new(ledger.clone()),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::settlement_service_server::SettlementServiceServer::new(
+                settlement_service::SettlementApi::new(settlement),
+            )
+            .max_decoding_message_size(SETTLEMENT_MESSAGE_BYTES_MAX),
+        )
+        .add_service(
+            grpc::operations_service_server::OperationsServiceServer::new(
+                operations_service::OperationsApi::new(ledger.clone(), started_at_ns),
+            )
+            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
+        )
+        .add_optional_service(fx.map(|desk| {
+            grpc::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX)
+        }))
+}
+
+/// gRPC reflection (v1 and v1alpha) over Puente's API and the health service.
+fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    ServerError,
+> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    Ok((reflection_v1, reflection_v1alpha))
+}
+
 pub async fn serve_with(
     ledger: Ledger,
     extras: Extras,
@@ -328,61 +442,25 @@ pub async fn serve_with(
     }
     let settlement = settlement_desk::SettlementDesk::new(ledger.clone(), extras.settlement.clone())
         .with_fx(extras.fx.clone());
-    // The FX house settles like any participant, on its system-defined profile: set now, or,
-    // on a standby, once it leads.
-    if ledger.role().writes() {
-        settlement.ensure_house_profile().await.map_err(|e| ServerError::Fx(e.to_string()))?;
-    } else {
-        let (settlement, fx, mut roles) = (settlement.clone(), extras.fx.clone(), ledger.role_changes());
-        tokio::spawn(async move {
-            while roles.wait_for(|role| role.writes()).await.is_ok() {
-                let house_accounts = match &fx {
-                    Some(fx) => fx.open_house_accounts().await.map_err(|e| e.to_string()),
-                    None => Ok(()),
-                };
-                match house_accounts.and(settlement.ensure_house_profile().await.map_err(|e| e.to_string())) {
-                    Ok(()) => return,
-                    Err(error) => tracing::warn!(%error, "cannot set up the FX house; retrying when leading"),
-                }
-                if roles.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+    set_up_fx_house(&ledger, &settlement, &extras.fx).await?;
     let scheduler = settlement_schedule::spawn_scheduler(settlement.clone());
     health_reporter
         .set_serving::<grpc::settlement_service_server::SettlementServiceServer<settlement_service::SettlementApi>>()
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ServerError::Reflection(e.to_string()))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| ServerError::Reflection(e.to_string()))?;
+    let (reflection_v1, reflection_v1alpha) = reflection_services()?;
     let ledger_service = grpc::ledger_service_server::LedgerServiceServer::new(
         ledger_service::LedgerApi::new(ledger.clone(), stopping.clone()),
     )
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX);
 
-    // Before the first request is served: a health check never finds `puente.v1.Leader`
-    // unknown (the watcher keeps it current from here on).
-    let leads = ledger.role().writes() && ledger.is_healthy();
-    let status =
-        if leads { tonic_health::ServingStatus::Serving } else { tonic_health::ServingStatus::NotServing };
-    health_reporter.set_service_status(LEADER_HEALTH_SERVICE, status).await;
-    let watcher = spawn_health_watcher(ledger.clone(), health_reporter.clone());
+    let watcher = report_leader_health(&ledger, &health_reporter).await;
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = extras.tls.clone() {
         builder = builder.tls_config(tls)?;
     }
-    let result = builder
+    let router = builder
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION_MAX)
         .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
         .tcp_nodelay(true)
@@ -393,44 +471,16 @@ pub async fn serve_with(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ledger_service)
-        .add_service(
-            grpc::holder_service_server::HolderServiceServer::new(holder_service::HolderApi::new(
-                ledger.clone(),
-                extras.pii_keyring.clone(),
-            ))
-            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            grpc::participant_service_server::ParticipantServiceServer::new(
-                participant_service::ParticipantApi::new(ledger.clone()),
+        .add_service(ledger_service);
+    let result =
+        add_api_services(router, &ledger, extras.pii_keyring.clone(), settlement, started_at_ns, extras.fx)
+            .serve_with_incoming_shutdown(
+                // Small responses must not wait for delayed ACKs (Nagle): no-delay on every
+                // accepted connection, not only on listeners tonic binds itself.
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
             )
-            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            grpc::settlement_service_server::SettlementServiceServer::new(
-                settlement_service::SettlementApi::new(settlement),
-            )
-            .max_decoding_message_size(SETTLEMENT_MESSAGE_BYTES_MAX),
-        )
-        .add_service(
-            grpc::operations_service_server::OperationsServiceServer::new(
-                operations_service::OperationsApi::new(ledger.clone(), started_at_ns),
-            )
-            .max_decoding_message_size(CONTROL_MESSAGE_BYTES_MAX),
-        )
-        .add_optional_service(extras.fx.map(|desk| {
-            grpc::fx_service_server::FxServiceServer::new(fx_service::FxApi::new(desk))
-                .max_decoding_message_size(MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(MESSAGE_BYTES_MAX)
-        }))
-        .serve_with_incoming_shutdown(
-            // Small responses must not wait for delayed ACKs (Nagle): no-delay on every
-            // accepted connection, not only on listeners tonic binds itself.
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await;
+            .await;
     // Aborted and awaited: the tasks (and the ledger handles they hold) are gone on return.
     watcher.abort();
     let _ = watcher.await;

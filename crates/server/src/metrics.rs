@@ -124,7 +124,10 @@ static METRICS: LazyLock<Result<Metrics, String>> =
     LazyLock::new(|| Metrics::new().map_err(|e| e.to_string()));
 
 impl Metrics {
-    /// Long by nature: one registration per metric, in the order `/metrics` lists them.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one registration per metric, in the order `/metrics` lists them"
+    )]
     fn new() -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         let build_info = IntGaugeVec::new(

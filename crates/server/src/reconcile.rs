@@ -242,16 +242,15 @@ fn hub_accounts(settlement: &SettlementDesk) -> HubAccounts {
     accounts
 }
 
-/// The RPC.
-pub async fn reconcile_statements(
+/// The windows to reconcile: those awaiting confirmation, and those the documents name (at most
+/// [`WINDOWS_MAX`]).
+async fn windows_to_reconcile(
     settlement: &SettlementDesk,
-    request: pb::ReconcileStatementsRequest,
-) -> Result<pb::ReconcileStatementsResponse, ApiError> {
-    let documents = documents(&request).await?;
-    // The windows: those awaiting confirmation, and those the documents name.
+    documents: &[reconcile::ParsedDocument],
+) -> Result<Vec<WindowView>, ApiError> {
     let mut views = windows_in(settlement, WindowState::Settling).await?;
     views.extend(windows_in(settlement, WindowState::Rejected).await?);
-    for id in reconcile::referenced_windows(&documents) {
+    for id in reconcile::referenced_windows(documents) {
         if views.len() >= WINDOWS_MAX {
             break;
         }
@@ -264,6 +263,16 @@ pub async fn reconcile_statements(
             Err(e) => return Err(e),
         }
     }
+    Ok(views)
+}
+
+/// The RPC.
+pub async fn reconcile_statements(
+    settlement: &SettlementDesk,
+    request: pb::ReconcileStatementsRequest,
+) -> Result<pb::ReconcileStatementsResponse, ApiError> {
+    let documents = documents(&request).await?;
+    let views = windows_to_reconcile(settlement, &documents).await?;
     let currencies = settlement.ledger().currencies();
     let mut expected = Vec::with_capacity(views.len());
     for w in &views {

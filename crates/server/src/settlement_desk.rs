@@ -650,51 +650,8 @@ impl SettlementDesk {
             // Recorded already, or nothing to convert (no deficit, or deficits in both).
             return Ok(Some(signed));
         };
-        let amount = |minor: u128| {
-            u64::try_from(minor)
-                .map_err(|_| corrupt_cover(c.usd_window_id, c.mxn_window_id, "amount too large"))
-        };
-        let canonical = c.canonical_bytes();
-        let metadata: puente_ledger::Metadata = [
-            ("fx_cover_usd_window".to_owned(), c.usd_window_id.to_string()),
-            ("fx_cover_mxn_window".to_owned(), c.mxn_window_id.to_string()),
-            (COVER_RATE_KEY.to_owned(), c.rate_mxn_per_usd.to_string()),
-            (COVER_KEY_ID_KEY.to_owned(), signed.key_id.clone()),
-            (COVER_SIGNATURE_KEY.to_owned(), signed.signature_hex.clone()),
-            (COVER_SHA256_KEY.to_owned(), quote_sha256(&canonical)),
-        ]
-        .into();
-        let leg = |n: u8, debit: u128, credit: u128, currency: CurrencyCode, amount_minor: u64| {
-            puente_ledger::Transfer {
-                id: cover_leg_id(c.usd_window_id, c.mxn_window_id, n),
-                debit_account_id: debit,
-                credit_account_id: credit,
-                amount_minor,
-                currency,
-                flags: puente_ledger::TransferFlags { linked: n == 1, ..Default::default() },
-                pending_id: 0,
-                timeout_ms: 0,
-                reference: format!("fx cover of windows {} and {}", c.usd_window_id, c.mxn_window_id),
-                metadata: metadata.clone(),
-            }
-        };
+        let legs = cover_legs(&signed, &conversion)?;
         let (sell, buy) = (conversion.sell_currency, conversion.buy_currency);
-        let legs = vec![
-            leg(
-                1,
-                house_account_id("settlement", sell),
-                house_account_id("conversion", sell),
-                sell,
-                amount(conversion.sell_amount_minor)?,
-            ),
-            leg(
-                2,
-                house_account_id("conversion", buy),
-                house_account_id("settlement", buy),
-                buy,
-                amount(conversion.buy_amount_minor)?,
-            ),
-        ];
         let outcomes =
             self.ledger.create_transfers(puente_ledger::Actor::system(HOUSE_PARTICIPANT), legs).await?;
         if let Some(failure) = outcomes.iter().find(|o| !o.result.is_ok()) {
@@ -712,6 +669,62 @@ impl SettlementDesk {
         signed.recorded = true;
         Ok(Some(signed))
     }
+}
+
+/// The cover's conversion as one linked chain of two house transfers: settlement account →
+/// conversion account in the currency sold, conversion account → settlement account in the
+/// currency bought, carrying the rate, the signature, its key id and the digest of the
+/// canonical bytes.
+fn cover_legs(
+    signed: &SignedCover,
+    conversion: &puente_netting::FxConversion,
+) -> Result<Vec<puente_ledger::Transfer>, ApiError> {
+    let c = &signed.cover;
+    let amount = |minor: u128| {
+        u64::try_from(minor).map_err(|_| corrupt_cover(c.usd_window_id, c.mxn_window_id, "amount too large"))
+    };
+    let canonical = c.canonical_bytes();
+    let metadata: puente_ledger::Metadata = [
+        ("fx_cover_usd_window".to_owned(), c.usd_window_id.to_string()),
+        ("fx_cover_mxn_window".to_owned(), c.mxn_window_id.to_string()),
+        (COVER_RATE_KEY.to_owned(), c.rate_mxn_per_usd.to_string()),
+        (COVER_KEY_ID_KEY.to_owned(), signed.key_id.clone()),
+        (COVER_SIGNATURE_KEY.to_owned(), signed.signature_hex.clone()),
+        (COVER_SHA256_KEY.to_owned(), quote_sha256(&canonical)),
+    ]
+    .into();
+    let leg = |n: u8, debit: u128, credit: u128, currency: CurrencyCode, amount_minor: u64| {
+        puente_ledger::Transfer {
+            id: cover_leg_id(c.usd_window_id, c.mxn_window_id, n),
+            debit_account_id: debit,
+            credit_account_id: credit,
+            amount_minor,
+            currency,
+            flags: puente_ledger::TransferFlags { linked: n == 1, ..Default::default() },
+            pending_id: 0,
+            timeout_ms: 0,
+            reference: format!("fx cover of windows {} and {}", c.usd_window_id, c.mxn_window_id),
+            metadata: metadata.clone(),
+        }
+    };
+    let (sell, buy) = (conversion.sell_currency, conversion.buy_currency);
+    let legs = vec![
+        leg(
+            1,
+            house_account_id("settlement", sell),
+            house_account_id("conversion", sell),
+            sell,
+            amount(conversion.sell_amount_minor)?,
+        ),
+        leg(
+            2,
+            house_account_id("conversion", buy),
+            house_account_id("settlement", buy),
+            buy,
+            amount(conversion.buy_amount_minor)?,
+        ),
+    ];
+    Ok(legs)
 }
 
 /// SHA-256 of canonical bytes, hex.

@@ -166,7 +166,10 @@ th{background:#f0f3f6;font-weight:600}td.n,th.n{text-align:right;font-variant-nu
 ";
 
 /// The page.
-/// Long by nature: the page's sections in reading order (each drawn by its own function).
+#[expect(
+    clippy::too_many_lines,
+    reason = "the page's sections in reading order (each drawn by its own function)"
+)]
 pub fn render(night: &Night<'_>) -> String {
     let mut out = String::with_capacity(64 * 1024);
     let (verdict_code, verdict_class, verdict_text) = verdict(night.windows);
@@ -525,22 +528,7 @@ fn flows(out: &mut String, w: &NightWindow) {
             money(p.amount_minor, w.scale)
         );
     }
-    for name in &payers {
-        let _ = writeln!(
-            out,
-            "<text x=\"{left}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\">{}</text>",
-            y_of(&payers, name) + 4.0,
-            escape(name)
-        );
-    }
-    for name in &payees {
-        let _ = write!(
-            out,
-            "<text x=\"{right}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
-            y_of(&payees, name) + 4.0,
-            escape(name)
-        );
-    }
+    participant_labels(out, &payers, &payees, left, right, y_of);
     let _ = write!(
         out,
         "</svg><figcaption>Settlement payments ({}, fewest payments){}</figcaption></figure>",
@@ -551,6 +539,34 @@ fn flows(out: &mut String, w: &NightWindow) {
             String::new()
         }
     );
+}
+
+/// The payers' names at the left of the flows and the payees' at the right, each at the height
+/// `y_of` gives it.
+fn participant_labels(
+    out: &mut String,
+    payers: &[&str],
+    payees: &[&str],
+    left: f64,
+    right: f64,
+    y_of: impl Fn(&[&str], &str) -> f64,
+) {
+    for name in payers {
+        let _ = writeln!(
+            out,
+            "<text x=\"{left}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"end\">{}</text>",
+            y_of(payers, name) + 4.0,
+            escape(name)
+        );
+    }
+    for name in payees {
+        let _ = write!(
+            out,
+            "<text x=\"{right}\" y=\"{:.1}\" font-size=\"12\">{}</text>",
+            y_of(payees, name) + 4.0,
+            escape(name)
+        );
+    }
 }
 
 fn exceptions_section(out: &mut String, reconciliation: Option<&Reconciliation>) {

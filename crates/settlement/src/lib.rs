@@ -18,6 +18,9 @@
 //! - [`schedule`]: the next cutoff of a daily schedule in a named time zone.
 //! - [`simulate`]: a seeded, realistic corridor day (participants, identifiers, transfers).
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 pub mod bank;
 pub mod cover;
 pub mod html;

@@ -1124,6 +1124,57 @@ fn payment_exception(
     }
 }
 
+/// Amount and currency: every piece of evidence that states one must agree. Raises a mismatch
+/// for each that does not; the first sets `status`.
+fn raise_amount_mismatches(
+    window: &ExpectedWindow,
+    payment: &SettlementPayment,
+    found: &[Evidence],
+    raised: &mut Vec<Exception>,
+    status: &mut Option<PaymentStatus>,
+) {
+    for e in found {
+        let Some(amount) = &e.amount else { continue };
+        if amount.currency != window.currency.as_str() {
+            let detail = format!("reported in {}, expected {}", amount.currency, window.currency);
+            raised.push(payment_exception(ExceptionKind::CurrencyMismatch, window, payment, e, detail));
+            status.get_or_insert(PaymentStatus::CurrencyMismatch);
+        } else if parse_minor(&amount.value, window.scale) != Some(payment.amount_minor) {
+            let detail = format!(
+                "reported {}, expected {}",
+                amount.value,
+                puente_money::format_minor(payment.amount_minor, window.scale)
+            );
+            raised.push(payment_exception(ExceptionKind::AmountMismatch, window, payment, e, detail));
+            status.get_or_insert(PaymentStatus::AmountMismatch);
+        }
+    }
+}
+
+/// Duplicates: booked twice in the same direction in one statement. Raises one for each; the
+/// first sets `status` unless it is set.
+fn raise_duplicates(
+    window: &ExpectedWindow,
+    payment: &SettlementPayment,
+    found: &[Evidence],
+    raised: &mut Vec<Exception>,
+    status: &mut Option<PaymentStatus>,
+) {
+    let mut seen: BTreeMap<((usize, usize), bool), usize> = BTreeMap::new();
+    for e in found {
+        if let (Kind::Booked { credit }, Some(report)) = (e.kind, e.report) {
+            let count = seen.entry((report, credit)).or_default();
+            *count += 1;
+            if *count == 2 {
+                let detail =
+                    format!("booked more than once as a {}", if credit { "credit" } else { "debit" });
+                raised.push(payment_exception(ExceptionKind::Duplicate, window, payment, e, detail));
+                status.get_or_insert(PaymentStatus::Duplicate);
+            }
+        }
+    }
+}
+
 /// One payment's status from its evidence, and the exceptions it raises.
 fn decide(
     window: &ExpectedWindow,
@@ -1145,37 +1196,8 @@ fn decide(
         return (PaymentStatus::Missing, raised);
     }
     let mut status = None;
-    // Amount and currency: every piece of evidence that states one must agree.
-    for e in found {
-        let Some(amount) = &e.amount else { continue };
-        if amount.currency != window.currency.as_str() {
-            let detail = format!("reported in {}, expected {}", amount.currency, window.currency);
-            raised.push(payment_exception(ExceptionKind::CurrencyMismatch, window, payment, e, detail));
-            status.get_or_insert(PaymentStatus::CurrencyMismatch);
-        } else if parse_minor(&amount.value, window.scale) != Some(payment.amount_minor) {
-            let detail = format!(
-                "reported {}, expected {}",
-                amount.value,
-                puente_money::format_minor(payment.amount_minor, window.scale)
-            );
-            raised.push(payment_exception(ExceptionKind::AmountMismatch, window, payment, e, detail));
-            status.get_or_insert(PaymentStatus::AmountMismatch);
-        }
-    }
-    // Duplicates: booked twice in the same direction in one statement.
-    let mut seen: BTreeMap<((usize, usize), bool), usize> = BTreeMap::new();
-    for e in found {
-        if let (Kind::Booked { credit }, Some(report)) = (e.kind, e.report) {
-            let count = seen.entry((report, credit)).or_default();
-            *count += 1;
-            if *count == 2 {
-                let detail =
-                    format!("booked more than once as a {}", if credit { "credit" } else { "debit" });
-                raised.push(payment_exception(ExceptionKind::Duplicate, window, payment, e, detail));
-                status.get_or_insert(PaymentStatus::Duplicate);
-            }
-        }
-    }
+    raise_amount_mismatches(window, payment, found, &mut raised, &mut status);
+    raise_duplicates(window, payment, found, &mut raised, &mut status);
     if let Some(status) = status {
         return (status, raised);
     }

@@ -86,12 +86,7 @@ pub fn build_report(
         return Err(SettlementError::NoFlows(window.id));
     }
     let currency = window.currency;
-    let profile_of = |participant: &str| -> Result<&ParticipantProfile, SettlementError> {
-        profiles
-            .get(participant)
-            .filter(|p| p.currency(currency).is_some())
-            .ok_or_else(|| SettlementError::MissingProfile(participant.to_owned(), currency))
-    };
+    let profile_of = |participant: &str| settlement_profile(profiles, participant, currency);
     let mut aggregator = NettingAggregator::new();
     let mut countries = BTreeMap::new();
     for flow in &window.flows {
@@ -132,6 +127,42 @@ pub fn build_report(
         rate_mxn_per_usd,
         house: None,
     })?;
+    let payments = settlement_payments(window, &netting, profiles)?;
+    Ok(SettlementReport {
+        window_id: window.id,
+        currency,
+        state: window.state,
+        obligation_count: window.obligation_count,
+        first_transfer_ns: window.first_transfer_ns,
+        last_transfer_ns: window.last_transfer_ns,
+        positions,
+        payments,
+        netting,
+        fx_cover: None,
+    })
+}
+
+/// The settlement profile of `participant`, which must have a `currency` section.
+fn settlement_profile<'a>(
+    profiles: &'a BTreeMap<String, ParticipantProfile>,
+    participant: &str,
+    currency: CurrencyCode,
+) -> Result<&'a ParticipantProfile, SettlementError> {
+    profiles
+        .get(participant)
+        .filter(|p| p.currency(currency).is_some())
+        .ok_or_else(|| SettlementError::MissingProfile(participant.to_owned(), currency))
+}
+
+/// The payments of the netting's plans, numbered from 1, with their ids and each side's bank
+/// details from its profile.
+fn settlement_payments(
+    window: &WindowView,
+    netting: &WindowReport,
+    profiles: &BTreeMap<String, ParticipantProfile>,
+) -> Result<Vec<SettlementPayment>, SettlementError> {
+    let currency = window.currency;
+    let profile_of = |participant: &str| settlement_profile(profiles, participant, currency);
     let mut payments = Vec::new();
     for plan in &netting.plans {
         for payment in &plan.payments {
@@ -167,18 +198,7 @@ pub fn build_report(
             });
         }
     }
-    Ok(SettlementReport {
-        window_id: window.id,
-        currency,
-        state: window.state,
-        obligation_count: window.obligation_count,
-        first_transfer_ns: window.first_transfer_ns,
-        last_transfer_ns: window.last_transfer_ns,
-        positions,
-        payments,
-        netting,
-        fx_cover: None,
-    })
+    Ok(payments)
 }
 
 pub fn rail_name(rail: SettlementRail) -> &'static str {
@@ -257,7 +277,7 @@ impl SettlementReport {
     }
 
     /// A text table for operators.
-    /// Long by nature: one line per figure, in reading order.
+    #[expect(clippy::too_many_lines, reason = "one line per figure, in reading order")]
     pub fn to_table(&self, scale: u32) -> String {
         let n = &self.netting;
         let money = |minor: u128| puente_money::format_minor(minor, scale);

@@ -143,12 +143,51 @@ pub(super) fn status_json(
     })
 }
 
-pub(super) fn status_screen(v: &Value) -> String {
-    let text = |value: &Value| match value {
+/// A value of the status as text: a string as it is, nothing as `?`.
+fn value_text(value: &Value) -> String {
+    match value {
         Value::String(s) => s.clone(),
         Value::Null => "?".to_owned(),
         other => other.to_string(),
-    };
+    }
+}
+
+/// The settlement line: the open windows (each currency's transfers and gross) and the last
+/// netting run.
+fn settlement_line(v: &Value) -> String {
+    let text = value_text;
+    let windows: Vec<String> = v["settlement"]["open_window_transfers"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(currency, n)| {
+                    let gross = text(&v["settlement"]["open_window_gross"][currency]);
+                    format!("{currency} {n} transfers, {gross}")
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let last_run = v["settlement"]["last_run_unix_seconds"].as_u64().unwrap_or(0);
+    let efficiency = v["settlement"]["last_netting_efficiency_bps"].as_u64().unwrap_or(0);
+    format!(
+        "  settlement  {} open windows{}; last netting {}",
+        text(&v["settlement"]["open_windows"]),
+        if windows.is_empty() { String::new() } else { format!(" ({})", windows.join("; ")) },
+        if last_run == 0 {
+            "none since start".to_owned()
+        } else {
+            format!(
+                "saved {}.{:02}% at {}",
+                efficiency / 100,
+                efficiency % 100,
+                humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(last_run))
+            )
+        }
+    )
+}
+
+pub(super) fn status_screen(v: &Value) -> String {
+    let text = value_text;
     let mut lines = vec![format!("Puente at {}", text(&v["server"]))];
     let ledger = text(&v["health"]["ledger"]);
     lines.push(format!(
@@ -193,34 +232,7 @@ pub(super) fn status_screen(v: &Value) -> String {
         text(&v["requests"]["total"]),
         text(&v["requests"]["not_ok"])
     ));
-    let windows: Vec<String> = v["settlement"]["open_window_transfers"]
-        .as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(currency, n)| {
-                    let gross = text(&v["settlement"]["open_window_gross"][currency]);
-                    format!("{currency} {n} transfers, {gross}")
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let last_run = v["settlement"]["last_run_unix_seconds"].as_u64().unwrap_or(0);
-    let efficiency = v["settlement"]["last_netting_efficiency_bps"].as_u64().unwrap_or(0);
-    lines.push(format!(
-        "  settlement  {} open windows{}; last netting {}",
-        text(&v["settlement"]["open_windows"]),
-        if windows.is_empty() { String::new() } else { format!(" ({})", windows.join("; ")) },
-        if last_run == 0 {
-            "none since start".to_owned()
-        } else {
-            format!(
-                "saved {}.{:02}% at {}",
-                efficiency / 100,
-                efficiency % 100,
-                humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(last_run))
-            )
-        }
-    ));
+    lines.push(settlement_line(v));
     lines.join("\n") + "\n"
 }
 

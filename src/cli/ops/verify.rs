@@ -1,6 +1,8 @@
 //! `puente verify` and `puente restore`: replay a store or a backup offline and check every
 //! invariant (and an expected chain head) without touching it; restore a verified backup.
 
+use std::path::Path;
+
 use super::*;
 
 pub(super) fn currencies(config_path: &Option<PathBuf>) -> Result<puente_money::CurrencyTable, CliError> {
@@ -308,6 +310,42 @@ pub(super) fn check_expected_head(
     }
 }
 
+/// Installs the checked backup `source` under the partial name `partial` (the journal, and a
+/// format-2 backup's snapshot; owner-only, synced), then renames it into the empty `target`.
+fn install_backup(
+    source: &BackupJournal,
+    manifest: &Manifest,
+    partial: &Path,
+    target: &Path,
+) -> Result<(), CliError> {
+    create_private_dir(partial)?;
+    match source {
+        BackupJournal::Legacy(file) => {
+            let installed = journal::legacy_path(partial);
+            std::fs::copy(file, &installed)
+                .map_err(ops_error(format!("cannot copy into {}", installed.display())))?;
+            std::fs::File::open(&installed)
+                .and_then(|f| f.sync_all())
+                .map_err(ops_error(format!("cannot sync {}", installed.display())))?;
+        }
+        BackupJournal::Segments(dir) => {
+            copy_journal_files(dir, partial)?;
+            sync_dir(&journal::segments_dir(partial))?;
+            copy_snapshot_file(dir, partial, manifest)?;
+        }
+    }
+    // fs::copy copied the backup's mode: the store is owner-only whatever it was.
+    crate::data_dir::make_private(partial).map_err(CliError::Usage)?;
+    sync_dir(partial)?;
+    if target.exists() {
+        // `restore` checked it empty.
+        std::fs::remove_dir(target).map_err(ops_error(format!("cannot replace {}", target.display())))?;
+    }
+    std::fs::rename(partial, target)
+        .map_err(ops_error(format!("cannot rename into {}", target.display())))?;
+    Ok(sync_dir(&parent_dir(target))?)
+}
+
 pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliError> {
     let currencies = currencies(&args.config)?;
     let (manifest, source) = check_backup(&args.from)?;
@@ -334,35 +372,7 @@ pub(super) async fn restore(args: RestoreArgs, out: &Output) -> Result<(), CliEr
         target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         std::process::id()
     ));
-    let install = || -> Result<(), CliError> {
-        create_private_dir(&partial)?;
-        match &source {
-            BackupJournal::Legacy(file) => {
-                let installed = journal::legacy_path(&partial);
-                std::fs::copy(file, &installed)
-                    .map_err(ops_error(format!("cannot copy into {}", installed.display())))?;
-                std::fs::File::open(&installed)
-                    .and_then(|f| f.sync_all())
-                    .map_err(ops_error(format!("cannot sync {}", installed.display())))?;
-            }
-            BackupJournal::Segments(dir) => {
-                copy_journal_files(dir, &partial)?;
-                sync_dir(&journal::segments_dir(&partial))?;
-                copy_snapshot_file(dir, &partial, &manifest)?;
-            }
-        }
-        // fs::copy copied the backup's mode: the store is owner-only whatever it was.
-        crate::data_dir::make_private(&partial).map_err(CliError::Usage)?;
-        sync_dir(&partial)?;
-        if target.exists() {
-            // Checked empty above.
-            std::fs::remove_dir(target).map_err(ops_error(format!("cannot replace {}", target.display())))?;
-        }
-        std::fs::rename(&partial, target)
-            .map_err(ops_error(format!("cannot rename into {}", target.display())))?;
-        Ok(sync_dir(&parent_dir(target))?)
-    };
-    if let Err(error) = install() {
+    if let Err(error) = install_backup(&source, &manifest, &partial, target) {
         let _ = std::fs::remove_dir_all(&partial);
         return Err(error);
     }

@@ -594,24 +594,7 @@ impl Engine {
                 self.settlement.profiles.insert(profile.participant.clone(), profile.clone());
             }
             Op::CloseWindow { window_id, next_window_id, timestamp_ns } => {
-                self.bump_timestamp(*timestamp_ns);
-                let s = &mut self.settlement;
-                let w = s
-                    .windows
-                    .get_mut(window_id)
-                    .unwrap_or_else(|| panic!("journal: close of unknown window {window_id}"));
-                assert_eq!(w.state, WindowState::Open, "journal: window {window_id} closed twice");
-                assert_eq!(
-                    *next_window_id,
-                    s.next_window_id.max(1),
-                    "journal: next window id out of sequence"
-                );
-                w.state = WindowState::Closing;
-                w.closed_at_ns = *timestamp_ns;
-                let currency = w.currency;
-                s.next_window_id = next_window_id + 1;
-                s.open.insert(currency, *next_window_id);
-                s.windows.insert(*next_window_id, new_window(*next_window_id, currency, *timestamp_ns));
+                self.apply_close_window(*window_id, *next_window_id, *timestamp_ns);
             }
             Op::WindowTransition { window_id, to, reason, timestamp_ns } => {
                 self.bump_timestamp(*timestamp_ns);
@@ -631,59 +614,88 @@ impl Engine {
                 w.reason = reason.clone();
             }
             Op::SettleWindow { window_id, attempt, timestamp_ns } => {
-                self.bump_timestamp(*timestamp_ns);
-                let w = self.settlement.windows.get_mut(window_id);
-                let w = w.unwrap_or_else(|| panic!("journal: settlement of unknown window {window_id}"));
-                assert!(
-                    matches!(w.state, WindowState::Closed | WindowState::Aborted),
-                    "journal: window {window_id} settled from {:?}",
-                    w.state
-                );
-                assert_eq!(*attempt, w.attempts, "journal: settlement attempt of window {window_id}");
-                w.state = WindowState::Settling;
-                w.settled_at_ns = *timestamp_ns;
-                w.reason.clear();
-                // Participants with nothing to settle need no confirmation.
-                let currency = w.currency;
-                let mut releases = Vec::new();
-                for (p, pos) in w.positions.iter_mut() {
-                    if pos.debit_minor() == 0 && !pos.confirmed {
-                        pos.confirmed = true;
-                        releases.push((*p, pos.debit_minor()));
-                    }
-                }
-                self.finish_if_confirmed(*window_id, *timestamp_ns);
-                for (p, debit) in releases {
-                    self.add_exposure(p, currency, -debit);
-                }
+                self.apply_settle_window(*window_id, *attempt, *timestamp_ns);
             }
             Op::ConfirmSettlement { window_id, participant, timestamp_ns } => {
-                self.bump_timestamp(*timestamp_ns);
-                let p = *self
-                    .settlement
-                    .index
-                    .get(participant)
-                    .unwrap_or_else(|| panic!("journal: unknown participant {participant}"));
-                let w = self.settlement.windows.get_mut(window_id);
-                let w = w.unwrap_or_else(|| panic!("journal: confirmation for unknown window {window_id}"));
-                assert!(
-                    matches!(w.state, WindowState::Settling | WindowState::Rejected),
-                    "journal: confirmation of window {window_id} in {:?}",
-                    w.state
-                );
-                let currency = w.currency;
-                let pos = w
-                    .positions
-                    .get_mut(&p)
-                    .unwrap_or_else(|| panic!("journal: {participant} not in window {window_id}"));
-                assert!(!pos.confirmed, "journal: {participant} confirmed window {window_id} twice");
-                pos.confirmed = true;
-                let debit = pos.debit_minor();
-                self.add_exposure(p, currency, -debit);
-                self.finish_if_confirmed(*window_id, *timestamp_ns);
+                self.apply_confirm_settlement(*window_id, participant, *timestamp_ns);
             }
             _ => unreachable!("not a settlement op"),
         }
+    }
+
+    /// CLOSE_WINDOW: the window goes OPEN → CLOSING and the next window of its currency opens.
+    fn apply_close_window(&mut self, window_id: WindowId, next_window_id: WindowId, timestamp_ns: u64) {
+        self.bump_timestamp(timestamp_ns);
+        let s = &mut self.settlement;
+        let w = s
+            .windows
+            .get_mut(&window_id)
+            .unwrap_or_else(|| panic!("journal: close of unknown window {window_id}"));
+        assert_eq!(w.state, WindowState::Open, "journal: window {window_id} closed twice");
+        assert_eq!(next_window_id, s.next_window_id.max(1), "journal: next window id out of sequence");
+        w.state = WindowState::Closing;
+        w.closed_at_ns = timestamp_ns;
+        let currency = w.currency;
+        s.next_window_id = next_window_id + 1;
+        s.open.insert(currency, next_window_id);
+        s.windows.insert(next_window_id, new_window(next_window_id, currency, timestamp_ns));
+    }
+
+    /// SETTLE_WINDOW: CLOSED/ABORTED → SETTLING; participants with nothing to settle are
+    /// confirmed at once.
+    fn apply_settle_window(&mut self, window_id: WindowId, attempt: u32, timestamp_ns: u64) {
+        self.bump_timestamp(timestamp_ns);
+        let w = self.settlement.windows.get_mut(&window_id);
+        let w = w.unwrap_or_else(|| panic!("journal: settlement of unknown window {window_id}"));
+        assert!(
+            matches!(w.state, WindowState::Closed | WindowState::Aborted),
+            "journal: window {window_id} settled from {:?}",
+            w.state
+        );
+        assert_eq!(attempt, w.attempts, "journal: settlement attempt of window {window_id}");
+        w.state = WindowState::Settling;
+        w.settled_at_ns = timestamp_ns;
+        w.reason.clear();
+        // Participants with nothing to settle need no confirmation.
+        let currency = w.currency;
+        let mut releases = Vec::new();
+        for (p, pos) in w.positions.iter_mut() {
+            if pos.debit_minor() == 0 && !pos.confirmed {
+                pos.confirmed = true;
+                releases.push((*p, pos.debit_minor()));
+            }
+        }
+        self.finish_if_confirmed(window_id, timestamp_ns);
+        for (p, debit) in releases {
+            self.add_exposure(p, currency, -debit);
+        }
+    }
+
+    /// CONFIRM_SETTLEMENT: one participant's confirmation; the last one makes the window SETTLED.
+    fn apply_confirm_settlement(&mut self, window_id: WindowId, participant: &str, timestamp_ns: u64) {
+        self.bump_timestamp(timestamp_ns);
+        let p = *self
+            .settlement
+            .index
+            .get(participant)
+            .unwrap_or_else(|| panic!("journal: unknown participant {participant}"));
+        let w = self.settlement.windows.get_mut(&window_id);
+        let w = w.unwrap_or_else(|| panic!("journal: confirmation for unknown window {window_id}"));
+        assert!(
+            matches!(w.state, WindowState::Settling | WindowState::Rejected),
+            "journal: confirmation of window {window_id} in {:?}",
+            w.state
+        );
+        let currency = w.currency;
+        let pos = w
+            .positions
+            .get_mut(&p)
+            .unwrap_or_else(|| panic!("journal: {participant} not in window {window_id}"));
+        assert!(!pos.confirmed, "journal: {participant} confirmed window {window_id} twice");
+        pos.confirmed = true;
+        let debit = pos.debit_minor();
+        self.add_exposure(p, currency, -debit);
+        self.finish_if_confirmed(window_id, timestamp_ns);
     }
 
     fn finish_if_confirmed(&mut self, window_id: WindowId, ts: u64) {
@@ -904,11 +916,26 @@ impl Engine {
             self.settlement.settling = false;
             outcomes
         };
+        self.record_settlement_outcome(window_id, attempt, &chain, &outcomes, now_ns, out);
+        self.window_response(window_id, true)
+    }
+
+    /// Records how a settlement attempt went: SETTLING if every transfer of the chain posted
+    /// (and none had been used before), otherwise ABORTED with the first refusal as the reason.
+    fn record_settlement_outcome(
+        &mut self,
+        window_id: WindowId,
+        attempt: u32,
+        chain: &[Transfer],
+        outcomes: &[TransferOutcome],
+        now_ns: u64,
+        out: &mut Output,
+    ) {
         let refused = outcomes
             .iter()
-            .zip(&chain)
+            .zip(chain)
             .find(|(o, _)| !o.result.is_ok() && o.result != TransferResult::LinkedEventFailed);
-        let refused = refused.or_else(|| outcomes.iter().zip(&chain).find(|(o, _)| !o.result.is_ok()));
+        let refused = refused.or_else(|| outcomes.iter().zip(chain).find(|(o, _)| !o.result.is_ok()));
         let timestamp_ns = self.next_timestamp(now_ns);
         match refused {
             None => {
@@ -936,7 +963,6 @@ impl Engine {
                 );
             }
         }
-        self.window_response(window_id, true)
     }
 
     /// The settlement transfers of a window's current attempt, one linked chain: per

@@ -301,6 +301,71 @@ impl Dirty {
     }
 }
 
+/// The owners of an op's debit and credit sides (the credit's only if another than the debit's).
+type OpOwners = [Option<Arc<str>>; 2];
+
+/// A key and its value, to write to sled.
+type SledEntry = (Vec<u8>, Vec<u8>);
+
+/// Wipes the index at `dir` if `rebuild` asks it, it has no sled database, or its layout version
+/// is not this one's (it is rebuilt by replaying the journal).
+fn wipe_stale_index(dir: &Path, rebuild: bool) -> Result<(), LedgerError> {
+    if dir.exists() {
+        let sled_dir = dir.join("sled");
+        let stale = rebuild || !sled_dir.exists() || {
+            let db = open_db(&sled_dir)?;
+            let tree = db.open_tree("index").map_err(sled_err)?;
+            let version = tree.get(META_VERSION).map_err(sled_err)?;
+            let version = version.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
+            version != Some(INDEX_VERSION)
+        };
+        if stale {
+            tracing::warn!(dir = %dir.display(), "rebuilding the index from the journal");
+            std::fs::remove_dir_all(dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the runs the manifest in `tree` lists, and removes the run files it does not list
+/// (written by a flush or merge that did not commit).
+fn open_listed_runs(tree: &sled::Tree, runs_dir: &Path) -> Result<Vec<Arc<Run>>, LedgerError> {
+    let mut runs = Vec::new();
+    if let Some(list) = tree.get(META_RUNS).map_err(sled_err)? {
+        for number in list.chunks_exact(8) {
+            let number = u64::from_be_bytes(number.try_into().expect("8 bytes"));
+            runs.push(Arc::new(Run::open(runs_dir, number)?));
+        }
+    }
+    // Run files not in the manifest were written by a flush or merge that did not commit.
+    let listed: HashSet<u64> = runs.iter().map(|r| r.number).collect();
+    for entry in std::fs::read_dir(runs_dir)? {
+        let path = entry?.path();
+        let number = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
+        if number.is_none_or(|n| !listed.contains(&n)) {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+    Ok(runs)
+}
+
+/// The index's persisted resume point (`None`: none persisted yet).
+fn read_resume_point(tree: &sled::Tree) -> Result<Option<crate::journal::ResumePoint>, LedgerError> {
+    Ok(match tree.get(META_RESUME).map_err(sled_err)? {
+        Some(v) if v.len() == 8 + 8 + 32 => {
+            let mut head = crate::journal::CHAIN_GENESIS;
+            head.copy_from_slice(&v[16..48]);
+            Some(crate::journal::ResumePoint {
+                seq: u64::from_be_bytes(v[0..8].try_into().expect("8 bytes")),
+                record: Location(u64::from_be_bytes(v[8..16].try_into().expect("8 bytes"))),
+                head,
+            })
+        }
+        Some(_) => return Err(LedgerError::Corrupt("index: bad resume point".into())),
+        None => None,
+    })
+}
+
 pub struct Index {
     dir: PathBuf,
     runs_dir: PathBuf,
@@ -323,20 +388,7 @@ impl Index {
     /// Opens (or creates) the index at `dir`. An index of another layout version is wiped (it
     /// is rebuilt by replaying the journal). `rebuild` wipes it in any case.
     pub fn open(dir: &Path, journal: JournalReader, rebuild: bool) -> Result<Index, LedgerError> {
-        if dir.exists() {
-            let sled_dir = dir.join("sled");
-            let stale = rebuild || !sled_dir.exists() || {
-                let db = open_db(&sled_dir)?;
-                let tree = db.open_tree("index").map_err(sled_err)?;
-                let version = tree.get(META_VERSION).map_err(sled_err)?;
-                let version = version.map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
-                version != Some(INDEX_VERSION)
-            };
-            if stale {
-                tracing::warn!(dir = %dir.display(), "rebuilding the index from the journal");
-                std::fs::remove_dir_all(dir)?;
-            }
-        }
+        wipe_stale_index(dir, rebuild)?;
         std::fs::create_dir_all(dir)?;
         let runs_dir = dir.join("ids");
         std::fs::create_dir_all(&runs_dir)?;
@@ -355,35 +407,8 @@ impl Index {
         };
         let persisted_seq = get_u64(META_PERSISTED_SEQ)?;
         let next_run = get_u64(META_NEXT_RUN)?.max(1);
-        let mut runs = Vec::new();
-        if let Some(list) = tree.get(META_RUNS).map_err(sled_err)? {
-            for number in list.chunks_exact(8) {
-                let number = u64::from_be_bytes(number.try_into().expect("8 bytes"));
-                runs.push(Arc::new(Run::open(&runs_dir, number)?));
-            }
-        }
-        // Run files not in the manifest were written by a flush or merge that did not commit.
-        let listed: HashSet<u64> = runs.iter().map(|r| r.number).collect();
-        for entry in std::fs::read_dir(&runs_dir)? {
-            let path = entry?.path();
-            let number = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u64>().ok());
-            if number.is_none_or(|n| !listed.contains(&n)) {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-        let persisted_resume = match tree.get(META_RESUME).map_err(sled_err)? {
-            Some(v) if v.len() == 8 + 8 + 32 => {
-                let mut head = crate::journal::CHAIN_GENESIS;
-                head.copy_from_slice(&v[16..48]);
-                Some(crate::journal::ResumePoint {
-                    seq: u64::from_be_bytes(v[0..8].try_into().expect("8 bytes")),
-                    record: Location(u64::from_be_bytes(v[8..16].try_into().expect("8 bytes"))),
-                    head,
-                })
-            }
-            Some(_) => return Err(LedgerError::Corrupt("index: bad resume point".into())),
-            None => None,
-        };
+        let runs = open_listed_runs(&tree, &runs_dir)?;
+        let persisted_resume = read_resume_point(&tree)?;
         if persisted_resume.map_or(0, |r| r.seq) != persisted_seq {
             return Err(LedgerError::Corrupt(
                 "index: its resume point and persisted sequence disagree".into(),
@@ -444,34 +469,7 @@ impl Index {
     pub fn apply(&self, batch: &IndexBatch, owners: &dyn Owners) -> Result<(), LedgerError> {
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
         // What is not in memory yet is read from sled first, without the write lock.
-        let mut accounts_needed = HashSet::new();
-        let mut feeds_needed: HashSet<String> = HashSet::new();
-        let mut op_owners: Vec<[Option<Arc<str>>; 2]> = Vec::with_capacity(batch.ops.len());
-        {
-            let memory = self.read();
-            if !memory.feeds.contains_key("") {
-                feeds_needed.insert(String::new());
-            }
-            for op in &batch.ops {
-                let Some((_, sides, ..)) = entries_of(op) else {
-                    op_owners.push([None, None]);
-                    continue;
-                };
-                for (account, _) in sides {
-                    if !memory.accounts.contains_key(&account) {
-                        accounts_needed.insert(account);
-                    }
-                }
-                let debit = dirty.owner(sides[0].0, owners);
-                let credit = dirty.owner(sides[1].0, owners).filter(|c| Some(c) != debit.as_ref());
-                for owner in debit.iter().chain(credit.iter()) {
-                    if !memory.feeds.contains_key(&**owner) && !feeds_needed.contains(&**owner) {
-                        feeds_needed.insert(owner.to_string());
-                    }
-                }
-                op_owners.push([debit, credit]);
-            }
-        }
+        let (accounts_needed, feeds_needed, op_owners) = self.missing_chunks(batch, &mut dirty, owners);
         let mut loaded = Vec::new();
         for account in accounts_needed {
             if let Some(chunk) = self.last_account_chunk(account)? {
@@ -556,34 +554,7 @@ impl Index {
         if seq == self.persisted_seq() {
             return Ok(());
         }
-        let (ids, mut batch_entries) = {
-            let memory = self.read();
-            let mut ids: Vec<(TransferId, Location)> = memory
-                .ids
-                .iter()
-                .flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l)))
-                .collect();
-            ids.sort_unstable();
-            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut dirty.sealed);
-            for account in dirty.accounts.drain() {
-                if let Some(chunk) = memory.accounts.get(&account) {
-                    let mut bytes = Vec::new();
-                    chunk.encode(&mut bytes);
-                    entries.push((account_key(account, chunk.first_ts).to_vec(), bytes));
-                }
-            }
-            for owner in dirty.feeds.drain() {
-                if let Some(chunk) = memory.feeds.get(&owner) {
-                    let mut bytes = Vec::new();
-                    chunk.encode(&mut bytes);
-                    entries.push((feed_key(&owner, chunk.first_ts), bytes));
-                }
-            }
-            for (id, state) in &memory.pendings {
-                entries.push((pending_key(*id).to_vec(), vec![state_code(*state)]));
-            }
-            (ids, entries)
-        };
+        let (ids, mut batch_entries) = self.persist_entries(&mut dirty);
         let mut runs = self.read().runs.runs.clone();
         let new_run = if ids.is_empty() {
             None
@@ -631,6 +602,73 @@ impl Index {
         self.merge_runs()?;
         drop(dirty);
         Ok(())
+    }
+
+    /// The accounts and feeds of `batch` whose last chunk is not in memory, and the owners of
+    /// each op's two sides (the credit's only if another than the debit's).
+    fn missing_chunks(
+        &self,
+        batch: &IndexBatch,
+        dirty: &mut Dirty,
+        owners: &dyn Owners,
+    ) -> (HashSet<AccountId>, HashSet<String>, Vec<OpOwners>) {
+        let mut accounts_needed = HashSet::new();
+        let mut feeds_needed: HashSet<String> = HashSet::new();
+        let mut op_owners: Vec<OpOwners> = Vec::with_capacity(batch.ops.len());
+        {
+            let memory = self.read();
+            if !memory.feeds.contains_key("") {
+                feeds_needed.insert(String::new());
+            }
+            for op in &batch.ops {
+                let Some((_, sides, ..)) = entries_of(op) else {
+                    op_owners.push([None, None]);
+                    continue;
+                };
+                for (account, _) in sides {
+                    if !memory.accounts.contains_key(&account) {
+                        accounts_needed.insert(account);
+                    }
+                }
+                let debit = dirty.owner(sides[0].0, owners);
+                let credit = dirty.owner(sides[1].0, owners).filter(|c| Some(c) != debit.as_ref());
+                for owner in debit.iter().chain(credit.iter()) {
+                    if !memory.feeds.contains_key(&**owner) && !feeds_needed.contains(&**owner) {
+                        feeds_needed.insert(owner.to_string());
+                    }
+                }
+                op_owners.push([debit, credit]);
+            }
+        }
+        (accounts_needed, feeds_needed, op_owners)
+    }
+
+    /// What a persist writes besides the runs: the ids in memory, sorted, and the sled entries of
+    /// the sealed and touched chunks and the pending states (taking the dirty sets).
+    fn persist_entries(&self, dirty: &mut Dirty) -> (Vec<(TransferId, Location)>, Vec<SledEntry>) {
+        let memory = self.read();
+        let mut ids: Vec<(TransferId, Location)> =
+            memory.ids.iter().flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l))).collect();
+        ids.sort_unstable();
+        let mut entries: Vec<SledEntry> = std::mem::take(&mut dirty.sealed);
+        for account in dirty.accounts.drain() {
+            if let Some(chunk) = memory.accounts.get(&account) {
+                let mut bytes = Vec::new();
+                chunk.encode(&mut bytes);
+                entries.push((account_key(account, chunk.first_ts).to_vec(), bytes));
+            }
+        }
+        for owner in dirty.feeds.drain() {
+            if let Some(chunk) = memory.feeds.get(&owner) {
+                let mut bytes = Vec::new();
+                chunk.encode(&mut bytes);
+                entries.push((feed_key(&owner, chunk.first_ts), bytes));
+            }
+        }
+        for (id, state) in &memory.pendings {
+            entries.push((pending_key(*id).to_vec(), vec![state_code(*state)]));
+        }
+        (ids, entries)
     }
 
     /// Merges runs of about the same size (size-tiered), so that lookups ask few filters.

@@ -377,7 +377,7 @@ const UNKNOWN_EFFECT: Effect = Effect { debit_account_id: 0, credit_account_id: 
 
 impl LegacyOp {
     /// Today's op. Facts `PUENTEJ2` did not record are left for `Engine::apply` to fill in.
-    /// Long by nature: one arm per `PUENTEJ2` op kind, frozen with that format.
+    #[expect(clippy::too_many_lines, reason = "one arm per `PUENTEJ2` op kind, frozen with that format")]
     fn into_op(self) -> Result<Op, String> {
         use crate::engine::settlement as st;
         Ok(match self {

@@ -402,38 +402,7 @@ impl Scan<'_> {
                         offset += record_len;
                         continue;
                     }
-                    let seq = payload_seq(&payload).ok_or_else(|| {
-                        corrupt(self.path, offset, "undecodable record: shorter than a sequence number")
-                    })?;
-                    if seq != last_seq + 1 {
-                        return Err(corrupt(
-                            self.path,
-                            offset,
-                            &format!("sequence {seq} follows {last_seq}"),
-                        ));
-                    }
-                    if chain_hash(&head, seq, &payload) != stored {
-                        return Err(LedgerError::Corrupt(format!(
-                            "journal record seq {seq} at byte {offset} of {}: hash chain broken — the record was \
-                             altered",
-                            self.path.display()
-                        )));
-                    }
-                    let (decoded_seq, ops, offsets) = (self.decode)(&payload)
-                        .map_err(|e| corrupt(self.path, offset, &format!("undecodable record: {e}")))?;
-                    debug_assert_eq!(decoded_seq, seq);
-                    let payload_start = offset + RECORD_HEADER_BYTES as u64;
-                    let locations = offsets
-                        .iter()
-                        .map(|o| Location::new(self.segment, payload_start + u64::from(*o)))
-                        .collect();
-                    each(Replayed {
-                        seq,
-                        record: Location::new(self.segment, offset),
-                        head: stored,
-                        ops,
-                        locations,
-                    })?;
+                    let seq = self.replay_record(offset, last_seq, &head, &payload, stored, each)?;
                     last_seq = seq;
                     head = stored;
                     entries += 1;
@@ -448,32 +417,7 @@ impl Scan<'_> {
                             "the record the snapshot was taken at is damaged",
                         ));
                     }
-                    // Torn tail or corruption? Look for any intact record after this one.
-                    let next = damage.declared_end.map(|end| offset + end);
-                    if let Some(next) = next
-                        && next < file_len
-                        && record_after_at(self.path, next, last_seq)?
-                    {
-                        return Err(corrupt(self.path, offset, &damage.reason));
-                    }
-                    // The damage may be in the length field itself, so that the record seems to
-                    // end somewhere else: look for an intact later record anywhere after it.
-                    if intact_record_after(self.path, offset + 1, last_seq)? {
-                        return Err(corrupt(
-                            self.path,
-                            offset,
-                            &format!("{}, and intact records follow it", damage.reason),
-                        ));
-                    }
-                    let kind = classify_tail(self.path, offset, file_len, last_seq, &head, &damage)?;
-                    let tail = TailCut {
-                        path: self.path.to_owned(),
-                        offset,
-                        bytes: file_len - offset,
-                        kind,
-                        reason: damage.reason,
-                        seq: last_seq + 1,
-                    };
+                    let tail = self.tail_cut(offset, file_len, last_seq, &head, damage)?;
                     return Ok(Scanned {
                         last_seq,
                         head,
@@ -489,6 +433,79 @@ impl Scan<'_> {
             return Err(corrupt(self.path, offset, "the record the snapshot was taken at is missing"));
         }
         Ok(Scanned { last_seq, head, entries, end: offset, last_record, tail: None })
+    }
+
+    /// Checks an intact record read at `offset` (its sequence number follows `last_seq`, its
+    /// hash chains from `head`), decodes it and hands it to `each`. Returns its sequence number.
+    fn replay_record(
+        &self,
+        offset: u64,
+        last_seq: u64,
+        head: &ChainHash,
+        payload: &[u8],
+        stored: ChainHash,
+        each: &mut dyn FnMut(Replayed) -> Result<(), LedgerError>,
+    ) -> Result<u64, LedgerError> {
+        let seq = payload_seq(payload).ok_or_else(|| {
+            corrupt(self.path, offset, "undecodable record: shorter than a sequence number")
+        })?;
+        if seq != last_seq + 1 {
+            return Err(corrupt(self.path, offset, &format!("sequence {seq} follows {last_seq}")));
+        }
+        if chain_hash(head, seq, payload) != stored {
+            return Err(LedgerError::Corrupt(format!(
+                "journal record seq {seq} at byte {offset} of {}: hash chain broken — the record was \
+                 altered",
+                self.path.display()
+            )));
+        }
+        let (decoded_seq, ops, offsets) = (self.decode)(payload)
+            .map_err(|e| corrupt(self.path, offset, &format!("undecodable record: {e}")))?;
+        debug_assert_eq!(decoded_seq, seq);
+        let payload_start = offset + RECORD_HEADER_BYTES as u64;
+        let locations =
+            offsets.iter().map(|o| Location::new(self.segment, payload_start + u64::from(*o))).collect();
+        each(Replayed { seq, record: Location::new(self.segment, offset), head: stored, ops, locations })?;
+        Ok(seq)
+    }
+
+    /// What to make of a damaged record at `offset`: corruption (an error) if an intact record
+    /// follows it, else the bad tail to cut.
+    fn tail_cut(
+        &self,
+        offset: u64,
+        file_len: u64,
+        last_seq: u64,
+        head: &ChainHash,
+        damage: Damage,
+    ) -> Result<TailCut, LedgerError> {
+        // Torn tail or corruption? Look for any intact record after this one.
+        let next = damage.declared_end.map(|end| offset + end);
+        if let Some(next) = next
+            && next < file_len
+            && record_after_at(self.path, next, last_seq)?
+        {
+            return Err(corrupt(self.path, offset, &damage.reason));
+        }
+        // The damage may be in the length field itself, so that the record seems to
+        // end somewhere else: look for an intact later record anywhere after it.
+        if intact_record_after(self.path, offset + 1, last_seq)? {
+            return Err(corrupt(
+                self.path,
+                offset,
+                &format!("{}, and intact records follow it", damage.reason),
+            ));
+        }
+        let kind = classify_tail(self.path, offset, file_len, last_seq, head, &damage)?;
+        let tail = TailCut {
+            path: self.path.to_owned(),
+            offset,
+            bytes: file_len - offset,
+            kind,
+            reason: damage.reason,
+            seq: last_seq + 1,
+        };
+        Ok(tail)
     }
 }
 
@@ -621,6 +638,67 @@ pub struct Journal {
     sync_each_record: bool,
 }
 
+/// The journal's segments, creating the first one if there is none.
+fn list_or_create_segments(data_dir: &Path) -> Result<Vec<u32>, LedgerError> {
+    let dir = segments_dir(data_dir);
+    let mut segments = list_segments(data_dir)?;
+    if segments.is_empty() {
+        std::fs::create_dir_all(&dir)?;
+        sync_dir(data_dir)?;
+        create_segment(data_dir, &SegmentHeader { segment: 1, first_seq: 1, prev_head: CHAIN_GENESIS })?;
+        segments.push(1);
+    }
+    Ok(segments)
+}
+
+/// How to scan segment `n` at `path`: from the record of `resume` if it lies in this segment,
+/// else from its header, which must continue the chain at (`last_seq`, `head`).
+fn segment_scan<'a>(
+    path: &'a Path,
+    n: u32,
+    header: &SegmentHeader,
+    resume: Option<ResumePoint>,
+    last_seq: u64,
+    head: ChainHash,
+) -> Result<Scan<'a>, LedgerError> {
+    Ok(match resume.filter(|r| r.record.segment() == n) {
+        Some(r) => Scan {
+            path,
+            segment: n,
+            start: r.record.offset(),
+            last_seq: r.seq,
+            head: r.head,
+            resume: true,
+            decode: decode_v3,
+            stop_after_seq: u64::MAX,
+        },
+        None => {
+            // Each segment starts exactly where the chain stands.
+            if header.first_seq != last_seq + 1 || header.prev_head != head {
+                return Err(corrupt(
+                    path,
+                    0,
+                    &format!(
+                        "the segment starts at seq {} after seq {last_seq} (or its chain head differs): \
+                         a segment is missing or was altered",
+                        header.first_seq
+                    ),
+                ));
+            }
+            Scan {
+                path,
+                segment: n,
+                start: SEGMENT_HEADER_BYTES as u64,
+                last_seq,
+                head,
+                resume: false,
+                decode: decode_v3,
+                stop_after_seq: u64::MAX,
+            }
+        }
+    })
+}
+
 impl Journal {
     /// Opens (or creates) the journal of `data_dir`, calling `each` for every intact record in
     /// order, from the beginning or after `resume` (a snapshot's record, checked to be there,
@@ -633,14 +711,7 @@ impl Journal {
         resume: Option<ResumePoint>,
         mut each: impl FnMut(Replayed) -> Result<(), LedgerError>,
     ) -> Result<(Journal, ReplayStats), LedgerError> {
-        let dir = segments_dir(data_dir);
-        let mut segments = list_segments(data_dir)?;
-        if segments.is_empty() {
-            std::fs::create_dir_all(&dir)?;
-            sync_dir(data_dir)?;
-            create_segment(data_dir, &SegmentHeader { segment: 1, first_seq: 1, prev_head: CHAIN_GENESIS })?;
-            segments.push(1);
-        }
+        let segments = list_or_create_segments(data_dir)?;
         let mut stats = ReplayStats::default();
         // The chain position before the next segment to read: from the start, or the
         // snapshot's record (segments before it are not read).
@@ -660,42 +731,7 @@ impl Journal {
             if n < first_segment {
                 continue;
             }
-            let scan = match resume.filter(|r| r.record.segment() == n) {
-                Some(r) => Scan {
-                    path: &path,
-                    segment: n,
-                    start: r.record.offset(),
-                    last_seq: r.seq,
-                    head: r.head,
-                    resume: true,
-                    decode: decode_v3,
-                    stop_after_seq: u64::MAX,
-                },
-                None => {
-                    // Each segment starts exactly where the chain stands.
-                    if header.first_seq != last_seq + 1 || header.prev_head != head {
-                        return Err(corrupt(
-                            &path,
-                            0,
-                            &format!(
-                                "the segment starts at seq {} after seq {last_seq} (or its chain head differs): \
-                                 a segment is missing or was altered",
-                                header.first_seq
-                            ),
-                        ));
-                    }
-                    Scan {
-                        path: &path,
-                        segment: n,
-                        start: SEGMENT_HEADER_BYTES as u64,
-                        last_seq,
-                        head,
-                        resume: false,
-                        decode: decode_v3,
-                        stop_after_seq: u64::MAX,
-                    }
-                }
-            };
+            let scan = segment_scan(&path, n, &header, resume, last_seq, head)?;
             let scanned = scan.run(&mut each)?;
             if let Some(t) = &scanned.tail
                 && i + 1 != segments.len()

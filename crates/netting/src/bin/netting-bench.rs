@@ -6,6 +6,9 @@
 //! /proc/self/status; this I/O lives here, not in the library). Then simulates a corridor day of
 //! 10,000 transfers among 20 participants and prints the netting efficiency and fee savings.
 
+#![warn(clippy::too_many_lines)]
+#![cfg_attr(test, allow(clippy::too_many_lines))]
+
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Instant;
