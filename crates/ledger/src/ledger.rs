@@ -436,7 +436,6 @@ impl Ledger {
 
     /// Recovery: migrates an old journal, loads the newest usable snapshot, replays the journal
     /// after it into the engine and the index, and checks every invariant.
-    #[allow(clippy::too_many_lines)] // TODO(issue 11): split with the writer pipelining
     fn recover(config: &LedgerConfig) -> Result<Recovered, LedgerError> {
         let started = Instant::now();
         std::fs::create_dir_all(&config.data_dir)?;
@@ -562,7 +561,6 @@ impl Ledger {
     }
 
     /// Starts the indexer, snapshot, scrub and writer threads over what recovery found.
-    #[allow(clippy::too_many_lines)] // TODO(issue 11): split with the writer pipelining
     fn start(config: LedgerConfig, recovered: Recovered) -> Result<Ledger, LedgerError> {
         let Recovered {
             engine,
@@ -1425,7 +1423,6 @@ impl Writer {
     }
 
     /// Looks up everything the group needs that is not in memory (see `engine::Prefetched`).
-    #[allow(clippy::too_many_lines)] // TODO(issue 11): split with the writer pipelining
     fn prefetch(&mut self, group: &[Command]) -> Result<Prefetched, LedgerError> {
         let mut wanted = Wanted::default();
         for command in group {
@@ -1475,7 +1472,6 @@ impl Writer {
         Ok(prefetched)
     }
 
-    #[allow(clippy::too_many_lines)] // TODO(issue 11): split with the writer pipelining
     async fn commit(&mut self, group: &mut Vec<Command>, out: &mut Output) {
         out.clear();
         if !self.shared.healthy.load(Ordering::Relaxed) {

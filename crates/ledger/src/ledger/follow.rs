@@ -119,7 +119,6 @@ impl Writer {
 
     /// One round as a standby: refuse queued writes, copy new records from the journal of
     /// record, and take the lease if it lapsed. Breaks when every handle is gone.
-    #[allow(clippy::too_many_lines)] // TODO(issue 11): split with the writer pipelining
     pub(super) async fn stand_by(
         &mut self,
         queue: &FairQueue<Command>,
