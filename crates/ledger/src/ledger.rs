@@ -29,7 +29,6 @@ use crate::types::*;
 mod follow;
 mod landing;
 use follow::Appended;
-pub use landing::PIPELINE_GROUPS_MAX;
 
 /// Most events (accounts + transfers) in one group commit.
 pub const GROUP_EVENTS_MAX: usize = 65_536;
@@ -62,7 +61,7 @@ pub struct LedgerConfig {
     /// The journal of record on other machines, with its lease (`replica`); `None`: the local
     /// journal is the record (the embedded default).
     pub record_store: Option<Arc<dyn RecordStore>>,
-    /// Tests: called by the syncer before each `fdatasync` of the journal; an error counts as
+    /// Tests: called by the writer before each `fdatasync` of the journal; an error counts as
     /// a failed sync.
     #[doc(hidden)]
     pub sync_hook: Option<SyncHook>,
@@ -481,10 +480,10 @@ impl Ledger {
         // Only now, with every check passed, is the bad tail (if any) cut: a refused start
         // leaves the journal exactly as it found it.
         let tail_evidence = journal.cut_tail()?;
-        // The writer does not wait for each record's `fdatasync`: with the journal here, its
-        // syncer makes records durable before anything is acknowledged (see `landing`); with a
-        // journal of record elsewhere, the record is the store's and this journal is a copy,
-        // synced before the index or a snapshot relies on it (see `Journal::sync_each_record`).
+        // The writer syncs each record itself when the journal here is the record (after the
+        // test hook, `Writer::append`); with a journal of record elsewhere, the record is the
+        // store's and this journal is a copy, synced before the index or a snapshot relies on
+        // it (see `Journal::sync_each_record`).
         journal.set_sync_each_record(false);
         if let Some(tail) = &stats.tail {
             log_cut_tail(tail, tail_evidence.as_deref());
@@ -601,12 +600,6 @@ impl Ledger {
                 .name("puente-snapshot".into())
                 .spawn(move || run_snapshots(shared, snapshot_rx))?;
         }
-        let syncer = match config.record_store {
-            None => {
-                Some(landing::Syncer::start(shared.clone(), to_indexer.clone(), config.sync_hook.clone())?)
-            }
-            Some(_) => None,
-        };
         let writer = Writer {
             engine,
             journal,
@@ -621,8 +614,6 @@ impl Ledger {
             snapshot_events: config.snapshot_events.max(1),
             locations: Vec::new(),
             lease: None,
-            syncer,
-            segment_file: None,
             config: config.clone(),
         };
         let writer_queue = queue.clone();
@@ -1241,10 +1232,6 @@ struct Writer {
     locations: Vec<Location>,
     /// With a journal of record elsewhere: this node's lease while it leads.
     lease: Option<Lease>,
-    /// With the journal here: the thread that makes written groups durable and lands them.
-    syncer: Option<landing::Syncer>,
-    /// A handle on the open segment for the syncer, and the segment's number.
-    segment_file: Option<(u32, Arc<std::fs::File>)>,
     config: LedgerConfig,
 }
 
@@ -1392,10 +1379,6 @@ impl Writer {
             }
         });
         queue.close();
-        // Every group written lands (is synced and answered) before the last snapshot.
-        if let Some(syncer) = self.syncer.take() {
-            syncer.finish();
-        }
         self.final_snapshot();
         self.shared.stopped.send_replace(true);
         tracing::info!("writer stopped");
@@ -1494,8 +1477,6 @@ impl Writer {
         };
         let replies = self.run_group(group, &prefetched, out);
         if out.is_empty() {
-            // Nothing to write, but the answers may rest on a group not durable yet: they
-            // land after it.
             self.engine.store_caught_up();
             self.land(replies, None);
             return;
@@ -1539,20 +1520,7 @@ impl Writer {
         if let Err(error) = self.append(seq, &out.ops).await {
             return self.refuse_unwritten(seq, error, replies, out);
         }
-        let mut written = self.written(seq, out, flush_started);
-        if self.pipelined() {
-            match self.segment_file() {
-                Ok(file) => written = written.with_file(file),
-                Err(error) => {
-                    tracing::error!(%error, "cannot hand the record to the syncer; refusing further writes");
-                    self.shared.healthy.store(false, Ordering::Relaxed);
-                    for reply in replies {
-                        reply.fail(LedgerError::Unavailable(format!("durable write failed: {error}")));
-                    }
-                    return;
-                }
-            }
-        }
+        let written = self.written(seq, out, flush_started.elapsed());
         self.land(replies, Some(written));
     }
 

@@ -631,10 +631,12 @@ pub struct Journal {
     /// until it is.
     tail: Option<TailCut>,
     readers: JournalReader,
-    /// `fdatasync` every record before `write_prepared` returns (the default). Off when the
-    /// journal of record is elsewhere (`replica`): this journal is then a rebuildable copy, made
-    /// durable before anything relies on it ([`sync_segment`] before the index persists and
-    /// before a snapshot), not before each reply.
+    /// `fdatasync` every record before `write_prepared` returns (the default). The ledger's
+    /// writer turns it off: with this journal as the record it calls [`Journal::sync`] itself
+    /// right after each append (after a test hook); when the journal of record is elsewhere
+    /// (`replica`), this journal is a rebuildable copy, made durable before anything relies on
+    /// it ([`sync_segment`] before the index persists and before a snapshot), not before each
+    /// reply.
     sync_each_record: bool,
 }
 
@@ -928,17 +930,6 @@ impl Journal {
     /// Makes every record written so far durable (cheap when each was synced already).
     pub fn sync(&mut self) -> Result<(), LedgerError> {
         Ok(self.file.sync_data()?)
-    }
-
-    /// The number of the segment records are appended to now.
-    pub fn segment(&self) -> u32 {
-        self.segment
-    }
-
-    /// A second handle on the segment records are appended to now: another thread may
-    /// `fdatasync` it while this one appends (the writer's syncer).
-    pub fn try_clone_file(&self) -> Result<File, LedgerError> {
-        Ok(self.file.try_clone()?)
     }
 
     /// Sequence number and hash of the last durable record: the journal's chain head.

@@ -31,7 +31,12 @@ impl Writer {
     /// one), then to the local journal, both durable before this returns.
     pub(super) async fn append(&mut self, seq: u64, ops: &[Op]) -> Result<(), Appended> {
         let Some(store) = self.store() else {
-            return self.journal.append(seq, ops, &mut self.locations).map_err(Appended::Local);
+            // The journal here is the record: written, then `fdatasync`'d before anything else.
+            self.journal.append(seq, ops, &mut self.locations).map_err(Appended::Local)?;
+            if let Some(hook) = &self.config.sync_hook {
+                (hook.0)().map_err(|error| Appended::Local(error.into()))?;
+            }
+            return self.journal.sync().map_err(Appended::Local);
         };
         let record = self.journal.prepare(seq, ops).map_err(Appended::Local)?;
         store.append(seq, record).await.map_err(Appended::Store)?;

@@ -1,42 +1,21 @@
-//! After the engine ran a group: how its record becomes durable, visible and answered.
+//! After the engine ran a group and its record is durable (`fdatasync`'d here, or committed
+//! in the journal of record): the group *lands*. Readers see its state, its callers are
+//! answered, then its record goes to the feed and the indexer. Nothing of a group is visible
+//! or acknowledged before its record is durable, and groups land in journal order.
 //!
-//! With the journal on this node (no journal of record elsewhere), the writer does not wait
-//! for the `fdatasync`: it writes the group's record, hands the group to the **syncer** thread
-//! and runs the next group's engine work while the disk syncs (a pipeline of at most
-//! [`PIPELINE_GROUPS_MAX`] groups written ahead of durability). The syncer makes them durable
-//! (one `fdatasync` for every group waiting), then, in journal order, publishes each group's
-//! state to readers, answers its callers, and hands its record to the feed and the indexer.
-//! Nothing is visible to a reader or acknowledged before its record is durable, and groups
-//! land in the order they were written: a group's answers wait for every earlier group, even
-//! when it wrote nothing itself (a retry answered from memory may rest on an earlier group).
-//!
-//! With a journal of record elsewhere, the record is durable once the store took it: the
-//! writer lands the group itself, right away ([`Writer::land_now`]).
+//! A syncer thread that made group n durable while the writer ran group n+1 was built and
+//! measured (issue 12, BENCHMARKS.md "Storage v2"): on this 2-core machine, where the writer
+//! is CPU-bound and an `fdatasync` takes a fraction of a millisecond, it gained nothing and
+//! cost a thread hop per group, so the writer syncs and lands each group itself.
 
-use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
-use super::{
-    Account, Credentials, IndexBatch, LedgerError, Output, Reply, Shared, SyncHook, TransferRecord, Writer,
-};
+use super::{Account, Credentials, IndexBatch, Output, Reply, Shared, TransferRecord, Writer};
 use crate::journal::ChainHash;
 
-/// Most groups written to the journal and not yet durable: the writer runs ahead of the disk
-/// by at most this many groups, then waits for the syncer.
-pub const PIPELINE_GROUPS_MAX: usize = 2;
-/// Most groups one `fdatasync` covers: those waiting, plus the one the syncer took.
-const SYNC_GROUPS_MAX: usize = PIPELINE_GROUPS_MAX + 1;
-
-/// A group whose fate is the journal's: its answers, and its record when it wrote one.
-pub(super) struct Landing {
-    replies: Vec<Box<dyn Reply>>,
-    written: Option<Written>,
-}
-
-/// A journal record written by the writer, and what becomes visible once it is durable.
+/// A journal record just made durable, and what becomes visible with it.
 pub(super) struct Written {
     seq: u64,
     head: ChainHash,
@@ -48,45 +27,14 @@ pub(super) struct Written {
     /// Every balance change of the group, for the feed.
     records: Vec<TransferRecord>,
     index: IndexBatch,
-    /// The segment to `fdatasync`; `None` when the record is durable already.
-    file: Option<Arc<File>>,
-    /// When the writer started writing the record (the flush time runs until it is durable).
-    started: Instant,
-}
-
-/// The syncer thread's end of the pipeline.
-pub(super) struct Syncer {
-    to_syncer: SyncSender<Landing>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Syncer {
-    pub(super) fn start(
-        shared: Arc<Shared>,
-        to_indexer: SyncSender<IndexBatch>,
-        hook: Option<SyncHook>,
-    ) -> std::io::Result<Syncer> {
-        let (to_syncer, landings) = std::sync::mpsc::sync_channel(PIPELINE_GROUPS_MAX);
-        let thread = std::thread::Builder::new()
-            .name("puente-syncer".into())
-            .spawn(move || run_syncer(&shared, &to_indexer, &landings, hook.as_ref()))?;
-        Ok(Syncer { to_syncer, thread })
-    }
-
-    /// Waits until every group handed over has landed (at a stop).
-    pub(super) fn finish(self) {
-        drop(self.to_syncer);
-        if self.thread.join().is_err() {
-            tracing::error!("the syncer panicked");
-        }
-    }
+    /// How long writing the record and making it durable took.
+    flush: Duration,
 }
 
 impl Writer {
-    /// The group's record was written as `seq` (durable or not): what must land with it. The
-    /// writer's own bookkeeping (sequence, recent ids, snapshot schedule) moves on now; what
-    /// readers and callers see waits for the landing.
-    pub(super) fn written(&mut self, seq: u64, out: &mut Output, started: Instant) -> Written {
+    /// The group's record `seq` is durable: what lands with it. The writer's own bookkeeping
+    /// (sequence, recent ids, snapshot schedule) moves on here.
+    pub(super) fn written(&mut self, seq: u64, out: &mut Output, flush: Duration) -> Written {
         self.seq = seq;
         let touched = &mut out.touched_accounts;
         touched.sort_unstable();
@@ -115,31 +63,21 @@ impl Writer {
                 ops: super::take_sized(&mut out.ops),
                 locations: super::take_sized(&mut self.locations),
             },
-            file: None,
-            started,
+            flush,
         }
     }
 
-    /// Lands the group: through the syncer when there is one, else here and now (its record,
-    /// if any, is durable already). Then a snapshot, if one is due.
+    /// Lands the group (its record, if it wrote one, is durable), then takes a snapshot if one
+    /// is due.
     pub(super) fn land(&mut self, replies: Vec<Box<dyn Reply>>, written: Option<Written>) {
-        let landing = Landing { replies, written };
-        match &self.syncer {
-            Some(syncer) => {
-                if let Err(std::sync::mpsc::SendError(landing)) = syncer.to_syncer.send(landing) {
-                    tracing::error!("the syncer stopped; refusing further writes");
-                    self.shared.healthy.store(false, Ordering::Relaxed);
-                    landing.fail(&LedgerError::Unavailable("the durable write path stopped".into()));
-                }
-            }
-            None => landing.land(&self.shared, &self.to_indexer, Duration::ZERO),
+        match written {
+            Some(written) => land(&self.shared, &self.to_indexer, replies, written),
+            None => replies.into_iter().for_each(|reply| reply.send()),
         }
-        // A snapshot may hold a group not durable yet: the snapshot thread syncs the journal
-        // up to the snapshot's record before it writes the snapshot.
         self.maybe_snapshot();
     }
 
-    /// A record already durable (in the journal of record): lands at once.
+    /// A record the writer copied (a standby following the journal of record): lands at once.
     pub(super) fn land_now(
         &mut self,
         seq: u64,
@@ -147,140 +85,51 @@ impl Writer {
         replies: Vec<Box<dyn Reply>>,
         started: Instant,
     ) {
-        let written = self.written(seq, out, started);
-        let landing = Landing { replies, written: Some(written) };
-        landing.land(&self.shared, &self.to_indexer, Duration::ZERO);
-        self.maybe_snapshot();
-    }
-
-    /// The writer writes the group's record, and the syncer makes it durable.
-    pub(super) fn pipelined(&self) -> bool {
-        self.syncer.is_some()
-    }
-
-    /// The open segment, to be synced by the syncer (one handle per segment, shared).
-    pub(super) fn segment_file(&mut self) -> Result<Arc<File>, LedgerError> {
-        let segment = self.journal.segment();
-        if let Some((open, file)) = &self.segment_file
-            && *open == segment
-        {
-            return Ok(file.clone());
-        }
-        let file = Arc::new(self.journal.try_clone_file()?);
-        self.segment_file = Some((segment, file.clone()));
-        Ok(file)
+        let written = self.written(seq, out, started.elapsed());
+        self.land(replies, Some(written));
     }
 }
 
-impl Written {
-    pub(super) fn with_file(mut self, file: Arc<File>) -> Written {
-        self.file = Some(file);
-        self
-    }
-}
-
-impl Landing {
-    /// The record is durable: readers see the group, its callers are answered, then the feed
-    /// and the indexer get its record.
-    fn land(self, shared: &Shared, to_indexer: &SyncSender<IndexBatch>, synced: Duration) {
-        let Landing { replies, written } = self;
-        let Some(written) = written else {
-            replies.into_iter().for_each(|reply| reply.send());
-            return;
-        };
-        let flush = written.started.elapsed().max(synced);
-        let stats = &shared.stats;
-        stats.committed_seq.store(written.seq, Ordering::Release);
-        *shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = (written.seq, written.head);
-        stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
-        if !written.accounts.is_empty() {
-            let mut view = shared.accounts.write().unwrap_or_else(|p| p.into_inner());
-            for account in written.accounts {
-                view.put(account);
-            }
-        }
-        if let Some(credentials) = written.credentials {
-            *shared.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
-        }
-        let events = written.index.ops.len() as u64;
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats.events.fetch_add(events, Ordering::Relaxed);
-        stats.last_group_events.store(events, Ordering::Relaxed);
-        stats.journal_bytes.store(written.journal_bytes, Ordering::Relaxed);
-        if let Some(observer) = stats.commit_hook.0.get() {
-            observer.committed(events, flush);
-        }
-        tracing::debug!(seq = written.seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
-        replies.into_iter().for_each(|reply| reply.send());
-        // Every balance change, the ledger's own expiries and automatic posts included.
-        if !written.records.is_empty() {
-            // No subscribers is fine.
-            let _ = shared.feed.send(Arc::new(written.records));
-        }
-        // Backpressure: this waits while the indexer is INDEX_QUEUE_GROUPS groups behind.
-        if to_indexer.send(written.index).is_err() {
-            tracing::error!("the indexer stopped; refusing further writes");
-            shared.healthy.store(false, Ordering::Relaxed);
-        }
-    }
-
-    fn fail(self, error: &LedgerError) {
-        for reply in self.replies {
-            reply.fail(error.clone());
-        }
-    }
-}
-
-/// The syncer thread: takes the groups the writer wrote, makes them durable with one
-/// `fdatasync` per segment they are in, and lands them in order. After a failed sync nothing
-/// more is acknowledged: every group then waiting, and every later one, is refused (the
-/// writer stops taking writes; a restart recovers exactly what the journal holds).
-fn run_syncer(
+/// Readers see the group, its callers are answered, then the feed and the indexer get its
+/// record.
+fn land(
     shared: &Shared,
-    to_indexer: &SyncSender<IndexBatch>,
-    landings: &Receiver<Landing>,
-    hook: Option<&SyncHook>,
+    to_indexer: &std::sync::mpsc::SyncSender<IndexBatch>,
+    replies: Vec<Box<dyn Reply>>,
+    written: Written,
 ) {
-    let mut batch: Vec<Landing> = Vec::with_capacity(SYNC_GROUPS_MAX);
-    let mut failed: Option<LedgerError> = None;
-    while let Ok(first) = landings.recv() {
-        batch.push(first);
-        while batch.len() < SYNC_GROUPS_MAX {
-            match landings.try_recv() {
-                Ok(landing) => batch.push(landing),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
-        }
-        let started = Instant::now();
-        if failed.is_none()
-            && let Err(error) = sync_files(&batch, hook)
-        {
-            tracing::error!(%error, "durable write failed; refusing further writes");
-            shared.healthy.store(false, Ordering::Relaxed);
-            failed = Some(LedgerError::Unavailable(format!("durable write failed: {error}")));
-        }
-        let synced = started.elapsed();
-        for landing in batch.drain(..) {
-            match &failed {
-                None => landing.land(shared, to_indexer, synced),
-                Some(error) => landing.fail(error),
-            }
+    let flush = written.flush;
+    let stats = &shared.stats;
+    stats.committed_seq.store(written.seq, Ordering::Release);
+    *shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = (written.seq, written.head);
+    stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
+    if !written.accounts.is_empty() {
+        let mut view = shared.accounts.write().unwrap_or_else(|p| p.into_inner());
+        for account in written.accounts {
+            view.put(account);
         }
     }
-}
-
-/// One `fdatasync` per distinct segment file of the batch (a group commit of groups).
-fn sync_files(batch: &[Landing], hook: Option<&SyncHook>) -> std::io::Result<()> {
-    let mut synced: Vec<&Arc<File>> = Vec::with_capacity(SYNC_GROUPS_MAX);
-    for file in batch.iter().filter_map(|landing| landing.written.as_ref()?.file.as_ref()) {
-        if synced.iter().any(|done| Arc::ptr_eq(done, file)) {
-            continue;
-        }
-        if let Some(hook) = hook {
-            (hook.0)()?;
-        }
-        file.sync_data()?;
-        synced.push(file);
+    if let Some(credentials) = written.credentials {
+        *shared.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
     }
-    Ok(())
+    let events = written.index.ops.len() as u64;
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats.events.fetch_add(events, Ordering::Relaxed);
+    stats.last_group_events.store(events, Ordering::Relaxed);
+    stats.journal_bytes.store(written.journal_bytes, Ordering::Relaxed);
+    if let Some(observer) = stats.commit_hook.0.get() {
+        observer.committed(events, flush);
+    }
+    tracing::debug!(seq = written.seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
+    replies.into_iter().for_each(|reply| reply.send());
+    // Every balance change, the ledger's own expiries and automatic posts included.
+    if !written.records.is_empty() {
+        // No subscribers is fine.
+        let _ = shared.feed.send(Arc::new(written.records));
+    }
+    // Backpressure: this waits while the indexer is INDEX_QUEUE_GROUPS groups behind.
+    if to_indexer.send(written.index).is_err() {
+        tracing::error!("the indexer stopped; refusing further writes");
+        shared.healthy.store(false, Ordering::Relaxed);
+    }
 }

@@ -953,10 +953,8 @@ impl SyncGate {
     }
 }
 
-/// The writer runs ahead of the disk (the next group's engine work overlaps the previous
-/// group's `fdatasync`), but nothing is answered or visible before its record is durable: not
-/// the group being synced, not a later group, and not a retry answered from memory that
-/// writes nothing itself.
+/// Nothing is answered or visible before its record is durable: not the group being synced,
+/// not a later group, and not a retry answered from memory that writes nothing itself.
 #[tokio::test]
 async fn nothing_is_answered_or_visible_before_its_record_is_durable() {
     let dir = tempfile::tempdir().unwrap();
