@@ -19,6 +19,8 @@
 //! The caller's AAD (e.g. `b"holder/fintech-a/h-123/name"`) is authenticated, not stored: a
 //! sealed value moved to another record does not open there. Nonces are 96 random bits from
 //! `SystemRandom`; keep the number of values sealed under one key well below 2^32 (rotate).
+//!
+//! Size: about 500 lines of code, then its tests (key parsing, rotation and tampering cases).
 
 use std::fmt;
 use std::fs::File;

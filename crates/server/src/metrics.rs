@@ -37,6 +37,9 @@
 //! `unknown`), `code` the 17 gRPC codes, `currency` at most [`CURRENCY_LABELS_MAX`] codes, `result` the
 //! ledger's result codes, `limit` two names, `state` seven, `kind` eight, and `participant` the
 //! first [`PARTICIPANT_LABELS_MAX`] participants with a settlement profile (by id).
+//!
+//! Size: the table above, one registration per metric and the HTTP endpoint; about 800 lines
+//! with that table, then its tests.
 
 use std::collections::HashSet;
 use std::future::Future;

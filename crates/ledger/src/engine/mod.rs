@@ -3,6 +3,9 @@
 //! Live processing and crash recovery share one function, [`Engine::apply`]: a request is
 //! validated into journal [`Op`]s, each op is applied to the in-memory state, and recovery
 //! re-applies the journal's ops in order. Whatever the live path computed, replay recomputes.
+//!
+//! Size: the engine's state, `apply` and the shared validation; about 760 lines of code, then
+//! its tests (each domain's ops live in their own module).
 
 use std::collections::{BTreeSet, HashMap};
 
