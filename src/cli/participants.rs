@@ -131,8 +131,8 @@ pub async fn run(client: &mut Client, command: ParticipantsCommand, out: &Output
             out.print(participant_json(&p), || format!("revoked key {key_id} of {id}\n"));
             Ok(())
         }
-        ParticipantsCommand::BindCert { id, cert } => bind_certificate(client, id, &cert, out).await,
-        ParticipantsCommand::UnbindCert { id, cert } => unbind_certificate(client, id, &cert, out).await,
+        ParticipantsCommand::BindCert { id, cert } => bind_certificate(client, id, &cert, true, out).await,
+        ParticipantsCommand::UnbindCert { id, cert } => bind_certificate(client, id, &cert, false, out).await,
     }
 }
 
@@ -147,45 +147,28 @@ fn parse_role(role: &str) -> Result<pb::Role, CliError> {
     })
 }
 
-/// `puente participants bind-cert`: the certificate in `cert` authenticates `id`.
+/// `puente participants bind-cert` (`bind`) and `unbind-cert`: the certificate in `cert`
+/// authenticates `id` from now on, or no longer does.
 async fn bind_certificate(
     client: &mut Client,
     id: String,
     cert: &Path,
+    bind: bool,
     out: &Output,
 ) -> Result<(), CliError> {
     let sha = certificate_sha256(cert)?;
-    let response = client
-        .participants()
-        .bind_certificate(pb::BindCertificateRequest {
-            participant_id: id.clone(),
-            certificate_sha256: sha.clone(),
-        })
-        .await
-        .map_err(status)?;
-    let p = response.into_inner().participant.unwrap_or_default();
-    out.print(participant_json(&p), || format!("certificate {sha} now authenticates {id}\n"));
-    Ok(())
-}
-
-/// `puente participants unbind-cert`: the certificate in `cert` no longer authenticates `id`.
-async fn unbind_certificate(
-    client: &mut Client,
-    id: String,
-    cert: &Path,
-    out: &Output,
-) -> Result<(), CliError> {
-    let sha = certificate_sha256(cert)?;
-    let response = client
-        .participants()
-        .unbind_certificate(pb::UnbindCertificateRequest {
-            participant_id: id.clone(),
-            certificate_sha256: sha.clone(),
-        })
-        .await
-        .map_err(status)?;
-    let p = response.into_inner().participant.unwrap_or_default();
-    out.print(participant_json(&p), || format!("certificate {sha} no longer authenticates {id}\n"));
+    let (participant_id, certificate_sha256) = (id.clone(), sha.clone());
+    let mut participants = client.participants();
+    let participant = if bind {
+        let request = pb::BindCertificateRequest { participant_id, certificate_sha256 };
+        participants.bind_certificate(request).await.map_err(status)?.into_inner().participant
+    } else {
+        let request = pb::UnbindCertificateRequest { participant_id, certificate_sha256 };
+        participants.unbind_certificate(request).await.map_err(status)?.into_inner().participant
+    };
+    let p = participant.unwrap_or_default();
+    let now = if bind { "now authenticates" } else { "no longer authenticates" };
+    out.print(participant_json(&p), || format!("certificate {sha} {now} {id}\n"));
     Ok(())
 }
 

@@ -810,19 +810,22 @@ async fn mutual_tls_maps_a_bound_client_certificate_to_its_participant() {
         Err(_) => true,
     };
     assert!(plain, "a plaintext client was served");
-    // Unbinding takes effect at once.
+    // Unbinding (from the CLI) takes effect at once.
     let sha = hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
         &rustls_pki_types::CertificateDer::from_pem_file(&a_cert).unwrap(),
     ));
-    operator
-        .participants()
-        .unbind_certificate(pb::UnbindCertificateRequest {
-            participant_id: "fintech-a".into(),
-            certificate_sha256: sha,
-        })
-        .await
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_puente"))
+        .args(tls_client)
+        .args(["--server", &addr, "participants", "unbind-cert", "fintech-a", "--cert", &a_cert])
+        .env("PUENTE_API_KEY", operator_key(&addr))
+        .output()
         .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("certificate {sha} no longer authenticates fintech-a\n")
+    );
     assert_eq!(code_of(&a.whoami().await.unwrap_err()), Some(Code::Unauthenticated));
 }
 
