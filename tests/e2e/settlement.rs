@@ -1,7 +1,7 @@
 //! Settlement windows end to end, over gRPC against the real server: `puente simulate` →
 //! close → run → report / payments (pacs.009) / statements (camt.053) → confirm → SETTLED; the
 //! Net Debit Cap over the wire; idempotent retries; and a SIGKILL in the middle of a settlement
-//! run. Every XML document is validated with xmllint against `../shared/iso20022/*.xsd`.
+//! run. Every XML document is validated with xmllint against `tests/data/iso20022/*.xsd`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -19,7 +19,7 @@ async fn settlement_client(addr: &str) -> SettlementClient {
     crate::support::operator_client(addr).await.settlement()
 }
 
-/// Validates `xml` against `../shared/iso20022/<xsd>` with xmllint (required: scripts/test
+/// Validates `xml` against `tests/data/iso20022/<xsd>` with xmllint (required: scripts/test
 /// installs it). Never skipped: a missing xmllint fails with a message saying to run
 /// scripts/test.
 fn validate_xml(xml: &str, xsd: &str, dir: &Path, name: &str) {

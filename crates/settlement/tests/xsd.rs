@@ -1,7 +1,8 @@
-//! Every XML document this crate writes validates against the official ISO 20022 schemas in
-//! `../shared/iso20022/` (beside the repository root), with `xmllint` (package libxml2-utils,
-//! installed by `scripts/test`, the README's test command). A missing xmllint or schema fails
-//! the test with a message saying so: it is never skipped silently.
+//! Every XML document this crate writes validates against the official ISO 20022 schemas
+//! vendored in `tests/data/iso20022/` (origin and digests in `tests/data/README.md`), with
+//! `xmllint` (package libxml2-utils, installed by `scripts/test`, the README's test command).
+//! A missing xmllint or schema fails the test with a message saying so: it is never skipped
+//! silently.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
