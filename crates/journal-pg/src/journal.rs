@@ -15,8 +15,10 @@ use crate::schema;
 
 /// How long one call may take, end to end (waiting for the connection, connecting, every
 /// statement, `COMMIT`), unless [`PgJournalOptions::call_timeout_ms`] says otherwise. The same
-/// bound is the session's `statement_timeout` and `idle_in_transaction_session_timeout`, so the
-/// server gives up too (and releases the lease row's lock if this process stops mid-call).
+/// bound is the session's `idle_in_transaction_session_timeout`, and four fifths of it its
+/// `statement_timeout`, so the server gives up too (and releases the lease row's lock if this
+/// process stops mid-call), and gives up first: a statement that waited on a lock is aborted
+/// by the server before this side stops waiting for it, so it did not commit behind our back.
 pub const CALL_TIMEOUT_MS: u64 = 10_000;
 /// The largest call timeout [`PgJournal::connect_with`] accepts.
 pub const CALL_TIMEOUT_MS_MAX: u64 = 10 * 60 * 1_000;
@@ -391,7 +393,9 @@ impl PgJournal {
         });
         let session = Session { client, append: None, connection, dead: false };
         let ms = self.call_timeout.as_millis();
-        let setup = format!("SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}");
+        let statement_ms = (ms - ms / 5).max(1);
+        let setup =
+            format!("SET statement_timeout = {statement_ms}; SET idle_in_transaction_session_timeout = {ms}");
         let preparing = format!("preparing the session on {}", self.url_redacted);
         self.bounded(session.client.batch_execute(&setup))
             .await

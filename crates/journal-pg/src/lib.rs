@@ -104,9 +104,10 @@
 //!
 //! # Failure modes
 //!
-//! Every call is bounded ([`CALL_TIMEOUT_MS`], also the session's `statement_timeout` and
-//! `idle_in_transaction_session_timeout`, so a stopped process cannot hold the lease row's
-//! lock). A broken connection makes the call that finds it return [`PgJournalError::Db`]; the
+//! Every call is bounded ([`CALL_TIMEOUT_MS`], also the session's
+//! `idle_in_transaction_session_timeout`, and four fifths of it its `statement_timeout`, so a
+//! stopped process cannot hold the lease row's lock, and a statement waiting on a lock is
+//! aborted by the server before the call gives up on it). A broken connection makes the call that finds it return [`PgJournalError::Db`]; the
 //! next call connects again. Nothing is retried inside: an append whose `COMMIT` got no answer
 //! may have committed ([`PgJournal::last_seq`] tells). Connection strings are logged and put in
 //! errors only through [`redact_url`]. TLS is not supported yet (`NoTls`).

@@ -364,8 +364,9 @@ async fn the_schema_is_made_once_and_versioned() {
     );
 }
 
-/// A call that waits on a lock held elsewhere returns a Db error after the call timeout (it
-/// never hangs), and the next call works on a new connection.
+/// A call that waits on a lock held elsewhere returns a Db error within the call timeout (it
+/// never hangs; the server aborts the statement at four fifths of it, so the append did not
+/// commit when the lock is released afterwards), and the next call works.
 #[tokio::test]
 async fn a_blocked_call_times_out_and_the_next_one_reconnects() {
     let (_cluster, url) = database("timeout").await;
@@ -381,7 +382,7 @@ async fn a_blocked_call_times_out_and_the_next_one_reconnects() {
     let outcome = journal.append(&lease, 2, b"two").await;
     let waited = started.elapsed();
     assert!(matches!(outcome, Err(PgJournalError::Db(_))), "{outcome:?}");
-    assert!(waited >= Duration::from_millis(400) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(waited >= Duration::from_millis(350) && waited < Duration::from_secs(5), "{waited:?}");
     transaction.rollback().await.unwrap();
 
     assert_eq!(journal.last_seq().await.unwrap(), 1, "the timed-out append left nothing");
