@@ -19,7 +19,7 @@
 pub mod chunks;
 pub mod runs;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -196,6 +196,9 @@ struct Dirty {
     /// Who owns each account seen (ownership never changes): asked once, shared cheaply.
     /// Bounded by the ledger's accounts.
     owners: HashMap<AccountId, Arc<str>>,
+    /// One shared name per owner, so that a batch can group its feeds by the name's address
+    /// ([`FeedRuns`]). Bounded by the ledger's participants.
+    names: HashMap<String, Arc<str>>,
 }
 
 impl Memory {
@@ -226,26 +229,30 @@ impl Memory {
         }
     }
 
-    /// Appends a balance change to `owner`'s feed ("" is the ledger's), sealing a full chunk
-    /// for the next persist. A change at or before the chunk's last is one applied before (a
-    /// replay over what was persisted) and is skipped.
-    fn append_feed(&mut self, dirty: &mut Dirty, owner: &str, ts: u64, location: Location) {
-        if !self.feeds.contains_key(owner) {
-            self.feeds.insert(owner.to_owned(), FeedChunk { first_ts: ts, entries: Vec::new() });
-        }
-        let Some(chunk) = self.feeds.get_mut(owner) else { return };
-        if chunk.entries.last().is_some_and(|(last, _)| *last >= ts) {
-            return;
-        }
-        if chunk.is_full() {
-            let mut bytes = Vec::new();
-            chunk.encode(&mut bytes);
-            dirty.sealed.push((feed_key(owner, chunk.first_ts), bytes));
-            let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
-            chunk.entries.push((ts, location));
-            self.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
-        } else {
-            chunk.entries.push((ts, location));
+    /// Appends a batch's balance changes to `owner`'s feed ("" is the ledger's), in order,
+    /// sealing each full chunk for the next persist. A change at or before the chunk's last is
+    /// one applied before (a replay over what was persisted) and is skipped. One lookup of the
+    /// feed per batch, not per change.
+    fn append_feed_run(&mut self, dirty: &mut Dirty, owner: &str, run: &[(u64, Location)]) {
+        let Some(&(first_ts, _)) = run.first() else { return };
+        let chunk = match self.feeds.get_mut(owner) {
+            Some(chunk) => chunk,
+            None => self.feeds.entry(owner.to_owned()).or_insert(FeedChunk { first_ts, entries: Vec::new() }),
+        };
+        for &(ts, location) in run {
+            if chunk.entries.last().is_some_and(|(last, _)| *last >= ts) {
+                continue;
+            }
+            if chunk.is_full() {
+                let mut bytes = Vec::new();
+                chunk.encode(&mut bytes);
+                dirty.sealed.push((feed_key(owner, chunk.first_ts), bytes));
+                let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
+                chunk.entries.push((ts, location));
+                self.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
+            } else {
+                chunk.entries.push((ts, location));
+            }
         }
         if !dirty.feeds.contains(owner) {
             dirty.feeds.insert(owner.to_owned());
@@ -295,9 +302,57 @@ impl Dirty {
         if let Some(owner) = self.owners.get(&account) {
             return Some(owner.clone());
         }
-        let owner: Arc<str> = owners.owner(account)?.into();
+        let name = owners.owner(account)?;
+        let owner = match self.names.get(&name) {
+            Some(owner) => owner.clone(),
+            None => {
+                let owner: Arc<str> = name.as_str().into();
+                self.names.insert(name, owner.clone());
+                owner
+            }
+        };
         self.owners.insert(account, owner.clone());
         Some(owner)
+    }
+}
+
+/// A batch's feed positions grouped by owner, keyed by the address of the owner's shared name
+/// (`Dirty::owner` gives one per owner), so that a batch looks each feed up once rather than
+/// hashing an owner's name for every record. Runs that share a name all the same (two shared
+/// names for one owner) are merged, in order, before they are appended.
+/// An owner's feed positions of one batch: (timestamp, location) in order.
+type FeedRun = (Arc<str>, Vec<(u64, Location)>);
+
+#[derive(Default)]
+struct FeedRuns {
+    by_address: BTreeMap<usize, usize>,
+    runs: Vec<FeedRun>,
+}
+
+impl FeedRuns {
+    fn push(&mut self, owner: &Arc<str>, ts: u64, location: Location) {
+        let runs = &mut self.runs;
+        let slot = *self.by_address.entry(Arc::as_ptr(owner).cast::<u8>() as usize).or_insert_with(|| {
+            runs.push((owner.clone(), Vec::new()));
+            runs.len() - 1
+        });
+        self.runs[slot].1.push((ts, location));
+    }
+
+    /// The runs, one per owner name, each in timestamp order.
+    fn into_runs(mut self) -> Vec<FeedRun> {
+        self.runs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut merged: Vec<FeedRun> = Vec::with_capacity(self.runs.len());
+        for (owner, run) in self.runs {
+            match merged.last_mut() {
+                Some((last, entries)) if *last == owner => {
+                    entries.extend(run);
+                    entries.sort_by_key(|(ts, _)| *ts);
+                }
+                _ => merged.push((owner, run)),
+            }
+        }
+        merged
     }
 }
 
@@ -489,6 +544,9 @@ impl Index {
         for (owner, chunk) in loaded_feeds {
             memory.feeds.entry(owner).or_insert(chunk);
         }
+        // The feeds: the ledger's, and each party's, appended after the loop, one run each.
+        let mut ledger_feed = Vec::with_capacity(batch.ops.len());
+        let mut feeds = FeedRuns::default();
         for ((op, location), owners) in batch.ops.iter().zip(&batch.locations).zip(&op_owners) {
             let location = *location;
             let ts = op_timestamp(op);
@@ -496,9 +554,9 @@ impl Index {
             let Some((transfer_id, sides, kind, amount_minor, released_minor)) = entries_of(op) else {
                 continue;
             };
-            // The feeds: the ledger's, and each party's.
-            for owner in std::iter::once("").chain(owners.iter().flatten().map(|o| &**o)) {
-                memory.append_feed(&mut dirty, owner, ts, location);
+            ledger_feed.push((ts, location));
+            for owner in owners.iter().flatten() {
+                feeds.push(owner, ts, location);
             }
             // The two accounts' histories.
             for (account, is_debit) in sides {
@@ -517,6 +575,10 @@ impl Index {
                 };
                 memory.append_account(&mut dirty, account, entry)?;
             }
+        }
+        memory.append_feed_run(&mut dirty, "", &ledger_feed);
+        for (owner, run) in feeds.into_runs() {
+            memory.append_feed_run(&mut dirty, &owner, &run);
         }
         drop(memory);
         self.last_record.store(batch.record.0, Ordering::Release);
@@ -615,6 +677,7 @@ impl Index {
         let mut accounts_needed = HashSet::new();
         let mut feeds_needed: HashSet<String> = HashSet::new();
         let mut op_owners: Vec<OpOwners> = Vec::with_capacity(batch.ops.len());
+        let mut seen: BTreeMap<usize, Arc<str>> = BTreeMap::new();
         {
             let memory = self.read();
             if !memory.feeds.contains_key("") {
@@ -633,11 +696,15 @@ impl Index {
                 let debit = dirty.owner(sides[0].0, owners);
                 let credit = dirty.owner(sides[1].0, owners).filter(|c| Some(c) != debit.as_ref());
                 for owner in debit.iter().chain(credit.iter()) {
-                    if !memory.feeds.contains_key(&**owner) && !feeds_needed.contains(&**owner) {
-                        feeds_needed.insert(owner.to_string());
-                    }
+                    seen.entry(Arc::as_ptr(owner).cast::<u8>() as usize).or_insert_with(|| owner.clone());
                 }
                 op_owners.push([debit, credit]);
+            }
+            // Each owner of the batch once (by the address of its shared name).
+            for owner in seen.values() {
+                if !memory.feeds.contains_key(&**owner) {
+                    feeds_needed.insert(owner.to_string());
+                }
             }
         }
         (accounts_needed, feeds_needed, op_owners)
