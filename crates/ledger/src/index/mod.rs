@@ -1068,3 +1068,44 @@ fn open_db(dir: &Path) -> Result<sled::Db, LedgerError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs are grouped by the address of the owner's shared name, but two shared names for
+    /// one owner still make one run, in timestamp order (none dropped as "applied before").
+    #[test]
+    fn feed_runs_are_one_per_owner_name_in_order() {
+        let a1: Arc<str> = "fintech-a".into();
+        let a2: Arc<str> = "fintech-a".into();
+        let b: Arc<str> = "fintech-b".into();
+        let mut runs = FeedRuns::default();
+        runs.push(&a1, 1, Location::new(1, 10));
+        runs.push(&b, 2, Location::new(1, 20));
+        runs.push(&a2, 3, Location::new(1, 30));
+        runs.push(&a1, 4, Location::new(1, 40));
+        let runs = runs.into_runs();
+        let names: Vec<&str> = runs.iter().map(|(name, _)| &**name).collect();
+        assert_eq!(names, ["fintech-a", "fintech-b"]);
+        let a_ts: Vec<u64> = runs[0].1.iter().map(|(ts, _)| *ts).collect();
+        assert_eq!(a_ts, [1, 3, 4]);
+        assert_eq!(runs[1].1, [(2, Location::new(1, 20))]);
+    }
+
+    /// One shared name per owner, however many accounts it has.
+    #[test]
+    fn owners_share_one_name() {
+        struct Two;
+        impl Owners for Two {
+            fn owner(&self, account: AccountId) -> Option<String> {
+                (account < 10).then(|| "fintech-a".to_owned())
+            }
+        }
+        let mut dirty = Dirty::default();
+        let first = dirty.owner(1, &Two).unwrap();
+        let second = dirty.owner(2, &Two).unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(dirty.owner(11, &Two).is_none());
+    }
+}
