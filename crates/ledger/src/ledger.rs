@@ -359,7 +359,6 @@ fn migrate_legacy(config: &LedgerConfig) -> Result<Option<u64>, LedgerError> {
     Ok(Some(records))
 }
 
-/// What recovery hands to the threads it starts.
 /// The replay of the journal at a start: each record after the snapshot goes into the engine,
 /// each record after the index's resume point into the index.
 struct Replay<'a> {
@@ -410,6 +409,7 @@ impl Replay<'_> {
     }
 }
 
+/// What recovery hands to the threads it starts.
 struct Recovered {
     engine: Engine,
     journal: Journal,
