@@ -305,7 +305,8 @@ impl Writer {
                 "journal entry {seq} cannot be applied to the state before it"
             )));
         }
-        self.land_now(seq, out, Vec::new(), started);
+        let written = self.written(seq, out, started.elapsed());
+        self.land(Vec::new(), Some(written));
         Ok(())
     }
 }

@@ -10,9 +10,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Account, Credentials, IndexBatch, Output, Reply, Shared, TransferRecord, Writer};
+use super::{Account, Credentials, IndexBatch, Output, Reply, TransferRecord, Writer};
 use crate::journal::ChainHash;
 
 /// A journal record just made durable, and what becomes visible with it.
@@ -73,65 +73,49 @@ impl Writer {
     /// is due.
     pub(super) fn land(&mut self, replies: Vec<Box<dyn Reply>>, written: Option<Written>) {
         match written {
-            Some(written) => land(&self.shared, &self.to_indexer, replies, written),
+            Some(written) => self.land_written(replies, written),
             None => replies.into_iter().for_each(|reply| reply.send()),
         }
         self.maybe_snapshot();
     }
 
-    /// A record the writer copied (a standby following the journal of record): lands at once.
-    pub(super) fn land_now(
-        &mut self,
-        seq: u64,
-        out: &mut Output,
-        replies: Vec<Box<dyn Reply>>,
-        started: Instant,
-    ) {
-        let written = self.written(seq, out, started.elapsed());
-        self.land(replies, Some(written));
-    }
-}
-
-/// Readers see the group, its callers are answered, then the feed and the indexer get its
-/// record.
-fn land(
-    shared: &Shared,
-    to_indexer: &std::sync::mpsc::SyncSender<IndexBatch>,
-    replies: Vec<Box<dyn Reply>>,
-    written: Written,
-) {
-    let flush = written.flush;
-    let stats = &shared.stats;
-    stats.committed_seq.store(written.seq, Ordering::Release);
-    *shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = (written.seq, written.head);
-    stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
-    if !written.accounts.is_empty() {
-        let mut view = shared.accounts.write().unwrap_or_else(|p| p.into_inner());
-        for account in written.accounts {
-            view.put(account);
+    /// Readers see the group, its callers are answered, then the feed and the indexer get its
+    /// record.
+    fn land_written(&self, replies: Vec<Box<dyn Reply>>, written: Written) {
+        let shared = &*self.shared;
+        let flush = written.flush;
+        let stats = &shared.stats;
+        stats.committed_seq.store(written.seq, Ordering::Release);
+        *shared.chain_head.lock().unwrap_or_else(|p| p.into_inner()) = (written.seq, written.head);
+        stats.last_flush_us.store(flush.as_micros() as u64, Ordering::Relaxed);
+        if !written.accounts.is_empty() {
+            let mut view = shared.accounts.write().unwrap_or_else(|p| p.into_inner());
+            for account in written.accounts {
+                view.put(account);
+            }
         }
-    }
-    if let Some(credentials) = written.credentials {
-        *shared.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
-    }
-    let events = written.index.ops.len() as u64;
-    stats.commits.fetch_add(1, Ordering::Relaxed);
-    stats.events.fetch_add(events, Ordering::Relaxed);
-    stats.last_group_events.store(events, Ordering::Relaxed);
-    stats.journal_bytes.store(written.journal_bytes, Ordering::Relaxed);
-    if let Some(observer) = stats.commit_hook.0.get() {
-        observer.committed(events, flush);
-    }
-    tracing::debug!(seq = written.seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
-    replies.into_iter().for_each(|reply| reply.send());
-    // Every balance change, the ledger's own expiries and automatic posts included.
-    if !written.records.is_empty() {
-        // No subscribers is fine.
-        let _ = shared.feed.send(Arc::new(written.records));
-    }
-    // Backpressure: this waits while the indexer is INDEX_QUEUE_GROUPS groups behind.
-    if to_indexer.send(written.index).is_err() {
-        tracing::error!("the indexer stopped; refusing further writes");
-        shared.healthy.store(false, Ordering::Relaxed);
+        if let Some(credentials) = written.credentials {
+            *shared.credentials.write().unwrap_or_else(|p| p.into_inner()) = credentials;
+        }
+        let events = written.index.ops.len() as u64;
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats.events.fetch_add(events, Ordering::Relaxed);
+        stats.last_group_events.store(events, Ordering::Relaxed);
+        stats.journal_bytes.store(written.journal_bytes, Ordering::Relaxed);
+        if let Some(observer) = stats.commit_hook.0.get() {
+            observer.committed(events, flush);
+        }
+        tracing::debug!(seq = written.seq, ops = events, flush_us = flush.as_micros() as u64, "committed");
+        replies.into_iter().for_each(|reply| reply.send());
+        // Every balance change, the ledger's own expiries and automatic posts included.
+        if !written.records.is_empty() {
+            // No subscribers is fine.
+            let _ = shared.feed.send(Arc::new(written.records));
+        }
+        // Backpressure: this waits while the indexer is INDEX_QUEUE_GROUPS groups behind.
+        if self.to_indexer.send(written.index).is_err() {
+            tracing::error!("the indexer stopped; refusing further writes");
+            shared.healthy.store(false, Ordering::Relaxed);
+        }
     }
 }
