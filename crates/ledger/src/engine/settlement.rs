@@ -660,19 +660,14 @@ impl Engine {
         w.state = WindowState::Settling;
         w.settled_at_ns = timestamp_ns;
         w.reason.clear();
-        // Participants with nothing to settle need no confirmation.
-        let currency = w.currency;
-        let mut releases = Vec::new();
-        for (p, pos) in w.positions.iter_mut() {
+        // Participants with nothing to settle need no confirmation (and hold no exposure in
+        // this window to release).
+        for pos in w.positions.values_mut() {
             if pos.debit_minor() == 0 && !pos.confirmed {
                 pos.confirmed = true;
-                releases.push((*p, pos.debit_minor()));
             }
         }
         self.finish_if_confirmed(window_id, timestamp_ns);
-        for (p, debit) in releases {
-            self.add_exposure(p, currency, -debit);
-        }
     }
 
     /// CONFIRM_SETTLEMENT: one participant's confirmation; the last one makes the window SETTLED.
