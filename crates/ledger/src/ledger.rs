@@ -6,7 +6,8 @@
 //! threads, which share `Shared`; the engine, journal, index and snapshots live in their own
 //! modules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use crate::hashing::HashMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1419,7 +1420,7 @@ impl Writer {
         let shared = &self.shared;
         let currency_of = |account: AccountId| self.engine.account(account).map(|a| a.currency);
         let mut locations = Vec::new();
-        let mut pending_seen = std::collections::HashSet::new();
+        let mut pending_seen = crate::hashing::HashSet::default();
         for (id, is_pending) in
             wanted.ids.iter().map(|id| (*id, false)).chain(wanted.pendings.iter().map(|id| (*id, true)))
         {

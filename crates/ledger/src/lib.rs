@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod engine;
+pub mod hashing;
 pub mod index;
 pub mod journal;
 pub mod ledger;

@@ -14,7 +14,8 @@
 //!   it holds [`crate::ledger::GROUP_EVENTS_MAX`] events or the lanes are empty, so a waiting
 //!   one-transfer request joins the next group whatever other lanes hold.
 
-use std::collections::{HashMap, VecDeque};
+use crate::hashing::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -76,9 +77,9 @@ impl<T> Default for FairQueue<T> {
     fn default() -> Self {
         FairQueue {
             state: Mutex::new(State {
-                lanes: HashMap::new(),
+                lanes: HashMap::default(),
                 active: VecDeque::new(),
-                semaphores: HashMap::new(),
+                semaphores: HashMap::default(),
             }),
             global: Arc::new(Semaphore::new(QUEUE_EVENTS_MAX)),
             ready: Notify::new(),

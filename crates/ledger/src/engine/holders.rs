@@ -28,7 +28,8 @@
 //! remains: those first refusals narrow the headroom to about 1/2^5 of its range, and a sender
 //! that really pays can always learn the limit by paying up to it.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hashing::HashMap;
+use std::collections::BTreeMap;
 
 use puente_kyc::kyc::{KycPolicy, MonthlyUsage, Tier, TierLimits, month_of};
 use serde::{Deserialize, Serialize};
@@ -638,8 +639,8 @@ mod tests {
             let mut e = setup(&mut out);
             let mut now = JAN_2026_NS + 1_000;
             let mut id: TransferId = 1_000;
-            let mut month_used: HashMap<(AccountId, u32), u64> = HashMap::new();
-            let mut balance: HashMap<AccountId, i128> = HashMap::new();
+            let mut month_used: HashMap<(AccountId, u32), u64> = HashMap::default();
+            let mut balance: HashMap<AccountId, i128> = HashMap::default();
             for step in steps {
                 id += 2;
                 now += 1_000;

@@ -7,7 +7,8 @@
 //! the idempotency id of issuing it: issuing the same id with the same hash again is a retry;
 //! with another hash it is refused.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hashing::HashMap;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 

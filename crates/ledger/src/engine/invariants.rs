@@ -8,7 +8,7 @@ impl Engine {
     /// Per currency, total debits equal total credits (posted and pending), and no account
     /// breaks its limits. Returns a description of the first violation.
     pub fn check_invariants(&self) -> Result<(), String> {
-        let mut totals: HashMap<CurrencyCode, [u128; 4]> = HashMap::new();
+        let mut totals: HashMap<CurrencyCode, [u128; 4]> = HashMap::default();
         for a in self.accounts.values() {
             let t = totals.entry(a.currency).or_default();
             t[0] += a.debits_pending_minor;

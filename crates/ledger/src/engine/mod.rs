@@ -7,7 +7,8 @@
 //! Size: the engine's state, `apply` and the shared validation; about 760 lines of code, then
 //! its tests (each domain's ops live in their own module).
 
-use std::collections::{BTreeSet, HashMap};
+use crate::hashing::HashMap;
+use std::collections::BTreeSet;
 
 use puente_money::{AMOUNT_MAX_MINOR, CurrencyCode, CurrencyTable};
 use serde::{Deserialize, Serialize};
@@ -382,12 +383,12 @@ impl Engine {
     pub fn new(currencies: CurrencyTable) -> Engine {
         Engine {
             currencies,
-            accounts: HashMap::new(),
-            pendings: HashMap::new(),
+            accounts: HashMap::default(),
+            pendings: HashMap::default(),
             expiry: BTreeSet::new(),
-            recent_committed: HashMap::new(),
-            recent_refused: HashMap::new(),
-            recent_resolved: HashMap::new(),
+            recent_committed: HashMap::default(),
+            recent_refused: HashMap::default(),
+            recent_resolved: HashMap::default(),
             last_timestamp_ns: 0,
             undo: None,
             settlement: SettlementState::default(),

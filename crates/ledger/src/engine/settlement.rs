@@ -35,7 +35,8 @@
 //! positions and the Net Debit Cap check, settle and confirm), which share its invariants;
 //! about 1,150 lines of code, then its tests.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hashing::HashMap;
+use std::collections::BTreeMap;
 
 use puente_money::CurrencyCode;
 use serde::{Deserialize, Serialize};
@@ -1081,13 +1082,13 @@ impl Engine {
     /// pending transfers imply.
     pub(super) fn check_settlement_invariants(&self) -> Result<(), String> {
         let s = &self.settlement;
-        let mut expected: HashMap<(u32, CurrencyCode), i128> = HashMap::new();
+        let mut expected: HashMap<(u32, CurrencyCode), i128> = HashMap::default();
         for w in s.windows.values() {
             let net: i128 = w.positions.values().map(|p| p.debit_minor()).sum();
             if net != 0 {
                 return Err(format!("window {}: nets sum to {net}", w.id));
             }
-            let mut from_flows: HashMap<u32, (u128, u128)> = HashMap::new();
+            let mut from_flows: HashMap<u32, (u128, u128)> = HashMap::default();
             let mut count = 0;
             for ((d, c), f) in &w.flows {
                 from_flows.entry(*d).or_default().0 += f.value_minor;
@@ -1140,8 +1141,8 @@ fn new_window(id: WindowId, currency: CurrencyCode, ts: u64) -> Window {
         gross_value_minor: 0,
         attempts: 0,
         reason: String::new(),
-        positions: HashMap::new(),
-        flows: HashMap::new(),
+        positions: HashMap::default(),
+        flows: HashMap::default(),
     }
 }
 

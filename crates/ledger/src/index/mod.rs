@@ -19,7 +19,8 @@
 pub mod chunks;
 pub mod runs;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use crate::hashing::{HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -674,8 +675,8 @@ impl Index {
         dirty: &mut Dirty,
         owners: &dyn Owners,
     ) -> (HashSet<AccountId>, HashSet<String>, Vec<OpOwners>) {
-        let mut accounts_needed = HashSet::new();
-        let mut feeds_needed: HashSet<String> = HashSet::new();
+        let mut accounts_needed = HashSet::default();
+        let mut feeds_needed: HashSet<String> = HashSet::default();
         let mut op_owners: Vec<OpOwners> = Vec::with_capacity(batch.ops.len());
         let mut seen: BTreeMap<usize, Arc<str>> = BTreeMap::new();
         {
