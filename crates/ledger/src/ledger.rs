@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::LedgerError;
 use crate::engine::identity::Credentials;
 use crate::engine::{Call, Engine, EngineState, Entry, Op, Output, Prefetched, Prior, Wanted};
-use crate::index::{Index, IndexBatch, Owners};
+use crate::index::{CutTaken, Index, IndexBatch, Owners};
 use crate::journal::{self, ChainHash, Journal, JournalReader, Location, ResumePoint};
 use crate::queue::FairQueue;
 use crate::replica::{RecordStore, Role, StoreError};
@@ -43,6 +43,8 @@ pub const FEED_BUFFER_GROUPS: usize = 1_024;
 pub const INDEX_QUEUE_GROUPS: usize = 8;
 /// The indexer persists at least this often while it has something to persist.
 pub const INDEX_PERSIST_INTERVAL_MS: u64 = 1_000;
+/// How soon the indexer asks again for a persist that was due while the last was being written.
+pub const INDEX_PERSIST_RETRY_MS: u64 = 10;
 /// A snapshot is taken once this many events were committed since the last one...
 pub const SNAPSHOT_EVENTS: u64 = 1_000_000;
 /// ...or this long after the last one, if anything was committed.
@@ -66,6 +68,10 @@ pub struct LedgerConfig {
     /// a failed sync.
     #[doc(hidden)]
     pub sync_hook: Option<SyncHook>,
+    /// Tests: called by the index persister before it writes each cut; an error counts as a
+    /// failed persist.
+    #[doc(hidden)]
+    pub persist_hook: Option<SyncHook>,
 }
 
 /// See [`LedgerConfig::sync_hook`].
@@ -88,6 +94,7 @@ impl LedgerConfig {
             snapshot_events: SNAPSHOT_EVENTS,
             record_store: None,
             sync_hook: None,
+            persist_hook: None,
         }
     }
 }
@@ -590,10 +597,10 @@ impl Ledger {
         let (to_indexer, indexer_rx) = std::sync::mpsc::sync_channel(INDEX_QUEUE_GROUPS);
         let (to_snapshots, snapshot_rx) = std::sync::mpsc::sync_channel::<Snapshot>(1);
         {
-            let shared = shared.clone();
+            let (shared, hook) = (shared.clone(), config.persist_hook.clone());
             std::thread::Builder::new()
                 .name("puente-indexer".into())
-                .spawn(move || run_indexer(shared, indexer_rx))?;
+                .spawn(move || run_indexer(shared, indexer_rx, hook))?;
         }
         {
             let shared = shared.clone();
@@ -987,24 +994,21 @@ fn prefetch_op(
 
 // ----- the indexer and snapshot threads ------------------------------------------------------
 
-fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatch>) {
+fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatch>, hook: Option<SyncHook>) {
     let interval = Duration::from_millis(INDEX_PERSIST_INTERVAL_MS);
-    let mut last_persist = Instant::now();
-    // The index persists only what the local journal holds durably (with a journal of record
-    // elsewhere, the writer does not sync each record): sync the newest record's segment first.
+    let mut persist_at = Instant::now() + interval;
+    // Where the last record applied is: the journal is synced up to it before the last persist.
     let mut last_record: Option<Location> = None;
-    let persist = |last_record: Option<Location>| -> Result<(), LedgerError> {
-        if let Some(location) = last_record {
-            journal::sync_segment(&shared.data_dir, location)?;
-        }
-        shared.index.persist()
-    };
     let fail = |error: LedgerError| {
         tracing::error!(%error, "the indexer failed; refusing further writes (restart to rebuild from the journal)");
         shared.healthy.store(false, Ordering::Relaxed);
     };
+    let (to_persister, persister) = match spawn_persister(shared.clone(), hook) {
+        Ok(persister) => persister,
+        Err(error) => return fail(error.into()),
+    };
     loop {
-        let wait = interval.saturating_sub(last_persist.elapsed());
+        let wait = persist_at.saturating_duration_since(Instant::now());
         match batches.recv_timeout(wait) {
             Ok(batch) => {
                 if let Err(error) = shared.index.apply(&batch, &SharedOwners(&shared)) {
@@ -1014,20 +1018,69 @@ fn run_indexer(shared: Arc<Shared>, batches: std::sync::mpsc::Receiver<IndexBatc
                 shared.stats.indexed_seq.store(batch.seq, Ordering::Release);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                if let Err(error) = persist(last_record) {
-                    fail(error);
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Memory past MEMORY_IDS_MAX waits for the cut being written; otherwise a cut due while
+        // one is written is asked for again shortly.
+        let full = shared.index.persist_due();
+        if full || Instant::now() >= persist_at {
+            persist_at = Instant::now()
+                + match shared.index.cut(full) {
+                    Ok(CutTaken::Cut(cut)) => {
+                        if to_persister.send(cut).is_err() {
+                            return fail(LedgerError::Storage("the index persister stopped".into()));
+                        }
+                        interval
+                    }
+                    Ok(CutTaken::NothingNew) => interval,
+                    Ok(CutTaken::Busy) => Duration::from_millis(INDEX_PERSIST_RETRY_MS),
+                    Err(error) => return fail(error),
+                };
+        }
+    }
+    // The ledger's last handle went: write what is left, after the cut in flight.
+    drop(to_persister);
+    if persister.join().is_err() {
+        return fail(LedgerError::Storage("the index persister panicked".into()));
+    }
+    let synced = last_record.map_or(Ok(()), |location| journal::sync_segment(&shared.data_dir, location));
+    if let Err(error) = synced.and_then(|()| shared.index.persist()) {
+        fail(error);
+    }
+}
+
+/// The thread that writes the index's cuts, so that applying never waits for a run file, a
+/// sled batch and its flush, or a merge (up to a second each at a few million ids: the writer
+/// waited for them through the index queue). It syncs the journal up to a cut's last record
+/// first: the index persists only what the local journal holds durably (with a journal of
+/// record elsewhere, the writer does not sync each record). One cut at a time.
+fn spawn_persister(
+    shared: Arc<Shared>,
+    hook: Option<SyncHook>,
+) -> std::io::Result<(std::sync::mpsc::SyncSender<crate::index::Cut>, std::thread::JoinHandle<()>)> {
+    let (to_persister, cuts) = std::sync::mpsc::sync_channel::<crate::index::Cut>(1);
+    let persister = std::thread::Builder::new().name("puente-persister".into()).spawn(move || {
+        for cut in cuts {
+            let durable = hook
+                .as_ref()
+                .map_or(Ok(()), |hook| (hook.0)())
+                .map_err(LedgerError::from)
+                .and_then(|()| journal::sync_segment(&shared.data_dir, cut.record()));
+            let written = match durable {
+                Ok(()) => shared.index.write_cut(cut),
+                Err(error) => {
+                    shared.index.abandon_cut(cut);
+                    Err(error)
                 }
+            };
+            if let Err(error) = written {
+                tracing::error!(%error, "persisting the index failed; refusing further writes (restart to rebuild from the journal)");
+                shared.healthy.store(false, Ordering::Relaxed);
                 return;
             }
         }
-        if last_persist.elapsed() >= interval || shared.index.persist_due() {
-            if let Err(error) = persist(last_record) {
-                return fail(error);
-            }
-            last_persist = Instant::now();
-        }
-    }
+    })?;
+    Ok((to_persister, persister))
 }
 
 /// Refuses an index that applied a record the journal does not hold (any more, or not intact):

@@ -9,9 +9,12 @@
 //! - **Pending states**: the state of every pending transfer.
 //!
 //! The indexer applies committed groups in order ([`Index::apply`]) to memory that readers
-//! share, publishes `applied_seq`, and about once a second persists ([`Index::persist`]): a new id
-//! run, and the touched chunks and pending states in one sled batch with `persisted_seq`. After a
-//! crash it replays the journal from `persisted_seq`. Every write is idempotent.
+//! share, publishes `applied_seq`, and about once a second persists: it takes what memory holds
+//! out into a frozen layer that readers still see ([`Index::cut`], a short step between two
+//! batches), and a persister thread writes it ([`Index::write_cut`]: a new id run, and the
+//! touched chunks and pending states in one sled batch with `persisted_seq`) while the indexer
+//! goes on applying. One cut is written at a time. After a crash it replays the journal from
+//! `persisted_seq`. Every write is idempotent.
 //!
 //! Size: the index's one sled tree layout, its batch apply and every read over it; the chunk and
 //! run encodings are split out (`chunks.rs`, `runs.rs`).
@@ -55,6 +58,12 @@ const META_RUNS: &[u8] = b"m/runs";
 const META_NEXT_RUN: &[u8] = b"m/next_run";
 const META_VERSION: &[u8] = b"m/version";
 const META_RESUME: &[u8] = b"m/resume";
+
+fn persist_failed() -> LedgerError {
+    LedgerError::Storage(
+        "an earlier persist of the index failed (restart to rebuild it from the journal)".into(),
+    )
+}
 
 fn sled_err(e: sled::Error) -> LedgerError {
     LedgerError::Storage(format!("sled: {e}"))
@@ -185,6 +194,68 @@ struct Memory {
     /// Chunks that filled up since the last persist, readable until it writes them to sled.
     sealed_accounts: HashMap<AccountId, Vec<AccountChunk>>,
     sealed_feeds: HashMap<String, Vec<FeedChunk>>,
+    /// What the persist being written took out of memory, readable until its run and sled batch
+    /// are in (then gone, in the same step that lists the run).
+    frozen: Option<Arc<Frozen>>,
+}
+
+/// The part of memory a persist writes: ids, pending states and sealed chunks as of its cut.
+#[derive(Default)]
+struct Frozen {
+    ids: HashMap<TransferId, SmallVec<[Location; 1]>>,
+    pendings: HashMap<TransferId, PendingState>,
+    sealed_accounts: HashMap<AccountId, Vec<AccountChunk>>,
+    sealed_feeds: HashMap<String, Vec<FeedChunk>>,
+}
+
+impl Memory {
+    /// `account`'s sealed chunks not yet in sled: the frozen layer's, then memory's.
+    fn sealed_accounts_of(&self, account: AccountId) -> Vec<AccountChunk> {
+        let frozen = self.frozen.as_ref().and_then(|f| f.sealed_accounts.get(&account));
+        frozen.into_iter().chain(self.sealed_accounts.get(&account)).flatten().cloned().collect()
+    }
+
+    /// `owner`'s sealed feed chunks not yet in sled: the frozen layer's, then memory's.
+    fn sealed_feeds_of(&self, owner: &str) -> Vec<FeedChunk> {
+        let frozen = self.frozen.as_ref().and_then(|f| f.sealed_feeds.get(owner));
+        frozen.into_iter().chain(self.sealed_feeds.get(owner)).flatten().cloned().collect()
+    }
+}
+
+/// What one persist writes, taken out of memory at one applied sequence ([`Index::cut`]).
+pub struct Cut {
+    seq: u64,
+    resume: crate::journal::ResumePoint,
+    /// The touched chunks and pending states, encoded at the cut.
+    entries: Vec<SledEntry>,
+    frozen: Arc<Frozen>,
+}
+
+impl Cut {
+    /// Where the last record the cut holds is (the journal must be durable up to it before the
+    /// cut is written).
+    pub fn record(&self) -> Location {
+        self.resume.record
+    }
+}
+
+/// What [`Index::cut`] did.
+pub enum CutTaken {
+    /// A cut, to write.
+    Cut(Cut),
+    /// Nothing was applied since the last persist.
+    NothingNew,
+    /// A cut is still being written.
+    Busy,
+}
+
+/// Whether a cut is being written. A failed write leaves the index unable to persist: the
+/// ledger then refuses writes, and a restart replays the journal into the index.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PersistState {
+    Idle,
+    Writing,
+    Failed,
 }
 
 /// What only the indexer thread touches.
@@ -438,6 +509,9 @@ pub struct Index {
     /// Where the last persisted record is: the index's replay resumes after it.
     persisted_resume: std::sync::Mutex<Option<crate::journal::ResumePoint>>,
     applied: tokio::sync::watch::Sender<u64>,
+    /// One cut written at a time; `persisted` tells when a write ends.
+    persist_state: std::sync::Mutex<PersistState>,
+    persisted: std::sync::Condvar,
 }
 
 impl Index {
@@ -487,6 +561,8 @@ impl Index {
             ),
             persisted_resume: std::sync::Mutex::new(persisted_resume),
             applied,
+            persist_state: std::sync::Mutex::new(PersistState::Idle),
+            persisted: std::sync::Condvar::new(),
         })
     }
 
@@ -607,27 +683,113 @@ impl Index {
         self.read().ids.len() >= MEMORY_IDS_MAX
     }
 
-    /// Persists everything applied so far (from any thread; serialized with `apply`): a run of the ids in memory,
-    /// the touched chunks and the pending states, with `persisted_seq`, in one sled batch.
+    /// Persists everything applied so far and waits for it (from any thread): the cut being
+    /// written first, if any, then a new cut, written here.
     pub fn persist(&self) -> Result<(), LedgerError> {
-        // Held throughout (the merge included): `apply` and other persists wait, so what is
-        // written is exactly what was applied up to `seq`.
+        let cut = {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.wait_idle()?;
+            let Some(cut) = self.cut_locked(&mut dirty) else {
+                return Ok(());
+            };
+            *state = PersistState::Writing;
+            cut
+        };
+        self.write_cut(cut)
+    }
+
+    /// Takes what a persist writes out of memory into the frozen layer (the indexer thread,
+    /// between two batches; short: the chunks touched are encoded, the rest is moved). While a
+    /// cut is still being written this answers `Busy`, or with `wait` waits for it (the bound
+    /// on memory). The caller must hand a cut taken to [`Index::write_cut`]: until then no
+    /// other cut is taken.
+    pub fn cut(&self, wait: bool) -> Result<CutTaken, LedgerError> {
         let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = if wait {
+            self.wait_idle()?
+        } else {
+            let state = self.persist_state.lock().unwrap_or_else(|p| p.into_inner());
+            match *state {
+                PersistState::Idle => state,
+                PersistState::Writing => return Ok(CutTaken::Busy),
+                PersistState::Failed => return Err(persist_failed()),
+            }
+        };
+        Ok(match self.cut_locked(&mut dirty) {
+            Some(cut) => {
+                *state = PersistState::Writing;
+                CutTaken::Cut(cut)
+            }
+            None => CutTaken::NothingNew,
+        })
+    }
+
+    /// Waits until no cut is being written (and none failed); holds the state locked.
+    fn wait_idle(&self) -> Result<std::sync::MutexGuard<'_, PersistState>, LedgerError> {
+        let state = self.persist_state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self
+            .persisted
+            .wait_while(state, |s| *s == PersistState::Writing)
+            .unwrap_or_else(|p| p.into_inner());
+        if *state == PersistState::Failed {
+            return Err(persist_failed());
+        }
+        Ok(state)
+    }
+
+    fn cut_locked(&self, dirty: &mut Dirty) -> Option<Cut> {
         let seq = self.applied_seq();
         if seq == self.persisted_seq() {
-            return Ok(());
+            return None;
         }
-        let (ids, mut batch_entries) = self.persist_entries(&mut dirty);
-        let mut runs = self.read().runs.runs.clone();
-        let new_run = if ids.is_empty() {
-            None
-        } else {
-            let number = self.next_run.fetch_add(1, Ordering::AcqRel);
-            Some(Arc::new(Run::write(&self.runs_dir, number, &ids)?))
+        let entries = self.persist_entries(dirty);
+        let resume = crate::journal::ResumePoint {
+            seq,
+            record: Location(self.last_record.load(Ordering::Acquire)),
+            head: *self.last_head.lock().unwrap_or_else(|p| p.into_inner()),
         };
-        if let Some(run) = &new_run {
-            runs.push(run.clone());
+        let mut memory = self.write();
+        debug_assert!(memory.frozen.is_none(), "one cut at a time");
+        let frozen = Arc::new(Frozen {
+            ids: std::mem::take(&mut memory.ids),
+            pendings: std::mem::take(&mut memory.pendings),
+            sealed_accounts: std::mem::take(&mut memory.sealed_accounts),
+            sealed_feeds: std::mem::take(&mut memory.sealed_feeds),
+        });
+        memory.frozen = Some(frozen.clone());
+        Some(Cut { seq, resume, entries, frozen })
+    }
+
+    /// Writes a cut (any thread, while the indexer goes on applying): a run of its ids, and its
+    /// chunks and pending states in one sled batch with `persisted_seq`; then, in one step,
+    /// lists the run and drops the frozen layer. Merges runs after.
+    pub fn write_cut(&self, cut: Cut) -> Result<(), LedgerError> {
+        let result = self.write_cut_inner(cut);
+        let mut state = self.persist_state.lock().unwrap_or_else(|p| p.into_inner());
+        *state = if result.is_ok() { PersistState::Idle } else { PersistState::Failed };
+        self.persisted.notify_all();
+        result
+    }
+
+    /// Gives up a cut that cannot be written (its journal could not be made durable): no
+    /// persist follows; the frozen layer stays readable.
+    pub fn abandon_cut(&self, cut: Cut) {
+        drop(cut);
+        *self.persist_state.lock().unwrap_or_else(|p| p.into_inner()) = PersistState::Failed;
+        self.persisted.notify_all();
+    }
+
+    fn write_cut_inner(&self, cut: Cut) -> Result<(), LedgerError> {
+        let Cut { seq, resume, entries: mut batch_entries, frozen } = cut;
+        let mut ids: Vec<(TransferId, Location)> =
+            frozen.ids.iter().flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l))).collect();
+        ids.sort_unstable();
+        let mut runs = self.read().runs.runs.clone();
+        if !ids.is_empty() {
+            let number = self.next_run.fetch_add(1, Ordering::AcqRel);
+            runs.push(Arc::new(Run::write(&self.runs_dir, number, &ids)?));
         }
+        drop(ids);
         let mut manifest = Vec::with_capacity(runs.len() * 8);
         for run in &runs {
             manifest.extend_from_slice(&run.number.to_be_bytes());
@@ -636,11 +798,6 @@ impl Index {
         batch_entries
             .push((META_NEXT_RUN.to_vec(), self.next_run.load(Ordering::Acquire).to_be_bytes().to_vec()));
         batch_entries.push((META_PERSISTED_SEQ.to_vec(), seq.to_be_bytes().to_vec()));
-        let resume = crate::journal::ResumePoint {
-            seq,
-            record: Location(self.last_record.load(Ordering::Acquire)),
-            head: *self.last_head.lock().unwrap_or_else(|p| p.into_inner()),
-        };
         let mut resume_bytes = Vec::with_capacity(48);
         resume_bytes.extend_from_slice(&resume.seq.to_be_bytes());
         resume_bytes.extend_from_slice(&resume.record.0.to_be_bytes());
@@ -653,18 +810,16 @@ impl Index {
         self.tree.apply_batch(batch).map_err(sled_err)?;
         self.db.flush().map_err(sled_err)?;
         {
+            // Readers find each id and chunk in the frozen layer before this, in the run and
+            // sled after it.
             let mut memory = self.write();
             memory.runs = Arc::new(RunSet { runs });
-            memory.ids.clear();
-            memory.pendings.clear();
-            memory.sealed_accounts.clear();
-            memory.sealed_feeds.clear();
+            memory.frozen = None;
         }
+        drop(frozen);
         self.persisted_seq.store(seq, Ordering::Release);
         *self.persisted_resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume);
-        self.merge_runs()?;
-        drop(dirty);
-        Ok(())
+        self.merge_runs()
     }
 
     /// The accounts and feeds of `batch` whose last chunk is not in memory, and the owners of
@@ -711,13 +866,10 @@ impl Index {
         (accounts_needed, feeds_needed, op_owners)
     }
 
-    /// What a persist writes besides the runs: the ids in memory, sorted, and the sled entries of
-    /// the sealed and touched chunks and the pending states (taking the dirty sets).
-    fn persist_entries(&self, dirty: &mut Dirty) -> (Vec<(TransferId, Location)>, Vec<SledEntry>) {
+    /// The sled entries a persist writes: the sealed and touched chunks and the pending states
+    /// (taking the dirty sets).
+    fn persist_entries(&self, dirty: &mut Dirty) -> Vec<SledEntry> {
         let memory = self.read();
-        let mut ids: Vec<(TransferId, Location)> =
-            memory.ids.iter().flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l))).collect();
-        ids.sort_unstable();
         let mut entries: Vec<SledEntry> = std::mem::take(&mut dirty.sealed);
         for account in dirty.accounts.drain() {
             if let Some(chunk) = memory.accounts.get(&account) {
@@ -736,7 +888,7 @@ impl Index {
         for (id, state) in &memory.pendings {
             entries.push((pending_key(*id).to_vec(), vec![state_code(*state)]));
         }
-        (ids, entries)
+        entries
     }
 
     /// Merges runs of about the same size (size-tiered), so that lookups ask few filters.
@@ -782,7 +934,11 @@ impl Index {
     pub fn locations(&self, id: TransferId) -> Result<Vec<Location>, LedgerError> {
         let (mut out, runs) = {
             let memory = self.read();
-            (memory.ids.get(&id).map(|l| l.to_vec()).unwrap_or_default(), memory.runs.clone())
+            let mut out: Vec<Location> = memory.ids.get(&id).map(|l| l.to_vec()).unwrap_or_default();
+            if let Some(frozen) = memory.frozen.as_ref().and_then(|f| f.ids.get(&id)) {
+                out.extend_from_slice(frozen);
+            }
+            (out, memory.runs.clone())
         };
         runs.find(id, &mut out)?;
         out.sort_unstable();
@@ -863,8 +1019,12 @@ impl Index {
 
     /// The state of a pending transfer, if `id` is one.
     pub fn pending_state(&self, id: TransferId) -> Result<Option<PendingState>, LedgerError> {
-        if let Some(state) = self.read().pendings.get(&id) {
-            return Ok(Some(*state));
+        {
+            let memory = self.read();
+            let frozen = memory.frozen.as_ref().and_then(|f| f.pendings.get(&id));
+            if let Some(state) = memory.pendings.get(&id).or(frozen) {
+                return Ok(Some(*state));
+            }
         }
         match self.tree.get(pending_key(id)).map_err(sled_err)? {
             Some(v) => Ok(Some(
@@ -921,10 +1081,7 @@ impl Index {
         }
         let (current, sealed) = {
             let memory = self.read();
-            (
-                memory.accounts.get(&account_id).cloned(),
-                memory.sealed_accounts.get(&account_id).cloned().unwrap_or_default(),
-            )
+            (memory.accounts.get(&account_id).cloned(), memory.sealed_accounts_of(account_id))
         };
         let mut out = Vec::new();
         // Chunks overlapping [lo, hi): from the last chunk starting at or before lo.
@@ -977,7 +1134,7 @@ impl Index {
         let limit = limit.min(PAGE_SIZE_MAX);
         let (current, sealed) = {
             let memory = self.read();
-            (memory.feeds.get(owner).cloned(), memory.sealed_feeds.get(owner).cloned().unwrap_or_default())
+            (memory.feeds.get(owner).cloned(), memory.sealed_feeds_of(owner))
         };
         let begin = match self.tree.range(feed_key(owner, 0)..=feed_key(owner, after_ns)).next_back() {
             Some(item) => item.map_err(sled_err)?.0.to_vec(),

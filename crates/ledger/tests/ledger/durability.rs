@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use puente_ledger::journal::{CHAIN_GENESIS, SEGMENT_HEADER_BYTES, chain_hash, copy_journal, segment_path};
+use puente_ledger::ledger::INDEX_QUEUE_GROUPS;
 use puente_ledger::*;
 use puente_money::CurrencyCode;
 
@@ -1019,4 +1020,67 @@ async fn a_failed_sync_acknowledges_nothing_after_it() {
     let credits: u128 = accounts.values().map(|a| a.credits_posted_minor).sum();
     assert_eq!(debits, credits);
     assert_eq!(accounts[&3].credits_posted_minor, 200 + 50 + 40);
+}
+
+/// While the index persister writes a cut (held here), the indexer goes on applying and the
+/// writer goes on acknowledging: more groups than the index queue holds are answered. Every
+/// read finds what the cut took out of memory (ids, a pending state, sealed statement and feed
+/// chunks), and a retry of an id in the cut is answered from its first outcome, never run
+/// twice. After the cut is written, and after a restart, the same reads agree.
+#[tokio::test]
+async fn a_persist_being_written_neither_stalls_writes_nor_hides_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::default();
+    let config = LedgerConfig { persist_hook: Some(gate.hook()), ..LedgerConfig::new(dir.path()) };
+    let ledger = open_config(config).unwrap();
+    gate.set(|s| s.hold = true);
+    populate(&ledger).await;
+    // More than a feed chunk (512) and many account chunks (32) of entries on account 3, and a
+    // remembered failure: all in the first cut.
+    ok_transfers(&ledger, (1_000..1_600).map(|id| transfer(id, 1, 3, 1)).collect()).await;
+    let refused = transfers(&ledger, vec![transfer(1_700, 2, 3, 1_000_000)]).await;
+    assert!(!refused[0].result.is_ok(), "{refused:?}");
+    gate.wait_held().await;
+
+    // More groups than INDEX_QUEUE_GROUPS, one at a time: none waits for the persist.
+    for id in 2_000..2_000 + 3 * INDEX_QUEUE_GROUPS as u128 {
+        let written =
+            tokio::time::timeout(Duration::from_secs(10), ok_transfers(&ledger, vec![transfer(id, 1, 3, 1)]));
+        assert!(written.await.is_ok(), "transfer {id} waited for the index persist");
+    }
+    let later = 3 * INDEX_QUEUE_GROUPS;
+    assert_eq!(ledger.index_persisted_seq(), 0, "the held cut was written");
+    let refused = &refused[0].result;
+
+    let check = |ledger: Ledger| async move {
+        for id in [10, 13, 1_000, 1_599, 2_000] {
+            assert!(ledger.get_committed(id).await.unwrap().is_some(), "transfer {id} not found");
+        }
+        assert_eq!(ledger.pending_state(11).await.unwrap(), Some(PendingState::Posted));
+        let failed = ledger.get_transfer(1_700, "tests").await.unwrap();
+        assert!(matches!(failed, Some(Prior::Failed(_))), "{failed:?}");
+        // Retries of ids in the cut: the first outcomes, nothing moves.
+        let credits = ledger.get_account(3).unwrap().unwrap().credits_posted_minor;
+        let retried =
+            transfers(&ledger, vec![transfer(1_000, 1, 3, 1), transfer(1_700, 2, 3, 1_000_000)]).await;
+        assert!(retried.iter().all(|o| o.replayed), "{retried:?}");
+        assert!(retried[0].result.is_ok() && retried[1].result == *refused, "{retried:?}");
+        assert_eq!(ledger.get_account(3).unwrap().unwrap().credits_posted_minor, credits);
+        // Account 3: the pending credit, its post, transfer 13, 600 and `later` transfers.
+        let statement = ledger.account_entries(3, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap();
+        assert_eq!(statement.len(), 3 + 600 + later, "statement of account 3");
+        let feed = ledger.transfers_after(0, PAGE_SIZE_MAX).await.unwrap();
+        assert_eq!(feed.len(), 4 + 600 + later, "the ledger's feed");
+        let own = ledger.participant_transfers_after("bank-a", 0, PAGE_SIZE_MAX).await.unwrap();
+        assert_eq!(own.len(), feed.len(), "bank-a's feed");
+        ledger
+    };
+    let ledger = check(ledger).await;
+
+    gate.set(|s| s.hold = false);
+    ledger.flush_index().await.unwrap();
+    assert_eq!(ledger.index_persisted_seq(), ledger.index_watermarks().1);
+    let ledger = check(ledger).await;
+    close(ledger, dir.path());
+    check(open(dir.path()).unwrap()).await;
 }
