@@ -35,8 +35,7 @@ pub const MANIFEST_FILE: &str = "MANIFEST.json";
 /// new backups copy nothing but the journal. The FX desk's sled store (`fx/`: quotes, rates)
 /// is not journaled and is not in a backup (see deploy/README.md).
 pub const LEGACY_BACKUP_FILES: &[&str] = &["fx-signing-key.p8"];
-/// Largest manifest read.
-pub const MANIFEST_BYTES_MAX: u64 = 64 * 1024;
+pub use crate::limits::MANIFEST_BYTES_MAX;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Manifest {

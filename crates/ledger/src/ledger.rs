@@ -31,26 +31,15 @@ mod follow;
 mod landing;
 use follow::Appended;
 
-/// Most events (accounts + transfers) in one group commit.
-pub const GROUP_EVENTS_MAX: usize = 65_536;
-/// Longest the idle writer sleeps before looking at the clock again (expiry is exact anyway:
-/// it wakes at the next expiry).
-const IDLE_WAKE_MAX: Duration = Duration::from_secs(3_600);
-/// How many committed groups the live feed buffers for slow subscribers.
-pub const FEED_BUFFER_GROUPS: usize = 1_024;
-/// Committed groups waiting for the indexer before the writer waits (backpressure: the writer
-/// never runs more than this many groups ahead of the index).
-pub const INDEX_QUEUE_GROUPS: usize = 8;
-/// The indexer persists at least this often while it has something to persist.
-pub const INDEX_PERSIST_INTERVAL_MS: u64 = 1_000;
-/// How soon the indexer asks again for a persist that was due while the last was being written.
-pub const INDEX_PERSIST_RETRY_MS: u64 = 10;
-/// A snapshot is taken once this many events were committed since the last one...
-pub const SNAPSHOT_EVENTS: u64 = 1_000_000;
-/// ...or this long after the last one, if anything was committed.
-pub const SNAPSHOT_INTERVAL_MS: u64 = 5 * 60 * 1_000;
-/// Longest a read waits for the index to reach the writes acknowledged before it.
-pub const READ_WAIT_MAX_MS: u64 = 30_000;
+pub use crate::limits::FEED_BUFFER_GROUPS;
+pub use crate::limits::GROUP_EVENTS_MAX;
+use crate::limits::IDLE_WAKE_MAX;
+pub use crate::limits::INDEX_PERSIST_INTERVAL_MS;
+pub use crate::limits::INDEX_PERSIST_RETRY_MS;
+pub use crate::limits::INDEX_QUEUE_GROUPS;
+pub use crate::limits::READ_WAIT_MAX_MS;
+pub use crate::limits::SNAPSHOT_EVENTS;
+pub use crate::limits::SNAPSHOT_INTERVAL_MS;
 
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {

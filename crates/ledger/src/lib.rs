@@ -16,6 +16,7 @@ pub mod hashing;
 pub mod index;
 pub mod journal;
 pub mod ledger;
+pub mod limits;
 pub mod queue;
 pub mod replica;
 pub mod snapshot;

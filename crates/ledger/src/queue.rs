@@ -20,18 +20,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Most events one lane (participant) may have queued or in the group being committed.
-pub const LANE_EVENTS_MAX: usize = 4 * crate::types::BATCH_EVENTS_MAX;
-/// Most events queued in all lanes together.
-pub const QUEUE_EVENTS_MAX: usize = 64 * crate::types::BATCH_EVENTS_MAX;
-/// Credit a lane earns per turn: one full batch.
-pub const QUANTUM_EVENTS: usize = crate::types::BATCH_EVENTS_MAX;
-/// Most lanes with a semaphore kept (one per participant; idle ones are dropped beyond this).
-pub const LANES_MAX: usize = crate::engine::identity::PARTICIPANTS_MAX;
-
-const _: () = assert!(LANE_EVENTS_MAX >= crate::types::BATCH_EVENTS_MAX);
-const _: () = assert!(QUEUE_EVENTS_MAX >= LANE_EVENTS_MAX);
-const _: () = assert!(QUANTUM_EVENTS >= crate::types::BATCH_EVENTS_MAX);
+pub use crate::limits::LANE_EVENTS_MAX;
+pub use crate::limits::LANES_MAX;
+pub use crate::limits::QUANTUM_EVENTS;
+pub use crate::limits::QUEUE_EVENTS_MAX;
 
 /// An item with the room it holds in the queue; the room is given back when it is dropped
 /// (after the writer answered it).

@@ -31,10 +31,8 @@ pub type Records = Vec<(u64, Vec<u8>)>;
 /// A snapshot as the store keeps it: the sequence number it was taken at, and its bytes.
 pub type StoredSnapshot = (u64, Vec<u8>);
 
-/// How many records a standby copies per read.
-pub const FOLLOW_PAGE_RECORDS: usize = 256;
-/// How often a standby that is caught up looks for new records and for a lapsed lease.
-pub const FOLLOW_POLL_MS: u64 = 50;
+pub use crate::limits::FOLLOW_PAGE_RECORDS;
+pub use crate::limits::FOLLOW_POLL_MS;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -94,8 +92,7 @@ pub trait RecordStore: Send + Sync + std::fmt::Debug + 'static {
     fn latest_snapshot(&self) -> StoreFuture<'_, Result<Option<StoredSnapshot>, StoreError>>;
 }
 
-/// Snapshots the store keeps (the newest).
-pub const STORE_SNAPSHOTS_KEPT: usize = 2;
+pub use crate::limits::STORE_SNAPSHOTS_KEPT;
 
 /// What this node is.
 #[derive(Debug, Clone, PartialEq, Eq)]

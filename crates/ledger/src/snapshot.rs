@@ -19,8 +19,7 @@ use crate::journal::{CHAIN_GENESIS, Location, ResumePoint};
 const MAGIC: &[u8; 8] = b"PUENTESN";
 /// Bump when `EngineState` changes shape: older snapshots are then skipped, not misread.
 pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
-/// Snapshots kept (the newest ones); older ones are deleted after a new one is written.
-pub const SNAPSHOTS_KEPT: usize = 3;
+pub use crate::limits::SNAPSHOTS_KEPT;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 32 + 8;
 
 pub struct Snapshot {

@@ -5,21 +5,14 @@ use std::collections::BTreeMap;
 use puente_money::CurrencyCode;
 use serde::{Deserialize, Serialize};
 
-/// Most transfers (or accounts) in one request. At least 8,000 (the floor), below
-/// TigerBeetle's 8,189.
-pub const BATCH_EVENTS_MAX: usize = 8_189;
+pub use crate::limits::BATCH_EVENTS_MAX;
+pub use crate::limits::METADATA_ENTRIES_MAX;
+pub use crate::limits::METADATA_KEY_LEN_MAX;
+pub use crate::limits::METADATA_VALUE_LEN_MAX;
+pub use crate::limits::REFERENCE_LEN_MAX;
+pub use crate::limits::TIMEOUT_MAX_MS;
 /// Longest participant id, in bytes.
 pub use puente_core::PARTICIPANT_ID_LEN_MAX;
-/// Longest holder reference or transfer reference, in bytes.
-pub const REFERENCE_LEN_MAX: usize = 128;
-/// Most metadata entries on one account or transfer.
-pub const METADATA_ENTRIES_MAX: usize = 16;
-/// Longest metadata key, in bytes.
-pub const METADATA_KEY_LEN_MAX: usize = 64;
-/// Longest metadata value, in bytes.
-pub const METADATA_VALUE_LEN_MAX: usize = 256;
-/// Longest pending timeout: 30 days.
-pub const TIMEOUT_MAX_MS: u64 = 30 * 24 * 3_600 * 1_000;
 
 pub type AccountId = u128;
 pub type TransferId = u128;

@@ -37,12 +37,9 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, Op, Output, Undo};
 use crate::types::{AccountId, participant_valid};
 
-/// Most holders on one ledger (they live in memory, with their sealed fields: ~1 KiB each).
-pub const HOLDERS_MAX: usize = 1_000_000;
-/// Longest holder id, in bytes.
-pub const HOLDER_ID_LEN_MAX: usize = 64;
-/// Largest sealed personal-data field, in bytes.
-pub const SEALED_FIELD_LEN_MAX: usize = puente_kyc::pii::SEALED_LEN_MAX;
+pub use crate::limits::HOLDER_ID_LEN_MAX;
+pub use crate::limits::HOLDERS_MAX;
+pub use crate::limits::SEALED_FIELD_LEN_MAX;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HolderKind {
@@ -170,9 +167,7 @@ pub enum HolderRefusal {
     LimitReached,
 }
 
-/// Most KYC refusals a participant may collect on one holder of another participant in one
-/// calendar month before every further credit it sends to that holder is refused.
-pub const KYC_FOREIGN_REFUSALS_MAX: u32 = 5;
+pub use crate::limits::KYC_FOREIGN_REFUSALS_MAX;
 
 /// (participant, holder id).
 type HolderKey = (String, String);

@@ -15,14 +15,10 @@ use serde::{Deserialize, Serialize};
 use super::{Engine, Op, Output};
 use crate::types::participant_valid;
 
-/// Most participants on one ledger.
-pub const PARTICIPANTS_MAX: usize = 10_000;
-/// Most API keys (live or revoked) one participant holds; revoked keys stay for the record.
-pub const KEYS_PER_PARTICIPANT_MAX: usize = 64;
-/// Most client certificates bound to one participant.
-pub const CERTIFICATES_PER_PARTICIPANT_MAX: usize = 16;
-/// Longest participant display name, in bytes.
-pub const PARTICIPANT_NAME_LEN_MAX: usize = 128;
+pub use crate::limits::CERTIFICATES_PER_PARTICIPANT_MAX;
+pub use crate::limits::KEYS_PER_PARTICIPANT_MAX;
+pub use crate::limits::PARTICIPANT_NAME_LEN_MAX;
+pub use crate::limits::PARTICIPANTS_MAX;
 /// Longest key id, in bytes (`[a-z0-9]`).
 pub const KEY_ID_LEN_MAX: usize = 32;
 

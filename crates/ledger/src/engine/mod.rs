@@ -29,10 +29,8 @@ mod invariants;
 mod pending;
 mod transfers;
 
-/// Most accounts one ledger holds (accounts live in memory: ~300 B each).
-pub const ACCOUNTS_MAX: usize = 10_000_000;
-/// Most pending transfers expired in one step.
-pub const EXPIRE_BATCH_MAX: usize = BATCH_EVENTS_MAX;
+pub use crate::limits::ACCOUNTS_MAX;
+pub use crate::limits::EXPIRE_BATCH_MAX;
 
 /// One journal operation: the unit of durability and of replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,16 +47,11 @@ use crate::types::*;
 /// The participant that owns the settlement hub accounts (one per currency). Reserved: no
 /// client may open an account for it.
 pub const HUB_PARTICIPANT: &str = "puente-hub";
-/// Most currencies in one settlement profile.
-pub const PROFILE_CURRENCIES_MAX: usize = 8;
-/// Longest bank identifier (ABA routing number, CLABE, BIC or name), in bytes.
-pub const BANK_ID_LEN_MAX: usize = 35;
-/// Longest participant legal name kept in a profile, in bytes (ISO 20022 Max140Text).
-pub const PROFILE_NAME_LEN_MAX: usize = 140;
-/// Longest reason recorded on a FAILED or ABORTED window, in bytes.
-pub const WINDOW_REASON_LEN_MAX: usize = 512;
-/// Most windows one list returns.
-pub const WINDOW_PAGE_MAX: usize = 1_000;
+pub use crate::limits::BANK_ID_LEN_MAX;
+pub use crate::limits::PROFILE_CURRENCIES_MAX;
+pub use crate::limits::PROFILE_NAME_LEN_MAX;
+pub use crate::limits::WINDOW_PAGE_MAX;
+pub use crate::limits::WINDOW_REASON_LEN_MAX;
 
 pub type WindowId = u64;
 

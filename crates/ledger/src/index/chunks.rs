@@ -9,10 +9,8 @@ use crate::engine::{Entry, EntryKind};
 use crate::journal::Location;
 use crate::types::{AccountId, TransferId};
 
-/// Entries per account chunk before a new chunk starts.
-pub const ACCOUNT_CHUNK_ENTRIES_MAX: usize = 32;
-/// Entries per feed chunk before a new chunk starts.
-pub const FEED_CHUNK_ENTRIES_MAX: usize = 512;
+pub use crate::limits::ACCOUNT_CHUNK_ENTRIES_MAX;
+pub use crate::limits::FEED_CHUNK_ENTRIES_MAX;
 const CHUNK_VERSION: u8 = 1;
 
 /// (debits pending, debits posted, credits pending, credits posted).

@@ -41,14 +41,10 @@ use crate::types::*;
 /// The layout of the index directory. An index of another version is rebuilt from the journal
 /// at open (it is derived state). 3: id runs, chunks, journal locations.
 pub const INDEX_VERSION: u64 = 3;
-/// Runs of about the same size merged at once.
-pub const RUN_MERGE_FAN_IN: usize = 4;
-/// Runs bigger than this are never merged (a merge reads and writes them whole).
-pub const RUN_ENTRIES_MERGE_MAX: u64 = 64 * 1024 * 1024;
-/// Ids held in memory before a flush is due whatever the time.
-pub const MEMORY_IDS_MAX: usize = 1 << 20;
-/// Rows one read returns (page size cap).
-pub const PAGE_SIZE_MAX: usize = 1_000;
+pub use crate::limits::MEMORY_IDS_MAX;
+pub use crate::limits::PAGE_SIZE_MAX;
+pub use crate::limits::RUN_ENTRIES_MERGE_MAX;
+pub use crate::limits::RUN_MERGE_FAN_IN;
 
 const KEY_ACCOUNT: u8 = b'a';
 const KEY_FEED: u8 = b'f';
@@ -1192,12 +1188,8 @@ impl Index {
     }
 }
 
-/// How long an open waits for sled's lock on the index to be released (a process that was
-/// just killed, or a ledger of this process just dropped whose sled threads are finishing)
-/// before it reports the index as in use.
-const INDEX_LOCK_WAIT_MS: u64 = 5_000;
-/// Pause between two attempts at the lock.
-const INDEX_LOCK_RETRY_MS: u64 = 20;
+use crate::limits::INDEX_LOCK_RETRY_MS;
+use crate::limits::INDEX_LOCK_WAIT_MS;
 
 fn open_db(dir: &Path) -> Result<sled::Db, LedgerError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(INDEX_LOCK_WAIT_MS);

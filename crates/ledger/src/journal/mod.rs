@@ -45,15 +45,12 @@ pub const LEGACY_MAGIC: &[u8; 8] = b"PUENTEJ2";
 const SEGMENT_HEADER_VERSION: u32 = 1;
 /// A segment's header: magic, version, segment number, first seq, previous head, CRC, zeros.
 pub const SEGMENT_HEADER_BYTES: usize = 8 + 4 + 4 + 8 + 32 + 4 + 4;
-/// Largest journal record (one group commit). A group of 64 Ki transfers is ~6 MiB.
-pub const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
-/// A segment is closed and a new one started once it would grow past this.
-pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+pub use crate::limits::RECORD_BYTES_MAX;
+pub use crate::limits::SEGMENT_BYTES_MAX;
 /// A record's header: length, CRC-32, chain hash.
 pub const RECORD_HEADER_BYTES: usize = 4 + 4 + CHAIN_HASH_BYTES;
 const CHAIN_HASH_BYTES: usize = 32;
-/// Most segments (a location keeps 16 bits for the segment number).
-pub const SEGMENTS_MAX: u32 = u16::MAX as u32;
+pub use crate::limits::SEGMENTS_MAX;
 /// Bytes read at once to decode one op at a location (a larger op takes a second read).
 const OP_READ_BYTES: usize = 512;
 

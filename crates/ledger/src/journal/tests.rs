@@ -200,3 +200,66 @@ fn a_replicated_record_is_checked_then_written_byte_for_byte() {
     .unwrap();
     assert_eq!(replayed, vec![vec![transfer_record()], vec![expire(), refused()]]);
 }
+
+/// `limits::EVENT_OP_BYTES_MAX` bounds the op of any one event with every field at its limit,
+/// so a group of `GROUP_EVENTS_MAX` events can never make a record the journal refuses.
+#[test]
+fn no_op_of_one_event_exceeds_its_bound() {
+    use crate::limits::*;
+    let longest = |len: usize, c: char| std::iter::repeat_n(c, len).collect::<String>();
+    let metadata: Metadata = (0..METADATA_ENTRIES_MAX)
+        .map(|i| {
+            (
+                format!("{i:02}{}", longest(METADATA_KEY_LEN_MAX - 2, 'k')),
+                longest(METADATA_VALUE_LEN_MAX, 'v'),
+            )
+        })
+        .collect();
+    let transfer = Transfer {
+        id: u128::MAX,
+        debit_account_id: u128::MAX - 1,
+        credit_account_id: u128::MAX - 2,
+        amount_minor: u64::MAX,
+        currency: CurrencyCode::MXN,
+        flags: TransferFlags { post_pending: true, linked: true, ..TransferFlags::default() },
+        pending_id: u128::MAX - 3,
+        timeout_ms: TIMEOUT_MAX_MS,
+        reference: longest(REFERENCE_LEN_MAX, 'r'),
+        metadata: metadata.clone(),
+    };
+    let record = Op::Transfer(TransferRecord {
+        transfer: transfer.clone(),
+        effect: Effect { debit_account_id: u128::MAX, credit_account_id: u128::MAX, amount_minor: u64::MAX },
+        timestamp_ns: u64::MAX,
+        expires_at_ns: u64::MAX,
+        released_minor: u64::MAX,
+    });
+    let account = Op::CreateAccount(Account {
+        id: u128::MAX,
+        participant: longest(PARTICIPANT_ID_LEN_MAX, 'p'),
+        currency: CurrencyCode::MXN,
+        flags: AccountFlags { debits_must_not_exceed_credits: true, credits_must_not_exceed_debits: true },
+        overdraft_limit_minor: u64::MAX,
+        holder_ref: longest(REFERENCE_LEN_MAX, 'h'),
+        metadata,
+        debits_pending_minor: 0,
+        debits_posted_minor: 0,
+        credits_pending_minor: 0,
+        credits_posted_minor: 0,
+        created_at_ns: u64::MAX,
+        closed: false,
+    });
+    let refused = Op::Refused(RefusedTransfer::new(
+        &longest(PARTICIPANT_ID_LEN_MAX, 'p'),
+        &transfer,
+        TransferResult::ExceedsCredits,
+        u64::MAX,
+    ));
+    for (name, op) in [("transfer", record), ("account", account), ("refused", refused)] {
+        let mut bytes = Vec::new();
+        encode_op(&op, &mut bytes);
+        assert!(bytes.len() <= EVENT_OP_BYTES_MAX, "{name}: {} bytes > {EVENT_OP_BYTES_MAX}", bytes.len());
+        // Not a bound so loose that it hides a codec that grew.
+        assert!(bytes.len() * 2 > EVENT_OP_BYTES_MAX || name == "refused", "{name}: {} bytes", bytes.len());
+    }
+}
