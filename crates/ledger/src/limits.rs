@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::types::PARTICIPANT_ID_LEN_MAX;
+use puente_core::PARTICIPANT_ID_LEN_MAX;
 
 // ----- Requests: what one request may carry ------------------------------------------------------
 
