@@ -1084,3 +1084,36 @@ async fn a_persist_being_written_neither_stalls_writes_nor_hides_anything() {
     close(ledger, dir.path());
     check(open(dir.path()).unwrap()).await;
 }
+
+/// A persist of the index that fails (its journal could not be synced, or the write failed):
+/// the ledger stops taking writes rather than go on with an index it cannot persist, a
+/// shutdown does not hang on the failed persister, and a restart replays the journal into the
+/// index: every acknowledged transfer is there.
+#[tokio::test]
+async fn a_failed_index_persist_stops_writes_and_a_restart_recovers_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = SyncGate::default();
+    gate.set(|s| s.fail = true);
+    let config = LedgerConfig { persist_hook: Some(gate.hook()), ..LedgerConfig::new(dir.path()) };
+    let ledger = open_config(config).unwrap();
+    populate(&ledger).await;
+    ok_transfers(&ledger, (100..140).map(|id| transfer(id, 1, 3, 1)).collect()).await;
+    // The first persist is due within INDEX_PERSIST_INTERVAL_MS; it fails.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ledger.is_healthy() {
+        assert!(Instant::now() < deadline, "a failed persist left the ledger taking writes");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let refused = ledger.create_transfers(Actor::system("tests"), vec![transfer(200, 1, 3, 1)]).await;
+    assert!(matches!(refused, Err(LedgerError::Unavailable(_))), "{refused:?}");
+    close(ledger, dir.path());
+
+    let ledger = open(dir.path()).unwrap();
+    for id in [10, 13, 100, 139] {
+        assert!(ledger.get_committed(id).await.unwrap().is_some(), "transfer {id} lost");
+    }
+    assert!(ledger.get_committed(200).await.unwrap().is_none());
+    let statement = ledger.account_entries(3, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap();
+    assert_eq!(statement.len(), 3 + 40);
+    ok_transfers(&ledger, vec![transfer(200, 1, 3, 1)]).await;
+}
