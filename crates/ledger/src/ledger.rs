@@ -1048,7 +1048,10 @@ fn spawn_persister(
     hook: Option<SyncHook>,
 ) -> std::io::Result<(std::sync::mpsc::SyncSender<crate::index::Cut>, std::thread::JoinHandle<()>)> {
     let (to_persister, cuts) = std::sync::mpsc::sync_channel::<crate::index::Cut>(1);
+    let (to_merger, merger) = spawn_merger(shared.clone())?;
     let persister = std::thread::Builder::new().name("puente-persister".into()).spawn(move || {
+        // The merger ends after the merge it is on when the last cut has been written.
+        let merger = MergerHandle { to_merger: Some(to_merger), merger: Some(merger) };
         for cut in cuts {
             let durable = hook
                 .as_ref()
@@ -1067,9 +1070,55 @@ fn spawn_persister(
                 shared.healthy.store(false, Ordering::Relaxed);
                 return;
             }
+            if let Some(to_merger) = &merger.to_merger {
+                // Full: a merge check is already due.
+                let _ = to_merger.try_send(());
+            }
         }
     })?;
     Ok((to_persister, persister))
+}
+
+/// The thread that merges the index's id runs after each cut written ([`Index::merge_once`]),
+/// so that a merge of large runs (seconds at tens of millions of ids) never holds up a cut:
+/// it held the next cut, and so the indexer and the writer behind it (a 4.9 s batch in a 30M
+/// run, BENCHMARKS.md).
+fn spawn_merger(
+    shared: Arc<Shared>,
+) -> std::io::Result<(std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>)> {
+    let (to_merger, due) = std::sync::mpsc::sync_channel::<()>(1);
+    let merger = std::thread::Builder::new().name("puente-merger".into()).spawn(move || {
+        for () in due {
+            loop {
+                match shared.index.merge_once() {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(error) => {
+                        tracing::error!(%error, "merging the index's runs failed; refusing further writes (restart to rebuild from the journal)");
+                        shared.healthy.store(false, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }
+    })?;
+    Ok((to_merger, merger))
+}
+
+/// Ends the merger when the persister ends: no more merge checks, then waits for the merge it
+/// is on (so that a stopped ledger leaves no thread writing its index).
+struct MergerHandle {
+    to_merger: Option<std::sync::mpsc::SyncSender<()>>,
+    merger: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MergerHandle {
+    fn drop(&mut self) {
+        drop(self.to_merger.take());
+        if let Some(merger) = self.merger.take() {
+            let _ = merger.join();
+        }
+    }
 }
 
 /// Refuses an index that applied a record the journal does not hold (any more, or not intact):

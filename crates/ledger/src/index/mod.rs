@@ -55,6 +55,15 @@ const META_NEXT_RUN: &[u8] = b"m/next_run";
 const META_VERSION: &[u8] = b"m/version";
 const META_RESUME: &[u8] = b"m/resume";
 
+/// The manifest of a run list: the runs' numbers, in order.
+fn manifest_of(runs: &[Arc<Run>]) -> Vec<u8> {
+    let mut manifest = Vec::with_capacity(runs.len() * 8);
+    for run in runs {
+        manifest.extend_from_slice(&run.number.to_be_bytes());
+    }
+    manifest
+}
+
 fn persist_failed() -> LedgerError {
     LedgerError::Storage(
         "an earlier persist of the index failed (restart to rebuild it from the journal)".into(),
@@ -508,6 +517,8 @@ pub struct Index {
     /// One cut written at a time; `persisted` tells when a write ends.
     persist_state: std::sync::Mutex<PersistState>,
     persisted: std::sync::Condvar,
+    /// Held while the run list is edited (a cut adds a run, a merge replaces runs).
+    runs_edit: std::sync::Mutex<()>,
 }
 
 impl Index {
@@ -559,6 +570,7 @@ impl Index {
             applied,
             persist_state: std::sync::Mutex::new(PersistState::Idle),
             persisted: std::sync::Condvar::new(),
+            runs_edit: std::sync::Mutex::new(()),
         })
     }
 
@@ -758,7 +770,7 @@ impl Index {
 
     /// Writes a cut (any thread, while the indexer goes on applying): a run of its ids, and its
     /// chunks and pending states in one sled batch with `persisted_seq`; then, in one step,
-    /// lists the run and drops the frozen layer. Merges runs after.
+    /// lists the run and drops the frozen layer. Runs are merged apart ([`Index::merge_once`]).
     pub fn write_cut(&self, cut: Cut) -> Result<(), LedgerError> {
         let result = self.write_cut_inner(cut);
         let mut state = self.persist_state.lock().unwrap_or_else(|p| p.into_inner());
@@ -780,17 +792,18 @@ impl Index {
         let mut ids: Vec<(TransferId, Location)> =
             frozen.ids.iter().flat_map(|(id, locations)| locations.iter().map(move |l| (*id, *l))).collect();
         ids.sort_unstable();
-        let mut runs = self.read().runs.runs.clone();
-        if !ids.is_empty() {
+        let new_run = if ids.is_empty() {
+            None
+        } else {
             let number = self.next_run.fetch_add(1, Ordering::AcqRel);
-            runs.push(Arc::new(Run::write(&self.runs_dir, number, &ids)?));
-        }
+            Some(Arc::new(Run::write(&self.runs_dir, number, &ids)?))
+        };
         drop(ids);
-        let mut manifest = Vec::with_capacity(runs.len() * 8);
-        for run in &runs {
-            manifest.extend_from_slice(&run.number.to_be_bytes());
-        }
-        batch_entries.push((META_RUNS.to_vec(), manifest));
+        // The run list is edited by cuts and merges, each under this lock.
+        let _editing = self.runs_edit.lock().unwrap_or_else(|p| p.into_inner());
+        let mut runs = self.read().runs.runs.clone();
+        runs.extend(new_run);
+        batch_entries.push((META_RUNS.to_vec(), manifest_of(&runs)));
         batch_entries
             .push((META_NEXT_RUN.to_vec(), self.next_run.load(Ordering::Acquire).to_be_bytes().to_vec()));
         batch_entries.push((META_PERSISTED_SEQ.to_vec(), seq.to_be_bytes().to_vec()));
@@ -815,7 +828,7 @@ impl Index {
         drop(frozen);
         self.persisted_seq.store(seq, Ordering::Release);
         *self.persisted_resume.lock().unwrap_or_else(|p| p.into_inner()) = Some(resume);
-        self.merge_runs()
+        Ok(())
     }
 
     /// The accounts and feeds of `batch` whose last chunk is not in memory, and the owners of
@@ -887,41 +900,53 @@ impl Index {
         entries
     }
 
-    /// Merges runs of about the same size (size-tiered), so that lookups ask few filters.
-    fn merge_runs(&self) -> Result<(), LedgerError> {
-        loop {
-            let runs = self.read().runs.runs.clone();
-            // The newest RUN_MERGE_FAN_IN runs, if none is more than twice the next.
-            if runs.len() < RUN_MERGE_FAN_IN {
-                return Ok(());
-            }
-            let tail = &runs[runs.len() - RUN_MERGE_FAN_IN..];
-            let biggest = tail.iter().map(|r| r.entries).max().unwrap_or(0);
-            let smallest = tail.iter().map(|r| r.entries).min().unwrap_or(0);
-            let total: u64 = tail.iter().map(|r| r.entries).sum();
-            if biggest > smallest.saturating_mul(4).max(1) || total > RUN_ENTRIES_MERGE_MAX {
-                return Ok(());
-            }
-            let merged = runs::merge(tail)?;
-            let number = self.next_run.fetch_add(1, Ordering::AcqRel);
-            let run = Arc::new(Run::write(&self.runs_dir, number, &merged)?);
-            let mut next: Vec<Arc<Run>> = runs[..runs.len() - RUN_MERGE_FAN_IN].to_vec();
-            next.push(run);
-            let mut manifest = Vec::with_capacity(next.len() * 8);
-            for run in &next {
-                manifest.extend_from_slice(&run.number.to_be_bytes());
-            }
-            let mut batch = sled::Batch::default();
-            batch.insert(META_RUNS, manifest);
-            batch.insert(META_NEXT_RUN, &self.next_run.load(Ordering::Acquire).to_be_bytes());
-            self.tree.apply_batch(batch).map_err(sled_err)?;
-            self.db.flush().map_err(sled_err)?;
-            self.write().runs = Arc::new(RunSet { runs: next });
-            for old in tail {
-                // Readers holding the old set keep their open handles; the names go now.
-                let _ = std::fs::remove_file(&old.path);
-            }
+    /// Merges the newest `RUN_MERGE_FAN_IN` runs into one if they are of about the same size
+    /// (size-tiered), so that lookups ask few filters; `false`: no merge is due. For one merger
+    /// thread: cuts go on being written meanwhile, and the merged run takes its parts' place in
+    /// the list as it is then (runs a cut added after them stay after it).
+    pub fn merge_once(&self) -> Result<bool, LedgerError> {
+        let runs = self.read().runs.runs.clone();
+        if runs.len() < RUN_MERGE_FAN_IN {
+            return Ok(false);
         }
+        let tail = &runs[runs.len() - RUN_MERGE_FAN_IN..];
+        let biggest = tail.iter().map(|r| r.entries).max().unwrap_or(0);
+        let smallest = tail.iter().map(|r| r.entries).min().unwrap_or(0);
+        let total: u64 = tail.iter().map(|r| r.entries).sum();
+        if biggest > smallest.saturating_mul(4).max(1) || total > RUN_ENTRIES_MERGE_MAX {
+            return Ok(false);
+        }
+        // The long part, with no lock held.
+        let merged = runs::merge(tail)?;
+        let number = self.next_run.fetch_add(1, Ordering::AcqRel);
+        let run = Arc::new(Run::write(&self.runs_dir, number, &merged)?);
+        drop(merged);
+        let _editing = self.runs_edit.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.read().runs.runs.clone();
+        let at = current.iter().position(|r| r.number == tail[0].number);
+        let Some(at) = at.filter(|&at| {
+            current
+                .get(at..at + RUN_MERGE_FAN_IN)
+                .is_some_and(|parts| parts.iter().zip(tail).all(|(now, then)| now.number == then.number))
+        }) else {
+            let _ = std::fs::remove_file(&run.path);
+            return Err(LedgerError::Corrupt("index: the runs being merged left the run list".into()));
+        };
+        let mut next: Vec<Arc<Run>> = Vec::with_capacity(current.len() + 1 - RUN_MERGE_FAN_IN);
+        next.extend_from_slice(&current[..at]);
+        next.push(run);
+        next.extend_from_slice(&current[at + RUN_MERGE_FAN_IN..]);
+        let mut batch = sled::Batch::default();
+        batch.insert(META_RUNS, manifest_of(&next));
+        batch.insert(META_NEXT_RUN, &self.next_run.load(Ordering::Acquire).to_be_bytes());
+        self.tree.apply_batch(batch).map_err(sled_err)?;
+        self.db.flush().map_err(sled_err)?;
+        self.write().runs = Arc::new(RunSet { runs: next });
+        for old in tail {
+            // Readers holding the old set keep their open handles; the names go now.
+            let _ = std::fs::remove_file(&old.path);
+        }
+        Ok(true)
     }
 
     // ----- reads ----------------------------------------------------------------------------

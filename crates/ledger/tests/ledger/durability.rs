@@ -1117,3 +1117,43 @@ async fn a_failed_index_persist_stops_writes_and_a_restart_recovers_everything()
     assert_eq!(statement.len(), 3 + 40);
     ok_transfers(&ledger, vec![transfer(200, 1, 3, 1)]).await;
 }
+
+fn run_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("index").join("ids")).unwrap().count()
+}
+
+/// Id runs are merged on their own thread after a cut is written (size-tiered): the merged run
+/// takes its parts' place, their files go, and every id stays found, before and after a
+/// restart; a retry of a merged id is still answered from its first outcome.
+#[tokio::test]
+async fn runs_are_merged_apart_and_every_id_stays_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open(dir.path()).unwrap();
+    populate(&ledger).await;
+    for k in 0..4u128 {
+        ok_transfers(&ledger, (0..50).map(|i| transfer(1_000 + k * 100 + i, 1, 3, 1)).collect()).await;
+        ledger.flush_index().await.unwrap(); // one run each, not merged (a synchronous persist)
+    }
+    assert!(run_files(dir.path()) >= 4, "{} runs", run_files(dir.path()));
+    // The next background cut asks the merger: four runs of about one size become one.
+    ok_transfers(&ledger, (0..50).map(|i| transfer(2_000 + i, 1, 3, 1)).collect()).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run_files(dir.path()) >= 4 {
+        assert!(Instant::now() < deadline, "the runs were never merged: {}", run_files(dir.path()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let check = |ledger: Ledger| async move {
+        for id in [10, 13, 1_000, 1_149, 1_349, 2_049] {
+            assert!(ledger.get_committed(id).await.unwrap().is_some(), "transfer {id} not found");
+        }
+        let retried = transfers(&ledger, vec![transfer(1_000, 1, 3, 1), transfer(1_349, 1, 3, 1)]).await;
+        assert!(retried.iter().all(|o| o.replayed && o.result.is_ok()), "{retried:?}");
+        let statement = ledger.account_entries(3, 0, u64::MAX, false, None, PAGE_SIZE_MAX).await.unwrap();
+        assert_eq!(statement.len(), 3 + 250);
+        ledger
+    };
+    let ledger = check(ledger).await;
+    close(ledger, dir.path());
+    let ledger = check(open(dir.path()).unwrap()).await;
+    assert!(ledger.is_healthy());
+}
