@@ -80,7 +80,8 @@ const UNKNOWN_METHOD: &str = "unknown";
 /// RPC latency buckets, 250 µs to 30 s.
 const LATENCY_BUCKETS_SECONDS: &[f64] =
     &[0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-/// Group-commit size buckets, 1 to 65,536 ops (the group limit) in powers of 4.
+/// Group-commit size buckets, 1 to 65,536 ops in powers of 4 (a group holds at most 32,756 events;
+/// a settlement call or expiries can add ops).
 const GROUP_EVENTS_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1_024.0, 4_096.0, 16_384.0, 65_536.0];
 /// Journal flush buckets, 50 µs to 1 s.
 const FLUSH_BUCKETS_SECONDS: &[f64] =
