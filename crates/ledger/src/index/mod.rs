@@ -393,13 +393,13 @@ impl Dirty {
     }
 }
 
+/// An owner's feed positions of one batch: (timestamp, location) in order.
+type FeedRun = (Arc<str>, Vec<(u64, Location)>);
+
 /// A batch's feed positions grouped by owner, keyed by the address of the owner's shared name
 /// (`Dirty::owner` gives one per owner), so that a batch looks each feed up once rather than
 /// hashing an owner's name for every record. Runs that share a name all the same (two shared
 /// names for one owner) are merged, in order, before they are appended.
-/// An owner's feed positions of one batch: (timestamp, location) in order.
-type FeedRun = (Arc<str>, Vec<(u64, Location)>);
-
 #[derive(Default)]
 struct FeedRuns {
     by_address: BTreeMap<usize, usize>,
@@ -694,16 +694,10 @@ impl Index {
     /// Persists everything applied so far and waits for it (from any thread): the cut being
     /// written first, if any, then a new cut, written here.
     pub fn persist(&self) -> Result<(), LedgerError> {
-        let cut = {
-            let mut dirty = self.dirty.lock().unwrap_or_else(|p| p.into_inner());
-            let mut state = self.wait_idle()?;
-            let Some(cut) = self.cut_locked(&mut dirty) else {
-                return Ok(());
-            };
-            *state = PersistState::Writing;
-            cut
-        };
-        self.write_cut(cut)
+        match self.cut(true)? {
+            CutTaken::Cut(cut) => self.write_cut(cut),
+            CutTaken::NothingNew | CutTaken::Busy => Ok(()),
+        }
     }
 
     /// Takes what a persist writes out of memory into the frozen layer (the indexer thread,
