@@ -186,29 +186,26 @@ fn op_timestamp(op: &Op) -> u64 {
 /// What readers and the indexer share.
 #[derive(Default)]
 struct Memory {
-    /// Ids applied since the last persisted run (almost always one location each: no
-    /// allocation per id).
-    ids: HashMap<TransferId, SmallVec<[Location; 1]>>,
     runs: Arc<RunSet>,
     /// Each touched account's current chunk (also in sled as of the last persist).
     accounts: HashMap<AccountId, AccountChunk>,
     /// Each touched feed's current chunk ("" is the ledger's feed).
     feeds: HashMap<String, FeedChunk>,
-    /// Pending states changed since the last persist.
-    pendings: HashMap<TransferId, PendingState>,
-    /// Chunks that filled up since the last persist, readable until it writes them to sled.
-    sealed_accounts: HashMap<AccountId, Vec<AccountChunk>>,
-    sealed_feeds: HashMap<String, Vec<FeedChunk>>,
-    /// What the persist being written took out of memory, readable until its run and sled batch
-    /// are in (then gone, in the same step that lists the run).
-    frozen: Option<Arc<Frozen>>,
+    /// What was applied since the last cut.
+    recent: Layer,
+    /// What the persist being written took out of memory (the `recent` of its cut), readable
+    /// until its run and sled batch are in (then gone, in the same step that lists the run).
+    frozen: Option<Arc<Layer>>,
 }
 
-/// The part of memory a persist writes: ids, pending states and sealed chunks as of its cut.
+/// The part of memory a persist writes away: ids, pending states and sealed chunks.
 #[derive(Default)]
-struct Frozen {
+struct Layer {
+    /// Ids applied (almost always one location each: no allocation per id).
     ids: HashMap<TransferId, SmallVec<[Location; 1]>>,
+    /// Pending states changed.
     pendings: HashMap<TransferId, PendingState>,
+    /// Chunks that filled up, readable until a persist writes them to sled.
     sealed_accounts: HashMap<AccountId, Vec<AccountChunk>>,
     sealed_feeds: HashMap<String, Vec<FeedChunk>>,
 }
@@ -217,13 +214,13 @@ impl Memory {
     /// `account`'s sealed chunks not yet in sled: the frozen layer's, then memory's.
     fn sealed_accounts_of(&self, account: AccountId) -> Vec<AccountChunk> {
         let frozen = self.frozen.as_ref().and_then(|f| f.sealed_accounts.get(&account));
-        frozen.into_iter().chain(self.sealed_accounts.get(&account)).flatten().cloned().collect()
+        frozen.into_iter().chain(self.recent.sealed_accounts.get(&account)).flatten().cloned().collect()
     }
 
     /// `owner`'s sealed feed chunks not yet in sled: the frozen layer's, then memory's.
     fn sealed_feeds_of(&self, owner: &str) -> Vec<FeedChunk> {
         let frozen = self.frozen.as_ref().and_then(|f| f.sealed_feeds.get(owner));
-        frozen.into_iter().chain(self.sealed_feeds.get(owner)).flatten().cloned().collect()
+        frozen.into_iter().chain(self.recent.sealed_feeds.get(owner)).flatten().cloned().collect()
     }
 }
 
@@ -233,7 +230,7 @@ pub struct Cut {
     resume: crate::journal::ResumePoint,
     /// The touched chunks and pending states, encoded at the cut.
     entries: Vec<SledEntry>,
-    frozen: Arc<Frozen>,
+    frozen: Arc<Layer>,
 }
 
 impl Cut {
@@ -284,23 +281,24 @@ impl Memory {
         match op {
             Op::Transfer(record) => {
                 let t = &record.transfer;
-                self.ids.entry(t.id).or_default().push(location);
+                self.recent.ids.entry(t.id).or_default().push(location);
                 if t.flags.pending {
-                    self.pendings.insert(t.id, PendingState::Pending);
+                    self.recent.pendings.insert(t.id, PendingState::Pending);
                 } else if t.flags.post_pending {
-                    self.pendings.insert(t.pending_id, PendingState::Posted);
+                    self.recent.pendings.insert(t.pending_id, PendingState::Posted);
                 } else if t.flags.void_pending {
-                    self.pendings.insert(t.pending_id, PendingState::Voided);
+                    self.recent.pendings.insert(t.pending_id, PendingState::Voided);
                 }
             }
-            Op::Refused(refused) => self.ids.entry(refused.id).or_default().push(location),
-            Op::Fail(failed) => self.ids.entry(failed.transfer.id).or_default().push(location),
+            Op::Refused(refused) => self.recent.ids.entry(refused.id).or_default().push(location),
+            Op::Fail(failed) => self.recent.ids.entry(failed.transfer.id).or_default().push(location),
             Op::Expire { pending_id, .. } | Op::AutoPost { pending_id, .. } => {
                 let posted = matches!(op, Op::AutoPost { .. });
-                self.pendings
+                self.recent
+                    .pendings
                     .insert(*pending_id, if posted { PendingState::Posted } else { PendingState::Expired });
                 let id = crate::engine::expiry_record_id(*pending_id, posted);
-                self.ids.entry(id).or_default().push(location);
+                self.recent.ids.entry(id).or_default().push(location);
             }
             _ => {}
         }
@@ -326,7 +324,7 @@ impl Memory {
                 dirty.sealed.push((feed_key(owner, chunk.first_ts), bytes));
                 let full = std::mem::replace(chunk, FeedChunk { first_ts: ts, entries: Vec::new() });
                 chunk.entries.push((ts, location));
-                self.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
+                self.recent.sealed_feeds.entry(owner.to_owned()).or_default().push(full);
             } else {
                 chunk.entries.push((ts, location));
             }
@@ -364,7 +362,7 @@ impl Memory {
             dirty.sealed.push((account_key(account, chunk.first_ts).to_vec(), bytes));
             let full =
                 std::mem::replace(chunk, AccountChunk { first_ts: ts, start: end, entries: vec![entry] });
-            self.sealed_accounts.entry(account).or_default().push(full);
+            self.recent.sealed_accounts.entry(account).or_default().push(full);
             dirty.accounts.insert(account);
             return Ok(());
         }
@@ -688,7 +686,7 @@ impl Index {
 
     /// Whether enough is in memory that a persist is due whatever the time.
     pub fn persist_due(&self) -> bool {
-        self.read().ids.len() >= MEMORY_IDS_MAX
+        self.read().recent.ids.len() >= MEMORY_IDS_MAX
     }
 
     /// Persists everything applied so far and waits for it (from any thread): the cut being
@@ -752,12 +750,7 @@ impl Index {
         };
         let mut memory = self.write();
         debug_assert!(memory.frozen.is_none(), "one cut at a time");
-        let frozen = Arc::new(Frozen {
-            ids: std::mem::take(&mut memory.ids),
-            pendings: std::mem::take(&mut memory.pendings),
-            sealed_accounts: std::mem::take(&mut memory.sealed_accounts),
-            sealed_feeds: std::mem::take(&mut memory.sealed_feeds),
-        });
+        let frozen = Arc::new(std::mem::take(&mut memory.recent));
         memory.frozen = Some(frozen.clone());
         Some(Cut { seq, resume, entries, frozen })
     }
@@ -888,7 +881,7 @@ impl Index {
                 entries.push((feed_key(&owner, chunk.first_ts), bytes));
             }
         }
-        for (id, state) in &memory.pendings {
+        for (id, state) in &memory.recent.pendings {
             entries.push((pending_key(*id).to_vec(), vec![state_code(*state)]));
         }
         entries
@@ -949,7 +942,7 @@ impl Index {
     pub fn locations(&self, id: TransferId) -> Result<Vec<Location>, LedgerError> {
         let (mut out, runs) = {
             let memory = self.read();
-            let mut out: Vec<Location> = memory.ids.get(&id).map(|l| l.to_vec()).unwrap_or_default();
+            let mut out: Vec<Location> = memory.recent.ids.get(&id).map(|l| l.to_vec()).unwrap_or_default();
             if let Some(frozen) = memory.frozen.as_ref().and_then(|f| f.ids.get(&id)) {
                 out.extend_from_slice(frozen);
             }
@@ -1037,7 +1030,7 @@ impl Index {
         {
             let memory = self.read();
             let frozen = memory.frozen.as_ref().and_then(|f| f.pendings.get(&id));
-            if let Some(state) = memory.pendings.get(&id).or(frozen) {
+            if let Some(state) = memory.recent.pendings.get(&id).or(frozen) {
                 return Ok(Some(*state));
             }
         }
